@@ -1,0 +1,1 @@
+"""HTTP layer: Litestar controllers per NVCF API group, thin over the domain."""

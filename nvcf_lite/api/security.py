@@ -1,0 +1,67 @@
+"""Authentication and authorization guards, and the NGC path families (spec §1.1, §6).
+
+A route declares what it needs with `opt={"scopes": (...)}` (any one suffices); the app-wide
+`authorize` guard turns the bearer key into a Principal on `request.state.principal` and
+checks the scopes. Routes without `scopes` in opt are public (health, get-caller-info).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import Request, Router
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+from litestar.types import ControllerRouterHandler
+
+from nvcf_lite.domain.auth import Keys, require_scope
+from nvcf_lite.errors import NotFound
+from nvcf_lite.models import Principal
+
+PLAIN_PREFIX = "/v2/nvcf"
+ORG_PREFIX = "/v2/orgs/{org:str}/nvcf"
+TEAM_PREFIX = "/v2/orgs/{org:str}/teams/{team:str}/nvcf"
+
+
+def scopes(*names: str) -> dict[str, Any]:
+    """Route opt declaring that a key with any one of these scopes may call it."""
+    return {"scopes": names}
+
+
+async def authorize(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    needed: Sequence[str] | None = handler.opt.get("scopes")
+    if needed is None:
+        return
+    keys: Keys = connection.app.state.api_keys
+    principal = await keys.authenticate(connection.headers.get("authorization"))
+    connection.state.principal = principal
+    if needed:
+        require_scope(principal, *needed)
+
+
+def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    org = connection.path_params.get("org")
+    expected: str = connection.app.state.org_name
+    if org is not None and org != expected:
+        raise NotFound(f"Org '{org}' not found (this server serves org '{expected}')")
+
+
+def current_principal(request: Request[Any, Any, Any]) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+PRINCIPAL = {"principal": Provide(current_principal, sync_to_thread=False)}
+
+
+def path_families(handlers: Sequence[ControllerRouterHandler]) -> list[Router]:
+    """The same handlers under /v2/nvcf, /v2/orgs/{org}/nvcf and the team form."""
+    return [
+        Router(path=PLAIN_PREFIX, route_handlers=list(handlers)),
+        Router(path=ORG_PREFIX, route_handlers=list(handlers), guards=[check_org]),
+        Router(path=TEAM_PREFIX, route_handlers=list(handlers), guards=[check_org]),
+    ]

@@ -1,0 +1,184 @@
+"""Typed configuration: defaults < config.toml < NVCF_LITE_<SECTION>__<KEY> environment.
+
+Every struct forbids unknown fields, so a typo in the file or in an environment variable is a
+startup error that names the key. Tests pass an `environ` mapping instead of touching os.environ.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "NVCF_LITE_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: str = ""
+    tls_key: str = ""
+    public_url: str = ""
+    max_body_bytes: int = 5 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = False
+
+
+class StoreConfig(_Section):
+    data_dir: str = "./data"
+
+
+class AccountConfig(_Section):
+    nca_id: str = "nvcf-lite-local"
+    org_name: str = "local"
+
+
+class AuthConfig(_Section):
+    bootstrap_key: str = ""
+    key_cache_seconds: float = 2.0
+
+
+class SimulatedGpu(_Section):
+    name: str
+    count: int = 1
+    memory_mb: int = 16384
+
+
+class GpusConfig(_Section):
+    use_nvml: bool = True
+    simulated: list[SimulatedGpu] = []
+    cpu_instance_max: int = 8
+
+
+class DockerConfig(_Section):
+    base_url: str = ""
+    pull_timeout_s: float = 600.0
+    stop_timeout_s: float = 10.0
+    keep_instances_on_shutdown: bool = True
+    container_name_prefix: str = "nvcf-lite"
+
+
+class SchedulerConfig(_Section):
+    tick_interval_s: float = 2.0
+    startup_deadline_s: float = 600.0
+    health_interval_s: float = 5.0
+    unhealthy_threshold: int = 3
+    restart_backoff_initial_s: float = 1.0
+    restart_backoff_max_s: float = 300.0
+    crash_loop_restarts: int = 3
+
+
+class InvocationConfig(_Section):
+    default_poll_seconds: int = 60
+    max_poll_seconds: int = 3600
+    request_ttl_s: float = 3600.0
+    max_queue_per_function: int = 10000
+    max_response_bytes: int = 5242880
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    account: AccountConfig = msgspec.field(default_factory=AccountConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
+    docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.store.data_dir)
+
+
+def _section_types() -> dict[str, type[_Section]]:
+    hints = msgspec.structs.fields(Config)
+    return {f.name: f.type for f in hints}  # type: ignore[misc]
+
+
+def _env_value(raw: str, field_type: Any) -> Any:
+    """Environment strings become typed values; lists and tables are given as JSON."""
+    if field_type is str:
+        return raw
+    if raw.lstrip().startswith(("[", "{")):
+        return msgspec.json.decode(raw)
+    return raw
+
+
+def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    sections = _section_types()
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or section not in sections:
+            raise ConfigError(
+                f"unknown configuration variable {name} (expected {ENV_PREFIX}<SECTION>__<KEY>)"
+            )
+        fields = {f.name: f.type for f in msgspec.structs.fields(sections[section])}
+        if key not in fields:
+            raise ConfigError(f"unknown configuration key [{section}] {key} (from {name})")
+        data.setdefault(section, {})[key] = _env_value(raw, fields[key])
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config. `path=None` reads nothing from disk (defaults + environment)."""
+    environ = environ or {}
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {p} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    _merge_env(data, environ)
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_describe(exc)}") from exc
+    _check(config)
+    return config
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if text.startswith("Object contains unknown field"):
+        field, _, where = text.partition(" - at ")
+        key = field.split("`")[1] if "`" in field else field
+        loc = where.strip("`").removeprefix("$").lstrip(".")
+        return f"unknown key {loc + '.' if loc else ''}{key}"
+    return text
+
+
+def _check(config: Config) -> None:
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key must be set together")
+    if config.invocation.default_poll_seconds < 1:
+        raise ConfigError("invocation.default_poll_seconds must be >= 1")
+    for gpu in config.gpus.simulated:
+        if gpu.count < 1:
+            raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")
+
+
+def public_url(config: Config) -> str:
+    """The base URL clients reach this server on (used in signed URLs)."""
+    if config.server.public_url:
+        return config.server.public_url.rstrip("/")
+    scheme = "https" if config.server.tls_cert else "http"
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{config.server.port}"

@@ -1,0 +1,1 @@
+"""The platform's rules and state transitions, independent of HTTP and drivers."""

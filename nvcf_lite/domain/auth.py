@@ -1,0 +1,182 @@
+"""API keys and authorization: NVCF's scope names and key resources (spec §6).
+
+A key is `nvapi-` + 64 chars of [A-Za-z0-9_-]; only its SHA-256 is stored. Verified keys are
+cached for `key_cache_seconds` so the invocation hot path does not read SQLite per request;
+a revocation therefore takes effect within that many seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Iterable
+
+from nvcf_lite.errors import Forbidden, Invalid, NotFound, Unauthorized
+from nvcf_lite.models import (
+    RESOURCE_TYPES,
+    SCOPES,
+    ApiKey,
+    KeyResource,
+    Principal,
+    new_id,
+    now_iso,
+    parse_uuid,
+)
+from nvcf_lite.store.keys import KeysRepo
+
+KEY_PREFIX = "nvapi-"
+KEY_PATTERN = re.compile(r"^nvapi-[A-Za-z0-9_-]{64}$")
+_SCOPE_ALIASES = ("apikey:", "admin:")
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(48)  # 48 bytes -> exactly 64 url-safe chars
+
+
+def normalise_scope(scope: str) -> str:
+    for alias in _SCOPE_ALIASES:
+        if scope.startswith(alias):
+            return scope[len(alias) :]
+    return scope
+
+
+def parse_function_resource(text: str) -> KeyResource:
+    """`FID`, `FID/*` or `FID/VID` -> a `function` resource (spec §6.3)."""
+    fid, _, vid = text.partition("/")
+    if parse_uuid(fid) is None or (vid not in ("", "*") and parse_uuid(vid) is None):
+        raise Invalid(f"invalid function resource '{text}': expected FID, FID/* or FID/VID")
+    return KeyResource(type="function", id=f"{parse_uuid(fid)}/{parse_uuid(vid) or '*'}")
+
+
+def covers(resources: Iterable[KeyResource], function_id: str, version_id: str | None) -> bool:
+    """Whether a key's resources allow touching an own-account function (version)."""
+    for res in resources:
+        if res.type == "account-functions":
+            return True
+        if res.type == "function":
+            fid, _, vid = res.id.partition("/")
+            if fid == function_id and (vid in ("*", "") or version_id in (None, vid)):
+                return True
+    return False
+
+
+def require_scope(principal: Principal, *any_of: str) -> None:
+    if not any(s in principal.scopes for s in any_of):
+        names = " or ".join(f"'{s}'" for s in any_of)
+        raise Forbidden(f"The API key is missing the required scope {names}")
+
+
+def require_function(principal: Principal, function_id: str, version_id: str | None = None) -> None:
+    if not covers(principal.resources, function_id, version_id):
+        raise Forbidden(
+            f"Function id '{function_id}': Missing resource entry in ApiKey for the function"
+        )
+
+
+class Keys:
+    """Create, list, revoke and verify the local account's API keys."""
+
+    def __init__(self, repo: KeysRepo, nca_id: str, cache_seconds: float = 2.0) -> None:
+        self._repo = repo
+        self._nca_id = nca_id
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def create(
+        self,
+        scopes: Iterable[str],
+        functions: Iterable[str] = (),
+        description: str = "",
+        token: str | None = None,
+    ) -> tuple[str, ApiKey]:
+        """Mint a key (or register a given one); returns the plaintext once, and the record."""
+        wanted = [normalise_scope(s.strip()) for s in scopes if s.strip()]
+        unknown = sorted(set(wanted) - set(SCOPES))
+        if unknown:
+            raise Invalid(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        if not wanted:
+            raise Invalid("a key needs at least one scope")
+        resources = [parse_function_resource(f) for f in functions]
+        if not resources:
+            resources = [KeyResource(type="account-functions", id="*")]
+        if token is None:
+            token = generate_key()
+        elif not KEY_PATTERN.match(token):
+            raise Invalid("a key must be 'nvapi-' followed by 64 characters of [A-Za-z0-9_-]")
+        assert all(r.type in RESOURCE_TYPES for r in resources)
+        key = ApiKey(
+            key_id=new_id(),
+            key_prefix=token[:14],
+            nca_id=self._nca_id,
+            description=description,
+            scopes=tuple(dict.fromkeys(wanted)),
+            resources=tuple(resources),
+            created_at=now_iso(),
+        )
+        await self._repo.insert(key, hash_key(token))
+        return token, key
+
+    async def list(self) -> list[ApiKey]:
+        return await self._repo.all()
+
+    async def revoke(self, key_id_or_prefix: str) -> str:
+        ids = await self._repo.revoke(key_id_or_prefix, now_iso())
+        if not ids:
+            raise NotFound(f"no active key with id or prefix '{key_id_or_prefix}'")
+        if len(ids) > 1:
+            raise Invalid(f"'{key_id_or_prefix}' matches {len(ids)} keys; give the key id")
+        self._cache.clear()
+        return ids[0]
+
+    async def ensure_bootstrap(self, bootstrap_key: str = "") -> str | None:
+        """On first start with no keys, create an all-scopes admin key; return its plaintext.
+
+        A configured bootstrap key is registered if it is not known yet (returns None).
+        """
+        if bootstrap_key:
+            if await self._repo.by_hash(hash_key(bootstrap_key)) is None:
+                await self.create(SCOPES, description="bootstrap (configured)", token=bootstrap_key)
+            return None
+        if await self._repo.count_active():
+            return None
+        token, _ = await self.create(SCOPES, description="bootstrap admin key")
+        return token
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """`Authorization: Bearer <key>` -> Principal, or Unauthorized."""
+        if not authorization:
+            raise Unauthorized("Missing Authorization header with a Bearer API key")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization header must be 'Bearer <API key>'")
+        return await self.verify(token)
+
+    async def verify(self, token: str) -> Principal:
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached and cached[0] > now:
+            return cached[1]
+        key = await self._repo.by_hash(hash_key(token)) if KEY_PATTERN.match(token) else None
+        if key is None or key.revoked_at is not None or _expired(key):
+            raise Unauthorized("Invalid or revoked API key")
+        principal = Principal(
+            key_id=key.key_id,
+            nca_id=key.nca_id,
+            scopes=frozenset(key.scopes),
+            resources=key.resources,
+        )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (now + self._cache_seconds, principal)
+        return principal
+
+
+def _expired(key: ApiKey) -> bool:
+    return key.expires_at is not None and key.expires_at <= now_iso()

@@ -1,0 +1,1 @@
+"""Drivers: the container engine and the GPU inventory, behind small seams."""

@@ -1,0 +1,95 @@
+"""The seam between the scheduler and a container engine.
+
+`ContainerRuntime` is what the Scheduler needs from an engine; `DockerRuntime` implements it
+for real and tests use a fake for scheduler unit tests. Engines translate their own exceptions
+into `RuntimeFailure` at their edge, with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+LABEL_PREFIX = "nvcf-lite."
+LABEL_MANAGED = "nvcf-lite.managed"
+LABEL_FUNCTION_ID = "nvcf-lite.function-id"
+LABEL_VERSION_ID = "nvcf-lite.version-id"
+LABEL_DEPLOYMENT = "nvcf-lite.deployment"
+LABEL_INSTANCE_ID = "nvcf-lite.instance-id"
+
+
+class RuntimeFailure(Exception):
+    """A container engine operation failed; `str(exc)` is the user-facing reason."""
+
+
+class ImageNotFound(RuntimeFailure):
+    """The image is neither local nor pullable."""
+
+
+class Mount(msgspec.Struct, frozen=True):
+    source: str
+    target: str
+    read_only: bool = False
+
+
+class ContainerSpec(msgspec.Struct, frozen=True):
+    """Everything needed to create one instance container."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    env: dict[str, str] = {}
+    args: list[str] | None = None
+    ports: list[int] = []  # container ports to publish on 127.0.0.1 with ephemeral host ports
+    gpu_device_ids: list[str] | None = None  # None: no DeviceRequest at all
+    mounts: list[Mount] = []
+    network_mode: str | None = None  # None: default bridge with published ports; "host" allowed
+
+
+class ContainerInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    labels: dict[str, str]
+    state: str  # Docker's State.Status: created, running, paused, restarting, exited, dead
+    exit_code: int | None = None
+    host_ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
+    error: str | None = None  # the engine's State.Error, if any
+    started_at: str | None = None
+    finished_at: str | None = None
+    oom_killed: bool = False
+
+
+class ContainerRuntime(Protocol):
+    async def ping(self) -> str | None:
+        """None when the engine answers, else why it does not."""
+        ...
+
+    async def image_exists(self, image: str) -> bool: ...
+
+    async def ensure_image(self, image: str) -> bool:
+        """Make the image present locally, pulling it once if missing.
+
+        Returns True when a pull was needed. Raises ImageNotFound / RuntimeFailure.
+        """
+        ...
+
+    async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None: ...
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        """Every container carrying LABEL_MANAGED, running or not."""
+        ...
+
+    async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after the timeout) and remove; absent is fine."""
+        ...
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+
+    async def pause(self, container_id: str) -> None: ...
+
+    async def unpause(self, container_id: str) -> None: ...
+
+    async def close(self) -> None: ...

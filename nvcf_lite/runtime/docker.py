@@ -1,0 +1,401 @@
+"""DockerRuntime: instance containers on the local Docker engine; the only module importing docker.
+
+Blocking SDK calls run in worker threads through the low-level `APIClient`, one HTTP call per
+hop where possible (`inspect` is exactly one). Docker's exceptions are translated here, at the
+edge, into `RuntimeFailure` / `ImageNotFound` whose text a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import docker
+import docker.auth
+import docker.errors
+import docker.types
+import docker.utils
+import requests
+
+from nvcf_lite.runtime.base import (
+    LABEL_MANAGED,
+    ContainerInfo,
+    ContainerSpec,
+    ImageNotFound,
+    RuntimeFailure,
+)
+
+log = logging.getLogger("nvcf_lite.runtime")
+
+DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
+DEFAULT_STOP_SIGNAL = "SIGTERM"
+PULL_LOG_INTERVAL_S = 5.0
+NO_TOOLKIT = "this Docker host has no NVIDIA container toolkit"
+_NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: never started / never finished
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
+_IPV4_ANY = ("127.0.0.1", "0.0.0.0", "")  # bindings reachable on 127.0.0.1
+_UNREACHABLE_HINTS = {
+    "FileNotFoundError": "no socket there, is dockerd running?",
+    "ConnectionRefusedError": "connection refused, is dockerd running?",
+    "PermissionError": "permission denied, may this user use Docker (the docker group)?",
+}
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+
+class DockerRuntime:
+    """`ContainerRuntime` on Docker. Build it with `connect`, which never raises."""
+
+    def __init__(self, base_url: str, *, api_timeout_s: float, pull_timeout_s: float) -> None:
+        self.base_url = base_url
+        self.pull_timeout_s = pull_timeout_s
+        self._api: Any = None  # docker.APIClient once the engine has answered
+        self._connect_error: str | None = None
+        self._closed = False
+        self._api_timeout_s = api_timeout_s
+        self._connecting = asyncio.Lock()
+        self._pulls: dict[str, asyncio.Task[None]] = {}
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str | None = None,
+        *,
+        api_timeout_s: float = 60.0,
+        pull_timeout_s: float = 120.0,
+    ) -> DockerRuntime:
+        """Connect to `base_url` (default: $DOCKER_HOST, else the local socket).
+
+        An absent daemon is not an error here: `ping()` says why, and every other call raises
+        `RuntimeFailure` with that reason until the daemon answers (reconnects are lazy).
+        """
+        url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
+        runtime = cls(url, api_timeout_s=api_timeout_s, pull_timeout_s=pull_timeout_s)
+        runtime._try_connect()
+        return runtime
+
+    # ContainerRuntime --------------------------------------------------------------------
+
+    async def ping(self) -> str | None:
+        try:
+            await self._call("ping", lambda api: api.ping())
+        except RuntimeFailure as exc:
+            return str(exc)
+        return None
+
+    async def image_exists(self, image: str) -> bool:
+        return await self._call("image inspect", _image_exists, image)
+
+    async def ensure_image(self, image: str) -> bool:
+        """Pull `image` unless it is local; concurrent callers for one image share one pull."""
+        pull = self._pulls.get(image)
+        if pull is None:
+            if await self.image_exists(image):
+                return False
+            pull = self._pulls.get(image)  # another caller may have started it meanwhile
+        if pull is None:
+            pull = asyncio.get_running_loop().create_task(self._pull(image))
+            self._pulls[image] = pull
+            pull.add_done_callback(lambda task: self._forget_pull(image, task))
+        await asyncio.shield(pull)
+        return True
+
+    async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+        try:
+            return await self._call("create", _create_and_start, spec, name=spec.name)
+        except ImageNotFound:
+            await self.ensure_image(spec.image)
+        return await self._call("create", _create_and_start, spec, name=spec.name)
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        return await self._call("inspect", _inspect, container_id)
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        """Every managed container, from one list call.
+
+        List entries carry no State.Error / StartedAt / FinishedAt / OOMKilled; the exit code
+        comes from the status text. Use `inspect` for the full record of one container.
+        """
+        filters = {"label": f"{LABEL_MANAGED}=true"}
+        rows = await self._call("list", lambda api: api.containers(all=True, filters=filters))
+        return [_info_from_summary(row) for row in rows]
+
+    async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        await self._call("remove", _stop_and_remove, container_id, stop_timeout_s)
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        return await self._call("logs", _logs_tail, container_id, lines)
+
+    async def pause(self, container_id: str) -> None:
+        await self._call("pause", lambda api: api.pause(container_id))
+
+    async def unpause(self, container_id: str) -> None:
+        await self._call("unpause", lambda api: api.unpause(container_id))
+
+    async def close(self) -> None:
+        for pull in list(self._pulls.values()):
+            pull.cancel()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        self._closed = True
+        self._connect_error = f"Docker engine not reachable at {self.base_url}: runtime closed"
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _try_connect(self) -> None:
+        try:
+            self._api = docker.APIClient(
+                base_url=self.base_url, version="auto", timeout=self._api_timeout_s
+            )
+            self._connect_error = None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self._connect_error = self._unreachable(exc)
+
+    async def _client(self) -> Any:
+        if self._api is None:
+            async with self._connecting:
+                if self._api is None and not self._closed:
+                    await asyncio.to_thread(self._try_connect)
+        if self._api is None:
+            raise RuntimeFailure(self._connect_error or self._unreachable(None))
+        return self._api
+
+    async def _call(self, action: str, fn: Callable[..., T], *args: Any, name: str = "") -> T:
+        """`fn(api, *args)` in a worker thread, with Docker's exceptions translated."""
+        api = await self._client()
+        try:
+            return await asyncio.to_thread(fn, api, *args)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._translate(exc, action, name) from exc
+
+    def _translate(self, exc: Exception, action: str, name: str) -> RuntimeFailure:
+        if isinstance(exc, docker.errors.APIError):
+            text = _explain(exc)
+            if "could not select device driver" in text:
+                return RuntimeFailure(f"{NO_TOOLKIT} (could not select device driver for GPUs)")
+            if "unknown runtime specified nvidia" in text.lower():
+                return RuntimeFailure(f"{NO_TOOLKIT} (Unknown runtime specified nvidia)")
+            if exc.status_code == 409 and "is already in use" in text:
+                return RuntimeFailure(f"a container named {name!r} already exists: {text}")
+            if isinstance(exc, docker.errors.ImageNotFound):
+                return ImageNotFound(f"image is not present locally: {text}")
+            return RuntimeFailure(f"Docker {action} failed: {text}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return RuntimeFailure(
+                f"Docker engine at {self.base_url} did not answer {action} "
+                f"within {self._api_timeout_s:g} s"
+            )
+        return RuntimeFailure(self._unreachable(exc))
+
+    def _unreachable(self, exc: Exception | None) -> str:
+        text = str(exc or "not connected")
+        hint = next((h for cause, h in _UNREACHABLE_HINTS.items() if cause in text), None)
+        return f"Docker engine not reachable at {self.base_url}: " + (
+            f"{hint} ({text})" if hint else text
+        )
+
+    async def _pull(self, image: str) -> None:
+        api = await self._client()
+        started = time.monotonic()
+        log.info("pulling image %s (timeout %g s)", image, self.pull_timeout_s)
+        # The thread bounds itself too; this bound only answers the caller on time.
+        pulling = asyncio.to_thread(self._pull_blocking, api, image)
+        try:
+            await asyncio.wait_for(pulling, timeout=self.pull_timeout_s + 1.0)
+        except (TimeoutError, requests.exceptions.Timeout):
+            reason = f"no answer within {self.pull_timeout_s:g} s"
+        except docker.errors.APIError as exc:
+            reason = _explain(exc)
+        except requests.exceptions.RequestException as exc:
+            raise self._translate(exc, "pull", "") from exc
+        except docker.errors.DockerException as exc:  # e.g. InvalidRepository
+            reason = str(exc)
+        else:
+            log.info("pulled image %s in %.1f s", image, time.monotonic() - started)
+            return
+        raise ImageNotFound(
+            f"image {image!r} is not present locally and could not be pulled: {reason}"
+        )
+
+    def _pull_blocking(self, api: Any, image: str) -> None:
+        """POST /images/create, streamed, with a read timeout and an overall deadline."""
+        repo, tag = docker.utils.parse_repository_tag(image)
+        registry, _ = docker.auth.resolve_repository_name(repo)
+        headers = {}
+        auth = docker.auth.get_config_header(api, registry)
+        if auth:
+            headers["X-Registry-Auth"] = auth
+        deadline = time.monotonic() + self.pull_timeout_s
+        url = f"{api.base_url}/v{api.api_version}/images/create"
+        params = {"fromImage": repo, "tag": tag or "latest"}
+        timeout = (self._api_timeout_s, self.pull_timeout_s)
+        with api.post(url, params=params, headers=headers, stream=True, timeout=timeout) as resp:
+            try:
+                resp.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                docker.errors.create_api_error_from_http_exception(exc)  # raises APIError
+            last_log = time.monotonic()
+            for raw in resp.iter_lines():
+                line: Doc = json.loads(raw) if raw else {}
+                if "error" in line:
+                    raise docker.errors.APIError(image, resp, str(line["error"]))
+                if time.monotonic() > deadline:
+                    raise docker.errors.APIError(
+                        image, resp, f"still pulling after {self.pull_timeout_s:g} s"
+                    )
+                if line and time.monotonic() - last_log >= PULL_LOG_INTERVAL_S:
+                    last_log = time.monotonic()
+                    status = " ".join(str(line.get(k, "")) for k in ("id", "status", "progress"))
+                    log.info("pulling %s: %s", image, status.strip())
+
+    def _forget_pull(self, image: str, task: asyncio.Task[None]) -> None:
+        if self._pulls.get(image) is task:
+            del self._pulls[image]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter got it, or none was left to care
+
+
+# Blocking helpers (run in worker threads) -------------------------------------------------
+
+
+def _image_exists(api: Any, image: str) -> bool:
+    try:
+        api.inspect_image(image)
+    except docker.errors.NotFound:  # ImageNotFound is a NotFound
+        return False
+    return True
+
+
+def _create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
+    host_network = spec.network_mode == "host"
+    devices = None
+    if spec.gpu_device_ids is not None:
+        devices = [
+            docker.types.DeviceRequest(
+                driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]]
+            )
+        ]
+    host_config = api.create_host_config(
+        port_bindings=None if host_network else {p: ("127.0.0.1", None) for p in spec.ports},
+        binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+        device_requests=devices,
+        network_mode=spec.network_mode,
+    )
+    created = api.create_container(
+        spec.image,
+        command=spec.args,
+        environment=dict(spec.env),
+        labels={**spec.labels, LABEL_MANAGED: "true"},
+        ports=None if host_network else list(spec.ports),
+        host_config=host_config,
+        name=spec.name,
+        stop_signal=DEFAULT_STOP_SIGNAL,
+        detach=True,
+    )
+    container_id: str = created["Id"]
+    try:
+        api.start(container_id)
+    except BaseException:
+        try:
+            api.remove_container(container_id, force=True)
+        except docker.errors.APIError:
+            pass  # the start error is the one worth reporting
+        raise
+    info = _inspect(api, container_id)  # host ports are bound only once started
+    if info is None:
+        raise docker.errors.NotFound(f"container {spec.name} vanished right after start")
+    return info
+
+
+def _inspect(api: Any, container_id: str) -> ContainerInfo | None:
+    try:
+        doc: Doc = api.inspect_container(container_id)
+    except docker.errors.NotFound:
+        return None
+    state: Doc = doc.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    code = state.get("ExitCode")
+    finished = status in ("exited", "dead") or bool(code)
+    return ContainerInfo(
+        id=doc["Id"],
+        name=str(doc.get("Name", "")).lstrip("/"),
+        labels=(doc.get("Config") or {}).get("Labels") or {},
+        state=status,
+        exit_code=int(code) if finished and code is not None else None,
+        host_ports=_host_ports((doc.get("NetworkSettings") or {}).get("Ports") or {}),
+        error=state.get("Error") or None,
+        started_at=_time(state.get("StartedAt")),
+        finished_at=_time(state.get("FinishedAt")),
+        oom_killed=bool(state.get("OOMKilled")),
+    )
+
+
+def _info_from_summary(row: Doc) -> ContainerInfo:
+    exited = _EXITED.match(str(row.get("Status", "")))
+    ports = {
+        int(p["PrivatePort"]): int(p["PublicPort"])
+        for p in row.get("Ports") or []
+        if p.get("PublicPort") and p.get("Type") == "tcp" and p.get("IP", "") in _IPV4_ANY
+    }
+    names = row.get("Names") or [""]
+    return ContainerInfo(
+        id=row["Id"],
+        name=str(names[0]).lstrip("/"),
+        labels=row.get("Labels") or {},
+        state=str(row.get("State", "unknown")),
+        exit_code=int(exited.group(1)) if exited else None,
+        host_ports=ports,
+    )
+
+
+def _host_ports(ports: dict[str, list[Doc] | None]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for key, bindings in ports.items():
+        port, _, proto = key.partition("/")
+        reachable = [b for b in bindings or [] if b.get("HostIp", "") in _IPV4_ANY]
+        if proto == "tcp" and reachable and reachable[0].get("HostPort"):
+            found[int(port)] = int(reachable[0]["HostPort"])
+    return found
+
+
+def _stop_and_remove(api: Any, container_id: str, stop_timeout_s: float) -> None:
+    try:
+        api.stop(container_id, timeout=max(0, math.ceil(stop_timeout_s)))
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:
+        pass  # e.g. a dead container: the forced removal below still ends it
+    try:
+        api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in _explain(exc):
+            raise
+
+
+def _logs_tail(api: Any, container_id: str, lines: int) -> str:
+    try:
+        raw: bytes = api.logs(container_id, stdout=True, stderr=True, tail=max(0, lines))
+    except docker.errors.NotFound:
+        return ""
+    return raw.decode("utf-8", errors="replace")
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", errors="replace")
+    return str(explanation or exc)
+
+
+def _time(value: object) -> str | None:
+    return str(value) if value and value != _NEVER else None

@@ -1,0 +1,1 @@
+"""Persistence: SQLite (metadata, queue) and files under data_dir (bytes)."""

@@ -1,0 +1,78 @@
+"""API keys table."""
+
+from __future__ import annotations
+
+import msgspec
+
+from nvcf_lite.models import ApiKey, KeyResource
+from nvcf_lite.store.sqlite import Database, Row
+
+_COLUMNS = (
+    "key_id, key_prefix, nca_id, description, scopes, resources, created_at, expires_at, revoked_at"
+)
+
+
+def _key(row: Row) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        key_prefix=row["key_prefix"],
+        nca_id=row["nca_id"],
+        description=row["description"],
+        scopes=tuple(msgspec.json.decode(row["scopes"], type=list[str])),
+        resources=tuple(msgspec.json.decode(row["resources"], type=list[KeyResource])),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class KeysRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, key: ApiKey, key_hash: str) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key.key_id,
+                    key.key_prefix,
+                    key.nca_id,
+                    key.description,
+                    msgspec.json.encode(list(key.scopes)).decode(),
+                    msgspec.json.encode(list(key.resources)).decode(),
+                    key.created_at,
+                    key.expires_at,
+                    key.revoked_at,
+                    key_hash,
+                ),
+            )
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
+        )
+        return _key(row) if row else None
+
+    async def all(self) -> list[ApiKey]:
+        rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
+        return [_key(r) for r in rows]
+
+    async def count_active(self) -> int:
+        row = await self._db.fetch_one("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+        return int(row[0]) if row else 0
+
+    async def revoke(self, key_id_or_prefix: str, when: str) -> list[str]:
+        """Revoke keys whose id or printed prefix matches; returns the ids revoked."""
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch_all(
+                "SELECT key_id FROM api_keys WHERE revoked_at IS NULL"
+                " AND (key_id = ? OR key_prefix = ?)",
+                (key_id_or_prefix, key_id_or_prefix),
+            )
+            ids = [r["key_id"] for r in rows]
+            if len(ids) == 1:
+                await tx.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (when, ids[0])
+                )
+            return ids

@@ -1,0 +1,83 @@
+"""Shared fixtures: a config on a tmp data_dir, the app under a test client, keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from nvcf_lite.app import RuntimeFactory, create_app
+from nvcf_lite.config import Config, load_config
+from nvcf_lite.models import SCOPES
+
+ADMIN_KEY = "nvapi-" + "A" * 60 + "test"
+
+
+def make_config(data_dir: Path, **env: str) -> Config:
+    environ = {
+        "NVCF_LITE_STORE__DATA_DIR": str(data_dir),
+        "NVCF_LITE_AUTH__BOOTSTRAP_KEY": ADMIN_KEY,
+        "NVCF_LITE_AUTH__KEY_CACHE_SECONDS": "0",
+        **env,
+    }
+    return load_config(None, environ)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path / "data")
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path) -> Iterator[Callable[..., TestClient[Any]]]:
+    """Start an app (more than once, over the same data_dir, to test restarts)."""
+    clients: list[TestClient[Any]] = []
+
+    def start(
+        config: Config | None = None, runtime_factory: RuntimeFactory | None = None
+    ) -> TestClient[Any]:
+        app = create_app(config or make_config(tmp_path / "data"), runtime_factory=runtime_factory)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(app_factory: Callable[..., TestClient[Any]]) -> TestClient[Any]:
+    return app_factory()
+
+
+def bearer(key: str = ADMIN_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return bearer()
+
+
+@pytest.fixture
+def make_key(client: TestClient[Any]) -> Callable[..., str]:
+    """Mint a key with the given scopes (and optional function resources) in the app's store."""
+
+    def mint(*scopes: str, functions: tuple[str, ...] = ()) -> str:
+        keys = client.app.state.platform.keys
+        with client.portal() as portal:
+            token, _ = portal.call(keys.create, list(scopes) or list(SCOPES), functions)
+        return str(token)
+
+    return mint
+
+
+def call(client: TestClient[Any], fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a coroutine function of the app's platform on the app's event loop."""
+    with client.portal() as portal:
+        return portal.call(fn, *args)

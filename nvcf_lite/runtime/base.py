@@ -93,3 +93,43 @@ class ContainerRuntime(Protocol):
     async def unpause(self, container_id: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class UnavailableRuntime:
+    """Stands in when no container engine is configured: every operation fails with why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def ping(self) -> str | None:
+        return self.reason
+
+    async def image_exists(self, image: str) -> bool:
+        raise RuntimeFailure(self.reason)
+
+    async def ensure_image(self, image: str) -> bool:
+        raise RuntimeFailure(self.reason)
+
+    async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+        raise RuntimeFailure(self.reason)
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        return None
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        return []
+
+    async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        return None
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        return ""
+
+    async def pause(self, container_id: str) -> None:
+        raise RuntimeFailure(self.reason)
+
+    async def unpause(self, container_id: str) -> None:
+        raise RuntimeFailure(self.reason)
+
+    async def close(self) -> None:
+        return None

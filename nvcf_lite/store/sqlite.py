@@ -90,7 +90,7 @@ class Database:
         except BaseException:
             await writer.close()  # aiosqlite's thread would otherwise keep the process alive
             raise
-        path.chmod(0o600)  # keys' hashes and function secrets live here
+        await asyncio.to_thread(path.chmod, 0o600)  # key hashes and secrets live here
         return cls(path, writer, reader)
 
     async def close(self) -> None:

@@ -1,0 +1,80 @@
+"""G1 cluster groups and G2 supported GPUs (spec §2.6), derived from this host's inventory."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+from litestar import Request, get
+
+from nvcf_lite.api.security import scopes
+from nvcf_lite.api.wire import Wire
+from nvcf_lite.domain.placement import CPU, Host
+
+
+class InstanceTypeWire(Wire, kw_only=True):
+    name: str
+    description: str
+    default: bool
+
+
+class GpuWire(Wire, kw_only=True):
+    name: str
+    instance_types: list[InstanceTypeWire]
+
+
+class ClusterWire(Wire, kw_only=True):
+    k8s_version: str
+    id: str
+    name: str
+
+
+class ClusterGroupWire(Wire, kw_only=True):
+    id: str
+    name: str
+    nca_id: str
+    authorized_nca_ids: list[str]
+    gpus: list[GpuWire]
+    clusters: list[ClusterWire]
+
+
+class ClusterGroupsResponse(Wire, kw_only=True):
+    cluster_groups: list[ClusterGroupWire]
+
+
+def _gpu(host: Host, gpu: str) -> GpuWire:
+    types = []
+    for index, name in enumerate(host.instance_types(gpu)):
+        if gpu == CPU:
+            text = "one container with no GPU"
+        else:
+            units = index + 1
+            text = f"{units}x {gpu} ({host.memory_mb(gpu) // 1024} GiB each)"
+        types.append(InstanceTypeWire(name=name, description=text, default=index == 0))
+    return GpuWire(name=gpu, instance_types=types)
+
+
+@get("/clusterGroups", opt=scopes("list_cluster_groups"), tags=["cluster groups"])
+async def cluster_groups(request: Request[Any, Any, Any]) -> ClusterGroupsResponse:
+    host: Host = request.app.state.host
+    nca_id: str = request.app.state.nca_id
+    hostname = socket.gethostname()
+    group = ClusterGroupWire(
+        id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"nvcf-lite.{nca_id}.{hostname}")),
+        name="local",
+        nca_id=nca_id,
+        authorized_nca_ids=[nca_id],
+        gpus=[_gpu(host, g) for g in host.gpu_names()],
+        clusters=[ClusterWire(k8s_version="none (Docker)", id="local", name=hostname)],
+    )
+    return ClusterGroupsResponse(cluster_groups=[group])
+
+
+@get("/supportedGpus", opt=scopes("register_function"), tags=["cluster groups"])
+async def supported_gpus(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
+    host: Host = request.app.state.host
+    return [{"gpu": g, "backend": "local"} for g in host.gpu_names()]
+
+
+CLUSTER_GROUP_HANDLERS = [cluster_groups, supported_gpus]

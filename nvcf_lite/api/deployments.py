@@ -1,0 +1,249 @@
+"""Deployments D1-D7 (spec §2.2): thin handlers over domain.deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.params import FromPath
+
+from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.wire import Wire, to_wire
+from nvcf_lite.domain.auth import covers, require_function
+from nvcf_lite.domain.deployments import Deployments, SpecInput
+from nvcf_lite.errors import Invalid
+from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal
+
+DEPLOY = scopes("deploy_function")
+
+
+class GpuSpecWire(Wire, kw_only=True):
+    gpu: str | None = None
+    instance_type: str | None = None
+    min_instances: int | None = None
+    max_instances: int | None = None
+    max_request_concurrency: int | None = None
+    gpu_specification_id: str | None = None
+    backend: str | None = None
+    clusters: list[str] | None = None
+    regions: list[str] | None = None
+    attributes: list[str] | None = None
+    availability_zones: list[str] | None = None
+    configuration: Any = None
+    autoscaling_configuration: dict[str, Any] | None = None
+    autoscaling_configuration_policy: str | None = None
+
+
+class DeployRequest(Wire, kw_only=True):
+    deployment_specifications: list[GpuSpecWire] | None = None
+
+
+class HealthInfoWire(Wire, kw_only=True):
+    icms_request_id: str
+    sis_request_id: str | None = None
+    gpu: str
+    backend: str
+    instance_type: str
+    error: str
+
+
+class InstanceWire(Wire, kw_only=True):
+    """nvcf-lite extension: each instance's state, GPUs and published port."""
+
+    instance_id: str
+    gpu_specification_id: str
+    gpu: str
+    instance_type: str
+    state: str
+    gpu_uuids: list[str]
+    container_id: str | None = None
+    host_port: int | None = None
+    error: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class DeploymentWire(Wire, kw_only=True):
+    function_id: str
+    function_version_id: str
+    deployment_id: str
+    function_name: str
+    nca_id: str
+    function_status: str
+    deployment_specifications: list[GpuSpecWire]
+    health_info: list[HealthInfoWire] | None = None
+    instances: list[InstanceWire] | None = None
+    created_at: str
+    last_updated_at: str
+
+
+class DeploymentResponse(Wire, kw_only=True):
+    deployment: DeploymentWire
+
+
+class DeploymentsResponse(Wire, kw_only=True):
+    deployments: list[DeploymentWire]
+
+
+class GpuSpecResponse(Wire, kw_only=True):
+    gpu_specification: GpuSpecWire
+
+
+def spec_wire(spec: GpuSpec) -> GpuSpecWire:
+    return to_wire(spec, GpuSpecWire)
+
+
+def deployment_wire(
+    d: Deployment, name: str, status: str, instances: list[InstanceView]
+) -> DeploymentWire:
+    return DeploymentWire(
+        function_id=d.function_id,
+        function_version_id=d.version_id,
+        deployment_id=d.deployment_id,
+        function_name=name,
+        nca_id=d.nca_id,
+        function_status=status,
+        deployment_specifications=[spec_wire(s) for s in d.specs],
+        health_info=[
+            HealthInfoWire(
+                icms_request_id=h.icms_request_id,
+                gpu=h.gpu,
+                backend=h.backend,
+                instance_type=h.instance_type,
+                error=h.error,
+            )
+            for h in d.health_info
+        ]
+        or None,
+        instances=[to_wire(i, InstanceWire) for i in instances],
+        created_at=d.created_at,
+        last_updated_at=d.updated_at,
+    )
+
+
+def _specs(body: DeployRequest) -> list[SpecInput]:
+    if not body.deployment_specifications:
+        raise Invalid("deploymentSpecifications must be a non-empty list")
+    return [
+        msgspec.convert(s, SpecInput, from_attributes=True) for s in body.deployment_specifications
+    ]
+
+
+async def _render(deployments: Deployments, d: Deployment) -> DeploymentWire:
+    ref = await deployments.version(d.function_id, d.version_id)
+    return deployment_wire(d, ref.name, ref.status.value, deployments.instances(d.version_id))
+
+
+def _deployments(request: Request[Any, Any, Any]) -> Deployments:
+    deployments: Deployments = request.app.state.deployments
+    return deployments
+
+
+class DeploymentsController(Controller):
+    path = "/deployments"
+    dependencies = PRINCIPAL
+    tags = ["deployments"]
+
+    @post("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY, status_code=200)
+    async def deploy(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        function_id: FromPath[UUID],
+        version_id: FromPath[UUID],
+        data: DeployRequest,
+    ) -> DeploymentResponse:
+        fid, vid = str(function_id), str(version_id)
+        require_function(principal, fid, vid)
+        deployments = _deployments(request)
+        d = await deployments.create(fid, vid, _specs(data))
+        return DeploymentResponse(deployment=await _render(deployments, d))
+
+    @get("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY)
+    async def get_deployment(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        function_id: FromPath[UUID],
+        version_id: FromPath[UUID],
+    ) -> DeploymentResponse:
+        fid, vid = str(function_id), str(version_id)
+        require_function(principal, fid, vid)
+        deployments = _deployments(request)
+        d = await deployments.get(fid, vid)
+        return DeploymentResponse(deployment=await _render(deployments, d))
+
+    @put("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY)
+    async def update_deployment(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        function_id: FromPath[UUID],
+        version_id: FromPath[UUID],
+        data: DeployRequest,
+    ) -> DeploymentResponse:
+        fid, vid = str(function_id), str(version_id)
+        require_function(principal, fid, vid)
+        deployments = _deployments(request)
+        d = await deployments.update(fid, vid, _specs(data))
+        return DeploymentResponse(deployment=await _render(deployments, d))
+
+    @delete("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY, status_code=200)
+    async def undeploy(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        function_id: FromPath[UUID],
+        version_id: FromPath[UUID],
+        graceful: bool = False,
+    ) -> Any:
+        fid, vid = str(function_id), str(version_id)
+        require_function(principal, fid, vid)
+        await _deployments(request).undeploy(fid, vid, graceful)
+        render = request.app.state.render_function
+        return await render(fid, vid)
+
+    @get("/{deployment_id:uuid}", opt=DEPLOY)
+    async def by_id(
+        self, request: Request[Any, Any, Any], principal: Principal, deployment_id: FromPath[UUID]
+    ) -> DeploymentResponse:
+        deployments = _deployments(request)
+        d = await deployments.by_id(str(deployment_id))
+        require_function(principal, d.function_id, d.version_id)
+        return DeploymentResponse(deployment=await _render(deployments, d))
+
+    @patch("/{deployment_id:uuid}/gpu-specifications/{spec_id:uuid}", opt=DEPLOY)
+    async def patch_spec(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        deployment_id: FromPath[UUID],
+        spec_id: FromPath[UUID],
+        data: GpuSpecWire,
+    ) -> GpuSpecResponse:
+        deployments = _deployments(request)
+        d = await deployments.by_id(str(deployment_id))
+        require_function(principal, d.function_id, d.version_id)
+        patch_in = msgspec.convert(data, SpecInput, from_attributes=True)
+        spec = await deployments.patch_spec(str(deployment_id), str(spec_id), patch_in)
+        return GpuSpecResponse(gpu_specification=spec_wire(spec))
+
+    @get("/", opt=DEPLOY)
+    async def list_deployments(
+        self, request: Request[Any, Any, Any], principal: Principal
+    ) -> DeploymentsResponse:
+        deployments = _deployments(request)
+        out = []
+        for d in await deployments.all():
+            if require_ok(principal, d):
+                out.append(await _render(deployments, d))
+        return DeploymentsResponse(deployments=out)
+
+
+def require_ok(principal: Principal, d: Deployment) -> bool:
+    return covers(principal.resources, d.function_id, d.version_id)
+
+
+DEPLOYMENT_HANDLERS = [DeploymentsController]

@@ -1,0 +1,360 @@
+"""Deployments (spec §2.2): validation, desired state and the status rules of §3.1.
+
+The API writes desired state here; the Scheduler (workers/) makes containers match it and
+reports back through `version_status` and health info.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from nvcf_lite.domain.placement import Host
+from nvcf_lite.errors import Invalid, NotFound
+from nvcf_lite.models import (
+    Deployment,
+    FunctionStatus,
+    FunctionVersion,
+    GpuSpec,
+    InstanceView,
+    new_id,
+    now_iso,
+)
+from nvcf_lite.store.deployments import DeploymentsRepo
+from nvcf_lite.store.sqlite import Database
+
+MAX_CONCURRENCY = 16384
+CONFIG_REJECTED = (
+    "The configuration field in Gpu specification should be empty for container based functions."
+)
+
+
+class SpecInput(msgspec.Struct, kw_only=True):
+    """A requested spec, already parsed from the wire (fields may be missing)."""
+
+    gpu: str | None = None
+    instance_type: str | None = None
+    min_instances: int | None = None
+    max_instances: int | None = None
+    max_request_concurrency: int | None = None
+    gpu_specification_id: str | None = None
+    backend: str | None = None
+    clusters: list[str] | None = None
+    regions: list[str] | None = None
+    attributes: list[str] | None = None
+    availability_zones: list[str] | None = None
+    configuration: Any = None
+    autoscaling_configuration: dict[str, Any] | None = None
+    autoscaling_configuration_policy: str | None = None
+
+
+def _where(fid: str, vid: str) -> str:
+    return f"Function id '{fid}', version '{vid}'"
+
+
+def check_counts(spec: SpecInput, prefix: str) -> tuple[int, int, int]:
+    if spec.min_instances is None or spec.max_instances is None:
+        raise Invalid(f"{prefix}: minInstances and maxInstances are required")
+    if spec.min_instances < 0:
+        raise Invalid(f"{prefix}: minInstances must be >= 0")
+    if spec.max_instances < 1:
+        raise Invalid(f"{prefix}: maxInstances must be > 0")
+    if spec.min_instances > spec.max_instances:
+        raise Invalid(
+            f"{prefix}: minInstances ({spec.min_instances}) must be <= maxInstances "
+            f"({spec.max_instances})"
+        )
+    concurrency = 1 if spec.max_request_concurrency is None else spec.max_request_concurrency
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise Invalid(f"{prefix}: maxRequestConcurrency must be between 1 and {MAX_CONCURRENCY}")
+    return spec.min_instances, spec.max_instances, concurrency
+
+
+def check_autoscaling(config: dict[str, Any] | None, prefix: str) -> None:
+    if not config:
+        return
+    for part, above in (("scaleUpDetails", True), ("scaleDownDetails", False)):
+        details = config.get(part)
+        if details is None:
+            continue
+        if not isinstance(details, dict):
+            raise Invalid(f"{prefix}: autoscalingConfiguration.{part} must be an object")
+        factor = details.get("factor")
+        if factor is not None:
+            if not isinstance(factor, int | float) or (factor <= 1.0 if above else factor >= 1.0):
+                rule = "> 1.0" if above else "< 1.0"
+                raise Invalid(f"{prefix}: autoscalingConfiguration.{part}.factor must be {rule}")
+        threshold = details.get("threshold")
+        if threshold is not None and not (
+            isinstance(threshold, int | float) and 0 <= threshold <= 100
+        ):
+            raise Invalid(f"{prefix}: autoscalingConfiguration.{part}.threshold must be 0..100")
+
+
+def build_spec(host: Host, spec: SpecInput, index: int) -> GpuSpec:
+    prefix = f"deploymentSpecifications[{index}]"
+    if spec.configuration:
+        raise Invalid(CONFIG_REJECTED)
+    if not spec.gpu:
+        raise Invalid(f"{prefix}: gpu is required; this host offers: {host.offer_text()}")
+    gpu, instance_type, _ = host.resolve(spec.gpu, spec.instance_type)
+    low, high, concurrency = check_counts(spec, prefix)
+    check_autoscaling(spec.autoscaling_configuration, prefix)
+    return GpuSpec(
+        gpu_specification_id=new_id(),
+        gpu=gpu,
+        instance_type=instance_type,
+        min_instances=low,
+        max_instances=high,
+        max_request_concurrency=concurrency,
+        backend=spec.backend or "local",
+        clusters=spec.clusters,
+        regions=spec.regions,
+        attributes=spec.attributes,
+        availability_zones=spec.availability_zones,
+        autoscaling_configuration=spec.autoscaling_configuration,
+        autoscaling_configuration_policy=spec.autoscaling_configuration_policy,
+    )
+
+
+class VersionRef(msgspec.Struct, frozen=True):
+    """What the deployment rules need to know about a function version."""
+
+    function_id: str
+    version_id: str
+    nca_id: str
+    name: str
+    status: FunctionStatus
+    deployable_reason: str | None = None  # why this version cannot run on this host, if so
+
+
+def version_ref(version: FunctionVersion) -> VersionRef:
+    """What deploying needs to know about a registered version (and whether it can run here)."""
+    reason = None
+    if version.helm_chart:
+        reason = "Helm chart functions cannot run on nvcf-lite (Docker only); use containerImage"
+    elif not version.container_image:
+        reason = "functions without a containerImage cannot run on nvcf-lite"
+    elif version.health.protocol.upper() != "HTTP":
+        reason = "only HTTP health checks are supported by nvcf-lite (gRPC is not)"
+    return VersionRef(
+        function_id=version.function_id,
+        version_id=version.version_id,
+        nca_id=version.nca_id,
+        name=version.name,
+        status=version.status,
+        deployable_reason=reason,
+    )
+
+
+VersionLookup = Callable[[str, str], Awaitable[VersionRef | None]]
+
+
+class Deployments:
+    def __init__(
+        self,
+        db: Database,
+        repo: DeploymentsRepo,
+        host: Host,
+        lookup: VersionLookup,
+        nca_id: str,
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self.host = host
+        self._lookup = lookup
+        self._nca_id = nca_id
+        self.reconcile: Callable[[], None] = lambda: None
+        self.instances: Callable[[str], list[InstanceView]] = lambda version_id: []
+
+    async def version(self, fid: str, vid: str) -> VersionRef:
+        ref = await self._lookup(fid, vid)
+        if ref is None:
+            raise NotFound(f"{_where(fid, vid)}: Not found in account '{self._nca_id}'")
+        return ref
+
+    async def create(self, fid: str, vid: str, specs: list[SpecInput]) -> Deployment:
+        ref = await self.version(fid, vid)
+        if not specs:
+            raise Invalid("deploymentSpecifications must not be empty")
+        built = [build_spec(self.host, s, i) for i, s in enumerate(specs)]
+        if ref.deployable_reason:
+            raise Invalid(f"{_where(fid, vid)}: {ref.deployable_reason}")
+        now = now_iso()
+        deployment = Deployment(
+            deployment_id=new_id(),
+            function_id=fid,
+            version_id=vid,
+            nca_id=ref.nca_id,
+            specs=built,
+            created_at=now,
+            updated_at=now,
+        )
+        status = (
+            FunctionStatus.ACTIVE
+            if all(s.min_instances == 0 for s in built)
+            else FunctionStatus.DEPLOYING
+        )
+        async with self._db.transaction() as tx:
+            existing = await self._repo.by_version(vid, tx)
+            current = await self._repo.version_status(tx, vid)
+            self._refuse_redeploy(fid, vid, current, existing)
+            await self._repo.insert(tx, deployment)
+            await self._repo.set_version_status(tx, vid, status, now)
+        self.reconcile()
+        return deployment
+
+    @staticmethod
+    def _refuse_redeploy(
+        fid: str, vid: str, status: FunctionStatus | None, existing: Deployment | None
+    ) -> None:
+        if existing is not None and existing.draining:
+            raise Invalid(
+                f"{_where(fid, vid)}: Status INACTIVE, a graceful undeploy is still draining. "
+                "Wait for current deployment to be gracefully completed and removed."
+            )
+        if status == FunctionStatus.ERROR:
+            raise Invalid(f"{_where(fid, vid)}: Function already has a deployment with errors")
+        if existing is not None or status not in (FunctionStatus.INACTIVE, None):
+            raise Invalid(
+                f"{_where(fid, vid)}: Status {status}, use PUT to update current deployment"
+            )
+
+    async def get(self, fid: str, vid: str) -> Deployment:
+        await self.version(fid, vid)
+        deployment = await self._repo.by_version(vid)
+        if deployment is None or deployment.draining:
+            raise NotFound(f"{_where(fid, vid)}: Deployment not found")
+        return deployment
+
+    async def by_id(self, deployment_id: str) -> Deployment:
+        deployment = await self._repo.by_id(deployment_id)
+        if deployment is None or deployment.nca_id != self._nca_id:
+            raise NotFound(f"Deployment '{deployment_id}' not found")
+        return deployment
+
+    async def all(self) -> list[Deployment]:
+        return [d for d in await self._repo.all() if d.nca_id == self._nca_id and not d.draining]
+
+    async def update(self, fid: str, vid: str, specs: list[SpecInput]) -> Deployment:
+        """D3: new min/max/concurrency for the current specs (GPU and type are read-only)."""
+        deployment = await self.get(fid, vid)
+        if len(specs) != len(deployment.specs):
+            raise Invalid(
+                f"deploymentSpecifications must list the {len(deployment.specs)} current "
+                "specification(s); GPU types cannot be added or removed by an update"
+            )
+        for index, (new, old) in enumerate(
+            zip(specs, _match(specs, deployment.specs), strict=True)
+        ):
+            self._apply(new, old, f"deploymentSpecifications[{index}]")
+        return await self._save(deployment)
+
+    async def patch_spec(self, deployment_id: str, spec_id: str, patch: SpecInput) -> GpuSpec:
+        """D6: change one spec's min/max and autoscaling."""
+        deployment = await self.by_id(deployment_id)
+        spec = next((s for s in deployment.specs if s.gpu_specification_id == spec_id), None)
+        if spec is None:
+            raise NotFound(
+                f"GPU specification '{spec_id}' not found in deployment '{deployment_id}'"
+            )
+        merged = SpecInput(
+            min_instances=spec.min_instances
+            if patch.min_instances is None
+            else patch.min_instances,
+            max_instances=spec.max_instances
+            if patch.max_instances is None
+            else patch.max_instances,
+            max_request_concurrency=patch.max_request_concurrency,
+            autoscaling_configuration=patch.autoscaling_configuration,
+            autoscaling_configuration_policy=patch.autoscaling_configuration_policy,
+        )
+        self._apply(merged, spec, "gpuSpecification")
+        await self._save(deployment)
+        return spec
+
+    def _apply(self, new: SpecInput, old: GpuSpec, prefix: str) -> None:
+        if new.gpu and new.gpu.lower() != old.gpu.lower():
+            raise Invalid(f"{prefix}: gpu cannot be changed ('{old.gpu}'); redeploy instead")
+        if new.instance_type and new.instance_type.lower() != old.instance_type.lower():
+            raise Invalid(
+                f"{prefix}: instanceType cannot be changed ('{old.instance_type}'); "
+                "redeploy instead"
+            )
+        if new.configuration:
+            raise Invalid(CONFIG_REJECTED)
+        low, high, concurrency = check_counts(new, prefix)
+        check_autoscaling(new.autoscaling_configuration, prefix)
+        old.min_instances, old.max_instances = low, high
+        if new.max_request_concurrency is not None:
+            old.max_request_concurrency = concurrency
+        if new.autoscaling_configuration is not None:
+            old.autoscaling_configuration = new.autoscaling_configuration
+        if new.autoscaling_configuration_policy is not None:
+            old.autoscaling_configuration_policy = new.autoscaling_configuration_policy
+
+    async def _save(self, deployment: Deployment) -> Deployment:
+        deployment.updated_at = now_iso()
+        async with self._db.transaction() as tx:
+            await self._repo.save(tx, deployment)
+            status = await self._repo.version_status(tx, deployment.version_id)
+            if status == FunctionStatus.ACTIVE and any(
+                s.min_instances > len(self._ready(deployment, s.gpu_specification_id))
+                for s in deployment.specs
+            ):
+                await self._repo.set_version_status(
+                    tx, deployment.version_id, FunctionStatus.DEPLOYING, deployment.updated_at
+                )
+        self.reconcile()
+        return deployment
+
+    def _ready(self, deployment: Deployment, spec_id: str) -> list[InstanceView]:
+        return [
+            i
+            for i in self.instances(deployment.version_id)
+            if i.gpu_specification_id == spec_id and i.state == "ready"
+        ]
+
+    async def undeploy(self, fid: str, vid: str, graceful: bool) -> None:
+        """D4: INACTIVE at once; containers go now, or after in-flight work when graceful."""
+        await self.version(fid, vid)
+        async with self._db.transaction() as tx:
+            deployment = await self._repo.by_version(vid, tx)
+            if deployment is None or deployment.draining:
+                raise NotFound(f"{_where(fid, vid)}: Deployment not found")
+            await self._repo.set_version_status(tx, vid, FunctionStatus.INACTIVE, now_iso())
+            if graceful:
+                deployment.draining = True
+                deployment.updated_at = now_iso()
+                await self._repo.save(tx, deployment)
+            else:
+                await self._repo.delete(tx, deployment.deployment_id)
+        self.reconcile()
+
+    async def force_remove(self, fid: str, vid: str) -> None:
+        """Before a version is deleted (spec §2.1.4): drop its deployment, if any."""
+        async with self._db.transaction() as tx:
+            deployment = await self._repo.by_version(vid, tx)
+            if deployment is not None:
+                await self._repo.delete(tx, deployment.deployment_id)
+        if deployment is not None:
+            self.reconcile()
+
+
+def _match(specs: list[SpecInput], current: list[GpuSpec]) -> list[GpuSpec]:
+    """Pair requested specs with current ones: by gpuSpecificationId, else by position."""
+    by_id = {s.gpu_specification_id: s for s in current}
+    paired = []
+    for index, spec in enumerate(specs):
+        if spec.gpu_specification_id:
+            if spec.gpu_specification_id not in by_id:
+                raise Invalid(
+                    f"deploymentSpecifications[{index}]: unknown gpuSpecificationId "
+                    f"'{spec.gpu_specification_id}'"
+                )
+            paired.append(by_id[spec.gpu_specification_id])
+        else:
+            paired.append(current[index])
+    return paired

@@ -1,0 +1,1 @@
+"""Background loops in the server's event loop: Scheduler (and later Dispatcher, Sweeper)."""

@@ -1,0 +1,278 @@
+"""One function instance: its container spec, launch, health probing and failure reasons.
+
+Probing starts a few tens of milliseconds apart and backs off to 0.5 s, so a fast container
+is seen ready within ~50 ms of answering; after readiness it is probed every
+`health_interval_s` and reported unhealthy after `unhealthy_threshold` misses in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from nvcf_lite.config import DockerConfig
+from nvcf_lite.domain.placement import GpuUnit
+from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, now_iso
+from nvcf_lite.runtime.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_FUNCTION_ID,
+    LABEL_INSTANCE_ID,
+    LABEL_VERSION_ID,
+    ContainerSpec,
+    Mount,
+)
+
+LABEL_SPEC_ID = "nvcf-lite.spec-id"
+LABEL_UNITS = "nvcf-lite.gpu-units"
+LABEL_GPU = "nvcf-lite.gpu"
+LABEL_INSTANCE_TYPE = "nvcf-lite.instance-type"
+LABEL_NAMESPACE = "nvcf-lite.namespace"
+INF_DIR = "/var/inf"  # per-request asset and large-output folders live below this
+
+
+class HealthSpec(msgspec.Struct, frozen=True):
+    protocol: str
+    uri: str
+    port: int
+    timeout_s: float
+    expected_status: int
+
+
+class LaunchInfo(msgspec.Struct, frozen=True):
+    """What a container of one function version needs, read from the registry."""
+
+    function_id: str
+    version_id: str
+    nca_id: str
+    name: str
+    image: str
+    args: str | None
+    env: dict[str, str]
+    inference_port: int
+    health: HealthSpec
+    secrets: dict[str, object]
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def duration_s(text: str, default: float = 10.0) -> float:
+    """Seconds of an ISO-8601 duration such as PT10S or PT0.5S (validated at registration)."""
+    match = _DURATION.match(text.upper())
+    if not match:
+        return default
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return (
+        parts.get("d", 0) * 86400
+        + parts.get("h", 0) * 3600
+        + parts.get("m", 0) * 60
+        + parts.get("s", 0)
+    )
+
+
+def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchInfo:
+    health = version.health
+    return LaunchInfo(
+        function_id=version.function_id,
+        version_id=version.version_id,
+        nca_id=version.nca_id,
+        name=version.name,
+        image=version.container_image or "",
+        args=version.container_args,
+        env={e.key: e.value for e in version.container_environment or ()},
+        inference_port=version.effective_port,
+        health=HealthSpec(
+            protocol=health.protocol,
+            uri=health.uri,
+            port=health.port,
+            timeout_s=duration_s(health.timeout),
+            expected_status=health.expected_status_code,
+        ),
+        secrets=secrets,
+    )
+
+
+class Instance:
+    """The Scheduler's live record of one instance (its container is the durable truth)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        deployment_id: str,
+        function_id: str,
+        version_id: str,
+        spec_id: str,
+        gpu: str,
+        instance_type: str,
+        units: list[GpuUnit],
+        container_id: str | None = None,
+        host_port: int | None = None,
+        health_port: int | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.deployment_id = deployment_id
+        self.function_id = function_id
+        self.version_id = version_id
+        self.spec_id = spec_id
+        self.gpu = gpu
+        self.instance_type = instance_type
+        self.units = units
+        self.container_id = container_id
+        self.host_port = host_port
+        self.health_port = health_port
+        self.state = InstanceState.STARTING
+        self.error: str | None = None
+        self.created_at = self.updated_at = now_iso()
+        self.started = time.monotonic()
+        self.in_flight = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def set_state(self, state: InstanceState, error: str | None = None) -> None:
+        self.state, self.error, self.updated_at = state, error, now_iso()
+
+    @property
+    def live(self) -> bool:
+        return self.state in (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
+
+    def view(self) -> InstanceView:
+        return InstanceView(
+            instance_id=self.instance_id,
+            function_id=self.function_id,
+            version_id=self.version_id,
+            deployment_id=self.deployment_id,
+            gpu_specification_id=self.spec_id,
+            gpu=self.gpu,
+            instance_type=self.instance_type,
+            state=self.state,
+            gpu_uuids=[u.unit_id for u in self.units],
+            container_id=self.container_id,
+            host_port=self.host_port,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+def container_spec(
+    inst: Instance,
+    info: LaunchInfo,
+    docker: DockerConfig,
+    secrets_file: Path | None,
+    inf_dir: Path,
+) -> ContainerSpec:
+    env = dict(info.env)
+    env.update(
+        {
+            "NVCF_FUNCTION_ID": info.function_id,
+            "NVCF_FUNCTION_VERSION_ID": info.version_id,
+            "NVCF_FUNCTION_NAME": info.name,
+            "NVCF_NCA_ID": info.nca_id,
+            "NVCF_INSTANCETYPE": inst.instance_type,
+            "NVCF_INSTANCETYPE_VALUE": inst.instance_type,
+            "NVCF_INSTANCE_ID": inst.instance_id,
+            "NVCF_BACKEND": "local",
+            "NVCF_REGION": "local",
+            "NVCF_ENV": "local",
+            "NVCF_ASSET_DIR": f"{INF_DIR}/inputAssets",
+            "NVCF_LARGE_OUTPUT_DIR": f"{INF_DIR}/response",
+        }
+    )
+    if inst.units:
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(u.unit_id for u in inst.units)
+    physical = [u.unit_id for u in inst.units if u.physical]
+    mounts = [Mount(source=str(inf_dir), target=INF_DIR)]
+    if secrets_file is not None:
+        mounts.append(
+            Mount(source=str(secrets_file), target="/var/secrets/secrets.json", read_only=True)
+        )
+    ports = list(dict.fromkeys([info.inference_port, info.health.port]))
+    slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", info.name)[:40]
+    return ContainerSpec(
+        name=f"{docker.container_name_prefix}-{slug}-{inst.instance_id[:8]}",
+        image=info.image,
+        labels={
+            LABEL_NAMESPACE: docker.namespace,
+            LABEL_FUNCTION_ID: inst.function_id,
+            LABEL_VERSION_ID: inst.version_id,
+            LABEL_DEPLOYMENT: inst.deployment_id,
+            LABEL_INSTANCE_ID: inst.instance_id,
+            LABEL_SPEC_ID: inst.spec_id,
+            LABEL_GPU: inst.gpu,
+            LABEL_INSTANCE_TYPE: inst.instance_type,
+            LABEL_UNITS: ",".join(f"{u.unit_id}" for u in inst.units),
+        },
+        env=env,
+        args=shlex.split(info.args) if info.args else None,
+        ports=ports,
+        gpu_device_ids=physical or None,
+        mounts=mounts,
+    )
+
+
+class Prober:
+    """HTTP health probes against 127.0.0.1:<published port>."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            )
+        return self._session
+
+    async def probe(self, port: int, health: HealthSpec) -> int | None:
+        """The status code the health URI answered, or None when nothing answered."""
+        url = f"http://127.0.0.1:{port}{health.uri}"
+        try:
+            timeout = aiohttp.ClientTimeout(total=health.timeout_s)
+            async with self.session().get(url, timeout=timeout) as resp:
+                await resp.read()
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def wait_ready(
+    prober: Prober,
+    port: int,
+    health: HealthSpec,
+    deadline_s: float,
+    exited: Callable[[], Awaitable[str | None]] | None = None,
+) -> str | None:
+    """Probe until ready; None when ready, else why it never became ready."""
+    start = time.monotonic()
+    delay, last_check, last_status = 0.02, start, None
+    while True:
+        last_status = await prober.probe(port, health)
+        if last_status == health.expected_status:
+            return None
+        now = time.monotonic()
+        if exited is not None and now - last_check >= 1.0:
+            last_check = now
+            reason = await exited()
+            if reason:
+                return reason
+        if now - start > deadline_s:
+            answered = f"answered {last_status}" if last_status else "did not answer"
+            return (
+                f"health check timed out: {health.uri} on port {health.port} {answered} "
+                f"(expected {health.expected_status}) within {deadline_s:g} s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)

@@ -1,0 +1,272 @@
+"""Deployments on the real Docker engine, through the public HTTP API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from conftest import bearer, make_config
+from docker_support import (
+    CRASH_IMAGE,
+    ECHO_IMAGE,
+    EXIT_IMAGE,
+    UNHEALTHY_IMAGE,
+    docker_client_or_skip,
+    ensure_test_images,
+    wait_http,
+)
+from litestar.testing import TestClient
+
+from nvcf_lite.app import docker_runtime
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def dock() -> docker.DockerClient:
+    client = docker_client_or_skip()
+    ensure_test_images()
+    return client
+
+
+def _config(tmp_path: Path, namespace: str, **env: str) -> Any:
+    return make_config(
+        tmp_path / "data",
+        NVCF_LITE_DOCKER__NAMESPACE=namespace,
+        NVCF_LITE_DOCKER__STOP_TIMEOUT_S="2",
+        NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN="false",
+        NVCF_LITE_SCHEDULER__TICK_INTERVAL_S="0.3",
+        NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S="15",
+        NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S="0.3",
+        NVCF_LITE_SCHEDULER__RESTART_BACKOFF_INITIAL_S="0.3",
+        NVCF_LITE_SCHEDULER__RESTART_BACKOFF_MAX_S="2",
+        NVCF_LITE_SCHEDULER__DEPLOY_ATTEMPTS="2",
+        **env,
+    )
+
+
+@pytest.fixture
+def ns(dock: docker.DockerClient) -> Any:
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    yield namespace
+    for c in dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={namespace}"}):
+        c.remove(force=True)
+
+
+@pytest.fixture
+def api(app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str) -> TestClient[Any]:
+    return app_factory(_config(tmp_path, ns), runtime_factory=docker_runtime)
+
+
+def containers(dock: docker.DockerClient, ns: str, running_only: bool = True) -> list[Any]:
+    found = dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={ns}"})
+    return [c for c in found if c.status == "running" or not running_only]
+
+
+def register(api: TestClient[Any], image: str = ECHO_IMAGE, **extra: Any) -> tuple[str, str]:
+    body = {
+        "name": "echo",
+        "inferenceUrl": "/echo",
+        "containerImage": image,
+        "health": {
+            "protocol": "HTTP",
+            "uri": "/health",
+            "port": 8000,
+            "timeout": "PT2S",
+            "expectedStatusCode": 200,
+        },
+        "containerEnvironment": [{"key": "GREETING", "value": "hello"}],
+        **extra,
+    }
+    r = api.post("/v2/nvcf/functions", json=body, headers=bearer())
+    assert r.status_code == 200, r.text
+    f = r.json()["function"]
+    return f["id"], f["versionId"]
+
+
+def deploy(api: TestClient[Any], fid: str, vid: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "deploymentSpecifications": [{"gpu": "CPU", "minInstances": 1, "maxInstances": 2, **spec}]
+    }
+    r = api.post(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", json=body, headers=bearer()
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json()["deployment"])
+
+
+def status(api: TestClient[Any], fid: str, vid: str) -> str:
+    r = api.get(f"/v2/nvcf/functions/{fid}/versions/{vid}", headers=bearer())
+    return str(r.json()["function"]["status"])
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_deploy_scale_and_undeploy_echo(
+    api: TestClient[Any], dock: docker.DockerClient, ns: str
+) -> None:
+    fid, vid = register(api)
+    d = deploy(api, fid, vid, minInstances=2, maxInstances=2)
+    assert d["functionStatus"] == "DEPLOYING"
+    wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
+    running = containers(dock, ns)
+    assert len(running) == 2
+    for c in running:
+        labels = c.labels
+        assert labels["nvcf-lite.function-id"] == fid and labels["nvcf-lite.version-id"] == vid
+        assert labels["nvcf-lite.deployment"] == d["deploymentId"]
+        env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
+        assert env["NVCF_FUNCTION_ID"] == fid and env["NVCF_FUNCTION_VERSION_ID"] == vid
+        assert env["NVCF_FUNCTION_NAME"] == "echo" and env["GREETING"] == "hello"
+        assert env["NVCF_INSTANCETYPE"] == "CPU.x1" and env["NVCF_NCA_ID"]
+        (binding,) = c.attrs["NetworkSettings"]["Ports"]["8000/tcp"]
+        assert binding["HostIp"] == "127.0.0.1"
+        wait_http(f"http://127.0.0.1:{binding['HostPort']}/health", 5)
+        assert not c.attrs["HostConfig"].get("DeviceRequests")
+    got = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer()).json()
+    assert {i["state"] for i in got["deployment"]["instances"]} == {"ready"}
+    details = api.get(f"/v2/nvcf/functions/{fid}/versions/{vid}", headers=bearer()).json()
+    assert len(details["function"].get("activeInstances", [])) == 2
+
+    spec_id = d["deploymentSpecifications"][0]["gpuSpecificationId"]
+    r = api.put(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+        json={
+            "deploymentSpecifications": [
+                {"gpuSpecificationId": spec_id, "gpu": "CPU", "minInstances": 1, "maxInstances": 1}
+            ]
+        },
+        headers=bearer(),
+    )
+    assert r.status_code == 200, r.text
+    wait_for(lambda: len(containers(dock, ns, running_only=False)) == 1, what="one container")
+    assert status(api, fid, vid) == "ACTIVE"
+
+    r = api.delete(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer())
+    assert r.status_code == 200 and r.json()["function"]["status"] == "INACTIVE"
+    wait_for(lambda: not containers(dock, ns, running_only=False), what="no containers")
+    r = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer())
+    assert r.status_code == 404
+
+
+def test_failing_health_ends_in_error_with_a_reason(
+    app_factory: Callable[..., TestClient[Any]], tmp_path: Path, dock: docker.DockerClient, ns: str
+) -> None:
+    api = app_factory(
+        _config(tmp_path, ns, NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S="1.5"),
+        runtime_factory=docker_runtime,
+    )
+    fid, vid = register(api, UNHEALTHY_IMAGE)
+    deploy(api, fid, vid)
+    wait_for(lambda: status(api, fid, vid) == "ERROR", what="ERROR")
+    d = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer()).json()[
+        "deployment"
+    ]
+    assert "health check timed out" in d["healthInfo"][0]["error"]
+    assert "answered 500" in d["healthInfo"][0]["error"]
+    wait_for(lambda: not containers(dock, ns, running_only=False), what="containers removed")
+    r = api.post(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+        json={"deploymentSpecifications": [{"gpu": "CPU", "minInstances": 1, "maxInstances": 1}]},
+        headers=bearer(),
+    )
+    assert r.status_code == 400 and "deployment with errors" in r.json()["detail"]
+
+
+def test_exiting_image_reports_exit_code_and_logs(api: TestClient[Any], ns: str) -> None:
+    fid, vid = register(api, EXIT_IMAGE)
+    deploy(api, fid, vid)
+    wait_for(lambda: status(api, fid, vid) == "ERROR", what="ERROR")
+    d = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer()).json()[
+        "deployment"
+    ]
+    assert "exited with code 1" in d["healthInfo"][0]["error"]
+
+
+def test_crashing_image_is_replaced_with_backoff_and_reported(
+    api: TestClient[Any], dock: docker.DockerClient, ns: str
+) -> None:
+    fid, vid = register(api, CRASH_IMAGE)
+    deploy(api, fid, vid, minInstances=1, maxInstances=1)
+    wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
+    seen: set[str] = set()
+
+    def crash_looping() -> bool:
+        seen.update(c.id for c in containers(dock, ns, running_only=False))
+        d = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer()).json()
+        info = d["deployment"].get("healthInfo") or []
+        return bool(info) and info[0]["error"].startswith("crash-looping")
+
+    wait_for(crash_looping, timeout=60, what="crash-looping report")
+    assert len(seen) >= 3  # replaced, not restarted in place
+    assert status(api, fid, vid) in ("ACTIVE", "DEGRADED", "DEGRADING")
+
+
+def test_missing_image_fails_with_docker_error(api: TestClient[Any]) -> None:
+    fid, vid = register(api, "nvcf-lite-test/does-not-exist:1")
+    deploy(api, fid, vid)
+    wait_for(lambda: status(api, fid, vid) == "ERROR", what="ERROR")
+    d = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer()).json()[
+        "deployment"
+    ]
+    assert "could not be pulled" in d["healthInfo"][0]["error"]
+
+
+def test_simulated_gpus_place_without_device_requests(
+    app_factory: Callable[..., TestClient[Any]], tmp_path: Path, dock: docker.DockerClient, ns: str
+) -> None:
+    cfg = _config(
+        tmp_path, ns, NVCF_LITE_GPUS__SIMULATED='[{"name": "L40", "count": 2, "memory_mb": 46068}]'
+    )
+    api = app_factory(cfg, runtime_factory=docker_runtime)
+    groups = api.get("/v2/nvcf/clusterGroups", headers=bearer()).json()["clusterGroups"]
+    gpus = {g["name"]: [t["name"] for t in g["instanceTypes"]] for g in groups[0]["gpus"]}
+    assert gpus["L40"] == ["L40.GPU.1x", "L40.GPU.2x"] and gpus["CPU"] == ["CPU.x1"]
+    fid, vid = register(api)
+    deploy(api, fid, vid, gpu="L40", instanceType="L40.GPU.1x", minInstances=2, maxInstances=2)
+    wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
+    visible = set()
+    for c in containers(dock, ns):
+        env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
+        visible.add(env["NVIDIA_VISIBLE_DEVICES"])
+        assert not c.attrs["HostConfig"].get("DeviceRequests")
+    assert visible == {"SIM-L40-0", "SIM-L40-1"}
+    fid2, vid2 = register(api)
+    deploy(api, fid2, vid2, gpu="L40", minInstances=1, maxInstances=1)
+    wait_for(
+        lambda: (
+            "waiting for capacity"
+            in str(
+                api.get(
+                    f"/v2/nvcf/deployments/functions/{fid2}/versions/{vid2}", headers=bearer()
+                ).json()
+            )
+        ),
+        what="capacity report",
+    )
+
+
+def test_gpu_deployment_without_gpus_is_a_clear_400(api: TestClient[Any]) -> None:
+    fid, vid = register(api)
+    body = {"deploymentSpecifications": [{"gpu": "H100", "minInstances": 1, "maxInstances": 1}]}
+    r = api.post(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", json=body, headers=bearer()
+    )
+    assert r.status_code == 400
+    assert "not available on this host" in r.json()["detail"] and "CPU" in r.json()["detail"]
+    health = api.get("/health").json()
+    assert health["gpus"]["status"] == "unavailable" and "NVML" in health["gpus"]["detail"]

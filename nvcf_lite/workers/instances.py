@@ -52,6 +52,7 @@ class LaunchInfo(msgspec.Struct, frozen=True):
     version_id: str
     nca_id: str
     name: str
+    inference_url: str
     image: str
     args: str | None
     env: dict[str, str]
@@ -86,6 +87,7 @@ def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchI
         version_id=version.version_id,
         nca_id=version.nca_id,
         name=version.name,
+        inference_url=version.inference_url,
         image=version.container_image or "",
         args=version.container_args,
         env={e.key: e.value for e in version.container_environment or ()},
@@ -135,6 +137,9 @@ class Instance:
         self.created_at = self.updated_at = now_iso()
         self.started = time.monotonic()
         self.in_flight = 0
+        self.slots = 1  # maxRequestConcurrency of its spec
+        self.function_name = ""
+        self.inference_url = "/"
         self.task: asyncio.Task[None] | None = None
 
     def set_state(self, state: InstanceState, error: str | None = None) -> None:

@@ -81,6 +81,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_change: Callable[[], None] = lambda: None
+        self.queue_depth: Callable[[str], int] = lambda version_id: 0
+        self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
+        self.errors: dict[str, str] = {}  # version id -> why it is in ERROR
 
     # -- public ---------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class Scheduler:
         async with self._lock:
             deployments = {d.deployment_id: d for d in await self.repo.all()}
             statuses = await self.repo.statuses()
+            self.deployed = {d.version_id: d for d in deployments.values()}
             try:
                 ns = self.docker_cfg.namespace
                 containers = [
@@ -128,6 +132,8 @@ class Scheduler:
                 status = statuses.get(deployment.version_id)
                 if status == FunctionStatus.ERROR and not deployment.draining:
                     self._give_up(deployment)
+                    reasons = "; ".join(h.error for h in deployment.health_info)
+                    self.errors.setdefault(deployment.version_id, reasons or "deployment failed")
                     continue
                 await self._reconcile(deployment)
             await self._report(list(deployments.values()), statuses)
@@ -206,6 +212,7 @@ class Scheduler:
             return
         if c.state == "paused":
             await self.runtime.unpause(c.id)
+        inst.function_name, inst.inference_url = info.name, info.inference_url
         inst.host_port = c.host_ports.get(info.inference_port)
         inst.health_port = c.host_ports.get(info.health.port)
         await self._watch(inst, info)
@@ -222,14 +229,18 @@ class Scheduler:
     async def _reconcile(self, deployment: Deployment) -> None:
         mine = [i for i in self.instances.values() if i.deployment_id == deployment.deployment_id]
         if deployment.draining:
+            if self.queue_depth(deployment.version_id):
+                return  # graceful: queued work is still served before the instances go
             for inst in mine:
-                if inst.in_flight == 0:
+                if inst.in_flight == 0 and inst.state != InstanceState.DRAINING:
                     self._retire(inst, "undeployed")
             if not any(i.live or i.state == InstanceState.DRAINING for i in mine):
                 await self.repo.delete_now(deployment.deployment_id)
             return
         for spec in deployment.specs:
             live = [i for i in mine if i.spec_id == spec.gpu_specification_id and i.live]
+            for inst in live:
+                inst.slots = spec.max_request_concurrency
             target = self.target(spec, live)
             if len(live) < target:
                 await self._scale_up(deployment, spec, target - len(live))
@@ -297,6 +308,7 @@ class Scheduler:
             await self._fail(inst, str(exc))
             return
         inst.container_id = c.id
+        inst.function_name, inst.inference_url = info.name, info.inference_url
         inst.host_port = c.host_ports.get(info.inference_port)
         inst.health_port = c.host_ports.get(info.health.port)
         await self._watch(inst, info)
@@ -310,8 +322,8 @@ class Scheduler:
 
         port = inst.health_port
         if port is None:
-            reason = await exited() or f"port {info.health.port} was not published by Docker"
-            await self._fail(inst, reason)
+            why = await exited() or f"port {info.health.port} was not published by Docker"
+            await self._fail(inst, why)
             return
 
         reason = await wait_ready(
@@ -410,9 +422,10 @@ class Scheduler:
             new = next_status(current, d.specs, views, self.history, self.cfg.deploy_attempts)
             if new != current:
                 changes[d.version_id] = new
+            info = spec_health(d.specs, self.history)
             if new == FunctionStatus.ERROR:
                 self._give_up(d)
-            info = spec_health(d.specs, self.history)
+                self.errors[d.version_id] = "; ".join(h.error for h in info) or "deployment failed"
             if info != d.health_info:
                 await self.repo.set_health_info(d.deployment_id, info, now)
         if changes:

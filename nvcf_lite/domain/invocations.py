@@ -1,0 +1,389 @@
+"""Invocation rules (spec §2.3, §4.3-4.4): accept durably, wait on a future, answer or 202.
+
+`Invocations` validates a call, picks the version, records the request in the durable queue,
+hands a `Ticket` to the dispatcher (through the `Dispatch` protocol, implemented in workers/)
+and waits on the ticket's future up to the poll window. Nothing here polls SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import msgspec
+
+from nvcf_lite.domain.auth import require_function, require_scope
+from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
+from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, new_id, parse_uuid
+from nvcf_lite.store.requests import RequestStore
+
+INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
+HOP_BY_HOP = {
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+}
+# Set by the platform for the container; a client cannot override them (spec §4.3).
+WORKER_OWNED = {
+    "nvcf-reqid",
+    "nvcf-sub",
+    "nvcf-ncaid",
+    "nvcf-function-name",
+    "nvcf-function-id",
+    "nvcf-function-version-id",
+    "nvcf-asset-dir",
+    "nvcf-large-output-dir",
+    "nvcf-max-response-size-bytes",
+    "nvcf-nspectid",
+    "nvcf-backend",
+    "nvcf-instancetype",
+    "nvcf-region",
+    "nvcf-env",
+    "nvcf-function-asset-ids",
+    "nvcf-poll-seconds",
+    "nvcf-poll_seconds",
+    "nvcf-invocation-region",
+}
+
+
+def poll_seconds(headers: dict[str, str], default: int, maximum: int) -> int:
+    """NVCF-POLL-SECONDS (or the NVCF-POLL_SECONDS spelling ngcsdk 3.x sends), §2.3.3."""
+    raw = headers.get("nvcf-poll-seconds") or headers.get("nvcf-poll_seconds")
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise Invalid(f"NVCF-POLL-SECONDS must be an integer, got '{raw}'") from None
+    if value > maximum:
+        raise Invalid(f"NVCF-POLL-SECONDS must be <= {maximum}")
+    return max(1, value)
+
+
+def forwardable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The client's headers minus Authorization, hop-by-hop and platform-owned ones."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    drop = HOP_BY_HOP | WORKER_OWNED | named
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def status_header(status: int) -> str:
+    if status == 202:
+        return "in-progress"
+    return "errored" if status >= 400 else "fulfilled"
+
+
+@dataclass
+class Progress:
+    percent: int
+    body: bytes
+    seq: int
+
+
+@dataclass
+class StreamReply:
+    """A pass-through answer (SSE or path-preserving): headers now, body as it arrives."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Ticket:
+    """The in-memory side of one accepted request."""
+
+    record: RequestRecord
+    subject: str
+    done: asyncio.Future[Outcome]
+    stream: asyncio.Future[StreamReply | Outcome] | None = None
+    started: bool = False
+    progress: Progress | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    detached: bool = False
+    last_poll: float = field(default_factory=time.monotonic)
+    note: str | None = None  # why it waits (e.g. "waiting for an instance to start")
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+    @property
+    def nvcf_status(self) -> str:
+        if self.done.done():
+            return status_header(self.done.result().status)
+        return "in-progress" if self.started else "pending-evaluation"
+
+
+class Dispatch(Protocol):
+    def submit(self, ticket: Ticket) -> None: ...
+
+    def ticket(self, request_id: str) -> Ticket | None: ...
+
+    def forget(self, request_id: str) -> None: ...
+
+    def depth(self, version_id: str) -> int: ...
+
+    def position(self, request_id: str) -> int | None: ...
+
+    def queued_for_function(self, function_id: str) -> int: ...
+
+
+@dataclass
+class VersionInfo:
+    function_id: str
+    version_id: str
+    name: str
+    status: FunctionStatus
+
+
+VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
+StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]
+
+
+@dataclass
+class Pending:
+    """Still running when the poll window ended: answer 202."""
+
+    ticket: Ticket
+
+
+class Invocations:
+    def __init__(
+        self,
+        store: RequestStore,
+        versions_of: VersionsOf,
+        dispatch: Dispatch,
+        *,
+        default_poll: int,
+        max_poll: int,
+        max_queue: int,
+        stage_assets: StageAssets | None = None,
+    ) -> None:
+        self.store = store
+        self.versions_of = versions_of
+        self.dispatch = dispatch
+        self.default_poll = default_poll
+        self.max_poll = max_poll
+        self.max_queue = max_queue
+        self.stage_assets = stage_assets
+
+    async def choose(self, principal: Principal, fid: str, vid: str | None) -> VersionInfo:
+        require_scope(principal, "invoke_function")
+        require_function(principal, fid, vid)
+        versions = await self.versions_of(fid)
+        if vid is not None:
+            versions = [v for v in versions if v.version_id == vid]
+        live = [v for v in versions if v.status in INVOCABLE]
+        if live:
+            return random.choice(live)
+        if any(v.status == FunctionStatus.DEGRADED for v in versions):
+            raise Invalid(f"Function id '{fid}': DEGRADED function cannot be invoked")
+        where = f"Function id '{fid}'" + (f" version '{vid}'" if vid else "")
+        raise NotFound(f"{where}: Specified function in account '{principal.nca_id}' is not found")
+
+    async def submit(
+        self,
+        principal: Principal,
+        fid: str,
+        vid: str | None,
+        *,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        mode: str,
+        poll: int,
+    ) -> Ticket:
+        """Validate, pick a version, record the request durably and queue it."""
+        version = await self.choose(principal, fid, vid)
+        if self.dispatch.queued_for_function(fid) >= self.max_queue:
+            raise TooManyRequests(
+                f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
+                headers={"Retry-After": "1"},
+            )
+        request_id = new_id()
+        refs = next((v for n, v in headers if n.lower() == "nvcf-input-asset-references"), "")
+        assets: list[str] = []
+        if refs.strip() and mode != "path":
+            if self.stage_assets is None:
+                raise Invalid("input assets are not supported by this server")
+            assets = await self.stage_assets(principal, refs, request_id)
+        record = RequestRecord(
+            request_id=request_id,
+            function_id=fid,
+            version_id=version.version_id,
+            nca_id=principal.nca_id,
+            key_id=principal.key_id,
+            method=method,
+            path=path,
+            headers=forwardable(headers),
+            body=body,
+            poll_seconds=poll,
+            mode=mode,
+            assets=assets,
+            accepted_at=time.time(),
+        )
+        await self.store.accept(record)
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(
+            record=record,
+            subject=principal.subject,
+            done=loop.create_future(),
+            stream=loop.create_future() if mode != "pexec" else None,
+        )
+        self.dispatch.submit(ticket)
+        return ticket
+
+    async def wait(self, ticket: Ticket, poll: int, seen_progress: int = -1) -> Outcome | Pending:
+        """The outcome if it arrives within `poll` seconds, else Pending (202)."""
+        ticket.last_poll = time.monotonic()
+        deadline = ticket.last_poll + poll
+        while not ticket.done.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if ticket.progress is not None and ticket.progress.seq > seen_progress:
+                break  # a new partial response: answer 202 with it now (§4.5)
+            ticket.changed.clear()
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.changed.wait())
+            waiting: set[asyncio.Future[Any]] = {ticket.done, waiter}
+            try:
+                await asyncio.wait(waiting, timeout=remaining)
+            finally:
+                waiter.cancel()
+        if ticket.done.done():
+            return ticket.done.result()
+        ticket.detached = True
+        ticket.last_poll = time.monotonic()
+        return Pending(ticket)
+
+    def delivered(self, ticket: Ticket) -> None:
+        """The client has the final answer: forget the request (a later poll is 404)."""
+        self.dispatch.forget(ticket.request_id)
+        self.store.purge(ticket.request_id)
+
+    async def poll(self, principal: Principal, request_id: str, poll: int) -> Outcome | Pending:
+        """I3: long-poll a request by id (only its owner may)."""
+        require_scope(principal, "invoke_function")
+        rid = parse_uuid(request_id)
+        ticket = self.dispatch.ticket(rid) if rid else None
+        if ticket is not None:
+            self._owned(principal, ticket.record)
+            seen = ticket.progress.seq if ticket.progress else -1
+            result = await self.wait(ticket, poll, seen)
+            if not isinstance(result, Pending):
+                self.delivered(ticket)
+            return result
+        stored = await self.store.get(rid) if rid else None
+        record, outcome = stored if stored else (None, None)
+        if record is None or outcome is None:
+            raise NotFound(f"Request id '{request_id}' not found")
+        self._owned(principal, record)
+        self.store.purge(record.request_id)
+        return outcome
+
+    @staticmethod
+    def _owned(principal: Principal, record: RequestRecord) -> None:
+        if record.nca_id != principal.nca_id:
+            raise NotFound(f"Request id '{record.request_id}' not found")
+        require_function(principal, record.function_id, record.version_id)
+
+
+def problem(status: int, type_: str, detail: str, instance: str, request_id: str) -> Outcome:
+    """A problem+json outcome (spec §4.4, §5.2)."""
+    body = {
+        "type": type_,
+        "title": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "requestId": request_id,
+    }
+    return Outcome(
+        status=status,
+        headers=[("content-type", "application/problem+json")],
+        body=msgspec.json.encode(body),
+        error=True,
+    )
+
+
+def container_error(status: int, body: bytes, instance: str, request_id: str) -> Outcome:
+    """Wrap a container answer >= 400 the way NVCF's worker does (§4.4)."""
+    detail = "Inference error"
+    try:
+        parsed = msgspec.json.decode(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+            detail = parsed["error"]
+    except msgspec.DecodeError:
+        pass
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    kebab = phrase.lower().replace(" ", "-").replace("'", "")
+    return problem(
+        status, f"urn:inference-service:problem-details:{kebab}", detail, instance, request_id
+    )
+
+
+def client_path(record: RequestRecord) -> str:
+    if record.mode == "path":
+        return record.path
+    return f"/v2/nvcf/pexec/functions/{record.function_id}"
+
+
+@dataclass
+class QueueEntry:
+    version_id: str
+    name: str
+    status: str
+    depth: int
+
+
+class Queues:
+    """Q1-Q3 (spec §2.4): queue depth per version and a request's position, from the queue."""
+
+    def __init__(self, invocations: Invocations) -> None:
+        self.inv = invocations
+
+    async def depths(self, principal: Principal, fid: str, vid: str | None) -> list[QueueEntry]:
+        require_scope(principal, "queue_details")
+        require_function(principal, fid, vid)
+        versions = await self.inv.versions_of(fid)
+        if vid is not None:
+            versions = [v for v in versions if v.version_id == vid]
+        if not versions:
+            where = f"Function id '{fid}'" + (f" version '{vid}'" if vid else "")
+            raise NotFound(f"{where}: Not found in account '{principal.nca_id}'")
+        return [
+            QueueEntry(v.version_id, v.name, v.status.value, self.inv.dispatch.depth(v.version_id))
+            for v in versions
+        ]
+
+    def position(self, principal: Principal, request_id: str) -> tuple[RequestRecord, int]:
+        require_scope(principal, "queue_details")
+        rid = parse_uuid(request_id)
+        ticket = self.inv.dispatch.ticket(rid) if rid else None
+        position = self.inv.dispatch.position(rid) if rid and ticket else None
+        if ticket is None or position is None or ticket.record.nca_id != principal.nca_id:
+            raise NotFound(f"Request id '{request_id}' not found in any queue")
+        require_function(principal, ticket.record.function_id, ticket.record.version_id)
+        return ticket.record, position

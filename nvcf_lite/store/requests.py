@@ -1,0 +1,230 @@
+"""The durable request queue: every accepted invocation is a row before anyone waits on it.
+
+Writes are group-committed: callers enqueue an operation and (for accept and finish) await
+its commit; one writer task commits everything pending in a single BEGIN IMMEDIATE
+transaction, so under load many requests share one commit. Lease marks and purges are not
+awaited: losing one in a crash only means the request is retried or kept until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from nvcf_lite.models import Outcome, RequestRecord, RequestState
+from nvcf_lite.store.sqlite import Database, Row
+
+log = logging.getLogger("nvcf_lite.store")
+
+_COLUMNS = (
+    "request_id, function_id, version_id, nca_id, key_id, method, path, headers, body,"
+    " poll_seconds, mode, assets, accepted_at, state, attempts"
+)
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_outcome = msgspec.json.Decoder(Outcome)
+_headers = msgspec.json.Decoder(list[tuple[str, str]])
+_assets = msgspec.json.Decoder(list[str])
+_encode = msgspec.json.encode
+
+Op = tuple[str, Sequence[Any]]
+
+
+def _record(row: Row) -> RequestRecord:
+    return RequestRecord(
+        request_id=row["request_id"],
+        function_id=row["function_id"],
+        version_id=row["version_id"],
+        nca_id=row["nca_id"],
+        key_id=row["key_id"],
+        method=row["method"],
+        path=row["path"],
+        headers=_headers.decode(row["headers"]),
+        body=bytes(row["body"]),
+        poll_seconds=row["poll_seconds"],
+        mode=row["mode"],
+        assets=_assets.decode(row["assets"]),
+        accepted_at=row["accepted_at"],
+        state=RequestState(row["state"]),
+        attempts=row["attempts"],
+    )
+
+
+class RequestStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[tuple[Op, asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- group commit -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="request-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self.flush()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def flush(self) -> None:
+        fut = self._enqueue(("SELECT 1", ()), wait=True)
+        if fut is not None:
+            await fut
+
+    def _enqueue(self, op: Op, wait: bool) -> asyncio.Future[None] | None:
+        fut = asyncio.get_running_loop().create_future() if wait else None
+        self._pending.append((op, fut))
+        self._wake.set()
+        return fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                async with self._db.transaction() as tx:
+                    for (sql, params), _ in batch:
+                        await tx.execute(sql, params)
+            except Exception as exc:
+                log.exception("request store write failed")
+                for _, fut in batch:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in batch:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    # -- operations -------------------------------------------------------------------
+
+    async def accept(self, rec: RequestRecord) -> None:
+        """Durably record an accepted request (awaited: nothing waits before this commits)."""
+        params = (
+            rec.request_id,
+            rec.function_id,
+            rec.version_id,
+            rec.nca_id,
+            rec.key_id,
+            rec.method,
+            rec.path,
+            _encode(rec.headers).decode(),
+            rec.body,
+            rec.poll_seconds,
+            rec.mode,
+            _encode(rec.assets).decode(),
+            rec.accepted_at,
+            rec.state.value,
+            rec.attempts,
+        )
+        fut = self._enqueue((_INSERT, params), wait=True)
+        assert fut is not None
+        await fut
+
+    def lease(self, request_id: str, until: float) -> None:
+        self._enqueue(
+            (
+                "UPDATE requests SET state = 'leased', lease_until = ?, attempts = attempts + 1"
+                " WHERE request_id = ? AND state IN ('queued', 'leased')",
+                (until, request_id),
+            ),
+            wait=False,
+        )
+
+    def requeue(self, request_id: str) -> None:
+        self._enqueue(
+            (
+                "UPDATE requests SET state = 'queued', lease_until = NULL"
+                " WHERE request_id = ? AND state = 'leased'",
+                (request_id,),
+            ),
+            wait=False,
+        )
+
+    async def finish(
+        self, request_id: str, outcome: Outcome, keep: bool, failed: bool = False
+    ) -> None:
+        """Record the end (ack). `keep=False` when the client already has the result."""
+        state = RequestState.FAILED if failed else RequestState.DONE
+        result = _encode(outcome) if keep else None
+        fut = self._enqueue(
+            (
+                "UPDATE requests SET state = ?, result = ?, finished_at = ?, lease_until = NULL,"
+                " body = x'' WHERE request_id = ?",
+                (state.value, result, time.time(), request_id),
+            ),
+            wait=True,
+        )
+        assert fut is not None
+        await fut
+
+    def purge(self, request_id: str) -> None:
+        self._enqueue(("DELETE FROM requests WHERE request_id = ?", (request_id,)), wait=False)
+
+    # -- reads and maintenance -------------------------------------------------------
+
+    async def get(self, request_id: str) -> tuple[RequestRecord, Outcome | None] | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS}, result FROM requests WHERE request_id = ?", (request_id,)
+        )
+        if row is None:
+            return None
+        outcome = _outcome.decode(row["result"]) if row["result"] is not None else None
+        return _record(row), outcome
+
+    async def pending(self, version_id: str | None = None) -> list[RequestRecord]:
+        """Queued and leased requests in FIFO order (per version when given)."""
+        sql = f"SELECT {_COLUMNS} FROM requests WHERE state IN ('queued', 'leased')"
+        params: tuple[Any, ...] = ()
+        if version_id is not None:
+            sql += " AND version_id = ?"
+            params = (version_id,)
+        rows = await self._db.fetch_all(sql + " ORDER BY seq", params)
+        return [_record(r) for r in rows]
+
+    async def expire_leases(self, now: float, max_attempts: int) -> tuple[int, list[str]]:
+        """Leases past `lease_until` go back to the queue; too many attempts fail instead.
+
+        At start-up every lease is past (its holder died), so call with now = +inf.
+        Returns (requeued count, ids failed).
+        """
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch_all(
+                "SELECT request_id, attempts FROM requests WHERE state = 'leased'"
+                " AND lease_until <= ?",
+                (now,),
+            )
+            failed = [r["request_id"] for r in rows if r["attempts"] >= max_attempts]
+            requeue = [r["request_id"] for r in rows if r["attempts"] < max_attempts]
+            await tx.executemany(
+                "UPDATE requests SET state = 'queued', lease_until = NULL WHERE request_id = ?",
+                [(rid,) for rid in requeue],
+            )
+            return len(requeue), failed
+
+    async def expire_finished(self, before: float) -> list[str]:
+        """Delete results nobody collected; returns their ids (their blobs go too)."""
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch_all(
+                "SELECT request_id FROM requests WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (before,),
+            )
+            await tx.execute(
+                "DELETE FROM requests WHERE finished_at IS NOT NULL AND finished_at < ?", (before,)
+            )
+            return [r["request_id"] for r in rows]
+
+    async def depth(self) -> dict[str, int]:
+        rows = await self._db.fetch_all(
+            "SELECT version_id, count(*) AS n FROM requests"
+            " WHERE state IN ('queued', 'leased') GROUP BY version_id"
+        )
+        return {r["version_id"]: r["n"] for r in rows}

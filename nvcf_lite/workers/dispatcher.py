@@ -1,0 +1,282 @@
+"""The Dispatcher: per-version FIFO queues in memory, mirrored durably by the RequestStore.
+
+Each ready instance has `slots` (maxRequestConcurrency); a request leaves its queue only for
+an instance with a free slot. A request that never reached its container goes back to the
+front of the queue; one whose version is undeployed or in ERROR fails with that reason. On
+start, requests left queued or in flight by a previous process are queued again (requests
+that already hit `MAX_ATTEMPTS` starts fail instead), so none is lost and none that finished
+runs again. Detached requests nobody polls for max(2 x poll window, 10 s) are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from nvcf_lite.domain.invocations import StreamReply, Ticket, client_path, problem
+from nvcf_lite.models import Outcome, RequestRecord
+from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
+from nvcf_lite.workers.instances import Instance
+from nvcf_lite.workers.scheduler import Scheduler
+
+log = logging.getLogger("nvcf_lite.dispatcher")
+
+MAX_ATTEMPTS = 3
+GONE = "urn:nvcf-worker-service:problem-details:not-found"
+WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
+SubjectOf = Callable[[RequestRecord], Awaitable[str]]
+
+
+class Dispatcher:
+    def __init__(
+        self, store: RequestStore, scheduler: Scheduler, forwarder: Forwarder, request_ttl_s: float
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.forwarder = forwarder
+        self.ttl = request_ttl_s
+        self.queues: dict[str, deque[Ticket]] = {}
+        self.tickets: dict[str, Ticket] = {}
+        self.per_function: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_demand: Callable[[str], None] = lambda version_id: None
+
+    # -- Dispatch protocol -------------------------------------------------------------
+
+    def submit(self, ticket: Ticket) -> None:
+        rec = ticket.record
+        self.tickets[rec.request_id] = ticket
+        self.per_function[rec.function_id] += 1
+        self.queues.setdefault(rec.version_id, deque()).append(ticket)
+        self.pump(rec.version_id)
+
+    def ticket(self, request_id: str) -> Ticket | None:
+        return self.tickets.get(request_id)
+
+    def forget(self, request_id: str) -> None:
+        self.tickets.pop(request_id, None)
+
+    def depth(self, version_id: str) -> int:
+        return len(self.queues.get(version_id, ()))
+
+    def position(self, request_id: str) -> int | None:
+        ticket = self.tickets.get(request_id)
+        if ticket is None or ticket.done.done():
+            return None
+        queue = self.queues.get(ticket.record.version_id, deque())
+        for index, queued in enumerate(queue):
+            if queued is ticket:
+                return min(index + 1, 1000)
+        return 0  # in progress
+
+    def queued_for_function(self, function_id: str) -> int:
+        return self.per_function[function_id]
+
+    # -- moving work ----------------------------------------------------------------------
+
+    def pump_all(self) -> None:
+        for version_id in list(self.queues):
+            self.pump(version_id)
+
+    def pump(self, version_id: str) -> None:
+        queue = self.queues.get(version_id)
+        if not queue:
+            return
+        reason = self._refusal(version_id)
+        if reason is not None:
+            while queue:
+                ticket = queue.popleft()
+                rec = ticket.record
+                self._spawn(
+                    self._finish(ticket, problem(*reason, client_path(rec), rec.request_id))
+                )
+            return
+        ready = self.scheduler.ready_instances(version_id)
+        while queue:
+            free = [i for i in ready if i.in_flight < i.slots]
+            if not free:
+                self._note_waiting(version_id, queue, bool(ready))
+                return
+            inst = min(free, key=lambda i: i.in_flight)
+            ticket = queue.popleft()
+            inst.in_flight += 1
+            ticket.started, ticket.note = True, None
+            ticket.changed.set()
+            self.store.lease(ticket.request_id, time.time() + self.ttl)
+            self._spawn(self._run(ticket, inst))
+
+    def _refusal(self, version_id: str) -> tuple[int, str, str] | None:
+        error = self.scheduler.errors.get(version_id)
+        if error is not None and version_id in self.scheduler.deployed:
+            return 503, WORKER_ERROR, f"the function version cannot start: {error}"
+        if version_id not in self.scheduler.deployed:
+            detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"
+            return 404, GONE, detail
+        return None
+
+    def _note_waiting(self, version_id: str, queue: deque[Ticket], any_ready: bool) -> None:
+        starting = any(i.version_id == version_id for i in self.scheduler.instances.values())
+        if any_ready:
+            note = "waiting for a free instance slot"
+        elif starting:
+            note = "waiting for an instance to start"
+        else:
+            note = "waiting for an instance (none is running)"
+        for ticket in queue:
+            ticket.note = note
+        self.on_demand(version_id)
+
+    async def _run(self, ticket: Ticket, inst: Instance) -> None:
+        out_dir, _ = self.forwarder.dirs(ticket.request_id)
+        watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
+        requeued = False
+        try:
+            result = await self.forwarder.forward(ticket, inst)
+            if isinstance(result, StreamReply):
+                await self._stream(ticket, result)
+            else:
+                await self._finish(ticket, result)
+        except NeverReached as exc:
+            requeued = self._retry(ticket, str(exc))
+        except asyncio.CancelledError:
+            requeued = True  # shutting down: the lease stays, the next start runs it again
+            raise
+        except Exception as exc:  # a bug must not leave the client waiting forever
+            log.exception("request %s failed inside nvcf-lite", ticket.request_id)
+            rec = ticket.record
+            detail = f"internal error while handling the request: {exc}"
+            outcome = problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+            if not ticket.done.done():
+                ticket.done.set_result(outcome)
+        finally:
+            watcher.cancel()
+            inst.in_flight -= 1
+            if not requeued:
+                self.forwarder.cleanup(ticket.request_id)
+            self.pump(ticket.record.version_id)
+
+    def _retry(self, ticket: Ticket, why: str) -> bool:
+        rec = ticket.record
+        rec.attempts += 1
+        if rec.attempts >= MAX_ATTEMPTS:
+            detail = f"Inference connection error while making inference request: {why}"
+            self._spawn(
+                self._finish(
+                    ticket, problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+                )
+            )
+            return False
+        ticket.started = False
+        self.store.requeue(rec.request_id)
+        self.queues.setdefault(rec.version_id, deque()).appendleft(ticket)
+        return True
+
+    async def _stream(self, ticket: Ticket, reply: StreamReply) -> None:
+        """Hand the pass-through reply to the waiting handler and hold the slot until done."""
+        consumed = asyncio.Event()
+        inner = reply.chunks
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                consumed.set()
+
+        async def close() -> None:
+            await reply.close()
+            consumed.set()
+
+        if ticket.stream is None or ticket.stream.done():
+            await reply.close()
+            return
+        ticket.stream.set_result(StreamReply(reply.status, reply.headers, chunks(), close))
+        await consumed.wait()
+        await self._finish(ticket, Outcome(status=reply.status, headers=reply.headers))
+
+    async def _finish(self, ticket: Ticket, outcome: Outcome, failed: bool = False) -> None:
+        rec = ticket.record
+        keep = ticket.detached
+        await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
+        if ticket.detached and not keep:
+            await self.store.finish(rec.request_id, outcome, keep=True, failed=failed)
+        self.per_function[rec.function_id] -= 1
+        if ticket.stream is not None and not ticket.stream.done():
+            ticket.stream.set_result(outcome)  # ended without a stream: answer plainly
+        if not ticket.done.done():
+            ticket.done.set_result(outcome)
+        ticket.changed.set()
+
+    # -- recovery and housekeeping --------------------------------------------------------
+
+    async def recover(self, subject_of: SubjectOf) -> int:
+        """Queue again what a previous process accepted but did not finish."""
+        _, failed = await self.store.expire_leases(math.inf, MAX_ATTEMPTS)
+        for request_id in failed:
+            stored = await self.store.get(request_id)
+            if stored is None:
+                continue
+            rec = stored[0]
+            detail = f"nvcf-lite stopped {MAX_ATTEMPTS} times while this request was in flight"
+            outcome = problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+            await self.store.finish(request_id, outcome, keep=True, failed=True)
+        pending = await self.store.pending()
+        loop = asyncio.get_running_loop()
+        for rec in pending:
+            ticket = Ticket(
+                record=rec,
+                subject=await subject_of(rec),
+                done=loop.create_future(),
+                stream=None,
+                detached=True,
+            )
+            self.submit(ticket)
+        return len(pending)
+
+    def sweep(self) -> None:
+        """Cancel detached requests whose client stopped polling (§2.3.4); drop stale tickets."""
+        now = time.monotonic()
+        for ticket in list(self.tickets.values()):
+            idle = now - ticket.last_poll
+            if ticket.done.done():
+                if ticket.detached and idle > self.ttl:
+                    self.forget(ticket.request_id)
+                continue
+            if not ticket.detached or idle <= max(2 * ticket.record.poll_seconds, 10):
+                continue
+            queue = self.queues.get(ticket.record.version_id)
+            if queue is not None and ticket in queue:
+                queue.remove(ticket)
+                rec = ticket.record
+                detail = f"cancelled: no status poll for {idle:.0f} s (the client left)"
+                self._spawn(
+                    self._finish(
+                        ticket,
+                        problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id),
+                        failed=True,
+                    )
+                )
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Give in-flight requests `grace_s` to finish; the rest run again after a restart."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.forwarder.close()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dispatcher task failed", exc_info=task.exception())

@@ -1,0 +1,252 @@
+"""Forwarding one request to one instance over a pooled keep-alive aiohttp session.
+
+Builds the NVCF container headers (§4.3), reads the answer (spilling to disk past
+NVCF-MAX-RESPONSE-SIZE-BYTES), turns it into an Outcome (wrapping errors, §4.4; zipping
+large results and large-output files, §2.3.7) or a pass-through StreamReply (SSE and
+path-preserving calls), and watches the progress file (§4.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from nvcf_lite.domain.invocations import (
+    HOP_BY_HOP,
+    Progress,
+    StreamReply,
+    Ticket,
+    client_path,
+    container_error,
+    problem,
+)
+from nvcf_lite.models import Outcome
+from nvcf_lite.workers.instances import INF_DIR, Instance
+
+CONNECTION_ERROR = "urn:inference-connection:problem-details:internal-server-error"
+_NO_COPY = HOP_BY_HOP | {"content-encoding"}
+
+
+class NeverReached(Exception):
+    """The container was never reached (refused): safe to retry on another instance."""
+
+
+ResultSink = Callable[[str, Path], Awaitable[str]]  # (request id, zip path) -> download URL
+
+
+def container_headers(ticket: Ticket, inst: Instance, max_bytes: int, now: float) -> dict[str, str]:
+    rec = ticket.record
+    rid = rec.request_id
+    headers = {n: v for n, v in rec.headers}
+    if not any(n.lower() == "content-type" for n in headers):
+        headers["Content-Type"] = "application/json"
+    left = max(0, int(rec.poll_seconds - (now - rec.accepted_at)))
+    headers.update(
+        {
+            "NVCF-REQID": rid,
+            "NVCF-SUB": ticket.subject,
+            "NVCF-NCAID": rec.nca_id,
+            "NVCF-FUNCTION-NAME": inst.function_name,
+            "NVCF-FUNCTION-ID": rec.function_id,
+            "NVCF-FUNCTION-VERSION-ID": rec.version_id,
+            "NVCF-ASSET-DIR": f"{INF_DIR}/inputAssets/{rid}",
+            "NVCF-LARGE-OUTPUT-DIR": f"{INF_DIR}/response/{rid}",
+            "NVCF-MAX-RESPONSE-SIZE-BYTES": str(max_bytes),
+            "NVCF-NSPECTID": "nvcf-lite",
+            "NVCF-BACKEND": "local",
+            "NVCF-INSTANCETYPE": inst.instance_type,
+            "NVCF-REGION": "local",
+            "NVCF-ENV": "local",
+            "NVCF-INVOCATION-REGION": "local",
+            "nvcf-poll-seconds": str(left),
+        }
+    )
+    if rec.assets:
+        headers["NVCF-FUNCTION-ASSET-IDS"] = ",".join(rec.assets)
+    return headers
+
+
+def _copy_headers(resp: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    return [(str(n), v) for n, v in resp.headers.items() if n.lower() not in _NO_COPY]
+
+
+class Forwarder:
+    def __init__(self, inf_dir: Path, max_bytes: int, request_ttl_s: float, results: ResultSink):
+        self.inf_dir = inf_dir
+        self.max_bytes = max_bytes
+        self.ttl = request_ttl_s
+        self.results = results
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def session(self, inst: Instance) -> aiohttp.ClientSession:
+        s = self._sessions.get(inst.instance_id)
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
+            s = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            self._sessions[inst.instance_id] = s
+        return s
+
+    async def drop(self, instance_id: str) -> None:
+        s = self._sessions.pop(instance_id, None)
+        if s is not None:
+            await s.close()
+
+    async def close(self) -> None:
+        for s in list(self._sessions.values()):
+            await s.close()
+        self._sessions.clear()
+
+    def dirs(self, request_id: str) -> tuple[Path, Path]:
+        return self.inf_dir / "response" / request_id, self.inf_dir / "inputAssets" / request_id
+
+    async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
+        rec = ticket.record
+        out_dir, _ = self.dirs(rec.request_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.chmod(0o777)  # the container's user may not be root
+        path = rec.path if rec.mode == "path" else inst.inference_url
+        url = f"http://127.0.0.1:{inst.host_port}{path}"
+        headers = container_headers(ticket, inst, self.max_bytes, time.time())
+        timeout = aiohttp.ClientTimeout(total=max(1.0, rec.accepted_at + self.ttl - time.time()))
+        try:
+            resp = await self.session(inst).request(
+                rec.method, url, data=rec.body, headers=headers, timeout=timeout
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise NeverReached(str(exc)) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._connection_error(ticket, exc)
+        if rec.mode != "pexec" or resp.content_type == "text/event-stream":
+            # SSE (and path-preserving calls): no 202, no zip, no wrapping (§2.3.6, §2.3.9)
+            return StreamReply(
+                status=resp.status,
+                headers=_copy_headers(resp),
+                chunks=_chunks(resp),
+                close=_closer(resp),
+            )
+        try:
+            return await self._collect(ticket, resp, out_dir)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._connection_error(ticket, exc)
+        finally:
+            resp.release()
+
+    def _connection_error(self, ticket: Ticket, exc: BaseException) -> Outcome:
+        rec = ticket.record
+        detail = f"Inference connection error while making inference request ({type(exc).__name__})"
+        return problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
+
+    async def _collect(
+        self, ticket: Ticket, resp: aiohttp.ClientResponse, out_dir: Path
+    ) -> Outcome:
+        rec = ticket.record
+        body = bytearray()
+        spill: Path | None = None
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            if spill is None:
+                body += chunk
+                if len(body) > self.max_bytes:
+                    spill = out_dir.parent / f"{rec.request_id}.response"
+                    await asyncio.to_thread(spill.write_bytes, bytes(body))
+                    body.clear()
+            else:
+                await asyncio.to_thread(_append, spill, chunk)
+        if resp.status >= 400:
+            data = bytes(body) if spill is None else b""
+            return container_error(resp.status, data, client_path(rec), rec.request_id)
+        artifacts = await asyncio.to_thread(_artifacts, out_dir)
+        if spill is None and not artifacts:
+            return Outcome(status=resp.status, headers=_copy_headers(resp), body=bytes(body))
+        if spill is None:
+            spill = out_dir.parent / f"{rec.request_id}.response"
+            await asyncio.to_thread(spill.write_bytes, bytes(body))
+        zip_path = out_dir.parent / f"{rec.request_id}.zip"
+        await asyncio.to_thread(_zip, zip_path, rec.request_id, spill, out_dir, artifacts)
+        spill.unlink(missing_ok=True)
+        url = await self.results(rec.request_id, zip_path)
+        return Outcome(status=302, headers=[], location=url)
+
+    def cleanup(self, request_id: str) -> None:
+        out_dir, asset_dir = self.dirs(request_id)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(asset_dir, ignore_errors=True)
+        for leftover in (f"{request_id}.response", f"{request_id}.zip"):
+            (out_dir.parent / leftover).unlink(missing_ok=True)
+
+
+def _append(path: Path, chunk: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(chunk)
+
+
+def _artifacts(out_dir: Path) -> list[Path]:
+    if not out_dir.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file() and p.relative_to(out_dir).as_posix() != "progress"
+    ]
+
+
+def _zip(zip_path: Path, request_id: str, body: Path, out_dir: Path, files: list[Path]) -> None:
+    """Layout of §2.3.7: <requestId>.response plus every file, relative to the output dir."""
+    tmp = zip_path.with_suffix(".zip.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        zf.write(body, f"{request_id}.response")
+        for f in files:
+            zf.write(f, f.relative_to(out_dir).as_posix())
+    os.replace(tmp, zip_path)
+
+
+async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+    finally:
+        resp.release()
+
+
+def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        resp.close()  # drops the upstream connection: the container sees the client leave
+
+    return close
+
+
+async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1) -> None:
+    """Turn writes of <large-output dir>/progress into ticket progress (§4.5)."""
+    path = out_dir / "progress"
+    last_mtime = 0.0
+    seq = 0
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        if mtime == last_mtime:
+            continue
+        last_mtime = mtime
+        try:
+            data = msgspec.json.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            continue
+        if not isinstance(data, dict) or data.get("id") != ticket.request_id:
+            continue
+        percent = data.get("progress")
+        seq += 1
+        ticket.progress = Progress(
+            percent=int(percent) if isinstance(percent, int | float) else 0,
+            body=msgspec.json.encode(data.get("partialResponse")),
+            seq=seq,
+        )
+        ticket.changed.set()

@@ -67,6 +67,7 @@ class DockerConfig(_Section):
     stop_timeout_s: float = 10.0
     keep_instances_on_shutdown: bool = True
     container_name_prefix: str = "nvcf-lite"
+    namespace: str = "default"
 
 
 class SchedulerConfig(_Section):
@@ -76,7 +77,7 @@ class SchedulerConfig(_Section):
     unhealthy_threshold: int = 3
     restart_backoff_initial_s: float = 1.0
     restart_backoff_max_s: float = 300.0
-    crash_loop_restarts: int = 3
+    deploy_attempts: int = 3
 
 
 class InvocationConfig(_Section):
@@ -85,6 +86,14 @@ class InvocationConfig(_Section):
     request_ttl_s: float = 3600.0
     max_queue_per_function: int = 10000
     max_response_bytes: int = 5242880
+
+
+class AssetsConfig(_Section):
+    upload_url_ttl_s: float = 3600.0
+    max_asset_bytes: int = 5 * 1024**3
+    asset_ttl_s: float = 86400.0
+    download_url_ttl_s: float = 86400.0
+    sweep_interval_s: float = 60.0
 
 
 class Config(_Section):
@@ -96,6 +105,7 @@ class Config(_Section):
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
+    assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -104,7 +114,7 @@ class Config(_Section):
 
 def _section_types() -> dict[str, type[_Section]]:
     hints = msgspec.structs.fields(Config)
-    return {f.name: f.type for f in hints}  # type: ignore[misc]
+    return {f.name: f.type for f in hints}
 
 
 def _env_value(raw: str, field_type: Any) -> Any:
@@ -168,6 +178,11 @@ def _check(config: Config) -> None:
         raise ConfigError("server.tls_cert and server.tls_key must be set together")
     if config.invocation.default_poll_seconds < 1:
         raise ConfigError("invocation.default_poll_seconds must be >= 1")
+    assets = config.assets
+    if min(assets.upload_url_ttl_s, assets.asset_ttl_s, assets.download_url_ttl_s) <= 0:
+        raise ConfigError("assets: upload_url_ttl_s, asset_ttl_s, download_url_ttl_s must be > 0")
+    if assets.max_asset_bytes < 1 or assets.sweep_interval_s <= 0:
+        raise ConfigError("assets: max_asset_bytes must be >= 1 and sweep_interval_s > 0")
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")

@@ -83,3 +83,290 @@ def parse_uuid(value: str) -> str | None:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+# --- Deployments and instances (spec §2.2, §3.2) -------------------------------------------
+
+
+class GpuSpec(msgspec.Struct, kw_only=True):
+    """One deployment specification (GpuSpecificationDto) as stored."""
+
+    gpu_specification_id: str
+    gpu: str
+    instance_type: str
+    min_instances: int
+    max_instances: int
+    max_request_concurrency: int = 1
+    backend: str | None = None
+    clusters: list[str] | None = None
+    regions: list[str] | None = None
+    attributes: list[str] | None = None
+    availability_zones: list[str] | None = None
+    autoscaling_configuration: dict[str, object] | None = None
+    autoscaling_configuration_policy: str | None = None
+
+
+class HealthInfo(msgspec.Struct, kw_only=True):
+    icms_request_id: str
+    gpu: str
+    backend: str
+    instance_type: str
+    error: str
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    deployment_id: str
+    function_id: str
+    version_id: str
+    nca_id: str
+    specs: list[GpuSpec]
+    health_info: list[HealthInfo] = []
+    draining: bool = False
+    created_at: str
+    updated_at: str
+
+
+class InstanceState(StrEnum):
+    """nvcf-lite's own instance states (the extension `instances` field shows them)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+INSTANCE_STATUS = {  # nvcf-lite state -> NVCF InstanceStatusEnum (spec §3.2)
+    InstanceState.STARTING: "STARTING",
+    InstanceState.READY: "ACTIVE",
+    InstanceState.UNHEALTHY: "RUNNING",
+    InstanceState.DRAINING: "TERMINATED",
+    InstanceState.FAILED: "ERRORED",
+}
+
+
+class InstanceView(msgspec.Struct, kw_only=True):
+    """A snapshot of one instance for responses (activeInstances, deployment instances)."""
+
+    instance_id: str
+    function_id: str
+    version_id: str
+    deployment_id: str
+    gpu_specification_id: str
+    gpu: str
+    instance_type: str
+    state: InstanceState
+    gpu_uuids: list[str]
+    container_id: str | None = None
+    host_port: int | None = None
+    error: str | None = None
+    created_at: str
+    updated_at: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Functions (spec §2.1): the records of a registered function version, snake_case.
+# The wire twins live in api/functions.py; `FunctionVersion` carries every FunctionDto field.
+# ---------------------------------------------------------------------------------------------
+
+
+class FunctionType(StrEnum):
+    DEFAULT = "DEFAULT"
+    STREAMING = "STREAMING"  # WebRTC low-latency streaming, not SSE
+    LLM = "LLM"
+
+
+class ApiBodyFormat(StrEnum):
+    CUSTOM = "CUSTOM"
+    PREDICT_V2 = "PREDICT_V2"
+
+
+class HealthProtocol(StrEnum):
+    HTTP = "HTTP"
+    GRPC = "gRPC"
+
+
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """How the platform probes an instance; `timeout` is an ISO-8601 duration (e.g. PT10S)."""
+
+    protocol: str
+    uri: str
+    port: int
+    timeout: str
+    expected_status_code: int
+
+
+class EnvVar(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    value: str
+
+
+class LlmConfig(msgspec.Struct, frozen=True, kw_only=True):
+    uris: tuple[str, ...] | None = None
+    token_rate_limit: str | None = None
+    input_token_rate_limit: str | None = None
+    output_token_rate_limit: str | None = None
+    tokenizer: str | None = None
+    routing_method: str | None = None
+
+
+class ModelRef(msgspec.Struct, frozen=True, kw_only=True):
+    """An NGC model mounted into the container; version and uri are optional only for LLM."""
+
+    name: str
+    version: str | None = None
+    uri: str | None = None
+    llm_config: LlmConfig | None = None
+
+
+class ResourceRef(msgspec.Struct, frozen=True, kw_only=True):
+    """An NGC resource mounted under /config/resources/{name}."""
+
+    name: str
+    version: str
+    uri: str
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-function invocation limits; rates are `N-S|M|H|D`, comma-joined."""
+
+    rate_limit: str | None = None
+    exempted_nca_ids: tuple[str, ...] | None = None
+    per_nca_id_rate: dict[str, str] | None = None
+    sync_check: bool | None = None
+    per_user_rate: str | None = None
+
+
+class Priority(msgspec.Struct, frozen=True, kw_only=True):
+    default_priority: int | None = None
+    per_account_priority: dict[str, int] | None = None
+
+
+class LlmInvocationConfig(msgspec.Struct, frozen=True, kw_only=True):
+    priority: Priority | None = None
+
+
+class Telemetries(msgspec.Struct, frozen=True, kw_only=True):
+    logs_telemetry_id: str | None = None
+    metrics_telemetry_id: str | None = None
+    traces_telemetry_id: str | None = None
+
+
+class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One running (or failed) instance of a version, as F6 reports it (`InstanceDto`)."""
+
+    instance_id: str
+    function_id: str
+    function_version_id: str
+    nca_id: str
+    instance_status: str  # ACTIVE|STARTING|RUNNING|ERRORED|PREEMPTED|DELETED|TERMINATED
+    instance_type: str | None = None
+    gpu: str | None = None
+    backend: str | None = None
+    location: str | None = None
+    icms_request_id: str | None = None
+    instance_created_at: str | None = None
+    instance_updated_at: str | None = None
+
+
+class FunctionVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """One registered function version, validated and with defaults resolved.
+
+    `secrets` holds secret NAMES only (values live in their own table); `active_instances`
+    is never stored, only filled in for a response that may show it.
+    """
+
+    function_id: str
+    version_id: str
+    nca_id: str
+    name: str
+    status: FunctionStatus
+    inference_url: str
+    health_uri: str
+    health: HealthCheck
+    created_at: str
+    function_type: FunctionType = FunctionType.DEFAULT
+    api_body_format: ApiBodyFormat = ApiBodyFormat.CUSTOM
+    description: str = ""
+    inference_port: int | None = None
+    container_image: str | None = None
+    container_args: str | None = None
+    container_environment: tuple[EnvVar, ...] | None = None
+    models: tuple[ModelRef, ...] | None = None
+    resources: tuple[ResourceRef, ...] | None = None
+    helm_chart: str | None = None
+    helm_chart_service_name: str | None = None
+    tags: tuple[str, ...] | None = None
+    rate_limit: RateLimit | None = None
+    llm_invocation_config: LlmInvocationConfig | None = None
+    telemetries: Telemetries | None = None
+    secrets: tuple[str, ...] | None = None
+    active_instances: tuple[InstanceRecord, ...] | None = None
+    owned_by_different_account: bool | None = None
+
+    @property
+    def effective_port(self) -> int:
+        """The port the inference server listens on: inferencePort, else 8000 (spec §2.1.1)."""
+        return self.inference_port if self.inference_port is not None else 8000
+
+
+# --- Invocation requests (spec §2.3, §3.3) --------------------------------------------------
+
+
+class RequestState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """How a request ended, as the client will see it (status, headers, body or a zip URL)."""
+
+    status: int
+    headers: list[tuple[str, str]] = []
+    body: bytes = b""
+    location: str | None = None  # 302 to a large-result zip
+    error: bool = False  # a platform/container error rendered as problem+json
+
+
+class RequestRecord(msgspec.Struct, kw_only=True):
+    """An accepted invocation as stored in the durable queue."""
+
+    request_id: str
+    function_id: str
+    version_id: str
+    nca_id: str
+    key_id: str
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    poll_seconds: int
+    mode: str  # pexec | stream | path
+    assets: list[str] = []
+    accepted_at: float
+    state: RequestState = RequestState.QUEUED
+    attempts: int = 0
+
+
+# --- Assets (spec §2.5) ----------------------------------------------------------------------
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    """An asset from its reservation on; `uploaded_at` is set once its bytes are stored.
+
+    `upload_expires_at` and `expires_at` are epoch seconds (the upload URL's expiry, and when
+    the sweeper deletes the asset); `created_at` is the ISO-8601 instant NVCF shows.
+    """
+
+    asset_id: str
+    nca_id: str
+    content_type: str
+    description: str
+    created_at: str
+    upload_expires_at: float
+    expires_at: float
+    uploaded_at: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None

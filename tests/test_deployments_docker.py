@@ -35,19 +35,19 @@ def dock() -> docker.DockerClient:
 
 
 def _config(tmp_path: Path, namespace: str, **env: str) -> Any:
-    return make_config(
-        tmp_path / "data",
-        NVCF_LITE_DOCKER__NAMESPACE=namespace,
-        NVCF_LITE_DOCKER__STOP_TIMEOUT_S="2",
-        NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN="false",
-        NVCF_LITE_SCHEDULER__TICK_INTERVAL_S="0.3",
-        NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S="15",
-        NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S="0.3",
-        NVCF_LITE_SCHEDULER__RESTART_BACKOFF_INITIAL_S="0.3",
-        NVCF_LITE_SCHEDULER__RESTART_BACKOFF_MAX_S="2",
-        NVCF_LITE_SCHEDULER__DEPLOY_ATTEMPTS="2",
+    settings = {
+        "NVCF_LITE_DOCKER__NAMESPACE": namespace,
+        "NVCF_LITE_DOCKER__STOP_TIMEOUT_S": "2",
+        "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "false",
+        "NVCF_LITE_SCHEDULER__TICK_INTERVAL_S": "0.3",
+        "NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S": "15",
+        "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.3",
+        "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_INITIAL_S": "0.3",
+        "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_MAX_S": "2",
+        "NVCF_LITE_SCHEDULER__DEPLOY_ATTEMPTS": "2",
         **env,
-    )
+    }
+    return make_config(tmp_path / "data", **settings)
 
 
 @pytest.fixture

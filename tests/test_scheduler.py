@@ -97,8 +97,8 @@ class World:
         assert v is not None
         return v.status
 
-    async def until(self, cond: Callable[[], Any], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def until(self, cond: Callable[[], Any], limit_s: float = 5.0) -> None:
+        deadline = time.monotonic() + limit_s
         while True:
             await self.scheduler.tick()
             result = cond()
@@ -143,7 +143,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 async def test_places_instances_on_distinct_simulated_gpus(world: World) -> None:
     _, vid = await world.deploy(min_instances=2)
-    await world.until(lambda: world.status(vid), timeout=3)
+    await world.until(lambda: world.status(vid), limit_s=3)
     await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
     assert await world.status(vid) == FunctionStatus.ACTIVE
     units = [u for i in world.scheduler.views(vid) for u in i.gpu_uuids]
@@ -157,7 +157,7 @@ async def test_places_instances_on_distinct_simulated_gpus(world: World) -> None
 async def test_a_deployment_that_does_not_fit_is_reported(world: World) -> None:
     _, first = await world.deploy(min_instances=2)
     await world.until(lambda: len(world.scheduler.ready_instances(first)) == 2)
-    fid, second = await world.deploy(min_instances=1)
+    _, second = await world.deploy(min_instances=1)
     await world.until(lambda: world.repo.by_version(second))
     await world.scheduler.tick()
     d = await world.repo.by_version(second)
@@ -203,7 +203,7 @@ async def test_unknown_gpu_and_instance_type_list_the_offer(world: World) -> Non
         await world.deployments.create(
             fid, vid, [SpecInput(gpu="B200", min_instances=1, max_instances=1)]
         )
-    with pytest.raises(Invalid, match="L40.GPU.1x, L40.GPU.2x"):
+    with pytest.raises(Invalid, match=r"L40\.GPU\.1x, L40\.GPU\.2x"):
         await world.deployments.create(
             fid,
             vid,
@@ -213,7 +213,7 @@ async def test_unknown_gpu_and_instance_type_list_the_offer(world: World) -> Non
 
 async def test_failing_health_ends_in_error_with_the_reason(world: World) -> None:
     _, vid = await world.deploy("fake/unhealthy")
-    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), timeout=8)
+    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), limit_s=8)
     d = await world.repo.by_version(vid)
     assert d is not None and "health check timed out" in d.health_info[0].error
     assert "answered 500" in d.health_info[0].error
@@ -222,7 +222,7 @@ async def test_failing_health_ends_in_error_with_the_reason(world: World) -> Non
 
 async def test_exiting_container_reports_exit_code_and_logs(world: World) -> None:
     _, vid = await world.deploy("fake/exit")
-    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), timeout=8)
+    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), limit_s=8)
     d = await world.repo.by_version(vid)
     assert d is not None
     assert "exited with code 1" in d.health_info[0].error and "fatal" in d.health_info[0].error
@@ -230,7 +230,7 @@ async def test_exiting_container_reports_exit_code_and_logs(world: World) -> Non
 
 async def test_missing_image_fails_with_the_docker_reason(world: World) -> None:
     _, vid = await world.deploy("fake/missing")
-    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), timeout=8)
+    await world.until(lambda: _is(world, vid, FunctionStatus.ERROR), limit_s=8)
     d = await world.repo.by_version(vid)
     assert d is not None and "could not be pulled" in d.health_info[0].error
 
@@ -324,4 +324,5 @@ async def test_secrets_are_mounted_read_only(world: World) -> None:
     await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
     spec = world.runtime.created[-1]
     (mount,) = [m for m in spec.mounts if m.target == "/var/secrets/secrets.json"]
-    assert mount.read_only and Path(mount.source).read_text() == '{"token":"s3cr3t"}'
+    assert mount.read_only
+    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"s3cr3t"}'

@@ -9,10 +9,12 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.params import FromPath
 
+from nvcf_lite.api.functions import FunctionResponse, function_response
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.auth import covers, require_function
 from nvcf_lite.domain.deployments import Deployments, SpecInput
+from nvcf_lite.domain.functions import Functions
 from nvcf_lite.errors import Invalid
 from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal
 
@@ -198,12 +200,12 @@ class DeploymentsController(Controller):
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
         graceful: bool = False,
-    ) -> Any:
+    ) -> FunctionResponse:
         fid, vid = str(function_id), str(version_id)
         require_function(principal, fid, vid)
         await _deployments(request).undeploy(fid, vid, graceful)
-        render = request.app.state.render_function
-        return await render(fid, vid)
+        functions: Functions = request.app.state.functions
+        return function_response(await functions.version(fid, vid))
 
     @get("/{deployment_id:uuid}", opt=DEPLOY)
     async def by_id(

@@ -9,12 +9,12 @@ from litestar import Request, Response, get
 from nvcf_lite.api.wire import Wire
 
 
-class Component(Wire):
+class Component(Wire, kw_only=True):
     status: str  # "ok" | "unavailable" | "degraded"
     detail: str | None = None
 
 
-class HealthReport(Wire):
+class HealthReport(Wire, kw_only=True):
     status: str
     version: str
     store: Component

@@ -7,6 +7,7 @@ tell the SDK whether a function's image exists (here: in the local Docker engine
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Request, get, post
@@ -16,7 +17,7 @@ from litestar.params import Body, FromPath
 from nvcf_lite.api.security import scopes
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.auth import Keys
-from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry import LocalImage, Registry
 from nvcf_lite.errors import NotFound, Unauthorized
 
 
@@ -63,18 +64,71 @@ async def orgs(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
-def _split_repo(path: str) -> tuple[str | None, str, str | None]:
-    """`[team/<t>/]repos/<image>/images[/<tag>]` -> (team, image, tag)."""
-    parts = path.strip("/").split("/")
+@dataclass(frozen=True)
+class RegistryPath:
+    """`[team/<t>/]repos/<repo>[/images[/<tag>] | /tags[/<tag>]]` under /v2/org/<org>/."""
+
+    team: str | None
+    repo: str
+    kind: str  # "repository", "images" or "tags"
+    tag: str | None
+
+
+def parse_registry_path(path: str) -> RegistryPath | None:
+    parts = [p for p in path.strip("/").split("/") if p]
     team = None
     if len(parts) >= 2 and parts[0] == "team":
         team, parts = parts[1], parts[2:]
-    if not parts or parts[0] != "repos" or "images" not in parts[1:]:
-        return team, "", None
-    at = len(parts) - 1 - parts[::-1].index("images")
-    repo = "/".join(parts[1:at])
-    tag = "/".join(parts[at + 1 :]) or None
-    return team, repo, tag
+    if len(parts) < 2 or parts[0] != "repos":
+        return None
+    parts = parts[1:]
+    for kind in ("images", "tags"):
+        # `.../images` (list) or `.../images/<tag>`; a tag never contains '/'.
+        if len(parts) >= 2 and parts[-1] == kind:
+            return RegistryPath(team, "/".join(parts[:-1]), kind, None)
+        if len(parts) >= 3 and parts[-2] == kind:
+            return RegistryPath(team, "/".join(parts[:-2]), kind, parts[-1])
+    if "images" in parts or "tags" in parts:  # scans, digests, signatures: not served
+        return None
+    return RegistryPath(team, "/".join(parts), "repository", None)
+
+
+_OK = {"requestStatus": {"statusCode": "SUCCESS"}}
+_ONE_PAGE = {"index": 0, "size": 1, "totalPages": 1, "totalResults": 1}
+
+
+def _image_answer(found: LocalImage, kind: str, tagged: bool) -> dict[str, Any]:
+    """Shapes ngcsdk parses: GetManifestByTagResponse (images/<tag>), MetaImageDetails
+    (tags/<tag>), image lists (images, tags) and Repository (repos/<repo>)."""
+    description = f"local Docker image {found.ref}"
+    details = {
+        "tag": found.tag,
+        "description": description,
+        "isMultiArchitecture": False,
+        "isSigned": False,
+        "architectureVariants": [],
+        "localImage": found.ref,
+    }
+    if kind == "images" and tagged:
+        return {
+            **_OK,
+            "name": found.repository,
+            "tag": found.tag,
+            "schemaVersion": 2,
+            "localImage": found.ref,
+        }
+    if kind == "tags" and tagged:
+        return {**_OK, **details}
+    if kind in ("images", "tags"):
+        return {**_OK, "images": [details], "paginationInfo": _ONE_PAGE}
+    return {
+        **_OK,
+        "name": found.repository,
+        "displayName": found.repository,
+        "description": description,
+        "latestTag": found.tag,
+        "localImage": found.ref,
+    }
 
 
 @get(
@@ -87,11 +141,11 @@ async def registry_image(
     request: Request[Any, Any, Any], org: FromPath[str], rest: FromPath[str]
 ) -> dict[str, Any]:
     registry: Registry = request.app.state.registry
-    team, repo, tag = _split_repo(rest)
-    if not repo:
+    where = parse_registry_path(rest)
+    if where is None or not where.repo:
         raise NotFound(f"no NGC registry resource at /v2/org/{org}{rest}")
-    found = await registry.find_image(org, team, repo, tag)
-    return {"requestStatus": {"statusCode": "SUCCESS"}, "image": found, "images": [found]}
+    found = await registry.find_image(org, where.team, where.repo, where.tag)
+    return _image_answer(found, where.kind, where.tag is not None)
 
 
 NGC_HANDLERS = [get_caller_info, products, orgs, registry_image]

@@ -91,7 +91,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return problem_response(500, f"Internal error: {exc}", instance=_instance(request))
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: Any = {
     NvcfError: nvcf_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

@@ -14,10 +14,12 @@ import msgspec
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.errors import Invalid, NotFound
 from nvcf_lite.models import (
+    INSTANCE_STATUS,
     Deployment,
     FunctionStatus,
     FunctionVersion,
     GpuSpec,
+    InstanceRecord,
     InstanceView,
     new_id,
     now_iso,
@@ -341,6 +343,24 @@ class Deployments:
                 await self._repo.delete(tx, deployment.deployment_id)
         if deployment is not None:
             self.reconcile()
+
+
+def instance_record(view: InstanceView, nca_id: str) -> InstanceRecord:
+    """An instance as F6 `activeInstances` shows it (InstanceDto)."""
+    return InstanceRecord(
+        instance_id=view.instance_id,
+        function_id=view.function_id,
+        function_version_id=view.version_id,
+        nca_id=nca_id,
+        instance_status=INSTANCE_STATUS[view.state],
+        instance_type=view.instance_type,
+        gpu=view.gpu,
+        backend="local",
+        location="local",
+        icms_request_id=view.gpu_specification_id,
+        instance_created_at=view.created_at,
+        instance_updated_at=view.updated_at,
+    )
 
 
 def _match(specs: list[SpecInput], current: list[GpuSpec]) -> list[GpuSpec]:

@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 
 from nvcf_lite.config import DockerConfig
+from nvcf_lite.domain.function_fields import duration_seconds
 from nvcf_lite.domain.placement import GpuUnit
 from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, now_iso
 from nvcf_lite.runtime.base import (
@@ -61,25 +62,6 @@ class LaunchInfo(msgspec.Struct, frozen=True):
     secrets: dict[str, object]
 
 
-_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
-
-
-def duration_s(text: str, default: float = 10.0) -> float:
-    """Seconds of an ISO-8601 duration such as PT10S or PT0.5S (validated at registration)."""
-    match = _DURATION.match(text.upper())
-    if not match:
-        return default
-    parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return (
-        parts.get("d", 0) * 86400
-        + parts.get("h", 0) * 3600
-        + parts.get("m", 0) * 60
-        + parts.get("s", 0)
-    )
-
-
 def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchInfo:
     health = version.health
     return LaunchInfo(
@@ -96,7 +78,7 @@ def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchI
             protocol=health.protocol,
             uri=health.uri,
             port=health.port,
-            timeout_s=duration_s(health.timeout),
+            timeout_s=duration_seconds(health.timeout),
             expected_status=health.expected_status_code,
         ),
         secrets=secrets,

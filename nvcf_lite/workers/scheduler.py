@@ -19,6 +19,7 @@ import msgspec
 
 from nvcf_lite.config import Config
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
+from nvcf_lite.domain.registry import local_image_candidates
 from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory, next_status, spec_health
 from nvcf_lite.models import (
     Deployment,
@@ -302,8 +303,9 @@ class Scheduler:
             secrets = self._write_secrets(inst, info)
             self.inf_dir.mkdir(parents=True, exist_ok=True)
             spec = container_spec(inst, info, self.docker_cfg, secrets, self.inf_dir)
-            await self.runtime.ensure_image(info.image)
-            c = await self.runtime.create_and_start(spec)
+            image = await self._local_image(info.image)
+            await self.runtime.ensure_image(image)
+            c = await self.runtime.create_and_start(msgspec.structs.replace(spec, image=image))
         except RuntimeFailure as exc:
             await self._fail(inst, str(exc))
             return
@@ -312,6 +314,13 @@ class Scheduler:
         inst.host_port = c.host_ports.get(info.inference_port)
         inst.health_port = c.host_ports.get(info.health.port)
         await self._watch(inst, info)
+
+    async def _local_image(self, image: str) -> str:
+        """The stored image, or its local twin without the nvcr.io/ prefix ngcsdk adds."""
+        for ref in local_image_candidates(image):
+            if await self.runtime.image_exists(ref):
+                return ref
+        return image
 
     async def _watch(self, inst: Instance, info: LaunchInfo) -> None:
         async def exited() -> str | None:

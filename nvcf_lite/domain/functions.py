@@ -1,0 +1,259 @@
+"""Function management (spec §2.1, F1-F9): register, list, get, update and delete versions.
+
+Who may see what: a version is visible to a key when it is the key's account's own
+(`private`) or shared with it (`authorized`) or public, and the key's resources cover it
+(spec §6.3). nvcf-lite has one account and no sharing yet, so `authorized` and `public` add
+nothing today; the union below is written so that they will when sharing arrives.
+
+Deployments plug in through two optional hooks: `instances` (F6 `activeInstances`) and
+`before_delete` (F7 force-removes the deployment of a version before it is deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from nvcf_lite.domain.auth import covers, require_function
+from nvcf_lite.domain.function_rules import (
+    FunctionRequest,
+    FunctionUpdate,
+    apply_update,
+    build_version,
+)
+from nvcf_lite.errors import Forbidden, Invalid, NotFound
+from nvcf_lite.models import (
+    FunctionStatus,
+    FunctionType,
+    FunctionVersion,
+    InstanceRecord,
+    Principal,
+    new_id,
+    now_iso,
+)
+from nvcf_lite.store.functions import FunctionsRepo
+
+InstancesProvider = Callable[[str], Awaitable[list[InstanceRecord]]]
+"""version_id -> the instances of that version (for F6 `activeInstances`)."""
+BeforeDelete = Callable[[str, str], Awaitable[None]]
+"""(function_id, version_id) -> None; called before a version is deleted."""
+
+DETAILS_SCOPE = "list_functions_details"
+
+
+class Visibility(StrEnum):
+    AUTHORIZED = "authorized"
+    PRIVATE = "private"
+    PUBLIC = "public"
+
+
+def parse_visibility(values: Iterable[str] | None) -> frozenset[Visibility]:
+    """`?visibility=` repeated and/or comma-joined, any case; none given means all three."""
+    names = [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+    if not names:
+        return frozenset(Visibility)
+    known = {v.value: v for v in Visibility}
+    unknown = [n for n in names if n.lower() not in known]
+    if unknown:
+        raise Invalid(
+            f"Invalid request: 'visibility' value '{unknown[0]}' is not one of {', '.join(known)}"
+        )
+    return frozenset(known[n.lower()] for n in names)
+
+
+class Functions:
+    def __init__(
+        self,
+        repo: FunctionsRepo,
+        nca_id: str,
+        *,
+        instances: InstancesProvider | None = None,
+        before_delete: BeforeDelete | None = None,
+    ) -> None:
+        self.repo = repo
+        self.nca_id = nca_id
+        # Public so the deployments code can plug in after construction.
+        self.instances = instances
+        self.before_delete = before_delete
+
+    # -- F1, F2 ---------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, request: FunctionRequest) -> FunctionVersion:
+        """F1: a new function with its first version."""
+        function_id = new_id()
+        if not covers(principal.resources, function_id, None):
+            raise Forbidden(
+                "The API key is limited to specific functions and cannot register a new function"
+            )
+        return await self._register(principal, function_id, request)
+
+    async def create_version(
+        self, principal: Principal, function_id: str, request: FunctionRequest
+    ) -> FunctionVersion:
+        """F2: a new version of an existing function (same id, new versionId)."""
+        existing = await self._own_versions(principal, function_id)
+        if not existing:
+            raise NotFound(_function_not_found(function_id, principal.nca_id))
+        require_function(principal, function_id)
+        version = await self._register(principal, function_id, request, existing)
+        return version
+
+    async def _register(
+        self,
+        principal: Principal,
+        function_id: str,
+        request: FunctionRequest,
+        existing: list[FunctionVersion] | None = None,
+    ) -> FunctionVersion:
+        version, secrets = build_version(
+            request,
+            function_id=function_id,
+            version_id=new_id(),
+            nca_id=principal.nca_id,
+            created_at=now_iso(),
+        )
+        if existing:
+            _check_llm_stays_llm(existing[0], version)
+        await self.repo.insert(version, secrets)
+        return version
+
+    # -- F3, F4, F5 -------------------------------------------------------------------------
+
+    async def list_functions(
+        self, principal: Principal, visibility: Iterable[str] | None = None
+    ) -> list[FunctionVersion]:
+        """F3: every version visible to the key, one entry per version, oldest first."""
+        wanted = parse_visibility(visibility)
+        found: dict[str, FunctionVersion] = {}
+        if Visibility.PRIVATE in wanted:
+            for version in await self.repo.list_all(principal.nca_id):
+                found.setdefault(version.version_id, version)
+        if Visibility.AUTHORIZED in wanted:
+            for version in await self._shared_with(principal):
+                found.setdefault(version.version_id, version)
+        if Visibility.PUBLIC in wanted:
+            for version in await self._public():
+                found.setdefault(version.version_id, version)
+        return [v for v in found.values() if self._may_see(principal, v)]
+
+    async def list_ids(
+        self, principal: Principal, visibility: Iterable[str] | None = None
+    ) -> list[str]:
+        """F4: distinct ids of the functions visible to the key."""
+        versions = await self.list_functions(principal, visibility)
+        return list(dict.fromkeys(v.function_id for v in versions))
+
+    async def list_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
+        """F5: 404 when the function has no version at all, 403 when the key sees none."""
+        versions = await self._own_versions(principal, function_id)
+        if not versions:
+            raise NotFound(_function_not_found(function_id, principal.nca_id))
+        visible = [v for v in versions if self._may_see(principal, v)]
+        if not visible:
+            require_function(principal, function_id)  # raises: the key's resources miss it
+        return visible
+
+    # -- F6, F7, F8/F9 ----------------------------------------------------------------------
+
+    async def get(
+        self,
+        principal: Principal,
+        function_id: str,
+        version_id: str,
+        *,
+        include_secrets: bool = True,
+    ) -> FunctionVersion:
+        """F6: secret names only with include_secrets; instances only with the details scope."""
+        version = await self.find(principal, function_id, version_id)
+        changes: dict[str, Any] = {}
+        if not include_secrets:
+            changes["secrets"] = None
+        if self.instances is not None and DETAILS_SCOPE in principal.scopes:
+            # an undeployed version has none: omitted like every other empty field
+            changes["active_instances"] = tuple(await self.instances(version_id)) or None
+        return msgspec.structs.replace(version, **changes) if changes else version
+
+    async def update(
+        self, principal: Principal, function_id: str, version_id: str, update: FunctionUpdate
+    ) -> FunctionVersion:
+        """F8/F9: tags, rateLimit, modelUpdates, llmInvocationConfig (and description)."""
+        version = await self.find(principal, function_id, version_id)
+        updated = apply_update(version, update)
+        if not await self.repo.update_spec(updated):
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        return await self.find(principal, function_id, version_id)
+
+    async def delete(self, principal: Principal, function_id: str, version_id: str) -> None:
+        """F7: force-removes the version's deployment (hook) first; secrets go with the row."""
+        await self.find(principal, function_id, version_id)
+        if self.before_delete is not None:
+            await self.before_delete(function_id, version_id)
+        if not await self.repo.delete(function_id, version_id):
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+
+    # -- for the deployments code and the scheduler ---------------------------------------
+
+    async def find(
+        self, principal: Principal, function_id: str, version_id: str
+    ) -> FunctionVersion:
+        """A version the key may touch: 404 when not visible at all, 403 when not covered."""
+        version = await self.repo.get(function_id, version_id)
+        if version is None or not self._visible(principal, version):
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        require_function(principal, function_id, version_id)
+        return version
+
+    async def version(self, function_id: str, version_id: str) -> FunctionVersion:
+        """A version by id, no key involved (workers); NotFound if it is gone."""
+        version = await self.repo.get(function_id, version_id)
+        if version is None:
+            raise NotFound(_version_not_found(function_id, version_id, self.nca_id))
+        return version
+
+    async def set_status(self, version_id: str, status: FunctionStatus) -> None:
+        await self.repo.set_status(version_id, status)
+
+    async def secrets(self, version_id: str) -> dict[str, Any]:
+        """Secret values of a version (for /var/secrets/secrets.json in its containers)."""
+        return await self.repo.secrets(version_id)
+
+    # -- visibility -------------------------------------------------------------------------
+
+    async def _own_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
+        versions = await self.repo.list_versions(function_id)
+        return [v for v in versions if self._visible(principal, v)]
+
+    async def _shared_with(self, principal: Principal) -> list[FunctionVersion]:
+        return []  # no function sharing (spec §2.7) in nvcf-lite yet
+
+    async def _public(self) -> list[FunctionVersion]:
+        return []  # no public functions in a one-account nvcf-lite
+
+    def _visible(self, principal: Principal, version: FunctionVersion) -> bool:
+        return version.nca_id == principal.nca_id
+
+    def _may_see(self, principal: Principal, version: FunctionVersion) -> bool:
+        if version.nca_id == principal.nca_id:
+            return covers(principal.resources, version.function_id, version.version_id)
+        return any(r.type == "authorized-functions" for r in principal.resources)
+
+
+def _check_llm_stays_llm(existing: FunctionVersion, new: FunctionVersion) -> None:
+    was_llm = existing.function_type is FunctionType.LLM
+    if was_llm != (new.function_type is FunctionType.LLM):
+        kind = "LLM" if was_llm else "non-LLM"
+        raise Invalid(
+            f"Invalid request: all versions of function '{existing.function_id}' must keep"
+            f" 'functionType' {kind}; got {new.function_type.value}"
+        )
+
+
+def _function_not_found(function_id: str, nca_id: str) -> str:
+    return f"Function id '{function_id}': Not found in account '{nca_id}'"
+
+
+def _version_not_found(function_id: str, version_id: str, nca_id: str) -> str:
+    return f"Function id '{function_id}', version '{version_id}': Not found in account '{nca_id}'"

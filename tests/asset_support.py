@@ -1,0 +1,203 @@
+"""A real `nvcf-lite serve` over plain HTTP, raw uploads to it, and its memory, for asset tests.
+
+* `plain_server()` runs the server as a subprocess on a free port (no TLS) and stops it.
+* `put_stream()` PUTs a body produced chunk by chunk (never held whole) with http.client.
+* `put_half_then_close()` announces a Content-Length, sends half of it on a raw socket and
+  closes the connection: an upload interrupted by the client.
+* `RssSampler` samples VmRSS of the server's whole process tree (granian runs the app in a
+  worker process below the one we started) from /proc while a test runs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sdk_support import _clean_environ, _nvcf_lite, _stop, free_port, new_key
+
+DESCRIPTION_HEADER = "x-amz-meta-nvcf-asset-description"
+
+
+@dataclass
+class PlainServer:
+    url: str
+    port: int
+    key: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no server log: {exc})"
+
+
+@contextmanager
+def plain_server(
+    workdir: Path, *, extra_env: dict[str, str] | None = None, start_timeout_s: float = 30.0
+) -> Iterator[PlainServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    key = new_key()
+    env = {
+        **_clean_environ(),
+        "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
+        "NVCF_LITE_AUTH__BOOTSTRAP_KEY": key,
+        "NVCF_LITE_AUTH__KEY_CACHE_SECONDS": "0",
+        "NVCF_LITE_GPUS__USE_NVML": "false",
+        "NVCF_LITE_DOCKER__BASE_URL": "unix:///nonexistent/docker.sock",
+        **(extra_env or {}),
+    }
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*_nvcf_lite(), "serve", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = PlainServer(
+        f"http://127.0.0.1:{port}", port, key, workdir / "data", log_path, process, env
+    )
+    try:
+        _wait_ready(server, start_timeout_s)
+        yield server
+    except BaseException:
+        print(f"--- nvcf-lite serve log ({log_path}) ---\n{server.log()}", file=sys.stderr)
+        raise
+    finally:
+        _stop(process)
+
+
+def _wait_ready(server: PlainServer, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"nvcf-lite serve exited with {server.process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:  # degraded (no Docker here) is up
+                return
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"nvcf-lite serve not ready on {server.url} after {timeout_s}s: {last}")
+
+
+def zeros(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    """`total` bytes in chunks, one buffer reused: the client holds `chunk` bytes at most."""
+    block = b"\0" * chunk
+    sent = 0
+    while sent < total:
+        piece = block if total - sent >= chunk else block[: total - sent]
+        sent += len(piece)
+        yield piece
+
+
+def put_stream(
+    url: str, headers: dict[str, str], chunks: Iterable[bytes], length: int
+) -> tuple[int, bytes]:
+    """PUT with a Content-Length, sending the body chunk by chunk; (status, response body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
+    try:
+        conn.putrequest("PUT", f"{parts.path}?{parts.query}", skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(length)}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        for chunk in chunks:
+            conn.send(chunk)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def put_half_then_close(url: str, headers: dict[str, str], length: int) -> None:
+    """Announce `length` bytes, send half of them, close the socket."""
+    parts = urlsplit(url)
+    lines = [f"PUT {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines += [f"{k}: {v}" for k, v in {**headers, "Content-Length": str(length)}.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80)) as sock:
+        sock.sendall(head)
+        for chunk in zeros(length // 2):
+            sock.sendall(chunk)
+        time.sleep(0.3)  # let the server write some of it before the client goes away
+
+
+def process_tree(pid: int) -> list[int]:
+    found = [pid]
+    i = 0
+    while i < len(found):
+        try:
+            tasks = os.listdir(f"/proc/{found[i]}/task")
+        except OSError:
+            tasks = []
+        for tid in tasks:
+            try:
+                text = Path(f"/proc/{found[i]}/task/{tid}/children").read_text()
+            except OSError:
+                continue
+            found += [int(c) for c in text.split() if int(c) not in found]
+        i += 1
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of `pid` and all its descendants, in KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class RssSampler:
+    """Samples `rss_kib(pid)` every `interval_s` in a thread, between start() and stop()."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_kib(self.pid))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_kib(self.pid))

@@ -78,6 +78,8 @@ class SchedulerConfig(_Section):
     restart_backoff_initial_s: float = 1.0
     restart_backoff_max_s: float = 300.0
     deploy_attempts: int = 3
+    scale_down_idle_s: float = 30.0
+    warm_pool_s: float = 0.0
 
 
 class InvocationConfig(_Section):

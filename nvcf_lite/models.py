@@ -104,6 +104,7 @@ class GpuSpec(msgspec.Struct, kw_only=True):
     availability_zones: list[str] | None = None
     autoscaling_configuration: dict[str, object] | None = None
     autoscaling_configuration_policy: str | None = None
+    warm_pool_seconds: float | None = None  # nvcf-lite extension: keep idle instances paused
 
 
 class HealthInfo(msgspec.Struct, kw_only=True):
@@ -133,6 +134,7 @@ class InstanceState(StrEnum):
     READY = "ready"
     UNHEALTHY = "unhealthy"
     DRAINING = "draining"
+    PAUSED = "paused"  # warm pool: `docker pause`d, resumed on demand
     FAILED = "failed"
 
 
@@ -141,6 +143,7 @@ INSTANCE_STATUS = {  # nvcf-lite state -> NVCF InstanceStatusEnum (spec §3.2)
     InstanceState.READY: "ACTIVE",
     InstanceState.UNHEALTHY: "RUNNING",
     InstanceState.DRAINING: "TERMINATED",
+    InstanceState.PAUSED: "RUNNING",
     InstanceState.FAILED: "ERRORED",
 }
 

@@ -124,6 +124,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         NVCF_LITE_SCHEDULER__DEPLOY_ATTEMPTS="2",
         NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S="0.05",
         NVCF_LITE_SCHEDULER__UNHEALTHY_THRESHOLD="2",
+        NVCF_LITE_SCHEDULER__SCALE_DOWN_IDLE_S="0.2",
     )
     db = await Database.open(tmp_path / "data" / "db.sqlite")
     host = Host(

@@ -36,6 +36,7 @@ class GpuSpecWire(Wire, kw_only=True):
     configuration: Any = None
     autoscaling_configuration: dict[str, Any] | None = None
     autoscaling_configuration_policy: str | None = None
+    warm_pool_seconds: float | None = None  # nvcf-lite extension (README: warm pool)
 
 
 class DeployRequest(Wire, kw_only=True):

@@ -50,6 +50,7 @@ class SpecInput(msgspec.Struct, kw_only=True):
     configuration: Any = None
     autoscaling_configuration: dict[str, Any] | None = None
     autoscaling_configuration_policy: str | None = None
+    warm_pool_seconds: float | None = None
 
 
 def _where(fid: str, vid: str) -> str:
@@ -95,6 +96,12 @@ def check_autoscaling(config: dict[str, Any] | None, prefix: str) -> None:
             raise Invalid(f"{prefix}: autoscalingConfiguration.{part}.threshold must be 0..100")
 
 
+def check_warm_pool(seconds: float | None, prefix: str) -> float | None:
+    if seconds is not None and not 0 <= seconds <= 86400:
+        raise Invalid(f"{prefix}: warmPoolSeconds must be between 0 and 86400")
+    return seconds
+
+
 def build_spec(host: Host, spec: SpecInput, index: int) -> GpuSpec:
     prefix = f"deploymentSpecifications[{index}]"
     if spec.configuration:
@@ -118,6 +125,7 @@ def build_spec(host: Host, spec: SpecInput, index: int) -> GpuSpec:
         availability_zones=spec.availability_zones,
         autoscaling_configuration=spec.autoscaling_configuration,
         autoscaling_configuration_policy=spec.autoscaling_configuration_policy,
+        warm_pool_seconds=check_warm_pool(spec.warm_pool_seconds, prefix),
     )
 
 
@@ -272,6 +280,7 @@ class Deployments:
             max_request_concurrency=patch.max_request_concurrency,
             autoscaling_configuration=patch.autoscaling_configuration,
             autoscaling_configuration_policy=patch.autoscaling_configuration_policy,
+            warm_pool_seconds=patch.warm_pool_seconds,
         )
         self._apply(merged, spec, "gpuSpecification")
         await self._save(deployment)
@@ -296,6 +305,8 @@ class Deployments:
             old.autoscaling_configuration = new.autoscaling_configuration
         if new.autoscaling_configuration_policy is not None:
             old.autoscaling_configuration_policy = new.autoscaling_configuration_policy
+        if new.warm_pool_seconds is not None:
+            old.warm_pool_seconds = check_warm_pool(new.warm_pool_seconds, prefix)
 
     async def _save(self, deployment: Deployment) -> Deployment:
         deployment.updated_at = now_iso()

@@ -123,6 +123,9 @@ class Ticket:
     detached: bool = False
     last_poll: float = field(default_factory=time.monotonic)
     note: str | None = None  # why it waits (e.g. "waiting for an instance to start")
+    queued_at: float = field(default_factory=time.monotonic)
+    dispatched_at: float = 0.0
+    first_byte_at: float = 0.0
 
     @property
     def request_id(self) -> str:

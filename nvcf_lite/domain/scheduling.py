@@ -27,11 +27,13 @@ class SpecHistory:
     next_attempt: float = 0.0
     unschedulable: str | None = None
     gave_up: bool = False
+    failed_at: float = 0.0  # monotonic time of the last failed start
 
     def failed(self, reason: str, initial_s: float, max_s: float) -> float:
         """Record a failed start; returns the backoff before the next attempt."""
         self.failures += 1
         self.last_error = reason
+        self.failed_at = time.monotonic()
         backoff = float(min(max_s, initial_s * 2.0 ** (self.failures - 1)))
         self.next_attempt = time.monotonic() + backoff
         return backoff

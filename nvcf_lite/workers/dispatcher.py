@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nvcf_lite.domain.invocations import StreamReply, Ticket, client_path, problem
-from nvcf_lite.models import Outcome, RequestRecord
+from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestStore
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
@@ -30,6 +30,21 @@ MAX_ATTEMPTS = 3
 GONE = "urn:nvcf-worker-service:problem-details:not-found"
 WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 SubjectOf = Callable[[RequestRecord], Awaitable[str]]
+
+
+def cold_start(ticket: Ticket, inst: Instance) -> str | None:
+    """The cold-start breakdown for a request that waited for its instance, else None."""
+    if inst.ready_mono <= ticket.queued_at:
+        return None
+    ms = {
+        "queueWaitMs": ticket.dispatched_at - ticket.queued_at,
+        "imagePullMs": inst.pull_s,
+        "containerStartMs": inst.start_s,
+        "firstHealthyMs": inst.healthy_s,
+        "firstByteMs": max(0.0, ticket.first_byte_at - ticket.dispatched_at),
+    }
+    parts = ", ".join(f"{name}={seconds * 1000:.1f}" for name, seconds in ms.items())
+    return f"{inst.cold_kind} start: {parts}"
 
 
 class Dispatcher:
@@ -106,11 +121,24 @@ class Dispatcher:
             ticket = queue.popleft()
             inst.in_flight += 1
             ticket.started, ticket.note = True, None
+            ticket.dispatched_at = time.monotonic()
             ticket.changed.set()
             self.store.lease(ticket.request_id, time.time() + self.ttl)
             self._spawn(self._run(ticket, inst))
 
     def _refusal(self, version_id: str) -> tuple[int, str, str] | None:
+        failure = self.scheduler.start_failure(version_id)
+        queue = self.queues.get(version_id)
+        if failure is not None and queue and queue[0].queued_at < failure[0]:
+            # no instance could start for requests already waiting: fail them with why,
+            # instead of letting them wait out their lifetime (later ones try again)
+            while queue and queue[0].queued_at < failure[0]:
+                ticket = queue.popleft()
+                rec = ticket.record
+                detail = f"no instance could start for this request: {failure[1]}"
+                outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+                self._spawn(self._finish(ticket, outcome, failed=True))
+            return None
         error = self.scheduler.errors.get(version_id)
         if error is not None and version_id in self.scheduler.deployed:
             return 503, WORKER_ERROR, f"the function version cannot start: {error}"
@@ -137,6 +165,10 @@ class Dispatcher:
         requeued = False
         try:
             result = await self.forwarder.forward(ticket, inst)
+            cold = cold_start(ticket, inst)
+            if cold is not None:
+                log.info("request %s waited for a %s", ticket.request_id, cold)
+                result.headers.append(("NVCF-LITE-COLD-START", cold))
             if isinstance(result, StreamReply):
                 await self._stream(ticket, result)
             else:
@@ -156,6 +188,8 @@ class Dispatcher:
         finally:
             watcher.cancel()
             inst.in_flight -= 1
+            if inst.state != InstanceState.READY:
+                self.scheduler.nudge()  # a draining instance may be removable now
             if not requeued:
                 self.forwarder.cleanup(ticket.request_id)
             self.pump(ticket.record.version_id)

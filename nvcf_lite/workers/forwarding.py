@@ -124,6 +124,7 @@ class Forwarder:
             raise NeverReached(str(exc)) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._connection_error(ticket, exc)
+        ticket.first_byte_at = time.monotonic()
         if rec.mode != "pexec" or resp.content_type == "text/event-stream":
             # SSE (and path-preserving calls): no 202, no zip, no wrapping (§2.3.6, §2.3.9)
             return StreamReply(

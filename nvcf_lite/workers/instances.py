@@ -119,6 +119,15 @@ class Instance:
         self.created_at = self.updated_at = now_iso()
         self.started = time.monotonic()
         self.in_flight = 0
+        self.removing = False
+        self.paused_at: float | None = None
+        # cold-start timings (seconds): explained to the requests that waited for it
+        self.cold_kind = "cold"
+        self.launch_t0 = self.started
+        self.pull_s = 0.0
+        self.start_s = 0.0
+        self.healthy_s = 0.0
+        self.ready_mono = 0.0
         self.slots = 1  # maxRequestConcurrency of its spec
         self.function_name = ""
         self.inference_url = "/"

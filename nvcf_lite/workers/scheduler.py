@@ -1,26 +1,23 @@
-"""The Scheduler: makes running containers match the deployments table.
+"""The Scheduler: makes running containers match the deployments table and the load.
 
 `tick()` is one level-triggered pass: observe managed containers (adopting ours after a
-restart, reaping leftovers), start or remove instances to reach each spec's target, and
-derive each deployed version's status (§3.1) and health info. `run()` repeats it on an
-interval or at once when nudged. Launches and health probes run as per-instance tasks.
+restart, reaping leftovers), bring each spec to its autoscaled target (start, resume from the
+warm pool, drain, pause), and derive each deployed version's status (§3.1) and health info.
+`run()` repeats it on an interval, or at once when nudged (a request for a version with no
+free instance nudges it, so scale-from-zero starts without waiting for the interval).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-
-import msgspec
 
 from nvcf_lite.config import Config
+from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
-from nvcf_lite.domain.registry import local_image_candidates
-from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory, next_status, spec_health
+from nvcf_lite.domain.scheduling import SpecHistory, next_status, spec_health
 from nvcf_lite.models import (
     Deployment,
     FunctionStatus,
@@ -47,15 +44,10 @@ from nvcf_lite.workers.instances import (
     LABEL_SPEC_ID,
     LABEL_UNITS,
     Instance,
-    LaunchInfo,
-    Prober,
-    container_spec,
-    wait_ready,
 )
+from nvcf_lite.workers.lifecycle import LaunchLookup, Lifecycle
 
 log = logging.getLogger("nvcf_lite.scheduler")
-
-LaunchLookup = Callable[[str], Awaitable[LaunchInfo | None]]
 
 
 class Scheduler:
@@ -68,19 +60,19 @@ class Scheduler:
         launch_info: LaunchLookup,
     ) -> None:
         self.cfg = config.scheduler
-        self.docker_cfg = config.docker
+        self.namespace = config.docker.namespace
         self.repo = repo
         self.runtime = runtime
         self.host = host
-        self.launch_info = launch_info
-        self.instances: dict[str, Instance] = {}
         self.history: dict[str, SpecHistory] = {}  # by gpuSpecificationId
-        self.prober = Prober()
-        self.data = Path(config.store.data_dir)
-        self.inf_dir = self.data / "inf"
-        self._lock = asyncio.Lock()
+        self.scale: dict[str, ScaleState] = {}
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.life = Lifecycle(
+            config, runtime, launch_info, self.history, self._changed, self._spawn
+        )
+        self.instances: dict[str, Instance] = self.life.instances
         self.on_change: Callable[[], None] = lambda: None
         self.queue_depth: Callable[[str], int] = lambda version_id: 0
         self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
@@ -101,6 +93,19 @@ class Scheduler:
             if i.version_id == version_id and i.state == InstanceState.READY
         ]
 
+    def start_failure(self, version_id: str) -> tuple[float, str] | None:
+        """(when, why) of the last failed start, while the version has no live instance."""
+        deployment = self.deployed.get(version_id)
+        if deployment is None or any(
+            i.live for i in self.instances.values() if i.version_id == version_id
+        ):
+            return None
+        for spec in deployment.specs:
+            h = self.history.get(spec.gpu_specification_id)
+            if h is not None and h.last_error and h.failed_at:
+                return h.failed_at, h.last_error
+        return None
+
     async def run(self) -> None:
         while True:
             try:
@@ -119,11 +124,10 @@ class Scheduler:
             statuses = await self.repo.statuses()
             self.deployed = {d.version_id: d for d in deployments.values()}
             try:
-                ns = self.docker_cfg.namespace
                 containers = [
                     c
                     for c in await self.runtime.list_managed()
-                    if c.labels.get(LABEL_NAMESPACE, "default") == ns
+                    if c.labels.get(LABEL_NAMESPACE, "default") == self.namespace
                 ]
             except RuntimeFailure as exc:
                 log.warning("cannot list containers: %s", exc)
@@ -146,8 +150,8 @@ class Scheduler:
         if not keep_instances:
             for inst in list(self.instances.values()):
                 if inst.container_id:
-                    await self._safe_remove(inst.container_id)
-        await self.prober.close()
+                    await self.life.safe_remove(inst.container_id)
+        await self.life.prober.close()
 
     # -- observe: adopt, reap, notice exits ----------------------------------------------
 
@@ -156,40 +160,30 @@ class Scheduler:
     ) -> None:
         seen: set[str] = set()
         for c in containers:
-            iid = c.labels.get(LABEL_INSTANCE_ID, "")
-            inst = self.instances.get(iid)
+            inst = self.instances.get(c.labels.get(LABEL_INSTANCE_ID, ""))
             seen.add(c.id)
             if inst is None:
-                await self._adopt_or_reap(c, deployments)
+                self._adopt_or_reap(c, deployments)
             elif c.state in ("exited", "dead") and inst.live:
-                await self._fail(inst, await self._exit_reason(c.id))
+                await self.life.fail(inst, await self.life.exit_reason(c.id))
         for inst in list(self.instances.values()):
             gone = inst.container_id is not None and inst.container_id not in seen
-            if gone and inst.live:
-                await self._fail(inst, "the container disappeared (removed outside nvcf-lite)")
-            if inst.deployment_id not in deployments and inst.live:
-                self._retire(inst, "deployment removed")
+            if gone and (inst.live or inst.state == InstanceState.PAUSED):
+                await self.life.fail(inst, "the container disappeared (removed outside nvcf-lite)")
+            if inst.deployment_id not in deployments and not inst.removing:
+                self.life.retire(inst, "deployment removed")
 
-    async def _adopt_or_reap(self, c: ContainerInfo, deployments: dict[str, Deployment]) -> None:
+    def _adopt_or_reap(self, c: ContainerInfo, deployments: dict[str, Deployment]) -> None:
         deployment = deployments.get(c.labels.get(LABEL_DEPLOYMENT, ""))
         spec_id = c.labels.get(LABEL_SPEC_ID, "")
-        spec = (
-            next((s for s in deployment.specs if s.gpu_specification_id == spec_id), None)
-            if deployment
-            else None
-        )
-        if (
-            deployment is None
-            or spec is None
-            or deployment.draining
-            or c.state not in ("running", "paused")
-        ):
+        spec = None
+        if deployment is not None and not deployment.draining:
+            spec = next((s for s in deployment.specs if s.gpu_specification_id == spec_id), None)
+        if deployment is None or spec is None or c.state not in ("running", "paused"):
             log.info("removing leftover container %s (%s)", c.name, c.state)
-            self._spawn(self._safe_remove(c.id))
+            self._spawn(self.life.safe_remove(c.id))
             return
-        units = [
-            u for u in self.host.units if u.unit_id in c.labels.get(LABEL_UNITS, "").split(",")
-        ]
+        wanted = c.labels.get(LABEL_UNITS, "").split(",")
         inst = Instance(
             instance_id=c.labels[LABEL_INSTANCE_ID],
             deployment_id=deployment.deployment_id,
@@ -198,61 +192,70 @@ class Scheduler:
             spec_id=spec_id,
             gpu=c.labels.get(LABEL_GPU, spec.gpu),
             instance_type=c.labels.get(LABEL_INSTANCE_TYPE, spec.instance_type),
-            units=units,
+            units=[u for u in self.host.units if u.unit_id in wanted],
             container_id=c.id,
         )
-        self.instances[inst.instance_id] = inst
-        log.info("adopted running container %s as instance %s", c.name, inst.instance_id)
-        inst.task = self._spawn(self._adopt(inst))
-
-    async def _adopt(self, inst: Instance) -> None:
-        info = await self.launch_info(inst.version_id)
-        c = await self.runtime.inspect(inst.container_id or "")
-        if info is None or c is None:
-            self._retire(inst, "function version gone")
-            return
-        if c.state == "paused":
-            await self.runtime.unpause(c.id)
-        inst.function_name, inst.inference_url = info.name, info.inference_url
-        inst.host_port = c.host_ports.get(info.inference_port)
-        inst.health_port = c.host_ports.get(info.health.port)
-        await self._watch(inst, info)
-
-    async def _exit_reason(self, container_id: str) -> str:
-        c = await self.runtime.inspect(container_id)
-        logs = (await self.runtime.logs_tail(container_id, 10)).strip()
-        code = c.exit_code if c else None
-        what = "was killed: out of memory" if c and c.oom_killed else f"exited with code {code}"
-        return f"container {what}" + (f"; last log lines:\n{logs}" if logs else "")
+        log.info("adopting running container %s as instance %s", c.name, inst.instance_id)
+        self.life.adopt(inst)
 
     # -- reconcile: reach each spec's target ---------------------------------------------
 
     async def _reconcile(self, deployment: Deployment) -> None:
         mine = [i for i in self.instances.values() if i.deployment_id == deployment.deployment_id]
+        for inst in mine:
+            if inst.state == InstanceState.DRAINING and inst.in_flight == 0:
+                self.life.retire(inst, inst.error or "drained", keep_state=True)
         if deployment.draining:
             if self.queue_depth(deployment.version_id):
                 return  # graceful: queued work is still served before the instances go
             for inst in mine:
-                if inst.in_flight == 0 and inst.state != InstanceState.DRAINING:
-                    self._retire(inst, "undeployed")
-            if not any(i.live or i.state == InstanceState.DRAINING for i in mine):
+                if not inst.removing and inst.state != InstanceState.DRAINING:
+                    self.life.drain(inst, "undeployed")
+            if not self.instances.keys() & {i.instance_id for i in mine}:
                 await self.repo.delete_now(deployment.deployment_id)
             return
+        queued = self.queue_depth(deployment.version_id)
+        share = -(-queued // len(deployment.specs)) if queued else 0
         for spec in deployment.specs:
-            live = [i for i in mine if i.spec_id == spec.gpu_specification_id and i.live]
-            for inst in live:
-                inst.slots = spec.max_request_concurrency
-            target = self.target(spec, live)
-            if len(live) < target:
-                await self._scale_up(deployment, spec, target - len(live))
-            elif len(live) > target:
-                self._scale_down(live, len(live) - target)
+            await self._reconcile_spec(deployment, spec, mine, share)
 
-    def target(self, spec: GpuSpec, live: list[Instance]) -> int:
-        """How many instances a spec should have now (the autoscaler refines this)."""
-        return spec.min_instances
+    async def _reconcile_spec(
+        self, deployment: Deployment, spec: GpuSpec, mine: list[Instance], queued: int
+    ) -> None:
+        ours = [i for i in mine if i.spec_id == spec.gpu_specification_id]
+        live = [i for i in ours if i.live]
+        for inst in live:
+            inst.slots = spec.max_request_concurrency
+        demand = queued + sum(i.in_flight for i in live)
+        state = self.scale.setdefault(spec.gpu_specification_id, ScaleState())
+        target = desired(
+            spec,
+            len(live),
+            demand,
+            state,
+            time.monotonic(),
+            policy(spec, self.cfg.scale_down_idle_s),
+        )
+        paused = [i for i in ours if i.state == InstanceState.PAUSED and not i.removing]
+        if len(live) < target:
+            for inst in paused[: target - len(live)]:
+                self.life.resume(inst)
+            missing = target - len(live) - min(len(paused), target - len(live))
+            if missing > 0:
+                self._scale_up(deployment, spec, missing)
+        elif len(live) > target:
+            self._scale_down(spec, live, len(live) - target)
+        keep_s = self._warm_pool_s(spec)
+        for inst in paused:
+            if inst.paused_at is not None and time.monotonic() - inst.paused_at > keep_s:
+                self.life.retire(inst, "warm pool time over")
 
-    async def _scale_up(self, deployment: Deployment, spec: GpuSpec, missing: int) -> None:
+    def _warm_pool_s(self, spec: GpuSpec) -> float:
+        if spec.warm_pool_seconds is not None:
+            return spec.warm_pool_seconds
+        return self.cfg.warm_pool_s
+
+    def _scale_up(self, deployment: Deployment, spec: GpuSpec, missing: int) -> None:
         history = self.history.setdefault(spec.gpu_specification_id, SpecHistory())
         if history.gave_up or time.monotonic() < history.next_attempt:
             return
@@ -262,157 +265,48 @@ class Scheduler:
             if units is None:
                 history.unschedulable = (
                     f"waiting for capacity: an instance needs {units_each or 1} free "
-                    f"{spec.gpu} unit(s) and none are free now"
+                    f"{spec.gpu} unit(s) and none are free now; running what fits"
                 )
                 return
             history.unschedulable = None
-            inst = Instance(
-                instance_id=new_id(),
-                deployment_id=deployment.deployment_id,
-                function_id=deployment.function_id,
-                version_id=deployment.version_id,
-                spec_id=spec.gpu_specification_id,
-                gpu=spec.gpu,
-                instance_type=spec.instance_type,
-                units=units,
+            self.life.start(
+                Instance(
+                    instance_id=new_id(),
+                    deployment_id=deployment.deployment_id,
+                    function_id=deployment.function_id,
+                    version_id=deployment.version_id,
+                    spec_id=spec.gpu_specification_id,
+                    gpu=spec.gpu,
+                    instance_type=spec.instance_type,
+                    units=units,
+                )
             )
-            self.instances[inst.instance_id] = inst
-            inst.task = self._spawn(self._launch(inst))
 
     def _place(self, gpu: str, units: int) -> list[GpuUnit] | None:
         if gpu == CPU:
             running = sum(1 for i in self.instances.values() if i.gpu == CPU)
-            return [] if self.host.cpu_free(running) else None
-        used = {u.unit_id for i in self.instances.values() for u in i.units}
-        return self.host.place(gpu, units, used)
+            placed: list[GpuUnit] | None = [] if self.host.cpu_free(running) else None
+        else:
+            used = {u.unit_id for i in self.instances.values() for u in i.units}
+            placed = self.host.place(gpu, units, used)
+        if placed is None:  # a paused warm-pool instance gives its place to live demand
+            idle = [i for i in self.instances.values() if i.state == InstanceState.PAUSED]
+            for inst in idle:
+                if inst.gpu == gpu and not inst.removing:
+                    self.life.retire(inst, "its GPU is needed elsewhere")
+                    break
+        return placed
 
-    def _scale_down(self, live: list[Instance], extra: int) -> None:
-        order = {InstanceState.UNHEALTHY: 0, InstanceState.STARTING: 1, InstanceState.READY: 2}
-        for inst in sorted(live, key=lambda i: (order.get(i.state, 3), i.in_flight))[:extra]:
-            if inst.in_flight == 0:
-                self._retire(inst, "scaled down")
-
-    # -- one instance's life ------------------------------------------------------------
-
-    async def _launch(self, inst: Instance) -> None:
-        info = await self.launch_info(inst.version_id)
-        if info is None:
-            self._retire(inst, "function version gone")
-            return
-        try:
-            secrets = self._write_secrets(inst, info)
-            self.inf_dir.mkdir(parents=True, exist_ok=True)
-            spec = container_spec(inst, info, self.docker_cfg, secrets, self.inf_dir)
-            image = await self._local_image(info.image)
-            await self.runtime.ensure_image(image)
-            c = await self.runtime.create_and_start(msgspec.structs.replace(spec, image=image))
-        except RuntimeFailure as exc:
-            await self._fail(inst, str(exc))
-            return
-        inst.container_id = c.id
-        inst.function_name, inst.inference_url = info.name, info.inference_url
-        inst.host_port = c.host_ports.get(info.inference_port)
-        inst.health_port = c.host_ports.get(info.health.port)
-        await self._watch(inst, info)
-
-    async def _local_image(self, image: str) -> str:
-        """The stored image, or its local twin without the nvcr.io/ prefix ngcsdk adds."""
-        for ref in local_image_candidates(image):
-            if await self.runtime.image_exists(ref):
-                return ref
-        return image
-
-    async def _watch(self, inst: Instance, info: LaunchInfo) -> None:
-        async def exited() -> str | None:
-            c = await self.runtime.inspect(inst.container_id or "")
-            if c is None:
-                return "the container disappeared"
-            return await self._exit_reason(c.id) if c.state in ("exited", "dead") else None
-
-        port = inst.health_port
-        if port is None:
-            why = await exited() or f"port {info.health.port} was not published by Docker"
-            await self._fail(inst, why)
-            return
-
-        reason = await wait_ready(
-            self.prober, port, info.health, self.cfg.startup_deadline_s, exited
-        )
-        if reason:
-            await self._fail(inst, reason)
-            return
-        inst.set_state(InstanceState.READY)
-        history = self.history.setdefault(inst.spec_id, SpecHistory())
-        history.ready()
-        ready_at = time.monotonic()
-        log.info(
-            "instance %s of %s ready after %.3f s",
-            inst.instance_id,
-            info.name,
-            time.monotonic() - inst.started,
-        )
-        self._changed()
-        misses = 0
-        while inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
-            await asyncio.sleep(self.cfg.health_interval_s)
-            ok = await self.prober.probe(port, info.health) == info.health.expected_status
-            misses = 0 if ok else misses + 1
-            if ok and history.failures and time.monotonic() - ready_at >= STABLE_AFTER_S:
-                history.stable()
-                self._changed()
-            if ok and inst.state == InstanceState.UNHEALTHY:
-                inst.set_state(InstanceState.READY)
-                self._changed()
-            elif misses and inst.state == InstanceState.READY:
-                inst.set_state(InstanceState.UNHEALTHY, "health check failing")
-                self._changed()
-            if misses >= self.cfg.unhealthy_threshold:
-                reason = (
-                    await exited() or f"stopped answering health checks ({misses} misses in a row)"
-                )
-                await self._fail(inst, reason)
-                return
-
-    async def _fail(self, inst: Instance, reason: str) -> None:
-        if not inst.live:
-            return
-        log.warning("instance %s failed: %s", inst.instance_id, reason)
-        inst.set_state(InstanceState.FAILED, reason)
-        history = self.history.setdefault(inst.spec_id, SpecHistory())
-        history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)
-        self._retire(inst, reason, keep_state=True)
-
-    def _retire(self, inst: Instance, reason: str, keep_state: bool = False) -> None:
-        """Remove the container (in the background); the units stay taken until it is gone."""
-        if not keep_state:
-            inst.set_state(InstanceState.DRAINING, reason)
-        if inst.task is not None and inst.task is not asyncio.current_task():
-            inst.task.cancel()
-        self._spawn(self._remove(inst))
-        self._changed()
-
-    async def _remove(self, inst: Instance) -> None:
-        if inst.container_id:
-            await self._safe_remove(inst.container_id)
-        shutil.rmtree(self.data / "secrets" / inst.instance_id, ignore_errors=True)
-        self.instances.pop(inst.instance_id, None)
-        self._changed()
-
-    async def _safe_remove(self, container_id: str) -> None:
-        try:
-            await self.runtime.remove(container_id, stop_timeout_s=self.docker_cfg.stop_timeout_s)
-        except RuntimeFailure as exc:
-            log.warning("could not remove container %s: %s", container_id[:12], exc)
-
-    def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
-        if not info.secrets:
-            return None
-        folder = self.data / "secrets" / inst.instance_id
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / "secrets.json"
-        path.write_bytes(msgspec.json.encode(info.secrets))
-        path.chmod(0o644)  # the container's user may not be root; the folder is 0700
-        return path
+    def _scale_down(self, spec: GpuSpec, live: list[Instance], extra: int) -> None:
+        """Never an instance still starting; unhealthy first, then the least busy."""
+        ready = [i for i in live if i.state != InstanceState.STARTING]
+        ready.sort(key=lambda i: (i.state != InstanceState.UNHEALTHY, i.in_flight))
+        keep_s = self._warm_pool_s(spec)
+        for inst in ready[:extra]:
+            if keep_s > 0 and inst.in_flight == 0 and inst.state == InstanceState.READY:
+                self._spawn(self.life.pause(inst))
+            else:
+                self.life.drain(inst, "scaled down")
 
     # -- report: version status and health info -------------------------------------------
 
@@ -446,8 +340,8 @@ class Scheduler:
         for spec in deployment.specs:
             self.history.setdefault(spec.gpu_specification_id, SpecHistory()).gave_up = True
         for inst in list(self.instances.values()):
-            if inst.deployment_id == deployment.deployment_id and inst.live:
-                self._retire(inst, "deployment in ERROR")
+            if inst.deployment_id == deployment.deployment_id and not inst.removing:
+                self.life.retire(inst, "deployment in ERROR")
 
     def _changed(self) -> None:
         self.nudge()

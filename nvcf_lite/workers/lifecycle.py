@@ -1,0 +1,263 @@
+"""One instance's life: launch (pull, create, start), readiness, health, pause, failure, removal.
+
+Every step is timed on the Instance so a cold start can be explained: image pull, container
+create+start, time to the first healthy probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+
+from nvcf_lite.config import Config
+from nvcf_lite.domain.registry import local_image_candidates
+from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory
+from nvcf_lite.models import InstanceState
+from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure
+from nvcf_lite.workers.instances import Instance, LaunchInfo, Prober, container_spec, wait_ready
+
+log = logging.getLogger("nvcf_lite.scheduler")
+
+LaunchLookup = Callable[[str], Awaitable[LaunchInfo | None]]
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        config: Config,
+        runtime: ContainerRuntime,
+        launch_info: LaunchLookup,
+        history: dict[str, SpecHistory],
+        changed: Callable[[], None],
+        spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
+    ) -> None:
+        self.cfg = config.scheduler
+        self.docker_cfg = config.docker
+        self.runtime = runtime
+        self.launch_info = launch_info
+        self.history = history
+        self.changed = changed
+        self.spawn = spawn
+        self.prober = Prober()
+        self.data = Path(config.store.data_dir)
+        self.inf_dir = self.data / "inf"
+        self.instances: dict[str, Instance] = {}
+
+    def start(self, inst: Instance) -> None:
+        self.instances[inst.instance_id] = inst
+        inst.task = self.spawn(self._launch(inst))
+
+    def adopt(self, inst: Instance) -> None:
+        self.instances[inst.instance_id] = inst
+        inst.task = self.spawn(self._adopt(inst))
+
+    def resume(self, inst: Instance) -> None:
+        """Warm pool: unpause and probe again; the next cold start is an unpause."""
+        inst.set_state(InstanceState.STARTING)
+        inst.cold_kind = "paused"
+        inst.launch_t0 = time.monotonic()
+        inst.task = self.spawn(self._resume(inst))
+
+    async def pause(self, inst: Instance) -> None:
+        inst.set_state(InstanceState.PAUSED, "idle (warm pool)")
+        inst.paused_at = time.monotonic()
+        if inst.task is not None and inst.task is not asyncio.current_task():
+            inst.task.cancel()
+        try:
+            await self.runtime.pause(inst.container_id or "")
+        except RuntimeFailure as exc:
+            self.retire(inst, f"could not pause: {exc}")
+        self.changed()
+
+    # -- launch and watch -------------------------------------------------------------
+
+    async def _launch(self, inst: Instance) -> None:
+        info = await self.launch_info(inst.version_id)
+        if info is None:
+            self.retire(inst, "function version gone")
+            return
+        inst.launch_t0 = time.monotonic()
+        try:
+            secrets = await asyncio.to_thread(self._write_secrets, inst, info)
+            spec = container_spec(inst, info, self.docker_cfg, secrets, self.inf_dir)
+            image = await self._local_image(info.image)
+            if await self.runtime.ensure_image(image):
+                inst.pull_s = time.monotonic() - inst.launch_t0
+            t0 = time.monotonic()
+            c = await self.runtime.create_and_start(msgspec.structs.replace(spec, image=image))
+            inst.start_s = time.monotonic() - t0
+        except RuntimeFailure as exc:
+            await self.fail(inst, str(exc))
+            return
+        inst.container_id = c.id
+        inst.function_name, inst.inference_url = info.name, info.inference_url
+        inst.host_port = c.host_ports.get(info.inference_port)
+        inst.health_port = c.host_ports.get(info.health.port)
+        await self._watch(inst, info)
+
+    async def _adopt(self, inst: Instance) -> None:
+        info = await self.launch_info(inst.version_id)
+        c = await self.runtime.inspect(inst.container_id or "")
+        if info is None or c is None:
+            self.retire(inst, "function version gone")
+            return
+        if c.state == "paused":
+            await self.runtime.unpause(c.id)
+        inst.function_name, inst.inference_url = info.name, info.inference_url
+        inst.host_port = c.host_ports.get(info.inference_port)
+        inst.health_port = c.host_ports.get(info.health.port)
+        await self._watch(inst, info)
+
+    async def _resume(self, inst: Instance) -> None:
+        info = await self.launch_info(inst.version_id)
+        if info is None:
+            self.retire(inst, "function version gone")
+            return
+        try:
+            t0 = time.monotonic()
+            await self.runtime.unpause(inst.container_id or "")
+            inst.start_s, inst.pull_s = time.monotonic() - t0, 0.0
+        except RuntimeFailure as exc:
+            await self.fail(inst, f"could not unpause: {exc}")
+            return
+        await self._watch(inst, info)
+
+    async def _local_image(self, image: str) -> str:
+        """The stored image, or its local twin without the nvcr.io/ prefix ngcsdk adds."""
+        for ref in local_image_candidates(image):
+            if await self.runtime.image_exists(ref):
+                return ref
+        return image
+
+    async def exit_reason(self, container_id: str) -> str:
+        c = await self.runtime.inspect(container_id)
+        logs = (await self.runtime.logs_tail(container_id, 10)).strip()
+        code = c.exit_code if c else None
+        what = "was killed: out of memory" if c and c.oom_killed else f"exited with code {code}"
+        return f"container {what}" + (f"; last log lines:\n{logs}" if logs else "")
+
+    async def _watch(self, inst: Instance, info: LaunchInfo) -> None:
+        async def exited() -> str | None:
+            c = await self.runtime.inspect(inst.container_id or "")
+            if c is None:
+                return "the container disappeared"
+            return await self.exit_reason(c.id) if c.state in ("exited", "dead") else None
+
+        port = inst.health_port
+        if port is None:
+            await self.fail(inst, await exited() or f"port {info.health.port} was not published")
+            return
+        t0 = time.monotonic()
+        reason = await wait_ready(
+            self.prober, port, info.health, self.cfg.startup_deadline_s, exited
+        )
+        if reason:
+            await self.fail(inst, reason)
+            return
+        inst.healthy_s = time.monotonic() - t0
+        inst.ready_mono = time.monotonic()
+        inst.set_state(InstanceState.READY)
+        history = self.history.setdefault(inst.spec_id, SpecHistory())
+        history.ready()
+        log.info(
+            "instance %s of %s ready (%s start: pull %.3f s, create+start %.3f s, healthy %.3f s)",
+            inst.instance_id,
+            info.name,
+            inst.cold_kind,
+            inst.pull_s,
+            inst.start_s,
+            inst.healthy_s,
+        )
+        self.changed()
+        await self._monitor(inst, info, port, history, exited)
+
+    async def _monitor(
+        self,
+        inst: Instance,
+        info: LaunchInfo,
+        port: int,
+        history: SpecHistory,
+        exited: Callable[[], Awaitable[str | None]],
+    ) -> None:
+        misses = 0
+        while inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
+            await asyncio.sleep(self.cfg.health_interval_s)
+            if inst.state not in (InstanceState.READY, InstanceState.UNHEALTHY):
+                return
+            ok = await self.prober.probe(port, info.health) == info.health.expected_status
+            misses = 0 if ok else misses + 1
+            if ok and history.failures and time.monotonic() - inst.ready_mono >= STABLE_AFTER_S:
+                history.stable()
+                self.changed()
+            if ok and inst.state == InstanceState.UNHEALTHY:
+                inst.set_state(InstanceState.READY)
+                self.changed()
+            elif misses and inst.state == InstanceState.READY:
+                inst.set_state(InstanceState.UNHEALTHY, "health check failing")
+                self.changed()
+            if misses >= self.cfg.unhealthy_threshold:
+                why = (
+                    await exited() or f"stopped answering health checks ({misses} misses in a row)"
+                )
+                await self.fail(inst, why)
+                return
+
+    # -- the end ------------------------------------------------------------------------
+
+    async def fail(self, inst: Instance, reason: str) -> None:
+        if not inst.live and inst.state != InstanceState.PAUSED:
+            return
+        log.warning("instance %s failed: %s", inst.instance_id, reason)
+        inst.set_state(InstanceState.FAILED, reason)
+        history = self.history.setdefault(inst.spec_id, SpecHistory())
+        history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)
+        self.retire(inst, reason, keep_state=True)
+
+    def drain(self, inst: Instance, reason: str) -> None:
+        """No new requests; removed once its in-flight requests are done."""
+        inst.set_state(InstanceState.DRAINING, reason)
+        if inst.in_flight == 0:
+            self.retire(inst, reason, keep_state=True)
+        self.changed()
+
+    def retire(self, inst: Instance, reason: str, keep_state: bool = False) -> None:
+        """Remove the container (in the background); the units stay taken until it is gone."""
+        if inst.removing:
+            return
+        inst.removing = True
+        if not keep_state:
+            inst.set_state(InstanceState.DRAINING, reason)
+        if inst.task is not None and inst.task is not asyncio.current_task():
+            inst.task.cancel()
+        self.spawn(self._remove(inst))
+        self.changed()
+
+    async def _remove(self, inst: Instance) -> None:
+        if inst.container_id:
+            await self.safe_remove(inst.container_id)
+        await asyncio.to_thread(shutil.rmtree, self.data / "secrets" / inst.instance_id, True)
+        self.instances.pop(inst.instance_id, None)
+        self.changed()
+
+    async def safe_remove(self, container_id: str) -> None:
+        try:
+            await self.runtime.remove(container_id, stop_timeout_s=self.docker_cfg.stop_timeout_s)
+        except RuntimeFailure as exc:
+            log.warning("could not remove container %s: %s", container_id[:12], exc)
+
+    def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
+        self.inf_dir.mkdir(parents=True, exist_ok=True)
+        if not info.secrets:
+            return None
+        folder = self.data / "secrets" / inst.instance_id
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / "secrets.json"
+        path.write_bytes(msgspec.json.encode(info.secrets))
+        path.chmod(0o644)  # the container's user may not be root; the folder is 0700
+        return path

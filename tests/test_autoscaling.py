@@ -109,7 +109,6 @@ async def test_in_flight_instances_are_drained_not_killed(world: World) -> None:
     for inst in world.scheduler.ready_instances(vid):
         inst.in_flight = 1
     await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
-    draining = [i for i in world.scheduler.instances.values() if i.state == InstanceState.DRAINING]
     await world.until(
         lambda: any(i.state == InstanceState.DRAINING for i in world.scheduler.instances.values())
     )

@@ -8,6 +8,7 @@ self-signed certificate. The scripts return JSON and every HTTP request the SDK 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -341,3 +342,301 @@ def test_image_in_a_team_is_looked_up_under_the_team(sdk: Sdk) -> None:
     assert [c.path for c in run.calls("GET", "/v2/org/")] == [
         f"/v2/org/{ORG}/team/myteam/repos/absent/images/2"
     ]
+
+
+# --- deployments (spec §2.2, §9 item 6) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(sdk_python: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("ngcsdk-tls"), fallback_python=sdk_python)
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A Docker namespace of its own; its containers are removed afterwards."""
+    dock = docker_client_or_skip()
+    ensure_test_images()
+    ns = unique("sdk")
+    yield ns
+    for c in dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={ns}"}):
+        c.remove(force=True)
+
+
+@pytest.fixture
+def docker_server(tls: tuple[Path, Path], namespace: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server of this test's own, starting containers in its own Docker namespace."""
+    env = {
+        "NVCF_LITE_DOCKER__NAMESPACE": namespace,
+        "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "false",
+        "NVCF_LITE_DOCKER__STOP_TIMEOUT_S": "2",
+        "NVCF_LITE_SCHEDULER__TICK_INTERVAL_S": "0.3",
+        "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.5",
+        "NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S": "30",
+    }
+    cert, key = tls
+    with live_server(
+        tmp_path / "server", cert, key, api_key=new_key(), org=ORG, extra_env=env
+    ) as live:
+        yield live
+
+
+@pytest.fixture
+def dsdk(sdk_python: Path, docker_server: LiveServer, tmp_path: Path) -> Sdk:
+    def run(script: str, **args: Any) -> SdkRun:
+        return run_sdk(sdk_python, docker_server, script, tmp_path / "ngc-home", **args)
+
+    return run
+
+
+def namespace_containers(namespace: str) -> list[Any]:
+    dock = docker_client_or_skip()
+    return list(
+        dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={namespace}"})
+    )
+
+
+# Scripts share these helpers: `spec(...)` builds the SDK's own spec object, `wait_status`
+# polls `deployments.info` (GET deployment) until functionStatus is reached.
+DEPLOY_HELPERS = """
+import time
+from nvcf.api.deployment_spec import TargetedDeploymentSpecification
+
+def spec(min_instances, max_instances, concurrency=None):
+    return TargetedDeploymentSpecification(
+        gpu="CPU", instance_type="CPU.x1", min_instances=min_instances,
+        max_instances=max_instances, max_request_concurrency=concurrency,
+    )
+
+def wait_status(deps, fid, vid, want, count=None, timeout=60):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        d = deps.info(fid, vid)["deployment"]
+        ready = [i for i in d.get("instances", []) if i["state"] == "ready"]
+        if not seen or seen[-1] != d["functionStatus"]:
+            seen.append(d["functionStatus"])
+        if d["functionStatus"] == want and (count is None or len(ready) == count):
+            return {"deployment": d, "seen": seen}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {want} after {timeout} s: {d}")
+        time.sleep(0.2)
+"""
+
+
+def sdk_deploy(sdk: Sdk, fid: str, vid: str, low: int, high: int, concurrency: int) -> SdkRun:
+    return sdk(
+        DEPLOY_HELPERS
+        + """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    created = deps.create(
+        args["fid"], args["vid"],
+        targeted_deployment_specifications=[spec(args["low"], args["high"], args["conc"])],
+    )
+    done = wait_status(deps, args["fid"], args["vid"], "ACTIVE", args["low"])
+    return {"created": created, **done}
+""",
+        fid=fid,
+        vid=vid,
+        low=low,
+        high=high,
+        conc=concurrency,
+        timeout_s=120,
+    )
+
+
+@pytest.mark.docker
+def test_deployment_lifecycle(dsdk: Sdk, docker_server: LiveServer, namespace: str) -> None:
+    fn = create_function(dsdk, unique("sdk-deploy")).expect_ok()["function"]
+    fid, vid = fn["id"], fn["versionId"]
+    assert fn["containerImage"] == f"nvcr.io/{ECHO_IMAGE}"
+    base = f"/v2/orgs/{ORG}/nvcf"
+    dep_path = f"{base}/deployments/functions/{fid}/versions/{vid}"
+
+    # create: GET function version, GET deployment (404), POST with preferredOrder
+    run = sdk_deploy(dsdk, fid, vid, 1, 2, 2)
+    out = run.expect_ok()
+    api = [c for c in run.wire if not c.path.startswith("/v3/")]
+    assert [(c.method, c.path, c.status) for c in api[:3]] == [
+        ("GET", f"{base}/functions/{fid}/versions/{vid}", 200),
+        ("GET", dep_path, 404),
+        ("POST", dep_path, 200),
+    ], run.describe()
+    assert api[1].header("content-type") == "application/json"
+    assert json.loads(api[2].body or "{}") == {
+        "deploymentSpecifications": [
+            {
+                "gpu": "CPU",
+                "minInstances": 1,
+                "maxInstances": 2,
+                "instanceType": "CPU.x1",
+                "maxRequestConcurrency": 2,
+                "preferredOrder": 1,
+            }
+        ]
+    }
+    created = out["created"]["deployment"]
+    assert created["functionStatus"] == "DEPLOYING"
+    assert (created["functionId"], created["functionVersionId"]) == (fid, vid)
+    (spec,) = created["deploymentSpecifications"]
+    assert spec["gpu"] == "CPU" and spec["instanceType"] == "CPU.x1"
+    assert (spec["minInstances"], spec["maxInstances"], spec["maxRequestConcurrency"]) == (1, 2, 2)
+    spec_id = spec["gpuSpecificationId"]
+
+    # info: GET deployment until ACTIVE, with the instance ready
+    active = out["deployment"]
+    assert out["seen"][-1] == "ACTIVE" and set(out["seen"]) <= {"DEPLOYING", "ACTIVE"}
+    assert active["deploymentId"] == created["deploymentId"]
+    assert "healthInfo" not in active
+    (inst,) = active["instances"]
+    assert inst["state"] == "ready" and inst["gpu"] == "CPU" and inst["gpuUuids"] == []
+    assert inst["gpuSpecificationId"] == spec_id and inst["instanceType"] == "CPU.x1"
+    (container,) = [c for c in namespace_containers(namespace) if c.status == "running"]
+    assert container.id == inst["containerId"]
+    assert container.image.tags == [ECHO_IMAGE]  # nvcr.io/ stripped: the local image runs
+
+    # update: the SDK copies gpuSpecificationId from GET deployment into its PUT
+    run = dsdk(
+        DEPLOY_HELPERS
+        + """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    updated = deps.update(
+        args["fid"], args["vid"], targeted_deployment_specifications=[spec(2, 3)]
+    )
+    return {"updated": updated, **wait_status(deps, args["fid"], args["vid"], "ACTIVE", 2)}
+""",
+        fid=fid,
+        vid=vid,
+        timeout_s=120,
+    )
+    out = run.expect_ok()
+    [put] = run.calls("PUT", dep_path)
+    assert put.status == 200
+    assert json.loads(put.body or "{}") == {
+        "deploymentSpecifications": [
+            {
+                "gpu": "CPU",
+                "minInstances": 2,
+                "maxInstances": 3,
+                "instanceType": "CPU.x1",
+                "preferredOrder": 1,
+                "gpuSpecificationId": spec_id,
+            }
+        ]
+    }
+    (spec,) = out["updated"]["deployment"]["deploymentSpecifications"]
+    assert (spec["gpuSpecificationId"], spec["minInstances"], spec["maxInstances"]) == (
+        spec_id,
+        2,
+        3,
+    )
+    assert spec["maxRequestConcurrency"] == 2  # not sent: kept
+    assert len([c for c in namespace_containers(namespace) if c.status == "running"]) == 2
+
+    # list: GET {P}/nvcf/deployments, and the SDK's status filter on functionStatus
+    run = dsdk(
+        """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    return {
+        "all": deps.list()["deployments"],
+        "active": deps.list(status="ACTIVE")["deployments"],
+        "error": deps.list(status="ERROR")["deployments"],
+    }
+"""
+    )
+    listed = run.expect_ok()
+    assert [c.status for c in run.calls("GET", f"{base}/deployments")] == [200, 200, 200]
+    assert [(d["functionId"], d["functionStatus"]) for d in listed["all"]] == [(fid, "ACTIVE")]
+    assert [d["deploymentId"] for d in listed["active"]] == [created["deploymentId"]]
+    assert listed["error"] == []
+
+    # delete: DELETE ?graceful=true answers JSON (the function, INACTIVE); no container is left
+    run = dsdk(
+        """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    gone = deps.delete(args["fid"], args["vid"], graceful=True)
+    return {"gone": gone, "left": deps.list()["deployments"]}
+""",
+        fid=fid,
+        vid=vid,
+    )
+    out = run.expect_ok()
+    [delete] = run.calls("DELETE", dep_path)
+    assert (delete.query, delete.status) == ("graceful=true", 200)
+    assert out["gone"]["function"]["status"] == "INACTIVE"
+    assert out["gone"]["function"]["id"] == fid
+    assert out["left"] == []
+    wait_until(lambda: not namespace_containers(namespace), "no container left")
+    run = dsdk(
+        "def main(args):\n"
+        "    client().cloud_function.functions.deployments.info(args['fid'], args['vid'])\n",
+        fid=fid,
+        vid=vid,
+    )
+    run.expect_error("ResourceNotFoundException")
+
+
+@pytest.mark.docker
+def test_deploying_twice_is_refused_by_the_sdk_preflight(dsdk: Sdk) -> None:
+    fn = create_function(dsdk, unique("sdk-twice")).expect_ok()["function"]
+    run = dsdk(
+        DEPLOY_HELPERS
+        + """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    deps.create(args["fid"], args["vid"], targeted_deployment_specifications=[spec(0, 1)])
+    deps.create(args["fid"], args["vid"], targeted_deployment_specifications=[spec(0, 1)])
+""",
+        fid=fn["id"],
+        vid=fn["versionId"],
+    )
+    assert "already has a deployment" in run.expect_error("NgcException")
+    assert len(run.calls("POST", f"/v2/orgs/{ORG}/nvcf/deployments/")) == 1
+
+
+@pytest.mark.docker
+def test_restart_redeploys_with_the_same_specs(
+    dsdk: Sdk, docker_server: LiveServer, namespace: str
+) -> None:
+    fn = create_function(dsdk, unique("sdk-restart")).expect_ok()["function"]
+    fid, vid = fn["id"], fn["versionId"]
+    first = sdk_deploy(dsdk, fid, vid, 1, 1, 1).expect_ok()["deployment"]
+    (old,) = first["instances"]
+    run = dsdk(
+        DEPLOY_HELPERS
+        + """
+def main(args):
+    deps = client().cloud_function.functions.deployments
+    restarted = deps.restart(args["fid"], args["vid"])
+    return {"restarted": restarted, **wait_status(deps, args["fid"], args["vid"], "ACTIVE", 1)}
+""",
+        fid=fid,
+        vid=vid,
+        timeout_s=120,
+    )
+    out = run.expect_ok()
+    dep_path = f"/v2/orgs/{ORG}/nvcf/deployments/functions/{fid}/versions/{vid}"
+    api = [(c.method, c.query, c.status) for c in run.wire if c.path == dep_path]
+    assert api[:3] == [("GET", "", 200), ("DELETE", "graceful=true", 200), ("POST", "", 200)]
+    restarted = out["restarted"]["deployment"]
+    assert restarted["deploymentId"] != first["deploymentId"]
+    (spec,) = restarted["deploymentSpecifications"]
+    assert (spec["gpu"], spec["instanceType"], spec["minInstances"]) == ("CPU", "CPU.x1", 1)
+    (new,) = out["deployment"]["instances"]
+    assert new["containerId"] != old["containerId"]
+    wait_until(
+        lambda: [c.id for c in namespace_containers(namespace)] == [new["containerId"]],
+        "only the new container",
+    )
+
+
+def wait_until(cond: Callable[[], Any], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -60,15 +62,27 @@ WORKER_OWNED = {
 }
 
 
+# Unread partial responses kept per request; older ones are dropped (spec §2.3.4).
+MAX_UNREAD_PROGRESS = 256
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+
+
 def poll_seconds(headers: dict[str, str], default: int, maximum: int) -> int:
-    """NVCF-POLL-SECONDS (or the NVCF-POLL_SECONDS spelling ngcsdk 3.x sends), §2.3.3."""
-    raw = headers.get("nvcf-poll-seconds") or headers.get("nvcf-poll_seconds")
+    """NVCF-POLL-SECONDS (or the NVCF-POLL_SECONDS spelling ngcsdk 3.x sends), §2.3.3.
+
+    `headers` has lower-case names. Absent or empty: `default`; below 1: 1; above `maximum`
+    or not an integer: 400.
+    """
+    raw = headers.get("nvcf-poll-seconds")
+    if raw is None:
+        raw = headers.get("nvcf-poll_seconds")
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise Invalid(f"NVCF-POLL-SECONDS must be an integer, got '{raw}'") from None
+    text = raw.strip()
+    if not _INTEGER.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise Invalid(f"NVCF-POLL-SECONDS must be an integer number of seconds, got '{shown}'")
+    value = int(text)
     if value > maximum:
         raise Invalid(f"NVCF-POLL-SECONDS must be <= {maximum}")
     return max(1, value)
@@ -118,14 +132,24 @@ class Ticket:
     done: asyncio.Future[Outcome]
     stream: asyncio.Future[StreamReply | Outcome] | None = None
     started: bool = False
-    progress: Progress | None = None
+    progress: Progress | None = None  # the latest partial response
+    unread: deque[Progress] = field(default_factory=lambda: deque(maxlen=MAX_UNREAD_PROGRESS))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     detached: bool = False
     last_poll: float = field(default_factory=time.monotonic)
+    waiters: int = 0  # handlers long-polling it right now (never abandoned meanwhile)
     note: str | None = None  # why it waits (e.g. "waiting for an instance to start")
+    cancelled: str | None = None  # why it was cancelled (client left), once it was
+    tried: set[str] = field(default_factory=set)  # instances that never received it
     queued_at: float = field(default_factory=time.monotonic)
     dispatched_at: float = 0.0
     first_byte_at: float = 0.0
+
+    def add_progress(self, percent: int, body: bytes) -> None:
+        seq = self.progress.seq + 1 if self.progress else 1
+        self.progress = Progress(percent=max(0, min(100, percent)), body=body, seq=seq)
+        self.unread.append(self.progress)
+        self.changed.set()
 
     @property
     def request_id(self) -> str:
@@ -144,6 +168,8 @@ class Dispatch(Protocol):
     def ticket(self, request_id: str) -> Ticket | None: ...
 
     def forget(self, request_id: str) -> None: ...
+
+    def cancel(self, request_id: str, reason: str) -> None: ...
 
     def depth(self, version_id: str) -> int: ...
 
@@ -166,9 +192,10 @@ StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]
 
 @dataclass
 class Pending:
-    """Still running when the poll window ended: answer 202."""
+    """Not finished: answer 202, with a partial response when there is one (§4.5)."""
 
     ticket: Ticket
+    progress: Progress | None = None
 
 
 class Invocations:
@@ -258,28 +285,40 @@ class Invocations:
         self.dispatch.submit(ticket)
         return ticket
 
-    async def wait(self, ticket: Ticket, poll: int, seen_progress: int = -1) -> Outcome | Pending:
-        """The outcome if it arrives within `poll` seconds, else Pending (202)."""
+    async def wait(self, ticket: Ticket, poll: int) -> Outcome | Pending:
+        """The outcome if it arrives within `poll` seconds, else Pending (202).
+
+        An unread partial response ends the wait at once: each is answered once, oldest
+        first; a window that ends with none unread repeats the latest (spec §2.3.4, §4.5).
+        """
+        ticket.waiters += 1
         ticket.last_poll = time.monotonic()
         deadline = ticket.last_poll + poll
-        while not ticket.done.done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if ticket.progress is not None and ticket.progress.seq > seen_progress:
-                break  # a new partial response: answer 202 with it now (§4.5)
-            ticket.changed.clear()
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.changed.wait())
-            waiting: set[asyncio.Future[Any]] = {ticket.done, waiter}
-            try:
-                await asyncio.wait(waiting, timeout=remaining)
-            finally:
-                waiter.cancel()
+        try:
+            while not ticket.done.done() and not ticket.unread:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ticket.changed.clear()
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.changed.wait())
+                waiting: set[asyncio.Future[Any]] = {ticket.done, waiter}
+                try:
+                    await asyncio.wait(waiting, timeout=remaining)
+                finally:
+                    waiter.cancel()
+        finally:
+            ticket.waiters -= 1
+            ticket.last_poll = time.monotonic()
         if ticket.done.done():
             return ticket.done.result()
         ticket.detached = True
-        ticket.last_poll = time.monotonic()
-        return Pending(ticket)
+        progress = ticket.unread.popleft() if ticket.unread else ticket.progress
+        return Pending(ticket, progress)
+
+    def cancel(self, ticket: Ticket, reason: str) -> None:
+        """The client went away before it had an answer: stop the request (spec §2.3.4)."""
+        if not ticket.done.done():
+            self.dispatch.cancel(ticket.request_id, reason)
 
     def delivered(self, ticket: Ticket) -> None:
         """The client has the final answer: forget the request (a later poll is 404)."""
@@ -293,8 +332,7 @@ class Invocations:
         ticket = self.dispatch.ticket(rid) if rid else None
         if ticket is not None:
             self._owned(principal, ticket.record)
-            seen = ticket.progress.seq if ticket.progress else -1
-            result = await self.wait(ticket, poll, seen)
+            result = await self.wait(ticket, poll)
             if not isinstance(result, Pending):
                 self.delivered(ticket)
             return result

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 
 from nvcf_lite.domain.invocations import (
     HOP_BY_HOP,
-    Progress,
     StreamReply,
     Ticket,
     client_path,
@@ -32,7 +32,8 @@ from nvcf_lite.models import Outcome
 from nvcf_lite.workers.instances import INF_DIR, Instance
 
 CONNECTION_ERROR = "urn:inference-connection:problem-details:internal-server-error"
-_NO_COPY = HOP_BY_HOP | {"content-encoding"}
+# The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
+_NO_COPY = HOP_BY_HOP
 
 
 class NeverReached(Exception):
@@ -42,35 +43,40 @@ class NeverReached(Exception):
 ResultSink = Callable[[str, Path], Awaitable[str]]  # (request id, zip path) -> download URL
 
 
-def container_headers(ticket: Ticket, inst: Instance, max_bytes: int, now: float) -> dict[str, str]:
+def container_headers(
+    ticket: Ticket, inst: Instance, max_bytes: int, now: float
+) -> CIMultiDict[str]:
+    """The client's forwardable headers plus the platform's (§4.3), which always win."""
     rec = ticket.record
     rid = rec.request_id
-    headers = {n: v for n, v in rec.headers}
-    if not any(n.lower() == "content-type" for n in headers):
-        headers["Content-Type"] = "application/json"
+    headers: CIMultiDict[str] = CIMultiDict(rec.headers)
+    headers.setdefault("Content-Type", "application/json")
+    # Without this aiohttp would ask for gzip, and a compressed body would reach a client
+    # that never asked for one.
+    headers.setdefault("Accept-Encoding", "identity")
     left = max(0, int(rec.poll_seconds - (now - rec.accepted_at)))
-    headers.update(
-        {
-            "NVCF-REQID": rid,
-            "NVCF-SUB": ticket.subject,
-            "NVCF-NCAID": rec.nca_id,
-            "NVCF-FUNCTION-NAME": inst.function_name,
-            "NVCF-FUNCTION-ID": rec.function_id,
-            "NVCF-FUNCTION-VERSION-ID": rec.version_id,
-            "NVCF-ASSET-DIR": f"{INF_DIR}/inputAssets/{rid}",
-            "NVCF-LARGE-OUTPUT-DIR": f"{INF_DIR}/response/{rid}",
-            "NVCF-MAX-RESPONSE-SIZE-BYTES": str(max_bytes),
-            "NVCF-NSPECTID": "nvcf-lite",
-            "NVCF-BACKEND": "local",
-            "NVCF-INSTANCETYPE": inst.instance_type,
-            "NVCF-REGION": "local",
-            "NVCF-ENV": "local",
-            "NVCF-INVOCATION-REGION": "local",
-            "nvcf-poll-seconds": str(left),
-        }
-    )
+    platform = {
+        "NVCF-REQID": rid,
+        "NVCF-SUB": ticket.subject,
+        "NVCF-NCAID": rec.nca_id,
+        "NVCF-FUNCTION-NAME": inst.function_name,
+        "NVCF-FUNCTION-ID": rec.function_id,
+        "NVCF-FUNCTION-VERSION-ID": rec.version_id,
+        "NVCF-ASSET-DIR": f"{INF_DIR}/inputAssets/{rid}",
+        "NVCF-LARGE-OUTPUT-DIR": f"{INF_DIR}/response/{rid}",
+        "NVCF-MAX-RESPONSE-SIZE-BYTES": str(max_bytes),
+        "NVCF-NSPECTID": "nvcf-lite",
+        "NVCF-BACKEND": "local",
+        "NVCF-INSTANCETYPE": inst.instance_type,
+        "NVCF-REGION": "local",
+        "NVCF-ENV": "local",
+        "NVCF-INVOCATION-REGION": "local",
+        "nvcf-poll-seconds": str(left),
+    }
     if rec.assets:
-        headers["NVCF-FUNCTION-ASSET-IDS"] = ",".join(rec.assets)
+        platform["NVCF-FUNCTION-ASSET-IDS"] = ",".join(rec.assets)
+    for name, value in platform.items():
+        headers[name] = value  # replaces any client header of that name
     return headers
 
 
@@ -125,8 +131,9 @@ class Forwarder:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._connection_error(ticket, exc)
         ticket.first_byte_at = time.monotonic()
-        if rec.mode != "pexec" or resp.content_type == "text/event-stream":
-            # SSE (and path-preserving calls): no 202, no zip, no wrapping (§2.3.6, §2.3.9)
+        if rec.mode != "pexec":
+            # SSE asked for (and path-preserving calls): no 202, no zip, no wrapping
+            # (§2.3.6, §2.3.9). An SSE answer to a plain pexec call is collected as a body.
             return StreamReply(
                 status=resp.status,
                 headers=_copy_headers(resp),
@@ -224,19 +231,23 @@ def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
 
 
 async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1) -> None:
-    """Turn writes of <large-output dir>/progress into ticket progress (§4.5)."""
+    """Turn writes of <large-output dir>/progress into ticket progress (§4.5).
+
+    A write is a new (inode, mtime, size) of the file: containers replace it by rename, which
+    a same-second mtime alone would hide. Invalid JSON or another request's id is ignored.
+    """
     path = out_dir / "progress"
-    last_mtime = 0.0
-    seq = 0
+    last: tuple[int, int, int] | None = None
     while True:
         await asyncio.sleep(interval_s)
         try:
-            mtime = path.stat().st_mtime
+            st = path.stat()
         except OSError:
             continue
-        if mtime == last_mtime:
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if signature == last:
             continue
-        last_mtime = mtime
+        last = signature
         try:
             data = msgspec.json.decode(path.read_bytes())
         except (OSError, msgspec.DecodeError):
@@ -244,10 +255,7 @@ async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1)
         if not isinstance(data, dict) or data.get("id") != ticket.request_id:
             continue
         percent = data.get("progress")
-        seq += 1
-        ticket.progress = Progress(
-            percent=int(percent) if isinstance(percent, int | float) else 0,
-            body=msgspec.json.encode(data.get("partialResponse")),
-            seq=seq,
+        ticket.add_progress(
+            int(percent) if isinstance(percent, int | float) else 0,
+            msgspec.json.encode(data.get("partialResponse")),
         )
-        ticket.changed.set()

@@ -111,7 +111,8 @@ class Config(_Section):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.store.data_dir)
+        """data_dir as an absolute path (bind mounts need one): relative to the start dir."""
+        return Path(self.store.data_dir).expanduser().resolve()
 
 
 def _section_types() -> dict[str, type[_Section]]:

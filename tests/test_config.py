@@ -293,3 +293,11 @@ def test_readme_documents_every_key() -> None:
         f"{', '.join(missing)}. Add a row `key` | default | meaning to the table under the "
         "heading that names its section (e.g. '### `[server]`'), or write `section.key`."
     )
+
+
+def test_relative_data_dir_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {"NVCF_LITE_STORE__DATA_DIR": "./data"})
+    assert config.data_path == tmp_path / "data"

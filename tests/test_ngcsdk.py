@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
 from sdk_support import (
+    REPO_ROOT,
     SDK_VERSION,
     LiveServer,
     SdkRun,
@@ -598,7 +599,14 @@ def main(args):
     assert len(run.calls("POST", f"/v2/orgs/{ORG}/nvcf/deployments/")) == 1
 
 
+# ngcsdk `restart` is GET + DELETE ?graceful=true + POST at once: it needs the graceful undeploy
+# of an idle deployment to be immediate, which needs the app to tell the domain whether a
+# version has queued or in-flight work (`Deployments.busy`).
+_BUSY_WIRED = "deployments.busy" in (REPO_ROOT / "nvcf_lite" / "app.py").read_text()
+
+
 @pytest.mark.docker
+@pytest.mark.xfail(not _BUSY_WIRED, reason="app.py does not wire Deployments.busy yet")
 def test_restart_redeploys_with_the_same_specs(
     dsdk: Sdk, docker_server: LiveServer, namespace: str
 ) -> None:

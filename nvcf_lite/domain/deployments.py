@@ -178,6 +178,9 @@ class Deployments:
         self._nca_id = nca_id
         self.reconcile: Callable[[], None] = lambda: None
         self.instances: Callable[[str], list[InstanceView]] = lambda version_id: []
+        # Whether a version has queued or in-flight requests (wired to the dispatcher by the
+        # app); until it is wired every graceful undeploy drains.
+        self.busy: Callable[[str], bool] = lambda version_id: True
 
     async def version(self, fid: str, vid: str) -> VersionRef:
         ref = await self._lookup(fid, vid)
@@ -331,14 +334,16 @@ class Deployments:
         ]
 
     async def undeploy(self, fid: str, vid: str, graceful: bool) -> None:
-        """D4: INACTIVE at once; containers go now, or after in-flight work when graceful."""
+        """D4: INACTIVE at once; containers go now, or after queued and in-flight work when
+        graceful. A graceful undeploy with no such work is immediate (spec §2.2.4), so the
+        version can be deployed again at once (ngcsdk `restart` is DELETE graceful + POST)."""
         await self.version(fid, vid)
         async with self._db.transaction() as tx:
             deployment = await self._repo.by_version(vid, tx)
             if deployment is None or deployment.draining:
                 raise NotFound(f"{_where(fid, vid)}: Deployment not found")
             await self._repo.set_version_status(tx, vid, FunctionStatus.INACTIVE, now_iso())
-            if graceful:
+            if graceful and self.busy(vid):
                 deployment.draining = True
                 deployment.updated_at = now_iso()
                 await self._repo.save(tx, deployment)

@@ -59,6 +59,7 @@ class Dispatcher:
         self.tickets: dict[str, Ticket] = {}
         self.per_function: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
         self.on_demand: Callable[[str], None] = lambda version_id: None
 
     # -- Dispatch protocol -------------------------------------------------------------
@@ -92,6 +93,26 @@ class Dispatcher:
     def queued_for_function(self, function_id: str) -> int:
         return self.per_function[function_id]
 
+    def cancel(self, request_id: str, reason: str) -> None:
+        """Stop a request nobody waits for any more: out of its queue, or its forwarding
+        cancelled (which drops the connection to the container)."""
+        ticket = self.tickets.get(request_id)
+        if ticket is None or ticket.done.done() or ticket.cancelled:
+            return
+        ticket.cancelled = reason
+        queue = self.queues.get(ticket.record.version_id)
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            self._spawn(self._finish(ticket, self._cancelled(ticket), failed=True))
+        elif request_id in self.running:
+            self.running[request_id].cancel()
+
+    @staticmethod
+    def _cancelled(ticket: Ticket) -> Outcome:
+        rec = ticket.record
+        detail = f"cancelled: {ticket.cancelled}"
+        return problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+
     # -- moving work ----------------------------------------------------------------------
 
     def pump_all(self) -> None:
@@ -113,18 +134,28 @@ class Dispatcher:
             return
         ready = self.scheduler.ready_instances(version_id)
         while queue:
-            free = [i for i in ready if i.in_flight < i.slots]
+            free = [i for i in ready if i.in_flight < self._slots(i)]
             if not free:
                 self._note_waiting(version_id, queue, bool(ready))
                 return
-            inst = min(free, key=lambda i: i.in_flight)
             ticket = queue.popleft()
+            # a retry goes to another instance than the ones that refused it, when one is free
+            fresh = [i for i in free if i.instance_id not in ticket.tried] or free
+            inst = min(fresh, key=lambda i: i.in_flight)
             inst.in_flight += 1
             ticket.started, ticket.note = True, None
             ticket.dispatched_at = time.monotonic()
             ticket.changed.set()
             self.store.lease(ticket.request_id, time.time() + self.ttl)
-            self._spawn(self._run(ticket, inst))
+            self.running[ticket.request_id] = self._spawn(self._run(ticket, inst))
+
+    def _slots(self, inst: Instance) -> int:
+        """maxRequestConcurrency of the instance's spec (known before the scheduler copies it)."""
+        deployment = self.scheduler.deployed.get(inst.version_id)
+        for spec in deployment.specs if deployment else ():
+            if spec.gpu_specification_id == inst.spec_id:
+                return max(1, spec.max_request_concurrency)
+        return max(1, inst.slots)
 
     def _refusal(self, version_id: str) -> tuple[int, str, str] | None:
         failure = self.scheduler.start_failure(version_id)
@@ -174,18 +205,22 @@ class Dispatcher:
             else:
                 await self._finish(ticket, result)
         except NeverReached as exc:
+            ticket.tried.add(inst.instance_id)
             requeued = self._retry(ticket, str(exc))
         except asyncio.CancelledError:
-            requeued = True  # shutting down: the lease stays, the next start runs it again
-            raise
+            if ticket.cancelled is None:
+                requeued = True  # shutting down: the lease stays, the next start runs it again
+                raise
+            await self._finish(ticket, self._cancelled(ticket), failed=True)
         except Exception as exc:  # a bug must not leave the client waiting forever
             log.exception("request %s failed inside nvcf-lite", ticket.request_id)
             rec = ticket.record
             detail = f"internal error while handling the request: {exc}"
             outcome = problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
             if not ticket.done.done():
-                ticket.done.set_result(outcome)
+                await self._finish(ticket, outcome, failed=True)
         finally:
+            self.running.pop(ticket.request_id, None)
             watcher.cancel()
             inst.in_flight -= 1
             if inst.state != InstanceState.READY:
@@ -226,8 +261,12 @@ class Dispatcher:
             await reply.close()
             consumed.set()
 
-        if ticket.stream is None or ticket.stream.done():
+        if ticket.stream is None or ticket.stream.done():  # nobody to stream to
             await reply.close()
+            rec = ticket.record
+            detail = "the client of this streamed request is gone; nothing was delivered"
+            outcome = problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+            await self._finish(ticket, outcome, failed=True)
             return
         ticket.stream.set_result(StreamReply(reply.status, reply.headers, chunks(), close))
         await consumed.wait()
@@ -262,6 +301,13 @@ class Dispatcher:
         pending = await self.store.pending()
         loop = asyncio.get_running_loop()
         for rec in pending:
+            if rec.mode != "pexec":
+                # A streamed or path-preserving answer goes only to the connection that asked
+                # for it, and that connection ended with the previous process.
+                detail = "nvcf-lite restarted before this streamed request was answered"
+                outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+                await self.store.finish(rec.request_id, outcome, keep=True, failed=True)
+                continue
             ticket = Ticket(
                 record=rec,
                 subject=await subject_of(rec),
@@ -270,7 +316,7 @@ class Dispatcher:
                 detached=True,
             )
             self.submit(ticket)
-        return len(pending)
+        return sum(1 for rec in pending if rec.mode == "pexec")
 
     def sweep(self) -> None:
         """Cancel detached requests whose client stopped polling (§2.3.4); drop stale tickets."""
@@ -281,20 +327,10 @@ class Dispatcher:
                 if ticket.detached and idle > self.ttl:
                     self.forget(ticket.request_id)
                 continue
-            if not ticket.detached or idle <= max(2 * ticket.record.poll_seconds, 10):
+            if ticket.waiters or not ticket.detached:
                 continue
-            queue = self.queues.get(ticket.record.version_id)
-            if queue is not None and ticket in queue:
-                queue.remove(ticket)
-                rec = ticket.record
-                detail = f"cancelled: no status poll for {idle:.0f} s (the client left)"
-                self._spawn(
-                    self._finish(
-                        ticket,
-                        problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id),
-                        failed=True,
-                    )
-                )
+            if idle > max(2 * ticket.record.poll_seconds, 10):
+                self.cancel(ticket.request_id, f"no status poll for {idle:.0f} s (the client left)")
 
     async def close(self, grace_s: float = 10.0) -> None:
         """Give in-flight requests `grace_s` to finish; the rest run again after a restart."""
@@ -305,10 +341,11 @@ class Dispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.forwarder.close()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

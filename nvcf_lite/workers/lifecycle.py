@@ -45,7 +45,7 @@ class Lifecycle:
         self.changed = changed
         self.spawn = spawn
         self.prober = Prober()
-        self.data = Path(config.store.data_dir)
+        self.data = config.data_path
         self.inf_dir = self.data / "inf"
         self.instances: dict[str, Instance] = {}
 

@@ -183,6 +183,15 @@ class Platform:
         dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s)
         self.scheduler.on_change = dispatcher.pump_all
         self.scheduler.queue_depth = dispatcher.depth
+        scheduler = self.scheduler
+
+        def busy(version_id: str) -> bool:
+            """Graceful undeploy waits only for queued or in-flight work (spec §2.2.4)."""
+            return dispatcher.depth(version_id) > 0 or any(
+                i.in_flight for i in scheduler.instances.values() if i.version_id == version_id
+            )
+
+        self.deployments.busy = busy
         dispatcher.on_demand = lambda version_id: self.scheduler.nudge()
         nca_id = self.config.account.nca_id
 

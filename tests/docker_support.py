@@ -152,3 +152,20 @@ def running_container(
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+def remove_namespace(client: docker.DockerClient, namespace: str) -> None:
+    """Remove every container of an nvcf-lite namespace (test clean-up).
+
+    The server may still be removing some of them itself: a removal already in progress
+    (409) or a container already gone (404) is fine.
+    """
+    label = f"nvcf-lite.namespace={namespace}"
+    for c in client.containers.list(all=True, filters={"label": label}):
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise

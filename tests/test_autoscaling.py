@@ -160,3 +160,26 @@ async def test_warm_pool_expires(world: World) -> None:  # noqa: F811
     await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
     world.scheduler.queue_depth = lambda v: 0
     await world.until(lambda: not world.runtime.containers, limit_s=5)
+
+
+async def test_raising_min_stays_active_while_instances_start(world: World) -> None:  # noqa: F811
+    fid, vid = await world.deploy(gpu="CPU", min_instances=0, max_instances=2)
+    await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=2)])
+    seen: set[FunctionStatus] = set()
+
+    async def ready() -> bool:
+        seen.add(await world.status(vid))
+        return len(world.scheduler.ready_instances(vid)) == 1
+
+    await world.until(ready)
+    assert seen == {FunctionStatus.ACTIVE}
+
+
+async def test_raising_min_that_cannot_start_degrades(world: World) -> None:  # noqa: F811
+    fid, vid = await world.deploy("fake/exit", gpu="CPU", min_instances=0, max_instances=1)
+    await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
+
+    async def degraded() -> bool:
+        return await world.status(vid) == FunctionStatus.DEGRADED
+
+    await world.until(degraded)

@@ -18,6 +18,7 @@ from docker_support import (
     UNHEALTHY_IMAGE,
     docker_client_or_skip,
     ensure_test_images,
+    remove_namespace,
     wait_http,
 )
 from litestar.testing import TestClient
@@ -54,8 +55,7 @@ def _config(tmp_path: Path, namespace: str, **env: str) -> Any:
 def ns(dock: docker.DockerClient) -> Any:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
     yield namespace
-    for c in dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={namespace}"}):
-        c.remove(force=True)
+    remove_namespace(dock, namespace)
 
 
 @pytest.fixture
@@ -270,3 +270,34 @@ def test_gpu_deployment_without_gpus_is_a_clear_400(api: TestClient[Any]) -> Non
     assert "not available on this host" in r.json()["detail"] and "CPU" in r.json()["detail"]
     health = api.get("/health").json()
     assert health["gpus"]["status"] == "unavailable" and "NVML" in health["gpus"]["detail"]
+
+
+def test_raising_min_instances_keeps_a_serving_function_invocable(
+    api: TestClient[Any], dock: docker.DockerClient, ns: str
+) -> None:
+    fid, vid = register(api)
+    d = deploy(api, fid, vid, minInstances=1, maxInstances=3)
+    wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
+    spec_id = d["deploymentSpecifications"][0]["gpuSpecificationId"]
+    r = api.put(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+        json={
+            "deploymentSpecifications": [
+                {"gpuSpecificationId": spec_id, "minInstances": 2, "maxInstances": 3}
+            ]
+        },
+        headers=bearer(),
+    )
+    assert r.status_code == 200, r.text
+    # the ready instance goes on serving while the second one starts (never DEPLOYING: 404)
+    assert r.json()["deployment"]["functionStatus"] in ("ACTIVE", "DEGRADING")
+    seen = set()
+
+    def both_ready() -> bool:
+        seen.add(status(api, fid, vid))
+        r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"x": 1}, headers=bearer())
+        assert r.status_code == 200, r.text
+        return len(containers(dock, ns)) == 2 and status(api, fid, vid) == "ACTIVE"
+
+    wait_for(both_ready, what="two ready instances")
+    assert seen <= {"ACTIVE", "DEGRADING"}, seen

@@ -16,9 +16,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
+from docker_support import (
+    ECHO_IMAGE,
+    docker_client_or_skip,
+    ensure_test_images,
+    remove_namespace,
+)
 from sdk_support import (
-    REPO_ROOT,
     SDK_VERSION,
     LiveServer,
     SdkRun,
@@ -360,8 +364,7 @@ def namespace() -> Iterator[str]:
     ensure_test_images()
     ns = unique("sdk")
     yield ns
-    for c in dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={ns}"}):
-        c.remove(force=True)
+    remove_namespace(dock, ns)
 
 
 @pytest.fixture
@@ -602,11 +605,9 @@ def main(args):
 # ngcsdk `restart` is GET + DELETE ?graceful=true + POST at once: it needs the graceful undeploy
 # of an idle deployment to be immediate, which needs the app to tell the domain whether a
 # version has queued or in-flight work (`Deployments.busy`).
-_BUSY_WIRED = "deployments.busy" in (REPO_ROOT / "nvcf_lite" / "app.py").read_text()
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(not _BUSY_WIRED, reason="app.py does not wire Deployments.busy yet")
 def test_restart_redeploys_with_the_same_specs(
     dsdk: Sdk, docker_server: LiveServer, namespace: str
 ) -> None:

@@ -149,7 +149,7 @@ class DeploymentsController(Controller):
     dependencies = PRINCIPAL
     tags = ["deployments"]
 
-    @post("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY, status_code=200)
+    @post("/functions/{function_id:str}/versions/{version_id:str}", opt=DEPLOY, status_code=200)
     async def deploy(
         self,
         request: Request[Any, Any, Any],
@@ -164,7 +164,7 @@ class DeploymentsController(Controller):
         d = await deployments.create(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
 
-    @get("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY)
+    @get("/functions/{function_id:str}/versions/{version_id:str}", opt=DEPLOY)
     async def get_deployment(
         self,
         request: Request[Any, Any, Any],
@@ -178,7 +178,7 @@ class DeploymentsController(Controller):
         d = await deployments.get(fid, vid)
         return DeploymentResponse(deployment=await _render(deployments, d))
 
-    @put("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY)
+    @put("/functions/{function_id:str}/versions/{version_id:str}", opt=DEPLOY)
     async def update_deployment(
         self,
         request: Request[Any, Any, Any],
@@ -193,7 +193,7 @@ class DeploymentsController(Controller):
         d = await deployments.update(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
 
-    @delete("/functions/{function_id:uuid}/versions/{version_id:uuid}", opt=DEPLOY, status_code=200)
+    @delete("/functions/{function_id:str}/versions/{version_id:str}", opt=DEPLOY, status_code=200)
     async def undeploy(
         self,
         request: Request[Any, Any, Any],
@@ -208,7 +208,7 @@ class DeploymentsController(Controller):
         functions: Functions = request.app.state.functions
         return function_response(await functions.version(fid, vid))
 
-    @get("/{deployment_id:uuid}", opt=DEPLOY)
+    @get("/{deployment_id:str}", opt=DEPLOY)
     async def by_id(
         self, request: Request[Any, Any, Any], principal: Principal, deployment_id: FromPath[UUID]
     ) -> DeploymentResponse:
@@ -217,7 +217,7 @@ class DeploymentsController(Controller):
         require_function(principal, d.function_id, d.version_id)
         return DeploymentResponse(deployment=await _render(deployments, d))
 
-    @patch("/{deployment_id:uuid}/gpu-specifications/{spec_id:uuid}", opt=DEPLOY)
+    @patch("/{deployment_id:str}/gpu-specifications/{spec_id:str}", opt=DEPLOY)
     async def patch_spec(
         self,
         request: Request[Any, Any, Any],

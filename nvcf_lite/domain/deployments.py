@@ -312,26 +312,13 @@ class Deployments:
             old.warm_pool_seconds = check_warm_pool(new.warm_pool_seconds, prefix)
 
     async def _save(self, deployment: Deployment) -> Deployment:
+        """Store new specs; the scheduler derives the status. A version stays invocable while
+        the instances a raised minInstances asks for start (requests queue for them)."""
         deployment.updated_at = now_iso()
         async with self._db.transaction() as tx:
             await self._repo.save(tx, deployment)
-            status = await self._repo.version_status(tx, deployment.version_id)
-            if status == FunctionStatus.ACTIVE and any(
-                s.min_instances > len(self._ready(deployment, s.gpu_specification_id))
-                for s in deployment.specs
-            ):
-                await self._repo.set_version_status(
-                    tx, deployment.version_id, FunctionStatus.DEPLOYING, deployment.updated_at
-                )
         self.reconcile()
         return deployment
-
-    def _ready(self, deployment: Deployment, spec_id: str) -> list[InstanceView]:
-        return [
-            i
-            for i in self.instances(deployment.version_id)
-            if i.gpu_specification_id == spec_id and i.state == "ready"
-        ]
 
     async def undeploy(self, fid: str, vid: str, graceful: bool) -> None:
         """D4: INACTIVE at once; containers go now, or after queued and in-flight work when

@@ -60,10 +60,21 @@ def next_status(
     if current in (FunctionStatus.INACTIVE, FunctionStatus.ERROR, FunctionStatus.DELETED):
         return current
     ready = {s.gpu_specification_id: 0 for s in specs}
+    starting = dict(ready)
     for inst in instances:
-        if inst.state == InstanceState.READY and inst.gpu_specification_id in ready:
-            ready[inst.gpu_specification_id] += 1
+        if inst.gpu_specification_id in ready:
+            if inst.state == InstanceState.READY:
+                ready[inst.gpu_specification_id] += 1
+            elif inst.state == InstanceState.STARTING:
+                starting[inst.gpu_specification_id] += 1
     if all(ready[s.gpu_specification_id] >= s.min_instances for s in specs):
+        return FunctionStatus.ACTIVE
+    if current == FunctionStatus.ACTIVE and all(
+        ready[s.gpu_specification_id] + starting[s.gpu_specification_id] >= s.min_instances
+        for s in specs
+    ):
+        # nothing was lost: instances for a raised minimum, or adopted ones awaiting their
+        # first probe after a restart, are still starting; it stays invocable meanwhile
         return FunctionStatus.ACTIVE
     if current in (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING, FunctionStatus.DEGRADED):
         return FunctionStatus.DEGRADING if sum(ready.values()) else FunctionStatus.DEGRADED

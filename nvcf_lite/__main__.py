@@ -105,14 +105,9 @@ async def _migrate(config: Config) -> int:
 
 
 def _gpus(config: Config) -> int:
-    from nvcf_lite.app import build_host
-    from nvcf_lite.runtime.nvml import GpuInventory, read_inventory
+    from nvcf_lite.inventory import read_host
 
-    inventory = (
-        read_inventory()
-        if config.gpus.use_nvml
-        else GpuInventory(gpus=[], error="NVML disabled by configuration (gpus.use_nvml)")
-    )
+    host, inventory = read_host(config)
     if inventory.error:
         print(f"NVML: {inventory.error}")
     for gpu in inventory.gpus:
@@ -121,7 +116,6 @@ def _gpus(config: Config) -> int:
             print(f"  MIG {mig.index}: {mig.name} {mig.uuid} {mig.memory_mb} MiB")
     for sim in config.gpus.simulated:
         print(f"simulated: {sim.count} x {sim.name} ({sim.memory_mb} MiB)")
-    host = build_host(config, inventory)
     print("deployable (gpu: instance types):")
     for name in host.gpu_names():
         print(f"  {name}: {', '.join(host.instance_types(name))}")

@@ -1,0 +1,64 @@
+"""The placeable GPU units of this host: NVML's GPUs and MIG devices, and simulated GPUs."""
+
+from __future__ import annotations
+
+from nvcf_lite.api.health import Component
+from nvcf_lite.config import Config
+from nvcf_lite.domain.placement import GpuUnit, Host
+from nvcf_lite.runtime.nvml import GpuInventory, gpu_short_name, read_inventory
+
+
+def read_host(config: Config) -> tuple[Host, GpuInventory]:
+    inventory = (
+        read_inventory()
+        if config.gpus.use_nvml
+        else GpuInventory(gpus=[], error="NVML disabled by configuration (gpus.use_nvml)")
+    )
+    return build_host(config, inventory), inventory
+
+
+def build_host(config: Config, inventory: GpuInventory) -> Host:
+    """Placeable units: whole GPUs, MIG devices (each its own unit), simulated GPUs."""
+    units: list[GpuUnit] = []
+    for gpu in inventory.gpus:
+        short = gpu_short_name(gpu.name)
+        if not gpu.mig_devices:
+            units.append(
+                GpuUnit(unit_id=gpu.uuid, gpu=short, index=gpu.index * 100, memory_mb=gpu.memory_mb)
+            )
+        for mig in gpu.mig_devices:
+            profile = mig.name.rsplit("MIG", 1)[-1].strip() or "mig"
+            units.append(
+                GpuUnit(
+                    unit_id=mig.uuid,
+                    gpu=f"{short}_MIG_{profile}",
+                    index=gpu.index * 100 + mig.index + 1,
+                    memory_mb=mig.memory_mb,
+                )
+            )
+    for n, sim in enumerate(config.gpus.simulated):
+        for i in range(sim.count):
+            units.append(
+                GpuUnit(
+                    unit_id=f"SIM-{sim.name}-{i}",
+                    gpu=sim.name,
+                    index=1_000_000 + n * 1000 + i,
+                    memory_mb=sim.memory_mb,
+                    physical=False,
+                )
+            )
+    return Host(units, config.gpus.cpu_instance_max, inventory.error)
+
+
+def gpus_component(host: Host, inventory: GpuInventory) -> Component:
+    physical = [u for u in host.units if u.physical]
+    simulated = [u for u in host.units if not u.physical]
+    parts = []
+    if physical:
+        parts.append(f"{len(physical)} NVIDIA GPU unit(s) from NVML")
+    if simulated:
+        parts.append(f"{len(simulated)} simulated GPU unit(s)")
+    if inventory.error:
+        parts.append(inventory.error)
+    status = "ok" if physical else "degraded" if simulated else "unavailable"
+    return Component(status=status, detail="; ".join(parts))

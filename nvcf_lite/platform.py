@@ -1,0 +1,269 @@
+"""The platform: store, drivers, domain services and workers, opened in one AsyncExitStack.
+
+`Platform.start` runs in the app's lifespan; everything long-lived is closed in reverse. A
+missing Docker engine or NVML is not fatal: the API serves and /health says what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from litestar.datastructures import State
+
+from nvcf_lite import __version__
+from nvcf_lite.api.health import Component, HealthReport
+from nvcf_lite.config import Config, public_url
+from nvcf_lite.domain.assets import Assets
+from nvcf_lite.domain.auth import Keys
+from nvcf_lite.domain.deployments import Deployments, VersionRef, instance_record, version_ref
+from nvcf_lite.domain.functions import Functions
+from nvcf_lite.domain.invocations import Invocations, Queues, VersionInfo
+from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.signing import Signer
+from nvcf_lite.inventory import gpus_component, read_host
+from nvcf_lite.models import InstanceRecord, Principal, RequestRecord
+from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
+from nvcf_lite.store.assets import AssetsRepo
+from nvcf_lite.store.blobs import BlobStore
+from nvcf_lite.store.deployments import DeploymentsRepo
+from nvcf_lite.store.functions import FunctionsRepo
+from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.signing_key import load_signing_key
+from nvcf_lite.store.sqlite import Database
+from nvcf_lite.workers.dispatcher import Dispatcher
+from nvcf_lite.workers.forwarding import Forwarder
+from nvcf_lite.workers.instances import LaunchInfo, launch_info
+from nvcf_lite.workers.scheduler import Scheduler
+from nvcf_lite.workers.sweeper import Sweeper
+
+log = logging.getLogger("nvcf_lite")
+
+RuntimeFactory = Callable[[Config], ContainerRuntime | None]
+
+
+def docker_runtime(config: Config) -> ContainerRuntime | None:
+    from nvcf_lite.runtime.docker import DockerRuntime
+
+    return DockerRuntime.connect(
+        config.docker.base_url or None, pull_timeout_s=config.docker.pull_timeout_s
+    )
+
+
+class Platform:
+    """Everything the handlers and workers share, opened by `start` and closed by the stack."""
+
+    def __init__(self, config: Config, runtime_factory: RuntimeFactory | None) -> None:
+        self.config = config
+        self.runtime_factory = runtime_factory
+        self.runtime: ContainerRuntime | None = None
+        self.bootstrap_key: str | None = None
+
+    async def start(self, stack: AsyncExitStack, state: State) -> None:
+        config = self.config
+        data = config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.db = await Database.open(data / "nvcf-lite.db")
+        stack.push_async_callback(self.db.close)
+        self.keys = Keys(KeysRepo(self.db), config.account.nca_id, config.auth.key_cache_seconds)
+        self.bootstrap_key = await self.keys.ensure_bootstrap(config.auth.bootstrap_key)
+        if self.bootstrap_key:
+            _announce_bootstrap(self.bootstrap_key)
+        if self.runtime_factory is not None:
+            self.runtime = self.runtime_factory(config)
+            if self.runtime is not None:
+                stack.push_async_callback(self.runtime.close)
+        self.registry = Registry(self.runtime)
+        self.functions = Functions(FunctionsRepo(self.db), config.account.nca_id)
+        state.functions = self.functions
+        await self._start_assets(stack)
+        state.assets = self.assets
+        await self._start_deployments(stack)
+        state.api_keys = self.keys
+        state.registry = self.registry
+        state.org_name = config.account.org_name
+        state.platform = self
+        state.deployments = self.deployments
+        state.host = self.host
+        state.nca_id = config.account.nca_id
+        state.invocations = self.invocations
+        state.queues = Queues(self.invocations)
+        state.health_report = self.health_report
+
+    async def _start_assets(self, stack: AsyncExitStack) -> None:
+        """One signing key and one blob store for assets and large results; the sweeper."""
+        data = self.config.data_path
+        self.signer = Signer(await asyncio.to_thread(load_signing_key, data))
+        self.blobs = BlobStore(data / "blobs")
+        repo = AssetsRepo(self.db)
+        base_url = public_url(self.config)
+        self.assets = Assets(repo, self.blobs, self.signer, self.config.assets, base_url)
+        await self.assets.recover()
+        self.sweeper = Sweeper(self.config.assets.sweep_interval_s)
+        self.sweeper.add("assets", self.assets.sweep)
+        task = asyncio.create_task(self.sweeper.run(), name="sweeper")
+
+        async def stop() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        stack.push_async_callback(stop)
+
+    async def _start_deployments(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        self.host, self.inventory = read_host(config)
+        functions = FunctionsRepo(self.db)
+        repo = DeploymentsRepo(self.db)
+
+        async def lookup(fid: str, vid: str) -> VersionRef | None:
+            version = await functions.get(fid, vid)
+            return version_ref(version) if version else None
+
+        async def launch(vid: str) -> LaunchInfo | None:
+            version = await functions.get_version(vid)
+            return launch_info(version, await functions.secrets(vid)) if version else None
+
+        self.deployments = Deployments(self.db, repo, self.host, lookup, config.account.nca_id)
+        runtime = self.runtime or UnavailableRuntime(
+            "no container engine is configured for this server"
+        )
+        self.scheduler = Scheduler(config, repo, runtime, self.host, launch)
+        self.deployments.reconcile = self.scheduler.nudge
+        self.deployments.instances = self.scheduler.views
+        self.functions.before_delete = self.deployments.force_remove
+        nca_id = config.account.nca_id
+
+        async def active_instances(vid: str) -> list[InstanceRecord]:
+            return [instance_record(v, nca_id) for v in self.scheduler.views(vid)]
+
+        self.functions.instances = active_instances
+        task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+
+        async def stop() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.scheduler.shutdown(config.docker.keep_instances_on_shutdown)
+
+        stack.push_async_callback(stop)
+        await self._start_invocations(stack, functions)
+
+    async def _start_invocations(self, stack: AsyncExitStack, functions: FunctionsRepo) -> None:
+        cfg = self.config.invocation
+        store = RequestStore(self.db)
+        store.start()
+        stack.push_async_callback(store.close)
+        inf_dir = self.config.data_path / "inf"
+        forwarder = Forwarder(
+            inf_dir, cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
+        )
+        dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s)
+        self.scheduler.on_change = dispatcher.pump_all
+        self.scheduler.queue_depth = dispatcher.depth
+        scheduler = self.scheduler
+
+        def busy(version_id: str) -> bool:
+            """Graceful undeploy waits only for queued or in-flight work (spec §2.2.4)."""
+            return dispatcher.depth(version_id) > 0 or any(
+                i.in_flight for i in scheduler.instances.values() if i.version_id == version_id
+            )
+
+        self.deployments.busy = busy
+        dispatcher.on_demand = lambda version_id: self.scheduler.nudge()
+        nca_id = self.config.account.nca_id
+
+        async def versions_of(fid: str) -> list[VersionInfo]:
+            return [
+                VersionInfo(v.function_id, v.version_id, v.name, v.status)
+                for v in await functions.list_versions(fid)
+                if v.nca_id == nca_id
+            ]
+
+        self.invocations = Invocations(
+            store,
+            versions_of,
+            dispatcher,
+            default_poll=cfg.default_poll_seconds,
+            max_poll=cfg.max_poll_seconds,
+            max_queue=cfg.max_queue_per_function,
+            stage_assets=self._stage_assets,
+        )
+        self.dispatcher = dispatcher
+
+        async def subject_of(record: RequestRecord) -> str:
+            return f"apikey:{record.key_id}"
+
+        recovered = await dispatcher.recover(subject_of)
+        if recovered:
+            log.info("re-queued %d request(s) accepted before the last stop", recovered)
+        housekeeping = asyncio.create_task(self._abandoned(dispatcher), name="requests")
+        ttl = cfg.request_ttl_s
+
+        async def expire_results(now: float) -> object:
+            return len(await store.expire_finished(now - ttl))
+
+        self.sweeper.add("uncollected results", expire_results)
+
+        async def stop() -> None:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+            await dispatcher.close()
+
+        stack.push_async_callback(stop)
+
+    async def _abandoned(self, dispatcher: Dispatcher) -> None:
+        """Once a second: cancel requests whose client stopped polling (spec §2.3.4)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                dispatcher.sweep()
+            except Exception:
+                log.exception("request housekeeping failed")
+
+    async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
+        """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder
+        at acceptance, so deleting an asset later does not break a queued request."""
+        ids = await self.assets.resolve_references(principal, header)
+        folder = self.config.data_path / "inf" / "inputAssets" / request_id
+        try:
+            await self.assets.stage(ids, folder)
+            await asyncio.to_thread(_open_up, folder)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
+        return ids
+
+    async def health_report(self) -> HealthReport:
+        store_err = await self.db.check()
+        store = Component(status="ok" if store_err is None else "unavailable", detail=store_err)
+        if self.runtime is None:
+            docker = Component(status="unavailable", detail="no container runtime configured")
+        else:
+            why = await self.runtime.ping()
+            docker = Component(status="ok" if why is None else "unavailable", detail=why)
+        gpus = gpus_component(self.host, self.inventory)
+        overall = "ok" if store.status == "ok" and docker.status == "ok" else "degraded"
+        return HealthReport(
+            status=overall, version=__version__, store=store, docker=docker, gpus=gpus
+        )
+
+
+def _open_up(folder: Path) -> None:
+    """The container's user may not be root: the request folder must be readable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+
+
+def _announce_bootstrap(token: str) -> None:
+    print(
+        "\n  nvcf-lite created an admin API key with every scope (shown only this once):\n"
+        f"\n      {token}\n\n"
+        "  Use it as 'Authorization: Bearer <key>'. More keys: nvcf-lite keys create --help\n",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -9,7 +9,7 @@ import pytest
 from test_scheduler import World, world  # noqa: F401  (the scheduler test world fixture)
 
 from nvcf_lite.domain.autoscaling import Policy, ScaleState, desired, policy
-from nvcf_lite.domain.deployments import SpecInput
+from nvcf_lite.domain.deployment_rules import SpecInput
 from nvcf_lite.models import FunctionStatus, GpuSpec, InstanceState
 
 

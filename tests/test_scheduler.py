@@ -13,7 +13,8 @@ from conftest import make_config
 from fake_runtime import FakeRuntime
 
 from nvcf_lite.config import Config
-from nvcf_lite.domain.deployments import Deployments, SpecInput, version_ref
+from nvcf_lite.domain.deployment_rules import SpecInput
+from nvcf_lite.domain.deployments import Deployments, version_ref
 from nvcf_lite.domain.placement import GpuUnit, Host
 from nvcf_lite.errors import Invalid
 from nvcf_lite.models import (

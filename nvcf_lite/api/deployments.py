@@ -13,7 +13,8 @@ from nvcf_lite.api.functions import FunctionResponse, function_response
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.auth import covers, require_function
-from nvcf_lite.domain.deployments import Deployments, SpecInput
+from nvcf_lite.domain.deployment_rules import SpecInput
+from nvcf_lite.domain.deployments import Deployments
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.errors import Invalid
 from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal

@@ -198,6 +198,13 @@ class Platform:
         async def subject_of(record: RequestRecord) -> str:
             return f"apikey:{record.key_id}"
 
+        # The dispatcher fails requests of versions the scheduler does not know as deployed:
+        # let it read the deployments once before the requests of the last run are queued
+        # (else they race its first tick and may fail as "not deployed").
+        try:
+            await self.scheduler.tick()
+        except Exception:
+            log.exception("first scheduler pass failed")
         recovered = await dispatcher.recover(subject_of)
         if recovered:
             log.info("re-queued %d request(s) accepted before the last stop", recovered)

@@ -15,6 +15,9 @@ Any request that is not a health probe is echoed back as JSON (`method`, `path`,
 `rawQuery`, `headers`, `body`, `bodySha256`, `bodySize`, `env`, `hostname`). A JSON object body
 may hold control fields, applied in this order:
 
+    recordTo           a path under /var/inf: append "<NVCF-REQID>\n" to it first (tests count
+                       how often each request reached a container)
+    crash              the process exits at once (code 7) without answering
     delay              seconds to sleep first
     progress           [{"progress": int, "partialResponse": {...}, "sleep": s}, ...] written in
                        order to <NVCF-LARGE-OUTPUT-DIR>/progress (temp file + rename)
@@ -177,6 +180,12 @@ class FunctionHandler(BaseHTTPRequestHandler):
     def _invoke(self, path: str, query: str, raw: bytes, head: bool) -> None:
         body = _decode(raw)
         ctl: dict[str, Json] = body if isinstance(body, dict) else {}
+        if ctl.get("recordTo"):
+            _record(str(ctl["recordTo"]), self.headers.get("NVCF-REQID", "-"))
+        if ctl.get("crash"):
+            sys.stderr.write("function_server: crash requested: exiting with code 7\n")
+            sys.stderr.flush()
+            os._exit(7)
         if ctl.get("delay"):
             time.sleep(float(ctl["delay"]))
         out_dir = self.headers.get("NVCF-LARGE-OUTPUT-DIR")
@@ -301,6 +310,15 @@ def _text(content: Json) -> str:
 def _last_user_message(messages: list[Json]) -> str:
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return _text(users[-1].get("content")) if users else ""
+
+
+def _record(path: str, request_id: str) -> None:
+    target = os.path.normpath(path)
+    if not target.startswith("/var/inf/"):
+        raise ValueError(f"recordTo must be a path under /var/inf, got {path!r}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "a") as f:  # one short O_APPEND write per request: lines never mix
+        f.write(request_id + "\n")
 
 
 def _atomic_write(path: str, data: bytes, tmp_path: str) -> None:

@@ -154,14 +154,29 @@ def running_container(
             pass
 
 
+def namespace_containers(client: docker.DockerClient, namespace: str) -> list[Container]:
+    """The containers of an nvcf-lite namespace, fully inspected.
+
+    The server may remove one between the list and its inspect: those are skipped (a plain
+    `containers.list` would raise NotFound).
+    """
+    label = f"nvcf-lite.namespace={namespace}"
+    found = []
+    for row in client.api.containers(all=True, filters={"label": label}):
+        try:
+            found.append(client.containers.get(row["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found
+
+
 def remove_namespace(client: docker.DockerClient, namespace: str) -> None:
     """Remove every container of an nvcf-lite namespace (test clean-up).
 
     The server may still be removing some of them itself: a removal already in progress
     (409) or a container already gone (404) is fine.
     """
-    label = f"nvcf-lite.namespace={namespace}"
-    for c in client.containers.list(all=True, filters={"label": label}):
+    for c in namespace_containers(client, namespace):
         try:
             c.remove(force=True)
         except docker.errors.NotFound:

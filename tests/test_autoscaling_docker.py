@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
+from docker_support import (
+    ECHO_IMAGE,
+    docker_client_or_skip,
+    ensure_test_images,
+    namespace_containers,
+    remove_namespace,
+)
 from server_support import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -40,10 +46,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
-        for c in dock.containers.list(
-            all=True, filters={"label": f"nvcf-lite.namespace={namespace}"}
-        ):
-            c.remove(force=True)
+        remove_namespace(dock, namespace)
 
 
 def deploy(server: ServerProcess, image: str = ECHO_IMAGE, **spec: Any) -> tuple[str, str]:
@@ -82,9 +85,7 @@ def status(server: ServerProcess, fid: str, vid: str) -> str:
 
 def containers(namespace: str) -> list[Any]:
     dock = docker_client_or_skip()
-    return list(
-        dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={namespace}"})
-    )
+    return namespace_containers(dock, namespace)
 
 
 def test_burst_scales_to_max_then_back_to_min(server: ServerProcess) -> None:

@@ -18,6 +18,7 @@ from docker_support import (
     UNHEALTHY_IMAGE,
     docker_client_or_skip,
     ensure_test_images,
+    namespace_containers,
     remove_namespace,
     wait_http,
 )
@@ -64,7 +65,7 @@ def api(app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str) ->
 
 
 def containers(dock: docker.DockerClient, ns: str, running_only: bool = True) -> list[Any]:
-    found = dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={ns}"})
+    found = namespace_containers(dock, ns)
     return [c for c in found if c.status == "running" or not running_only]
 
 

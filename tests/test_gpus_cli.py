@@ -18,9 +18,9 @@ import pytest
 from conftest import bearer, make_config
 from litestar.testing import TestClient
 
-from nvcf_lite.inventory import build_host
 from nvcf_lite.domain.placement import CPU, CPU_INSTANCE_TYPE
 from nvcf_lite.errors import Invalid
+from nvcf_lite.inventory import build_host
 from nvcf_lite.runtime.nvml import Gpu, GpuInventory, MigDevice, read_inventory
 
 SIMULATED = json.dumps([{"name": "L40", "count": 2, "memory_mb": 46068}])

@@ -20,6 +20,7 @@ from docker_support import (
     ECHO_IMAGE,
     docker_client_or_skip,
     ensure_test_images,
+    namespace_containers,
     remove_namespace,
 )
 from sdk_support import (
@@ -393,11 +394,8 @@ def dsdk(sdk_python: Path, docker_server: LiveServer, tmp_path: Path) -> Sdk:
     return run
 
 
-def namespace_containers(namespace: str) -> list[Any]:
-    dock = docker_client_or_skip()
-    return list(
-        dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={namespace}"})
-    )
+def ns_containers(namespace: str) -> list[Any]:
+    return namespace_containers(docker_client_or_skip(), namespace)
 
 
 # Scripts share these helpers: `spec(...)` builds the SDK's own spec object, `wait_status`
@@ -496,7 +494,7 @@ def test_deployment_lifecycle(dsdk: Sdk, docker_server: LiveServer, namespace: s
     (inst,) = active["instances"]
     assert inst["state"] == "ready" and inst["gpu"] == "CPU" and inst["gpuUuids"] == []
     assert inst["gpuSpecificationId"] == spec_id and inst["instanceType"] == "CPU.x1"
-    (container,) = [c for c in namespace_containers(namespace) if c.status == "running"]
+    (container,) = [c for c in ns_containers(namespace) if c.status == "running"]
     assert container.id == inst["containerId"]
     assert container.image.tags == [ECHO_IMAGE]  # nvcr.io/ stripped: the local image runs
 
@@ -537,7 +535,7 @@ def main(args):
         3,
     )
     assert spec["maxRequestConcurrency"] == 2  # not sent: kept
-    assert len([c for c in namespace_containers(namespace) if c.status == "running"]) == 2
+    assert len([c for c in ns_containers(namespace) if c.status == "running"]) == 2
 
     # list: GET {P}/nvcf/deployments, and the SDK's status filter on functionStatus
     run = dsdk(
@@ -574,7 +572,7 @@ def main(args):
     assert out["gone"]["function"]["status"] == "INACTIVE"
     assert out["gone"]["function"]["id"] == fid
     assert out["left"] == []
-    wait_until(lambda: not namespace_containers(namespace), "no container left")
+    wait_until(lambda: not ns_containers(namespace), "no container left")
     run = dsdk(
         "def main(args):\n"
         "    client().cloud_function.functions.deployments.info(args['fid'], args['vid'])\n",
@@ -638,7 +636,7 @@ def main(args):
     (new,) = out["deployment"]["instances"]
     assert new["containerId"] != old["containerId"]
     wait_until(
-        lambda: [c.id for c in namespace_containers(namespace)] == [new["containerId"]],
+        lambda: [c.id for c in ns_containers(namespace)] == [new["containerId"]],
         "only the new container",
     )
 

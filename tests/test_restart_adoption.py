@@ -20,6 +20,7 @@ from docker_support import (
     ECHO_IMAGE,
     docker_client_or_skip,
     ensure_test_images,
+    namespace_containers,
     remove_namespace,
 )
 from server_support import ServerProcess
@@ -72,7 +73,7 @@ def servers(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 def containers(dock: docker.DockerClient, ns: str, running_only: bool = True) -> list[Any]:
-    found = dock.containers.list(all=True, filters={"label": f"nvcf-lite.namespace={ns}"})
+    found = namespace_containers(dock, ns)
     return [c for c in found if c.status == "running" or not running_only]
 
 

@@ -6,32 +6,31 @@ poll window and answers 200 / 302 / problem+json, or 202 with NVCF-REQID to poll
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from litestar import Request, Response, get, post, route
+from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import FromPath
 from litestar.response import Stream
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.wire import Wire
-from nvcf_lite.domain.invocations import (
-    Invocations,
-    Pending,
-    Queues,
-    StreamReply,
-    Ticket,
-    poll_seconds,
-    status_header,
-)
+from nvcf_lite.domain.invocation_rules import client_path, poll_seconds, problem, status_header
+from nvcf_lite.domain.invocations import Invocations, Pending, Queues, StreamReply, Ticket
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import Outcome, Principal, parse_uuid
 
 INVOKE = scopes("invoke_function")
 EXPOSE = {"Access-Control-Expose-Headers": "nvcf-reqid"}
 _SKIP = {"content-type", "content-length", "transfer-encoding", "connection"}
+Caller = NamedDependency[Principal]
+GATEWAY_TIMEOUT = "urn:nvcf-worker-service:problem-details:gateway-timeout"
+R = TypeVar("R")
 
 
 def _headers(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
@@ -45,7 +44,7 @@ def _invocations(request: Request[Any, Any, Any]) -> Invocations:
 
 def answer(request_id: str, result: Outcome | Pending) -> Response[bytes]:
     if isinstance(result, Pending):
-        return _pending(result.ticket)
+        return _pending(result)
     headers = {n: v for n, v in result.headers if n.lower() not in _SKIP}
     headers.update(
         {"NVCF-REQID": request_id, "NVCF-STATUS": status_header(result.status), **EXPOSE}
@@ -57,16 +56,46 @@ def answer(request_id: str, result: Outcome | Pending) -> Response[bytes]:
     return Response(result.body, status_code=result.status, headers=headers, media_type=media)
 
 
-def _pending(ticket: Ticket) -> Response[bytes]:
+def _pending(pending: Pending) -> Response[bytes]:
+    ticket, progress = pending.ticket, pending.progress
     headers = {"NVCF-REQID": ticket.request_id, "NVCF-STATUS": ticket.nvcf_status, **EXPOSE}
     if ticket.note:
         headers["NVCF-LITE-DETAIL"] = ticket.note
     body = b""
     media = None
-    if ticket.progress is not None:
-        headers["NVCF-PERCENT-COMPLETE"] = str(ticket.progress.percent)
-        body, media = ticket.progress.body, "application/json"
+    if progress is not None:
+        headers["NVCF-PERCENT-COMPLETE"] = str(progress.percent)
+        body, media = progress.body, "application/json"
     return Response(body, status_code=202, headers=headers, media_type=media)
+
+
+async def _client_gone(request: Request[Any, Any, Any]) -> None:
+    """Returns once the client has disconnected (its body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_gone(
+    request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, work: Awaitable[R]
+) -> R | None:
+    """`work`'s result; None when the client disconnected first, which cancels the request
+    (spec §2.3.4: a client that leaves before its answer cancels it)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    inv.cancel(ticket, "the client disconnected before its answer")
+    return None
 
 
 async def _invoke(
@@ -78,9 +107,7 @@ async def _invoke(
     streaming = mode == "path" or "text/event-stream" in lowered.get("accept", "")
     default = inv.default_poll if not streaming else max(inv.default_poll, 1200)
     poll = poll_seconds(lowered, default, inv.max_poll)
-    path = request.scope["path"]
-    if mode == "path" and request.scope.get("query_string"):
-        path += "?" + request.scope["query_string"].decode("latin-1")
+    path = _target(request) if mode == "path" else request.scope["path"]
     ticket = await inv.submit(
         principal,
         fid,
@@ -93,24 +120,64 @@ async def _invoke(
         poll=poll,
     )
     if ticket.stream is not None:
-        return await _streamed(inv, ticket)
-    result = await inv.wait(ticket, poll)
+        return await _streamed(request, inv, ticket, poll)
+    result = await _unless_gone(request, inv, ticket, inv.wait(ticket, poll))
+    if result is None:
+        inv.delivered(ticket)
+        return Response(b"", status_code=499)  # nobody reads it
     if not isinstance(result, Pending):
         inv.delivered(ticket)
     return answer(ticket.request_id, result)
 
 
-async def _streamed(inv: Invocations, ticket: Ticket) -> Response[Any]:
+def _target(request: Request[Any, Any, Any]) -> str:
+    """Path and query as the client sent them, still percent-encoded (I5 passes them on)."""
+    raw: bytes | None = request.scope.get("raw_path")
+    path = raw.split(b"?", 1)[0].decode("latin-1") if raw else request.scope["path"]
+    query: bytes = request.scope.get("query_string") or b""
+    return path + ("?" + query.decode("latin-1") if query else "")
+
+
+async def _first_bytes(inv: Invocations, ticket: Ticket, poll: int) -> StreamReply | Outcome:
+    """The container's answer head (or a final outcome) within the poll window, else 504."""
     assert ticket.stream is not None
-    reply = await ticket.stream
+    try:
+        return await asyncio.wait_for(asyncio.shield(ticket.stream), poll)
+    except TimeoutError:
+        inv.cancel(ticket, f"no instance answered within the poll window ({poll} s)")
+        rec = ticket.record
+        detail = (
+            f"No instance answered this streamed request within {poll} s "
+            f"(NVCF-POLL-SECONDS); it was cancelled"
+        )
+        return problem(504, GATEWAY_TIMEOUT, detail, client_path(rec), rec.request_id)
+
+
+async def _streamed(
+    request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, poll: int
+) -> Response[Any]:
+    """Pass the container's answer through as it arrives (SSE §2.3.6, path-preserving §2.3.9)."""
+    reply = await _unless_gone(request, inv, ticket, _first_bytes(inv, ticket, poll))
+    if reply is None:
+        inv.delivered(ticket)
+        return Response(b"", status_code=499)  # nobody reads it
     if isinstance(reply, Outcome):
         inv.delivered(ticket)
         return answer(ticket.request_id, reply)
     headers = {n: v for n, v in reply.headers if n.lower() not in _SKIP}
-    headers.update({"NVCF-REQID": ticket.request_id, "NVCF-STATUS": status_header(reply.status)})
+    headers.update(
+        {
+            "NVCF-REQID": ticket.request_id,
+            "NVCF-STATUS": status_header(reply.status),
+            **EXPOSE,
+        }
+    )
     media = next((v for n, v in reply.headers if n.lower() == "content-type"), None)
+    started = False
 
     async def body(r: StreamReply = reply) -> AsyncIterator[bytes]:
+        nonlocal started
+        started = True
         try:
             async for chunk in r.chunks:
                 yield chunk
@@ -118,7 +185,22 @@ async def _streamed(inv: Invocations, ticket: Ticket) -> Response[Any]:
             await r.close()  # client gone or stream over: release the upstream request
             inv.delivered(ticket)
 
-    return Stream(body(), status_code=reply.status, headers=headers, media_type=media)
+    chunks = body()
+    loop = asyncio.get_running_loop()
+
+    def never_read() -> None:
+        # A client gone before the first chunk: the generator never ran, so its finally
+        # cannot release the container's connection and the instance slot; do it here.
+        if not started and not loop.is_closed():
+            loop.call_soon_threadsafe(_release, inv, ticket, reply)
+
+    weakref.finalize(chunks, never_read)
+    return Stream(chunks, status_code=reply.status, headers=headers, media_type=media)
+
+
+def _release(inv: Invocations, ticket: Ticket, reply: StreamReply) -> None:
+    task = asyncio.ensure_future(reply.close())
+    task.add_done_callback(lambda _: inv.delivered(ticket))
 
 
 @post(
@@ -129,7 +211,7 @@ async def _streamed(inv: Invocations, ticket: Ticket) -> Response[Any]:
     tags=["invocation"],
 )
 async def invoke_function(
-    request: Request[Any, Any, Any], principal: Principal, function_id: FromPath[UUID]
+    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[UUID]
 ) -> Response[Any]:
     return await _invoke(request, principal, str(function_id), None, "pexec")
 
@@ -143,7 +225,7 @@ async def invoke_function(
 )
 async def invoke_version(
     request: Request[Any, Any, Any],
-    principal: Principal,
+    principal: Caller,
     function_id: FromPath[UUID],
     version_id: FromPath[UUID],
 ) -> Response[Any]:
@@ -152,7 +234,7 @@ async def invoke_version(
 
 @get("/pexec/status/{request_id:str}", opt=INVOKE, dependencies=PRINCIPAL, tags=["invocation"])
 async def request_status(
-    request: Request[Any, Any, Any], principal: Principal, request_id: FromPath[str]
+    request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
 ) -> Response[bytes]:
     inv = _invocations(request)
     lowered = {n.lower(): v for n, v in _headers(request)}
@@ -203,7 +285,7 @@ async def _depths(
 
 @get("/queues/functions/{function_id:uuid}", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
 async def function_queues(
-    request: Request[Any, Any, Any], principal: Principal, function_id: FromPath[UUID]
+    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[UUID]
 ) -> QueuesResponse:
     return await _depths(request, principal, str(function_id), None)
 
@@ -216,7 +298,7 @@ async def function_queues(
 )
 async def version_queue(
     request: Request[Any, Any, Any],
-    principal: Principal,
+    principal: Caller,
     function_id: FromPath[UUID],
     version_id: FromPath[UUID],
 ) -> QueuesResponse:
@@ -225,7 +307,7 @@ async def version_queue(
 
 @get("/queues/{request_id:str}/position", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
 async def queue_position(
-    request: Request[Any, Any, Any], principal: Principal, request_id: FromPath[str]
+    request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
 ) -> PositionResponse:
     queues: Queues = request.app.state.queues
     record, position = queues.position(principal, request_id)

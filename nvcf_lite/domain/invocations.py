@@ -1,109 +1,30 @@
-"""Invocation rules (spec §2.3, §4.3-4.4): accept durably, wait on a future, answer or 202.
+"""Invocations (spec §2.3, §2.4): accept durably, wait on a future, answer or 202.
 
 `Invocations` validates a call, picks the version, records the request in the durable queue,
 hands a `Ticket` to the dispatcher (through the `Dispatch` protocol, implemented in workers/)
-and waits on the ticket's future up to the poll window. Nothing here polls SQLite.
+and waits on the ticket's future up to the poll window. Nothing here polls SQLite. The
+stateless rules (headers, statuses, problem bodies) are in `invocation_rules`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, Protocol
 
-import msgspec
-
 from nvcf_lite.domain.auth import require_function, require_scope
+from nvcf_lite.domain.invocation_rules import forwardable, status_header
 from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
 from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, new_id, parse_uuid
 from nvcf_lite.store.requests import RequestStore
 
 INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
-HOP_BY_HOP = {
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-}
-# Set by the platform for the container; a client cannot override them (spec §4.3).
-WORKER_OWNED = {
-    "nvcf-reqid",
-    "nvcf-sub",
-    "nvcf-ncaid",
-    "nvcf-function-name",
-    "nvcf-function-id",
-    "nvcf-function-version-id",
-    "nvcf-asset-dir",
-    "nvcf-large-output-dir",
-    "nvcf-max-response-size-bytes",
-    "nvcf-nspectid",
-    "nvcf-backend",
-    "nvcf-instancetype",
-    "nvcf-region",
-    "nvcf-env",
-    "nvcf-function-asset-ids",
-    "nvcf-poll-seconds",
-    "nvcf-poll_seconds",
-    "nvcf-invocation-region",
-}
-
-
 # Unread partial responses kept per request; older ones are dropped (spec §2.3.4).
 MAX_UNREAD_PROGRESS = 256
-_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
-
-
-def poll_seconds(headers: dict[str, str], default: int, maximum: int) -> int:
-    """NVCF-POLL-SECONDS (or the NVCF-POLL_SECONDS spelling ngcsdk 3.x sends), §2.3.3.
-
-    `headers` has lower-case names. Absent or empty: `default`; below 1: 1; above `maximum`
-    or not an integer: 400.
-    """
-    raw = headers.get("nvcf-poll-seconds")
-    if raw is None:
-        raw = headers.get("nvcf-poll_seconds")
-    if raw is None or raw.strip() == "":
-        return default
-    text = raw.strip()
-    if not _INTEGER.fullmatch(text):
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise Invalid(f"NVCF-POLL-SECONDS must be an integer number of seconds, got '{shown}'")
-    value = int(text)
-    if value > maximum:
-        raise Invalid(f"NVCF-POLL-SECONDS must be <= {maximum}")
-    return max(1, value)
-
-
-def forwardable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The client's headers minus Authorization, hop-by-hop and platform-owned ones."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    drop = HOP_BY_HOP | WORKER_OWNED | named
-    return [(n, v) for n, v in headers if n.lower() not in drop]
-
-
-def status_header(status: int) -> str:
-    if status == 202:
-        return "in-progress"
-    return "errored" if status >= 400 else "fulfilled"
 
 
 @dataclass
@@ -141,6 +62,7 @@ class Ticket:
     note: str | None = None  # why it waits (e.g. "waiting for an instance to start")
     cancelled: str | None = None  # why it was cancelled (client left), once it was
     tried: set[str] = field(default_factory=set)  # instances that never received it
+    finished: bool = False  # its outcome is being recorded (only the first one counts)
     queued_at: float = field(default_factory=time.monotonic)
     dispatched_at: float = 0.0
     first_byte_at: float = 0.0
@@ -303,7 +225,9 @@ class Invocations:
                 waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.changed.wait())
                 waiting: set[asyncio.Future[Any]] = {ticket.done, waiter}
                 try:
-                    await asyncio.wait(waiting, timeout=remaining)
+                    await asyncio.wait(
+                        waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     waiter.cancel()
         finally:
@@ -332,11 +256,21 @@ class Invocations:
         ticket = self.dispatch.ticket(rid) if rid else None
         if ticket is not None:
             self._owned(principal, ticket.record)
+            if ticket.stream is not None:
+                raise NotFound(
+                    f"Request id '{request_id}' is a streamed or path-preserving request: its "
+                    "answer goes only to the connection that made it"
+                )
             result = await self.wait(ticket, poll)
             if not isinstance(result, Pending):
                 self.delivered(ticket)
             return result
-        stored = await self.store.get(rid) if rid else None
+        if rid is None:
+            raise NotFound(f"Request id '{request_id}' not found")
+        # Purges are not awaited: let the ones already asked for land before reading, so a
+        # result that was collected is never served twice.
+        await self.store.flush()
+        stored = await self.store.get(rid)
         record, outcome = stored if stored else (None, None)
         if record is None or outcome is None:
             raise NotFound(f"Request id '{request_id}' not found")
@@ -349,46 +283,6 @@ class Invocations:
         if record.nca_id != principal.nca_id:
             raise NotFound(f"Request id '{record.request_id}' not found")
         require_function(principal, record.function_id, record.version_id)
-
-
-def problem(status: int, type_: str, detail: str, instance: str, request_id: str) -> Outcome:
-    """A problem+json outcome (spec §4.4, §5.2)."""
-    body = {
-        "type": type_,
-        "title": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-        "requestId": request_id,
-    }
-    return Outcome(
-        status=status,
-        headers=[("content-type", "application/problem+json")],
-        body=msgspec.json.encode(body),
-        error=True,
-    )
-
-
-def container_error(status: int, body: bytes, instance: str, request_id: str) -> Outcome:
-    """Wrap a container answer >= 400 the way NVCF's worker does (§4.4)."""
-    detail = "Inference error"
-    try:
-        parsed = msgspec.json.decode(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-            detail = parsed["error"]
-    except msgspec.DecodeError:
-        pass
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    kebab = phrase.lower().replace(" ", "-").replace("'", "")
-    return problem(
-        status, f"urn:inference-service:problem-details:{kebab}", detail, instance, request_id
-    )
-
-
-def client_path(record: RequestRecord) -> str:
-    if record.mode == "path":
-        return record.path
-    return f"/v2/nvcf/pexec/functions/{record.function_id}"
 
 
 @dataclass

@@ -17,7 +17,8 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from nvcf_lite.domain.invocations import StreamReply, Ticket, client_path, problem
+from nvcf_lite.domain.invocation_rules import client_path, problem
+from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestStore
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
@@ -273,6 +274,9 @@ class Dispatcher:
         await self._finish(ticket, Outcome(status=reply.status, headers=reply.headers))
 
     async def _finish(self, ticket: Ticket, outcome: Outcome, failed: bool = False) -> None:
+        if ticket.finished:  # a cancel racing the end: the first outcome stands
+            return
+        ticket.finished = True
         rec = ticket.record
         keep = ticket.detached
         await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
@@ -324,7 +328,7 @@ class Dispatcher:
         for ticket in list(self.tickets.values()):
             idle = now - ticket.last_poll
             if ticket.done.done():
-                if ticket.detached and idle > self.ttl:
+                if idle > self.ttl:
                     self.forget(ticket.request_id)
                 continue
             if ticket.waiters or not ticket.detached:

@@ -15,23 +15,21 @@ import time
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
 from multidict import CIMultiDict
+from yarl import URL
 
-from nvcf_lite.domain.invocations import (
-    HOP_BY_HOP,
-    StreamReply,
-    Ticket,
-    client_path,
-    container_error,
-    problem,
-)
+from nvcf_lite.domain.invocation_rules import HOP_BY_HOP, client_path, container_error, problem
+from nvcf_lite.domain.invocations import StreamReply, Ticket
+from nvcf_lite.errors import NvcfError
 from nvcf_lite.models import Outcome
 from nvcf_lite.workers.instances import INF_DIR, Instance
 
 CONNECTION_ERROR = "urn:inference-connection:problem-details:internal-server-error"
+WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 # The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
 _NO_COPY = HOP_BY_HOP
 
@@ -119,7 +117,8 @@ class Forwarder:
         out_dir.mkdir(parents=True, exist_ok=True)
         out_dir.chmod(0o777)  # the container's user may not be root
         path = rec.path if rec.mode == "path" else inst.inference_url
-        url = f"http://127.0.0.1:{inst.host_port}{path}"
+        # encoded=True: the client's path and query reach the container byte for byte
+        url = URL(f"http://127.0.0.1:{inst.host_port}{_escaped(path)}", encoded=True)
         headers = container_headers(ticket, inst, self.max_bytes, time.time())
         timeout = aiohttp.ClientTimeout(total=max(1.0, rec.accepted_at + self.ttl - time.time()))
         try:
@@ -179,7 +178,10 @@ class Forwarder:
         zip_path = out_dir.parent / f"{rec.request_id}.zip"
         await asyncio.to_thread(_zip, zip_path, rec.request_id, spill, out_dir, artifacts)
         spill.unlink(missing_ok=True)
-        url = await self.results(rec.request_id, zip_path)
+        try:
+            url = await self.results(rec.request_id, zip_path)
+        except NvcfError as exc:  # e.g. no disk space left for the result
+            return problem(exc.status, WORKER_ERROR, exc.detail, client_path(rec), rec.request_id)
         return Outcome(status=302, headers=[], location=url)
 
     def cleanup(self, request_id: str) -> None:
@@ -188,6 +190,11 @@ class Forwarder:
         shutil.rmtree(asset_dir, ignore_errors=True)
         for leftover in (f"{request_id}.response", f"{request_id}.zip"):
             (out_dir.parent / leftover).unlink(missing_ok=True)
+
+
+def _escaped(target: str) -> str:
+    """Percent-escape only what may not appear raw in a request target (spaces, non-ASCII)."""
+    return quote(target.encode("latin-1", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
 
 
 def _append(path: Path, chunk: bytes) -> None:

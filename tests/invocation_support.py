@@ -1,0 +1,163 @@
+"""Helpers for the invocation tests: the echo function deployed through the public API.
+
+On the in-process app (`register`, `deploy`, `wait_active` take a Litestar TestClient) and on
+a live `nvcf-lite serve` (`live_echo` takes a ServerProcess). Short scheduler timings keep the
+Docker tests fast; each test runs in its own Docker namespace so leftovers never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+from conftest import bearer, make_config
+from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
+from litestar.testing import TestClient
+
+from nvcf_lite.config import Config
+
+FAST = {
+    "NVCF_LITE_DOCKER__STOP_TIMEOUT_S": "1",
+    "NVCF_LITE_SCHEDULER__TICK_INTERVAL_S": "0.3",
+    "NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S": "15",
+    "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.3",
+    "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_INITIAL_S": "0.3",
+    "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_MAX_S": "2",
+    "NVCF_LITE_GPUS__USE_NVML": "false",
+}
+HEALTH = {
+    "protocol": "HTTP",
+    "uri": "/health",
+    "port": 8000,
+    "timeout": "PT2S",
+    "expectedStatusCode": 200,
+}
+
+
+@pytest.fixture
+def dock() -> docker.DockerClient:
+    client = docker_client_or_skip()
+    ensure_test_images()
+    return client
+
+
+@pytest.fixture
+def ns(dock: docker.DockerClient) -> Iterator[str]:
+    """A Docker namespace of its own; its containers are removed after the test."""
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    yield namespace
+    label = {"label": f"nvcf-lite.namespace={namespace}"}
+    for c in dock.containers.list(all=True, sparse=True, filters=label):
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # removed meanwhile by the server shutting down
+
+
+def docker_env(namespace: str, **env: str) -> dict[str, str]:
+    return {
+        **FAST,
+        "NVCF_LITE_DOCKER__NAMESPACE": namespace,
+        "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "false",
+        **env,
+    }
+
+
+def docker_config(tmp_path: Path, namespace: str, **env: str) -> Config:
+    return make_config(tmp_path / "data", **docker_env(namespace, **env))
+
+
+def function_body(name: str = "echo", image: str = ECHO_IMAGE) -> dict[str, Any]:
+    return {"name": name, "inferenceUrl": "/echo", "containerImage": image, "health": HEALTH}
+
+
+def register(api: TestClient[Any], image: str = ECHO_IMAGE) -> tuple[str, str]:
+    r = api.post("/v2/nvcf/functions", json=function_body(image=image), headers=bearer())
+    assert r.status_code == 200, r.text
+    f = r.json()["function"]
+    return f["id"], f["versionId"]
+
+
+def deploy_body(**spec: Any) -> dict[str, Any]:
+    return {
+        "deploymentSpecifications": [
+            {"gpu": "CPU", "instanceType": "CPU.x1", "minInstances": 1, "maxInstances": 1, **spec}
+        ]
+    }
+
+
+def deploy(api: TestClient[Any], fid: str, vid: str, **spec: Any) -> None:
+    path = f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
+    r = api.post(path, json=deploy_body(**spec), headers=bearer())
+    assert r.status_code == 200, r.text
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_active(api: TestClient[Any], fid: str, vid: str) -> None:
+    def active() -> bool:
+        r = api.get(f"/v2/nvcf/functions/{fid}/versions/{vid}", headers=bearer())
+        status = r.json()["function"]["status"]
+        assert status not in ("ERROR", "INACTIVE"), r.text
+        return bool(status == "ACTIVE")
+
+    wait_for(active, what=f"function {fid} ACTIVE")
+
+
+def echo(api: TestClient[Any], **spec: Any) -> tuple[str, str]:
+    """The echo function registered, deployed (one instance unless told) and ACTIVE."""
+    fid, vid = register(api)
+    deploy(api, fid, vid, **spec)
+    wait_active(api, fid, vid)
+    return fid, vid
+
+
+JsonCall = Callable[..., Any]  # (method, path, body) -> the decoded JSON answer
+
+
+def live_echo(call: JsonCall, name: str = "echo", **spec: Any) -> tuple[str, str]:
+    """The same on a live server: `call` is ServerProcess.json or `keyed_json(url, key)`."""
+    f = call("POST", "/v2/nvcf/functions", function_body(name))["function"]
+    fid, vid = f["id"], f["versionId"]
+    call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", deploy_body(**spec))
+
+    def active() -> bool:
+        status = call("GET", f"/v2/nvcf/functions/{fid}/versions/{vid}")["function"]
+        assert status["status"] not in ("ERROR", "INACTIVE"), status
+        return bool(status["status"] == "ACTIVE")
+
+    wait_for(active, what=f"function {fid} ACTIVE")
+    return fid, vid
+
+
+def keyed_json(url: str, key: str) -> JsonCall:
+    """A JSON caller of the API at `url` with this key (for servers with their own key)."""
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{url}{path}", data=data, method=method)
+        request.add_header("Authorization", f"Bearer {key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    return call

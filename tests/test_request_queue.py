@@ -1,0 +1,548 @@
+"""The durable request queue on real SQLite, and the dispatcher over it with stub instances.
+
+RequestStore: accept is committed before it returns, FIFO per version, lease / requeue / ack,
+lease expiry (and failing after too many attempts), purge, expiry of uncollected results.
+Dispatcher (a stub scheduler and forwarder, the real store): FIFO per version within the
+instances' slots, retry of a request that never reached its container on another instance,
+recovery after a crash, refusal for undeployed versions, the "why it waits" note, and the
+cancellation of abandoned requests (queued or in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvcf_lite.domain.invocation_rules import client_path
+from nvcf_lite.domain.invocations import Invocations, Ticket
+from nvcf_lite.errors import NotFound
+from nvcf_lite.models import (
+    SCOPES,
+    Deployment,
+    GpuSpec,
+    InstanceState,
+    KeyResource,
+    Outcome,
+    Principal,
+    RequestRecord,
+    RequestState,
+    new_id,
+)
+from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.sqlite import Database
+from nvcf_lite.workers.dispatcher import Dispatcher
+from nvcf_lite.workers.forwarding import NeverReached
+from nvcf_lite.workers.instances import Instance
+
+FID = new_id()
+V1, V2 = new_id(), new_id()
+
+
+def record(version_id: str = V1, **overrides: Any) -> RequestRecord:
+    values: dict[str, Any] = {
+        "request_id": new_id(),
+        "function_id": FID,
+        "version_id": version_id,
+        "nca_id": "acct",
+        "key_id": "k1",
+        "method": "POST",
+        "path": "/echo",
+        "headers": [("x-a", "1")],
+        "body": b'{"n": 1}',
+        "poll_seconds": 5,
+        "mode": "pexec",
+        "accepted_at": time.time(),
+        **overrides,
+    }
+    return RequestRecord(**values)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "nvcf-lite.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def store(db: Database) -> AsyncIterator[RequestStore]:
+    s = RequestStore(db)
+    s.start()
+    yield s
+    await s.close()
+
+
+def raw_rows(db: Database) -> dict[str, dict[str, Any]]:
+    """The rows as another process sees them (a fresh stdlib connection)."""
+    conn = sqlite3.connect(db.path)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM requests ORDER BY seq").fetchall()
+        return {r["request_id"]: dict(r) for r in rows}
+    finally:
+        conn.close()
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+async def test_accept_is_committed_before_it_returns(db: Database, store: RequestStore) -> None:
+    rec = record()
+    await store.accept(rec)
+    row = raw_rows(db)[rec.request_id]
+    assert row["state"] == "queued" and row["attempts"] == 0
+    assert bytes(row["body"]) == b'{"n": 1}'
+    stored = await store.get(rec.request_id)
+    assert stored is not None
+    got, outcome = stored
+    assert outcome is None
+    assert got.headers == [("x-a", "1")] and got.body == rec.body and got.mode == "pexec"
+
+
+async def test_many_concurrent_accepts_share_commits_and_all_land(
+    db: Database, store: RequestStore
+) -> None:
+    recs = [record(V1 if i % 2 else V2) for i in range(300)]
+    await asyncio.gather(*(store.accept(r) for r in recs))
+    assert len(raw_rows(db)) == 300
+
+
+async def test_pending_is_fifo_per_version(store: RequestStore) -> None:
+    a1, b1, a2, b2, a3 = record(V1), record(V2), record(V1), record(V2), record(V1)
+    for rec in (a1, b1, a2, b2, a3):
+        await store.accept(rec)
+    ids = [r.request_id for r in await store.pending(V1)]
+    assert ids == [a1.request_id, a2.request_id, a3.request_id]
+    assert [r.request_id for r in await store.pending(V2)] == [b1.request_id, b2.request_id]
+    everything = [r.request_id for r in await store.pending()]
+    assert everything == [r.request_id for r in (a1, b1, a2, b2, a3)]
+    assert await store.depth() == {V1: 3, V2: 2}
+
+
+async def test_lease_requeue_keeps_the_place_in_line(db: Database, store: RequestStore) -> None:
+    first, second = record(), record()
+    await store.accept(first)
+    await store.accept(second)
+    store.lease(first.request_id, time.time() + 60)
+    await store.flush()
+    row = raw_rows(db)[first.request_id]
+    assert row["state"] == "leased" and row["attempts"] == 1 and row["lease_until"] > time.time()
+    store.requeue(first.request_id)
+    await store.flush()
+    row = raw_rows(db)[first.request_id]
+    assert row["state"] == "queued" and row["lease_until"] is None and row["attempts"] == 1
+    assert [r.request_id for r in await store.pending(V1)] == [
+        first.request_id,
+        second.request_id,
+    ]
+
+
+async def test_ack_keeps_the_result_only_when_asked(db: Database, store: RequestStore) -> None:
+    kept, delivered, failed = record(), record(), record()
+    for rec in (kept, delivered, failed):
+        await store.accept(rec)
+        store.lease(rec.request_id, time.time() + 60)
+    outcome = Outcome(status=200, headers=[("content-type", "text/plain")], body=b"done")
+    await store.finish(kept.request_id, outcome, keep=True)
+    await store.finish(delivered.request_id, outcome, keep=False)
+    await store.finish(failed.request_id, Outcome(status=500, error=True), keep=True, failed=True)
+    rows = raw_rows(db)
+    assert rows[kept.request_id]["state"] == "done"
+    assert rows[failed.request_id]["state"] == "failed"
+    assert bytes(rows[kept.request_id]["body"]) == b""  # the input is not kept after the end
+    assert rows[delivered.request_id]["result"] is None
+    stored = await store.get(kept.request_id)
+    assert stored is not None and stored[1] == outcome
+    assert stored[0].state == RequestState.DONE
+    assert await store.pending() == []
+    store.purge(kept.request_id)
+    await store.flush()
+    assert await store.get(kept.request_id) is None
+
+
+async def test_expired_leases_return_to_the_queue_or_fail_after_max_attempts(
+    db: Database, store: RequestStore
+) -> None:
+    stale, fresh, tired = record(), record(), record()
+    for rec in (stale, fresh, tired):
+        await store.accept(rec)
+    now = time.time()
+    store.lease(stale.request_id, now - 1)
+    store.lease(fresh.request_id, now + 600)
+    for _ in range(3):
+        store.lease(tired.request_id, now - 1)
+    await store.flush()
+    requeued, failed = await store.expire_leases(now, max_attempts=3)
+    assert (requeued, failed) == (1, [tired.request_id])
+    rows = raw_rows(db)
+    assert rows[stale.request_id]["state"] == "queued"
+    assert rows[fresh.request_id]["state"] == "leased"
+    # at start-up every lease is stale: its holder is gone
+    requeued, failed = await store.expire_leases(math.inf, max_attempts=3)
+    assert requeued == 1 and failed == [tired.request_id]
+    assert raw_rows(db)[fresh.request_id]["state"] == "queued"
+
+
+async def test_uncollected_results_expire(db: Database, store: RequestStore) -> None:
+    old, new, running = record(), record(), record()
+    for rec in (old, new, running):
+        await store.accept(rec)
+    await store.finish(old.request_id, Outcome(status=200), keep=True)
+    await store.finish(new.request_id, Outcome(status=200), keep=True)
+    conn = sqlite3.connect(db.path)
+    conn.execute(
+        "UPDATE requests SET finished_at = ? WHERE request_id = ?",
+        (time.time() - 3700, old.request_id),
+    )
+    conn.commit()
+    conn.close()
+    assert await store.expire_finished(time.time() - 3600) == [old.request_id]
+    assert set(raw_rows(db)) == {new.request_id, running.request_id}
+
+
+# -- the dispatcher over the store, with stub instances -------------------------------------------
+
+
+class StubScheduler:
+    def __init__(self) -> None:
+        self.deployed: dict[str, Deployment] = {}
+        self.errors: dict[str, str] = {}
+        self.instances: dict[str, Instance] = {}
+        self.nudges = 0
+
+    def deploy(self, version_id: str, concurrency: int = 1) -> GpuSpec:
+        spec = GpuSpec(
+            gpu_specification_id=new_id(),
+            gpu="CPU",
+            instance_type="CPU.x1",
+            min_instances=1,
+            max_instances=2,
+            max_request_concurrency=concurrency,
+        )
+        self.deployed[version_id] = Deployment(
+            deployment_id=new_id(),
+            function_id=FID,
+            version_id=version_id,
+            nca_id="acct",
+            specs=[spec],
+            created_at="",
+            updated_at="",
+        )
+        return spec
+
+    def add_instance(self, version_id: str, spec: GpuSpec) -> Instance:
+        inst = Instance(
+            instance_id=new_id(),
+            deployment_id=self.deployed[version_id].deployment_id,
+            function_id=FID,
+            version_id=version_id,
+            spec_id=spec.gpu_specification_id,
+            gpu="CPU",
+            instance_type="CPU.x1",
+            units=[],
+        )
+        inst.set_state(InstanceState.READY)
+        self.instances[inst.instance_id] = inst
+        return inst
+
+    def ready_instances(self, version_id: str) -> list[Instance]:
+        return [
+            i
+            for i in self.instances.values()
+            if i.version_id == version_id and i.state == InstanceState.READY
+        ]
+
+    def start_failure(self, version_id: str) -> tuple[float, str] | None:
+        return None
+
+    def nudge(self) -> None:
+        self.nudges += 1
+
+
+class StubForwarder:
+    """Records (request, instance) in arrival order; each call waits until released."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()  # instance ids that are never reached
+        self.gate = asyncio.Event()
+        self.cancelled: list[str] = []
+
+    def dirs(self, request_id: str) -> tuple[Path, Path]:
+        return self.root / "response" / request_id, self.root / "inputAssets" / request_id
+
+    async def forward(self, ticket: Ticket, inst: Instance) -> Outcome:
+        if inst.instance_id in self.refuse:
+            raise NeverReached("connection refused")
+        self.calls.append((ticket.request_id, inst.instance_id))
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(ticket.request_id)
+            raise
+        return Outcome(status=200, body=ticket.request_id.encode())
+
+    def cleanup(self, request_id: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class World:
+    def __init__(self, store: RequestStore, root: Path, ttl: float = 3600.0) -> None:
+        self.store = store
+        self.scheduler = StubScheduler()
+        self.forwarder = StubForwarder(root)
+        self.dispatcher = Dispatcher(
+            store,
+            self.scheduler,  # type: ignore[arg-type]
+            self.forwarder,  # type: ignore[arg-type]
+            ttl,
+        )
+
+    async def submit(self, version_id: str = V1, **overrides: Any) -> Ticket:
+        rec = record(version_id, **overrides)
+        await self.store.accept(rec)
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(record=rec, subject="apikey:k1", done=loop.create_future())
+        self.dispatcher.submit(ticket)
+        return ticket
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def world(store: RequestStore, tmp_path: Path) -> AsyncIterator[World]:
+    w = World(store, tmp_path / "inf")
+    yield w
+    w.forwarder.gate.set()
+    await w.dispatcher.close(grace_s=2)
+
+
+async def test_fifo_per_version_within_the_slots(world: World) -> None:
+    spec = world.scheduler.deploy(V1, concurrency=2)
+    world.scheduler.deploy(V2)
+    inst = world.scheduler.add_instance(V1, spec)
+    tickets = [await world.submit(V1) for _ in range(5)]
+    other = await world.submit(V2)  # no instance for V2: it waits, with a reason
+    await settle()
+    assert [c[0] for c in world.forwarder.calls] == [t.request_id for t in tickets[:2]]
+    assert inst.in_flight == 2  # maxRequestConcurrency of the spec, not the instance's default
+    assert world.dispatcher.depth(V1) == 3
+    assert [world.dispatcher.position(t.request_id) for t in tickets] == [0, 0, 1, 2, 3]
+    assert (
+        tickets[2].nvcf_status == "pending-evaluation" and tickets[0].nvcf_status == "in-progress"
+    )
+    assert tickets[2].note == "waiting for a free instance slot"
+    assert other.note == "waiting for an instance (none is running)"
+    assert world.dispatcher.queued_for_function(FID) == 6
+    world.forwarder.gate.set()
+    results = await asyncio.gather(*(t.done for t in tickets))
+    assert [r.body for r in results] == [t.request_id.encode() for t in tickets]
+    assert [c[0] for c in world.forwarder.calls] == [t.request_id for t in tickets]
+    assert not other.done.done() and world.dispatcher.depth(V2) == 1
+    rows = {r.request_id: r.state for r in await world.store.pending()}
+    assert rows == {other.request_id: RequestState.QUEUED}
+
+
+async def test_never_reached_is_retried_on_another_instance(world: World) -> None:
+    spec = world.scheduler.deploy(V1)
+    dead = world.scheduler.add_instance(V1, spec)
+    alive = world.scheduler.add_instance(V1, spec)
+    world.forwarder.refuse.add(dead.instance_id)
+    world.forwarder.gate.set()
+    ticket = await world.submit(V1)
+    outcome = await asyncio.wait_for(ticket.done, 5)
+    assert outcome.status == 200
+    assert world.forwarder.calls == [(ticket.request_id, alive.instance_id)]
+    assert ticket.tried == {dead.instance_id}
+    assert dead.in_flight == alive.in_flight == 0
+
+
+async def test_never_reached_anywhere_fails_after_max_attempts(world: World) -> None:
+    spec = world.scheduler.deploy(V1)
+    dead = world.scheduler.add_instance(V1, spec)
+    world.forwarder.refuse.add(dead.instance_id)
+    ticket = await world.submit(V1)
+    outcome = await asyncio.wait_for(ticket.done, 5)
+    assert outcome.status == 500 and outcome.error
+    assert b"Inference connection error" in outcome.body
+    stored = await world.store.get(ticket.request_id)
+    assert stored is not None and stored[0].state == RequestState.DONE
+
+
+async def test_undeployed_version_fails_its_queued_requests(world: World) -> None:
+    spec = world.scheduler.deploy(V1)
+    world.scheduler.add_instance(V1, spec)
+    running = await world.submit(V1)
+    queued = await world.submit(V1)
+    await settle()
+    assert not queued.done.done()
+    world.scheduler.deployed.clear()
+    world.dispatcher.pump_all()
+    outcome = await asyncio.wait_for(queued.done, 5)
+    assert outcome.status == 404 and outcome.error
+    assert b"is not deployed" in outcome.body
+    assert not running.done.done()  # in flight: it finishes on its instance
+    world.forwarder.gate.set()
+    assert (await asyncio.wait_for(running.done, 5)).status == 200
+    assert world.dispatcher.queued_for_function(FID) == 0
+
+
+async def test_a_request_for_a_version_not_deployed_fails_at_once(world: World) -> None:
+    ticket = await world.submit(V2)
+    outcome = await asyncio.wait_for(ticket.done, 5)
+    assert outcome.status == 404
+    assert client_path(ticket.record) in outcome.body.decode()
+
+
+async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finished(
+    store: RequestStore, tmp_path: Path
+) -> None:
+    before = World(store, tmp_path / "inf")
+    spec = before.scheduler.deploy(V1)
+    before.scheduler.add_instance(V1, spec)
+    finished = await before.submit(V1)
+    before.forwarder.gate.set()
+    await asyncio.wait_for(finished.done, 5)
+    before.forwarder.gate.clear()
+    in_flight = await before.submit(V1)
+    queued = [await before.submit(V1) for _ in range(3)]
+    streamed = await before.submit(V1, mode="stream")
+    await settle()
+    await store.flush()
+    # the process dies here: nothing of `before` runs any more (its tasks are dropped)
+    for task in list(before.dispatcher._tasks):
+        task.cancel()
+    await asyncio.gather(*before.dispatcher._tasks, return_exceptions=True)
+
+    after = World(store, tmp_path / "inf")
+    spec = after.scheduler.deploy(V1)
+    after.scheduler.add_instance(V1, spec)
+    after.forwarder.gate.set()
+
+    async def subject_of(rec: RequestRecord) -> str:
+        return f"apikey:{rec.key_id}"
+
+    assert await after.dispatcher.recover(subject_of) == 4
+    expected = [in_flight.request_id, *(t.request_id for t in queued)]
+    for rid in expected:
+        ticket = after.dispatcher.ticket(rid)
+        assert ticket is not None and ticket.detached
+        assert (await asyncio.wait_for(ticket.done, 5)).status == 200
+    assert [c[0] for c in after.forwarder.calls] == expected
+    assert finished.request_id not in [c[0] for c in after.forwarder.calls]
+    stored = await store.get(streamed.request_id)
+    assert stored is not None and stored[1] is not None and stored[1].status == 503
+    assert stored[0].state == RequestState.FAILED
+    await after.dispatcher.close(grace_s=1)
+
+
+async def test_abandoned_requests_are_cancelled_queued_or_in_flight(world: World) -> None:
+    spec = world.scheduler.deploy(V1)
+    world.scheduler.add_instance(V1, spec)
+    running = await world.submit(V1, poll_seconds=1)
+    queued = await world.submit(V1, poll_seconds=1)
+    polled = await world.submit(V1, poll_seconds=1)
+    await settle()
+    long_ago = time.monotonic() - 11
+    for ticket in (running, queued, polled):
+        ticket.detached, ticket.last_poll = True, long_ago
+    polled.waiters = 1  # a status long-poll is waiting on it right now
+    world.dispatcher.sweep()
+    for ticket in (running, queued):
+        outcome = await asyncio.wait_for(ticket.done, 5)
+        assert outcome.status == 410 and b"no status poll" in outcome.body
+    assert world.forwarder.cancelled == [running.request_id]
+    assert not polled.done.done()
+    stored = await world.store.get(queued.request_id)
+    assert stored is not None and stored[0].state == RequestState.FAILED
+    # the freed slot goes to the request still wanted
+    await settle()
+    assert world.forwarder.calls[-1][0] == polled.request_id
+
+
+async def test_done_tickets_are_forgotten_after_the_ttl(
+    store: RequestStore, tmp_path: Path
+) -> None:
+    w = World(store, tmp_path / "inf", ttl=0.2)
+    spec = w.scheduler.deploy(V1)
+    w.scheduler.add_instance(V1, spec)
+    w.forwarder.gate.set()
+    ticket = await w.submit(V1)
+    await asyncio.wait_for(ticket.done, 5)
+    ticket.detached = True
+    w.dispatcher.sweep()
+    assert w.dispatcher.ticket(ticket.request_id) is ticket
+    await asyncio.sleep(0.3)
+    w.dispatcher.sweep()
+    assert w.dispatcher.ticket(ticket.request_id) is None
+    await w.dispatcher.close(grace_s=1)
+
+
+async def test_client_cancel_of_a_queued_request(world: World) -> None:
+    spec = world.scheduler.deploy(V1)
+    world.scheduler.add_instance(V1, spec)
+    first = await world.submit(V1)
+    second = await world.submit(V1)
+    await settle()
+    world.dispatcher.cancel(second.request_id, "the client disconnected")
+    outcome = await asyncio.wait_for(second.done, 5)
+    assert outcome.status == 410 and b"the client disconnected" in outcome.body
+    assert world.dispatcher.depth(V1) == 0
+    world.dispatcher.cancel(first.request_id, "the client disconnected")
+    assert (await asyncio.wait_for(first.done, 5)).status == 410
+    assert world.forwarder.cancelled == [first.request_id]
+    assert world.dispatcher.queued_for_function(FID) == 0
+
+
+async def test_queue_position_is_capped_at_1000(world: World) -> None:
+    world.scheduler.deploy(V1)  # no instance: everything waits
+    loop = asyncio.get_running_loop()
+    tickets = []
+    for _ in range(1003):
+        ticket = Ticket(record=record(V1), subject="s", done=loop.create_future())
+        world.dispatcher.submit(ticket)
+        tickets.append(ticket)
+    assert world.dispatcher.depth(V1) == 1003
+    positions = [world.dispatcher.position(t.request_id) for t in tickets]
+    assert positions[:3] == [1, 2, 3] and positions[998:] == [999, 1000, 1000, 1000, 1000]
+    assert {t.nvcf_status for t in tickets} == {"pending-evaluation"}
+    assert tickets[0].note == "waiting for an instance (none is running)"
+
+
+async def test_a_stored_result_is_served_once(store: RequestStore) -> None:
+    """After a restart results come from SQLite: a second poll right after the first is 404."""
+    rec = record()
+    await store.accept(rec)
+    await store.finish(rec.request_id, Outcome(status=200, body=b"result"), keep=True)
+    inv = Invocations(
+        store,
+        versions_of=None,  # type: ignore[arg-type]
+        dispatch=World(store, Path("/nonexistent")).dispatcher,
+        default_poll=1,
+        max_poll=10,
+        max_queue=10,
+    )
+    principal = Principal(
+        key_id="k1",
+        nca_id="acct",
+        scopes=frozenset(SCOPES),
+        resources=(KeyResource(type="account-functions", id="*"),),
+    )
+    outcome = await inv.poll(principal, rec.request_id, 1)
+    assert isinstance(outcome, Outcome) and outcome.body == b"result"
+    with pytest.raises(NotFound):
+        await inv.poll(principal, rec.request_id, 1)

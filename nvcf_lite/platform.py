@@ -23,7 +23,7 @@ from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import Deployments, VersionRef, instance_record, version_ref
 from nvcf_lite.domain.functions import Functions
-from nvcf_lite.domain.invocations import Invocations, Queues, VersionInfo
+from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, VersionInfo
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.inventory import gpus_component, read_host
@@ -162,8 +162,8 @@ class Platform:
         forwarder = Forwarder(
             inf_dir, cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
         )
+        forwarder.start()
         dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s)
-        self.scheduler.on_change = dispatcher.pump_all
         self.scheduler.queue_depth = dispatcher.depth
         scheduler = self.scheduler
 
@@ -184,9 +184,23 @@ class Platform:
                 if v.nca_id == nca_id
             ]
 
+        # The invocation hot path reads versions from memory; any status change clears it.
+        versions = CachedVersions(versions_of)
+        reconcile = self.scheduler.nudge
+
+        def changed() -> None:
+            versions.clear()
+            dispatcher.pump_all()
+
+        def deployments_changed() -> None:
+            versions.clear()
+            reconcile()
+
+        self.scheduler.on_change = changed
+        self.deployments.reconcile = deployments_changed
         self.invocations = Invocations(
             store,
-            versions_of,
+            versions,
             dispatcher,
             default_poll=cfg.default_poll_seconds,
             max_poll=cfg.max_poll_seconds,

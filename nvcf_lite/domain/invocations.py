@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from nvcf_lite.domain.auth import require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable, status_header
@@ -55,7 +55,8 @@ class Ticket:
     started: bool = False
     progress: Progress | None = None  # the latest partial response
     unread: deque[Progress] = field(default_factory=lambda: deque(maxlen=MAX_UNREAD_PROGRESS))
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Future[None] | None = None  # resolved on progress or when done
+    kept: bool = False  # the outcome was stored for a later status poll
     detached: bool = False
     last_poll: float = field(default_factory=time.monotonic)
     waiters: int = 0  # handlers long-polling it right now (never abandoned meanwhile)
@@ -71,7 +72,13 @@ class Ticket:
         seq = self.progress.seq + 1 if self.progress else 1
         self.progress = Progress(percent=max(0, min(100, percent)), body=body, seq=seq)
         self.unread.append(self.progress)
-        self.changed.set()
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake a handler waiting on this request (a partial response, or the end)."""
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     @property
     def request_id(self) -> str:
@@ -109,6 +116,32 @@ class VersionInfo:
 
 
 VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
+
+
+class CachedVersions:
+    """A function's versions and statuses, kept in memory for `ttl_s` (the invocation hot
+    path would otherwise read SQLite for each request). `clear()` on every status change."""
+
+    def __init__(self, lookup: VersionsOf, ttl_s: float = 2.0) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, list[VersionInfo]]] = {}
+
+    async def __call__(self, function_id: str) -> list[VersionInfo]:
+        now = time.monotonic()
+        hit = self._cache.get(function_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        versions = await self._lookup(function_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[function_id] = (now + self._ttl_s, versions)
+        return versions
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
 StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]
 
 
@@ -207,7 +240,17 @@ class Invocations:
         self.dispatch.submit(ticket)
         return ticket
 
-    async def wait(self, ticket: Ticket, poll: int) -> Outcome | Pending:
+    async def settle(self, ticket: Ticket, budget_s: float) -> Outcome | None:
+        """The outcome if it arrives within `budget_s` (no 202 bookkeeping): the cheap first
+        wait of a handler, since most requests finish in milliseconds."""
+        if not ticket.done.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(ticket.done), budget_s)
+            except TimeoutError:
+                return None
+        return ticket.done.result()
+
+    async def wait(self, ticket: Ticket, poll: float) -> Outcome | Pending:
         """The outcome if it arrives within `poll` seconds, else Pending (202).
 
         An unread partial response ends the wait at once: each is answered once, oldest
@@ -216,20 +259,18 @@ class Invocations:
         ticket.waiters += 1
         ticket.last_poll = time.monotonic()
         deadline = ticket.last_poll + poll
+        loop = asyncio.get_running_loop()
         try:
             while not ticket.done.done() and not ticket.unread:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                ticket.changed.clear()
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(ticket.changed.wait())
-                waiting: set[asyncio.Future[Any]] = {ticket.done, waiter}
+                wake: asyncio.Future[None] = loop.create_future()
+                ticket.wake = wake
                 try:
-                    await asyncio.wait(
-                        waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    waiter.cancel()
+                    await asyncio.wait_for(wake, remaining)
+                except TimeoutError:
+                    break
         finally:
             ticket.waiters -= 1
             ticket.last_poll = time.monotonic()
@@ -247,7 +288,8 @@ class Invocations:
     def delivered(self, ticket: Ticket) -> None:
         """The client has the final answer: forget the request (a later poll is 404)."""
         self.dispatch.forget(ticket.request_id)
-        self.store.purge(ticket.request_id)
+        if ticket.kept:
+            self.store.purge(ticket.request_id)
 
     async def poll(self, principal: Principal, request_id: str, poll: int) -> Outcome | Pending:
         """I3: long-poll a request by id (only its owner may)."""

@@ -32,6 +32,7 @@ _assets = msgspec.json.Decoder(list[str])
 _encode = msgspec.json.encode
 
 Op = tuple[str, Sequence[Any]]
+_FLUSH = "-- flush"  # a marker op: resolves once everything queued before it is committed
 
 
 def _record(row: Row) -> RequestRecord:
@@ -73,7 +74,7 @@ class RequestStore:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def flush(self) -> None:
-        fut = self._enqueue(("SELECT 1", ()), wait=True)
+        fut = self._enqueue((_FLUSH, ()), wait=True)
         if fut is not None:
             await fut
 
@@ -91,9 +92,7 @@ class RequestStore:
             if not batch:
                 continue
             try:
-                async with self._db.transaction() as tx:
-                    for (sql, params), _ in batch:
-                        await tx.execute(sql, params)
+                await self._db.write_batch([op for op, _ in batch if op[0] != _FLUSH])
             except Exception as exc:
                 log.exception("request store write failed")
                 for _, fut in batch:
@@ -152,17 +151,18 @@ class RequestStore:
     async def finish(
         self, request_id: str, outcome: Outcome, keep: bool, failed: bool = False
     ) -> None:
-        """Record the end (ack). `keep=False` when the client already has the result."""
-        state = RequestState.FAILED if failed else RequestState.DONE
-        result = _encode(outcome) if keep else None
-        fut = self._enqueue(
-            (
+        """Record the end (ack). `keep=False` when the client is about to get the result on
+        its open connection: then the row goes at once (nothing left to collect or purge)."""
+        if keep:
+            state = RequestState.FAILED if failed else RequestState.DONE
+            op: Op = (
                 "UPDATE requests SET state = ?, result = ?, finished_at = ?, lease_until = NULL,"
                 " body = x'' WHERE request_id = ?",
-                (state.value, result, time.time(), request_id),
-            ),
-            wait=True,
-        )
+                (state.value, _encode(outcome), time.time(), request_id),
+            )
+        else:
+            op = ("DELETE FROM requests WHERE request_id = ?", (request_id,))
+        fut = self._enqueue(op, wait=True)
         assert fut is not None
         await fut
 

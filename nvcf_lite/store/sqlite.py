@@ -108,6 +108,20 @@ class Database:
                 raise
             await self._writer.execute("COMMIT")
 
+    async def write_batch(self, ops: Sequence[tuple[str, Params]]) -> None:
+        """Run many writes as one BEGIN IMMEDIATE transaction in ONE hop to the writer's
+        thread (each awaited aiosqlite call is a thread hop of ~60 µs; a batch of 50
+        requests' writes would otherwise pay 50+ of them). Runs of the same statement go
+        through executemany. Uses aiosqlite's internal `_execute` (pinned version)."""
+        groups: list[tuple[str, list[Params]]] = []
+        for sql, params in ops:
+            if groups and groups[-1][0] == sql:
+                groups[-1][1].append(params)
+            else:
+                groups.append((sql, [params]))
+        async with self._lock:
+            await self._writer._execute(_apply_batch, self._writer._conn, groups)  # type: ignore[no-untyped-call]
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         async with self._reader.execute(sql, params) as cur:
             row: Row | None = await cur.fetchone()
@@ -164,6 +178,18 @@ async def migrate_file(path: Path) -> int:
         return await migrate(conn)
     finally:
         await conn.close()
+
+
+def _apply_batch(conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]]) -> None:
+    """On the writer's own thread: the whole batch in one transaction, or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in groups:
+            conn.executemany(sql, rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def is_constraint_error(exc: BaseException) -> bool:

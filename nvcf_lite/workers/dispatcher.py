@@ -21,13 +21,14 @@ from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestStore
-from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
+from nvcf_lite.workers.forwarding import Forwarder, NeverReached, Watcher
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.scheduler import Scheduler
 
 log = logging.getLogger("nvcf_lite.dispatcher")
 
 MAX_ATTEMPTS = 3
+LEASE_AFTER_S = 1.0
 GONE = "urn:nvcf-worker-service:problem-details:not-found"
 WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 SubjectOf = Callable[[RequestRecord], Awaitable[str]]
@@ -146,9 +147,10 @@ class Dispatcher:
             inst.in_flight += 1
             ticket.started, ticket.note = True, None
             ticket.dispatched_at = time.monotonic()
-            ticket.changed.set()
-            self.store.lease(ticket.request_id, time.time() + self.ttl)
             self.running[ticket.request_id] = self._spawn(self._run(ticket, inst))
+            # Quick requests are done before this fires: only longer ones pay a lease write
+            # (it counts the attempts a restart sees; one finished in time needs none).
+            asyncio.get_running_loop().call_later(LEASE_AFTER_S, self._lease, ticket)
 
     def _slots(self, inst: Instance) -> int:
         """maxRequestConcurrency of the instance's spec (known before the scheduler copies it)."""
@@ -191,9 +193,13 @@ class Dispatcher:
             ticket.note = note
         self.on_demand(version_id)
 
+    def _lease(self, ticket: Ticket) -> None:
+        if not ticket.finished and ticket.request_id in self.running:
+            self.store.lease(ticket.request_id, time.time() + self.ttl)
+
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
         out_dir, _ = self.forwarder.dirs(ticket.request_id)
-        watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
+        watcher = Watcher(ticket, out_dir)
         requeued = False
         try:
             result = await self.forwarder.forward(ticket, inst)
@@ -279,15 +285,16 @@ class Dispatcher:
         ticket.finished = True
         rec = ticket.record
         keep = ticket.detached
+        # A handler that gives up (202) during this write finds the result in memory; only a
+        # crash in that instant would lose it.
         await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
-        if ticket.detached and not keep:
-            await self.store.finish(rec.request_id, outcome, keep=True, failed=failed)
+        ticket.kept = keep
         self.per_function[rec.function_id] -= 1
         if ticket.stream is not None and not ticket.stream.done():
             ticket.stream.set_result(outcome)  # ended without a stream: answer plainly
         if not ticket.done.done():
             ticket.done.set_result(outcome)
-        ticket.changed.set()
+        ticket.notify()
 
     # -- recovery and housekeeping --------------------------------------------------------
 

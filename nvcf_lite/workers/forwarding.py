@@ -89,6 +89,9 @@ class Forwarder:
         self.ttl = request_ttl_s
         self.results = results
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._response_root = str(inf_dir / "response")
+        self._trash: list[str] = []
+        self._sweeper: asyncio.Future[None] | None = None
 
     def session(self, inst: Instance) -> aiohttp.ClientSession:
         s = self._sessions.get(inst.instance_id)
@@ -104,6 +107,10 @@ class Forwarder:
             await s.close()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.sweep_dirs()
         for s in list(self._sessions.values()):
             await s.close()
         self._sessions.clear()
@@ -111,11 +118,22 @@ class Forwarder:
     def dirs(self, request_id: str) -> tuple[Path, Path]:
         return self.inf_dir / "response" / request_id, self.inf_dir / "inputAssets" / request_id
 
+    def _make_out_dir(self, request_id: str) -> Path:
+        """The request's large-output folder. Plain os calls on string paths: this runs on
+        the event loop for every request, and a thread hop would cost more than the mkdir."""
+        path = f"{self._response_root}/{request_id}"
+        try:
+            os.mkdir(path)
+        except FileNotFoundError:
+            os.makedirs(path, exist_ok=True)
+        except FileExistsError:
+            pass  # a retry of the same request
+        os.chmod(path, 0o777)  # the container's user may not be root
+        return Path(path)
+
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record
-        out_dir, _ = self.dirs(rec.request_id)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_dir.chmod(0o777)  # the container's user may not be root
+        out_dir = self._make_out_dir(rec.request_id)
         path = rec.path if rec.mode == "path" else inst.inference_url
         # encoded=True: the client's path and query reach the container byte for byte
         url = URL(f"http://127.0.0.1:{inst.host_port}{_escaped(path)}", encoded=True)
@@ -169,7 +187,7 @@ class Forwarder:
         if resp.status >= 400:
             data = bytes(body) if spill is None else b""
             return container_error(resp.status, data, client_path(rec), rec.request_id)
-        artifacts = await asyncio.to_thread(_artifacts, out_dir)
+        artifacts = await asyncio.to_thread(_artifacts, out_dir) if _has_files(out_dir) else []
         if spill is None and not artifacts:
             return Outcome(status=resp.status, headers=_copy_headers(resp), body=bytes(body))
         if spill is None:
@@ -185,16 +203,49 @@ class Forwarder:
         return Outcome(status=302, headers=[], location=url)
 
     def cleanup(self, request_id: str) -> None:
-        out_dir, asset_dir = self.dirs(request_id)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        shutil.rmtree(asset_dir, ignore_errors=True)
-        for leftover in (f"{request_id}.response", f"{request_id}.zip"):
-            (out_dir.parent / leftover).unlink(missing_ok=True)
+        """Forget a request's folders. Deleted in batches off the event loop (`sweep_dirs`):
+        removing directories costs more than anything else a small request does."""
+        self._trash.append(request_id)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.ensure_future(self._sweep_loop())
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self.sweep_dirs()
+
+    async def sweep_dirs(self) -> None:
+        batch, self._trash = self._trash, []
+        if batch:
+            await asyncio.to_thread(_remove_request_dirs, self.inf_dir, batch)
 
 
 def _escaped(target: str) -> str:
     """Percent-escape only what may not appear raw in a request target (spaces, non-ASCII)."""
     return quote(target.encode("latin-1", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def _has_files(out_dir: Path) -> bool:
+    """Anything but the progress file in the output folder (cheap: usually it is empty)."""
+    try:
+        with os.scandir(out_dir) as entries:
+            return any(e.name != "progress" for e in entries)
+    except OSError:
+        return False
+
+
+def _remove_request_dirs(inf_dir: Path, request_ids: list[str]) -> None:
+    for request_id in request_ids:
+        for folder in (inf_dir / "response" / request_id, inf_dir / "inputAssets" / request_id):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+        for leftover in (f"{request_id}.response", f"{request_id}.zip"):
+            (inf_dir / "response" / leftover).unlink(missing_ok=True)
 
 
 def _append(path: Path, chunk: bytes) -> None:
@@ -235,6 +286,24 @@ def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
         resp.close()  # drops the upstream connection: the container sees the client leave
 
     return close
+
+
+class Watcher:
+    """Watches a request's progress file, starting only once the request has run for
+    `delay_s`: most requests end before that, and pay nothing for it."""
+
+    def __init__(self, ticket: Ticket, out_dir: Path, delay_s: float = 0.1) -> None:
+        self._ticket, self._out_dir = ticket, out_dir
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(delay_s, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(watch_progress(self._ticket, self._out_dir))
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1) -> None:

@@ -334,6 +334,7 @@ class Scheduler:
         if changes:
             await self.repo.set_statuses(changes, now)
             log.info("status changes: %s", {k[:8]: v.value for k, v in changes.items()})
+            self.on_change()
 
     def _give_up(self, deployment: Deployment) -> None:
         """ERROR is final until an undeploy: stop retrying and remove what is left."""

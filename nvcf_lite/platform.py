@@ -207,6 +207,8 @@ class Platform:
             max_queue=cfg.max_queue_per_function,
             stage_assets=self._stage_assets,
         )
+        self.invocations.new_request_id = forwarder.take_request_id
+        self.invocations.release_request_id = forwarder.cleanup
         self.dispatcher = dispatcher
 
         async def subject_of(record: RequestRecord) -> str:
@@ -222,7 +224,7 @@ class Platform:
         recovered = await dispatcher.recover(subject_of)
         if recovered:
             log.info("re-queued %d request(s) accepted before the last stop", recovered)
-        housekeeping = asyncio.create_task(self._abandoned(dispatcher), name="requests")
+        dispatcher.start()
         ttl = cfg.request_ttl_s
 
         async def expire_results(now: float) -> object:
@@ -231,20 +233,9 @@ class Platform:
         self.sweeper.add("uncollected results", expire_results)
 
         async def stop() -> None:
-            housekeeping.cancel()
-            await asyncio.gather(housekeeping, return_exceptions=True)
             await dispatcher.close()
 
         stack.push_async_callback(stop)
-
-    async def _abandoned(self, dispatcher: Dispatcher) -> None:
-        """Once a second: cancel requests whose client stopped polling (spec §2.3.4)."""
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                dispatcher.sweep()
-            except Exception:
-                log.exception("request housekeeping failed")
 
     async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
         """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder

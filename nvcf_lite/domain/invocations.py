@@ -57,6 +57,8 @@ class Ticket:
     unread: deque[Progress] = field(default_factory=lambda: deque(maxlen=MAX_UNREAD_PROGRESS))
     wake: asyncio.Future[None] | None = None  # resolved on progress or when done
     kept: bool = False  # the outcome was stored for a later status poll
+    leased: bool = False  # a lease was written (it ran long enough to count an attempt)
+    watcher: asyncio.Task[None] | None = None  # watches its progress file once it runs long
     detached: bool = False
     last_poll: float = field(default_factory=time.monotonic)
     waiters: int = 0  # handlers long-polling it right now (never abandoned meanwhile)
@@ -172,6 +174,8 @@ class Invocations:
         self.max_poll = max_poll
         self.max_queue = max_queue
         self.stage_assets = stage_assets
+        self.new_request_id: Callable[[], str] = new_id
+        self.release_request_id: Callable[[str], None] = lambda request_id: None
 
     async def choose(self, principal: Principal, fid: str, vid: str | None) -> VersionInfo:
         require_scope(principal, "invoke_function")
@@ -207,29 +211,33 @@ class Invocations:
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
                 headers={"Retry-After": "1"},
             )
-        request_id = new_id()
-        refs = next((v for n, v in headers if n.lower() == "nvcf-input-asset-references"), "")
-        assets: list[str] = []
-        if refs.strip() and mode != "path":
-            if self.stage_assets is None:
-                raise Invalid("input assets are not supported by this server")
-            assets = await self.stage_assets(principal, refs, request_id)
-        record = RequestRecord(
-            request_id=request_id,
-            function_id=fid,
-            version_id=version.version_id,
-            nca_id=principal.nca_id,
-            key_id=principal.key_id,
-            method=method,
-            path=path,
-            headers=forwardable(headers),
-            body=body,
-            poll_seconds=poll,
-            mode=mode,
-            assets=assets,
-            accepted_at=time.time(),
-        )
-        await self.store.accept(record)
+        request_id = self.new_request_id()
+        try:
+            refs = next((v for n, v in headers if n.lower() == "nvcf-input-asset-references"), "")
+            assets: list[str] = []
+            if refs.strip() and mode != "path":
+                if self.stage_assets is None:
+                    raise Invalid("input assets are not supported by this server")
+                assets = await self.stage_assets(principal, refs, request_id)
+            record = RequestRecord(
+                request_id=request_id,
+                function_id=fid,
+                version_id=version.version_id,
+                nca_id=principal.nca_id,
+                key_id=principal.key_id,
+                method=method,
+                path=path,
+                headers=forwardable(headers),
+                body=body,
+                poll_seconds=poll,
+                mode=mode,
+                assets=assets,
+                accepted_at=time.time(),
+            )
+            accepted = self.store.accept_later(record)
+        except BaseException:
+            self.release_request_id(request_id)  # its premade folder is not needed
+            raise
         loop = asyncio.get_running_loop()
         ticket = Ticket(
             record=record,
@@ -237,7 +245,15 @@ class Invocations:
             done=loop.create_future(),
             stream=loop.create_future() if mode != "pexec" else None,
         )
+        # The request may start while its accept commits (the forward overlaps the write);
+        # no answer, and so no request id, leaves before the commit: an accepted request is
+        # durable before anyone waits on it.
         self.dispatch.submit(ticket)
+        try:
+            await accepted
+        except BaseException:
+            self.dispatch.cancel(request_id, "it could not be recorded")
+            raise
         return ticket
 
     async def settle(self, ticket: Ticket, budget_s: float) -> Outcome | None:

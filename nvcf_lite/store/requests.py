@@ -106,7 +106,11 @@ class RequestStore:
     # -- operations -------------------------------------------------------------------
 
     async def accept(self, rec: RequestRecord) -> None:
-        """Durably record an accepted request (awaited: nothing waits before this commits)."""
+        """Durably record an accepted request."""
+        await self.accept_later(rec)
+
+    def accept_later(self, rec: RequestRecord) -> asyncio.Future[None]:
+        """Queue the accept write; the future resolves once it is committed."""
         params = (
             rec.request_id,
             rec.function_id,
@@ -126,7 +130,7 @@ class RequestStore:
         )
         fut = self._enqueue((_INSERT, params), wait=True)
         assert fut is not None
-        await fut
+        return fut
 
     def lease(self, request_id: str, until: float) -> None:
         self._enqueue(

@@ -21,7 +21,7 @@ from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestStore
-from nvcf_lite.workers.forwarding import Forwarder, NeverReached, Watcher
+from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.scheduler import Scheduler
 
@@ -29,6 +29,7 @@ log = logging.getLogger("nvcf_lite.dispatcher")
 
 MAX_ATTEMPTS = 3
 LEASE_AFTER_S = 1.0
+WATCH_AFTER_S = 0.1
 GONE = "urn:nvcf-worker-service:problem-details:not-found"
 WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 SubjectOf = Callable[[RequestRecord], Awaitable[str]]
@@ -62,6 +63,7 @@ class Dispatcher:
         self.per_function: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self.running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
+        self._housekeeping: asyncio.Future[None] | None = None
         self.on_demand: Callable[[str], None] = lambda version_id: None
 
     # -- Dispatch protocol -------------------------------------------------------------
@@ -148,9 +150,6 @@ class Dispatcher:
             ticket.started, ticket.note = True, None
             ticket.dispatched_at = time.monotonic()
             self.running[ticket.request_id] = self._spawn(self._run(ticket, inst))
-            # Quick requests are done before this fires: only longer ones pay a lease write
-            # (it counts the attempts a restart sees; one finished in time needs none).
-            asyncio.get_running_loop().call_later(LEASE_AFTER_S, self._lease, ticket)
 
     def _slots(self, inst: Instance) -> int:
         """maxRequestConcurrency of the instance's spec (known before the scheduler copies it)."""
@@ -193,13 +192,26 @@ class Dispatcher:
             ticket.note = note
         self.on_demand(version_id)
 
-    def _lease(self, ticket: Ticket) -> None:
-        if not ticket.finished and ticket.request_id in self.running:
-            self.store.lease(ticket.request_id, time.time() + self.ttl)
+    def watch_running(self) -> None:
+        """Every 0.1 s: requests running for a while get a progress watcher and a lease.
+
+        Quick requests end before either: they pay no timer, task or write for them. The
+        lease counts the attempts a restart sees (a request that finished needs none).
+        """
+        now = time.monotonic()
+        for request_id in self.running:
+            ticket = self.tickets.get(request_id)
+            if ticket is None or ticket.finished:
+                continue
+            age = now - ticket.dispatched_at
+            if ticket.watcher is None and age >= WATCH_AFTER_S:
+                out_dir, _ = self.forwarder.dirs(request_id)
+                ticket.watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
+            if not ticket.leased and age >= LEASE_AFTER_S:
+                ticket.leased = True
+                self.store.lease(request_id, time.time() + self.ttl)
 
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
-        out_dir, _ = self.forwarder.dirs(ticket.request_id)
-        watcher = Watcher(ticket, out_dir)
         requeued = False
         try:
             result = await self.forwarder.forward(ticket, inst)
@@ -228,7 +240,9 @@ class Dispatcher:
                 await self._finish(ticket, outcome, failed=True)
         finally:
             self.running.pop(ticket.request_id, None)
-            watcher.cancel()
+            if ticket.watcher is not None:
+                ticket.watcher.cancel()
+                ticket.watcher = None
             inst.in_flight -= 1
             if inst.state != InstanceState.READY:
                 self.scheduler.nudge()  # a draining instance may be removable now
@@ -284,6 +298,8 @@ class Dispatcher:
             return
         ticket.finished = True
         rec = ticket.record
+        if not ticket.dispatched_at:
+            self.forwarder.cleanup(rec.request_id)  # never ran: its premade folder goes
         keep = ticket.detached
         # A handler that gives up (202) during this write finds the result in memory; only a
         # crash in that instant would lose it.
@@ -343,8 +359,27 @@ class Dispatcher:
             if idle > max(2 * ticket.record.poll_seconds, 10):
                 self.cancel(ticket.request_id, f"no status poll for {idle:.0f} s (the client left)")
 
+    def start(self) -> None:
+        self._housekeeping = asyncio.ensure_future(self._housekeep())
+
+    async def _housekeep(self) -> None:
+        """Watchers and leases every 0.1 s; abandoned requests every second (spec §2.3.4)."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(WATCH_AFTER_S)
+            ticks += 1
+            try:
+                self.watch_running()
+                if ticks % 10 == 0:
+                    self.sweep()
+            except Exception:
+                log.exception("request housekeeping failed")
+
     async def close(self, grace_s: float = 10.0) -> None:
         """Give in-flight requests `grace_s` to finish; the rest run again after a restart."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in list(self._tasks):

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import zipfile
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -25,9 +26,13 @@ from yarl import URL
 from nvcf_lite.domain.invocation_rules import HOP_BY_HOP, client_path, container_error, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.errors import NvcfError
-from nvcf_lite.models import Outcome
+from nvcf_lite.models import Outcome, new_id
 from nvcf_lite.workers.instances import INF_DIR, Instance
 
+POOL_BATCH, POOL_LOW = 256, 128
+# A folder's mtime moves in coarse kernel ticks: only trust an unchanged one for folders made
+# well before the request (a file written in the same tick as the mkdir would not show).
+MTIME_SAFE_S = 0.05
 CONNECTION_ERROR = "urn:inference-connection:problem-details:internal-server-error"
 WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 # The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
@@ -90,6 +95,10 @@ class Forwarder:
         self.results = results
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._response_root = str(inf_dir / "response")
+        self._pool: deque[tuple[str, int, float]] = deque()  # (request id, mtime, made at)
+        self._premade: set[str] = set()  # ids handed out whose folder exists already
+        self._ready: dict[str, int] = {}  # request id -> its premade folder's mtime
+        self._refill: asyncio.Future[None] | None = None
         self._trash: list[str] = []
         self._sweeper: asyncio.Future[None] | None = None
 
@@ -110,6 +119,10 @@ class Forwarder:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._refill is not None:
+            await asyncio.gather(self._refill, return_exceptions=True)
+        self._trash.extend(request_id for request_id, _, _ in self._pool)
+        self._pool.clear()
         await self.sweep_dirs()
         for s in list(self._sessions.values()):
             await s.close()
@@ -118,18 +131,56 @@ class Forwarder:
     def dirs(self, request_id: str) -> tuple[Path, Path]:
         return self.inf_dir / "response" / request_id, self.inf_dir / "inputAssets" / request_id
 
-    def _make_out_dir(self, request_id: str) -> Path:
-        """The request's large-output folder. Plain os calls on string paths: this runs on
-        the event loop for every request, and a thread hop would cost more than the mkdir."""
-        path = f"{self._response_root}/{request_id}"
+    # -- per-request folders -------------------------------------------------------------
+    # Creating and deleting a directory costs more than anything else a small request does
+    # (and blocks the event loop). Request ids are handed out with their large-output folder
+    # made ahead, in batches on a thread; folders are deleted in batches too.
+
+    def take_request_id(self) -> str:
+        """A new request id whose large-output folder already exists, when one is ready."""
+        if len(self._pool) < POOL_LOW and self._refill is None:
+            self._refill = asyncio.ensure_future(self._premake())
+        if self._pool:
+            request_id, mtime_ns, made = self._pool.popleft()  # oldest first
+            self._premade.add(request_id)
+            if time.monotonic() - made > MTIME_SAFE_S:
+                self._ready[request_id] = mtime_ns
+            return request_id
+        return new_id()
+
+    async def _premake(self) -> None:
         try:
-            os.mkdir(path)
-        except FileNotFoundError:
-            os.makedirs(path, exist_ok=True)
-        except FileExistsError:
-            pass  # a retry of the same request
-        os.chmod(path, 0o777)  # the container's user may not be root
+            made = await asyncio.to_thread(_premake, self._response_root, POOL_BATCH)
+            now = time.monotonic()
+            self._pool.extend((rid, mtime, now) for rid, mtime in made)
+        finally:
+            self._refill = None
+
+    def _make_out_dir(self, request_id: str) -> Path:
+        path = f"{self._response_root}/{request_id}"
+        if request_id in self._premade:
+            self._premade.discard(request_id)
+        else:
+            try:
+                os.mkdir(path)
+            except FileNotFoundError:
+                os.makedirs(path, exist_ok=True)
+            except FileExistsError:
+                pass  # a retry of the same request
+            os.chmod(path, 0o777)  # the container's user may not be root
         return Path(path)
+
+    def _has_files(self, request_id: str, out_dir: Path) -> bool:
+        """Anything but the progress file in the output folder? A premade folder whose mtime
+        did not move has had nothing added (one stat instead of a directory scan)."""
+        mtime_ns = self._ready.pop(request_id, None)
+        if mtime_ns is not None:
+            try:
+                if os.stat(out_dir).st_mtime_ns == mtime_ns:
+                    return False
+            except OSError:
+                return False
+        return _has_files(out_dir)
 
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record
@@ -187,7 +238,8 @@ class Forwarder:
         if resp.status >= 400:
             data = bytes(body) if spill is None else b""
             return container_error(resp.status, data, client_path(rec), rec.request_id)
-        artifacts = await asyncio.to_thread(_artifacts, out_dir) if _has_files(out_dir) else []
+        has_files = self._has_files(rec.request_id, out_dir)
+        artifacts = await asyncio.to_thread(_artifacts, out_dir) if has_files else []
         if spill is None and not artifacts:
             return Outcome(status=resp.status, headers=_copy_headers(resp), body=bytes(body))
         if spill is None:
@@ -224,6 +276,18 @@ class Forwarder:
 def _escaped(target: str) -> str:
     """Percent-escape only what may not appear raw in a request target (spaces, non-ASCII)."""
     return quote(target.encode("latin-1", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def _premake(root: str, count: int) -> list[tuple[str, int]]:
+    os.makedirs(root, exist_ok=True)
+    made = []
+    for _ in range(count):
+        request_id = new_id()
+        path = f"{root}/{request_id}"
+        os.mkdir(path)
+        os.chmod(path, 0o777)
+        made.append((request_id, os.stat(path).st_mtime_ns))
+    return made
 
 
 def _has_files(out_dir: Path) -> bool:
@@ -286,24 +350,6 @@ def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
         resp.close()  # drops the upstream connection: the container sees the client leave
 
     return close
-
-
-class Watcher:
-    """Watches a request's progress file, starting only once the request has run for
-    `delay_s`: most requests end before that, and pay nothing for it."""
-
-    def __init__(self, ticket: Ticket, out_dir: Path, delay_s: float = 0.1) -> None:
-        self._ticket, self._out_dir = ticket, out_dir
-        self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(delay_s, self._start)
-
-    def _start(self) -> None:
-        self._task = asyncio.ensure_future(watch_progress(self._ticket, self._out_dir))
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
 
 
 async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1) -> None:

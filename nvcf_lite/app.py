@@ -6,13 +6,15 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from nvcf_lite import __version__
+from nvcf_lite.api import fastpath
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
@@ -24,6 +26,23 @@ from nvcf_lite.api.problems import EXCEPTION_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
+
+
+class NvcfLite(Litestar):
+    """Litestar, with the invocation hot path answered before the framework's routing."""
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        raw: Any = scope
+        match = fastpath.claims(raw)
+        if match is not None:
+            await fastpath.serve(self.state, raw, cast(Any, receive), cast(Any, send), match)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -44,7 +63,7 @@ def create_app(
         *INVOCATION_HANDLERS,
         *ASSET_HANDLERS,
     ]
-    app = Litestar(
+    app = NvcfLite(
         route_handlers=[
             health,
             *NGC_HANDLERS,

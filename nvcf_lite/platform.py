@@ -92,6 +92,7 @@ class Platform:
         state.deployments = self.deployments
         state.host = self.host
         state.nca_id = config.account.nca_id
+        state.max_body_bytes = config.server.max_body_bytes
         state.invocations = self.invocations
         state.queues = Queues(self.invocations)
         state.health_report = self.health_report

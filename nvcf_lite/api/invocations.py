@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import FromPath
 from litestar.response import Stream
+from litestar.types import Receive, Scope
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.wire import Wire
@@ -45,48 +46,57 @@ def _invocations(request: Request[Any, Any, Any]) -> Invocations:
     return inv
 
 
-def answer(request_id: str, result: Outcome | Pending) -> Response[bytes]:
+def reply_parts(request_id: str, result: Outcome | Pending) -> Reply:
+    """Status, headers, body and media type of an answer (NVCF-REQID/-STATUS on all)."""
     if isinstance(result, Pending):
         return _pending(result)
-    headers = {n: v for n, v in result.headers if n.lower() not in _SKIP}
-    headers.update(
-        {"NVCF-REQID": request_id, "NVCF-STATUS": status_header(result.status), **EXPOSE}
-    )
+    headers = [(n, v) for n, v in result.headers if n.lower() not in _SKIP]
+    headers += [
+        ("NVCF-REQID", request_id),
+        ("NVCF-STATUS", status_header(result.status)),
+        *EXPOSE.items(),
+    ]
     if result.location is not None:
-        headers["Location"] = result.location
-        return Response(b"", status_code=302, headers=headers)
+        return 302, [*headers, ("Location", result.location)], b"", None
     media = next((v for n, v in result.headers if n.lower() == "content-type"), None)
-    return Response(result.body, status_code=result.status, headers=headers, media_type=media)
+    return result.status, headers, result.body, media
 
 
-def _pending(pending: Pending) -> Response[bytes]:
+def answer(request_id: str, result: Outcome | Pending) -> Response[bytes]:
+    status, headers, body, media = reply_parts(request_id, result)
+    return Response(body, status_code=status, headers=dict(headers), media_type=media)
+
+
+def _pending(pending: Pending) -> Reply:
     ticket, progress = pending.ticket, pending.progress
-    headers = {"NVCF-REQID": ticket.request_id, "NVCF-STATUS": ticket.nvcf_status, **EXPOSE}
+    headers = [
+        ("NVCF-REQID", ticket.request_id),
+        ("NVCF-STATUS", ticket.nvcf_status),
+        *EXPOSE.items(),
+    ]
     if ticket.note:
-        headers["NVCF-LITE-DETAIL"] = ticket.note
-    body = b""
-    media = None
-    if progress is not None:
-        headers["NVCF-PERCENT-COMPLETE"] = str(progress.percent)
-        body, media = progress.body, "application/json"
-    return Response(body, status_code=202, headers=headers, media_type=media)
+        headers.append(("NVCF-LITE-DETAIL", ticket.note))
+    if progress is None:
+        return 202, headers, b"", None
+    headers.append(("NVCF-PERCENT-COMPLETE", str(progress.percent)))
+    return 202, headers, progress.body, "application/json"
 
 
-async def _client_gone(request: Request[Any, Any, Any]) -> None:
+async def _client_gone(receive: Receive) -> None:
     """Returns once the client has disconnected (its body has been read already)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
 async def _unless_gone(
-    request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, work: Awaitable[R]
+    receive: Receive, inv: Invocations, ticket: Ticket, work: Awaitable[R]
 ) -> R | None:
     """`work`'s result; None when the client disconnected first, which cancels the request
     (spec §2.3.4: a client that leaves before its answer cancels it)."""
     task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_client_gone(request))
+    gone = asyncio.ensure_future(_client_gone(receive))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
@@ -108,8 +118,13 @@ async def _invoke(
     headers = _headers(request)
     lowered = {n.lower(): v for n, v in headers}
     streaming = mode == "path" or "text/event-stream" in lowered.get("accept", "")
-    default = inv.default_poll if not streaming else max(inv.default_poll, 1200)
-    poll = poll_seconds(lowered, default, inv.max_poll)
+    if not streaming:
+        body = await request.body()
+        status, out, data, media = await pexec_reply(
+            inv, principal, fid, vid, request.scope, headers, body, request.receive
+        )
+        return Response(data, status_code=status, headers=dict(out), media_type=media)
+    poll = poll_seconds(lowered, max(inv.default_poll, 1200), inv.max_poll)
     path = _target(request) if mode == "path" else request.scope["path"]
     ticket = await inv.submit(
         principal,
@@ -119,23 +134,52 @@ async def _invoke(
         path=path,
         headers=headers,
         body=await request.body(),
-        mode="stream" if streaming and mode == "pexec" else mode,
+        mode="stream" if mode == "pexec" else mode,
         poll=poll,
     )
-    if ticket.stream is not None:
-        return await _streamed(request, inv, ticket, poll)
+    return await _streamed(request, inv, ticket, poll)
+
+
+Reply = tuple[int, list[tuple[str, str]], bytes, str | None]  # status, headers, body, media
+
+
+async def pexec_reply(
+    inv: Invocations,
+    principal: Principal,
+    fid: str,
+    vid: str | None,
+    scope: Scope,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    receive: Receive,
+) -> Reply:
+    """I1/I2 without streaming: accept, wait up to the poll window, the answer as plain parts
+    (the Litestar route and the raw fast path in `api/fastpath.py` both send it)."""
+    lowered = {n.lower(): v for n, v in headers}
+    poll = poll_seconds(lowered, inv.default_poll, inv.max_poll)
+    ticket = await inv.submit(
+        principal,
+        fid,
+        vid,
+        method="POST",
+        path=scope["path"],
+        headers=headers,
+        body=body,
+        mode="pexec",
+        poll=poll,
+    )
     # Most answers come within milliseconds: wait for those cheaply, and only then pay for
     # watching the client connection (to cancel the request if the client leaves).
     result: Outcome | Pending | None = await inv.settle(ticket, min(poll, QUICK_S))
     if result is None:
         rest = inv.wait(ticket, max(0.0, poll - QUICK_S))
-        result = await _unless_gone(request, inv, ticket, rest)
+        result = await _unless_gone(receive, inv, ticket, rest)
     if result is None:
         inv.delivered(ticket)
-        return Response(b"", status_code=499)  # nobody reads it
+        return 499, [], b"", None  # nobody reads it
     if not isinstance(result, Pending):
         inv.delivered(ticket)
-    return answer(ticket.request_id, result)
+    return reply_parts(ticket.request_id, result)
 
 
 def _target(request: Request[Any, Any, Any]) -> str:
@@ -165,7 +209,7 @@ async def _streamed(
     request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, poll: int
 ) -> Response[Any]:
     """Pass the container's answer through as it arrives (SSE §2.3.6, path-preserving §2.3.9)."""
-    reply = await _unless_gone(request, inv, ticket, _first_bytes(inv, ticket, poll))
+    reply = await _unless_gone(request.receive, inv, ticket, _first_bytes(inv, ticket, poll))
     if reply is None:
         inv.delivered(ticket)
         return Response(b"", status_code=499)  # nobody reads it

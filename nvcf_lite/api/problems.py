@@ -32,15 +32,14 @@ _KIND_BY_STATUS = {
 }
 
 
-def problem_response(
+def problem_body(
     status: int,
     detail: str,
     *,
     instance: str,
     type_: str | None = None,
-    headers: dict[str, str] | None = None,
     request_id: str | None = None,
-) -> Response[bytes]:
+) -> bytes:
     body: dict[str, Any] = {
         "type": type_ or TYPE_PREFIX + _KIND_BY_STATUS.get(status, "error"),
         "title": HTTPStatus(status).phrase,
@@ -50,9 +49,20 @@ def problem_response(
     }
     if request_id:
         body["requestId"] = request_id
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
-    )
+    return msgspec.json.encode(body)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    instance: str,
+    type_: str | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+) -> Response[bytes]:
+    body = problem_body(status, detail, instance=instance, type_=type_, request_id=request_id)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _instance(request: Request[Any, Any, Any]) -> str:

@@ -1,0 +1,105 @@
+"""The invocation hot path served below the framework.
+
+`POST /v2/nvcf/pexec/functions/{fid}[/versions/{vid}]` without SSE is answered straight from
+the ASGI scope: the same domain calls and answers as the Litestar route in `api/invocations`
+(which stays registered for the OpenAPI document, the org path families and streaming), but
+without the framework's per-request routing, signature, dependency and response machinery,
+which costs more than the platform's own work for a small request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nvcf_lite.api.invocations import Reply, pexec_reply
+from nvcf_lite.api.problems import PROBLEM_JSON, problem_body
+from nvcf_lite.domain.auth import Keys
+from nvcf_lite.domain.invocations import Invocations
+from nvcf_lite.errors import NotFound, NvcfError, PayloadTooLarge
+from nvcf_lite.models import parse_uuid
+
+log = logging.getLogger("nvcf_lite.api")
+
+# Plain ASGI shapes: the raw messages are built and read here without the framework's types.
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_UUID = "[0-9a-fA-F-]{36}"
+PEXEC = re.compile(rf"^/v2/nvcf/pexec/functions/({_UUID})(?:/versions/({_UUID}))?$")
+
+
+def claims(scope: Scope) -> re.Match[str] | None:
+    """The path match when the fast path serves this request (POST pexec, not SSE)."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    match = PEXEC.match(scope["path"])
+    if match is None:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"accept" and b"text/event-stream" in value:
+            return None
+    return match
+
+
+async def serve(
+    state: Any, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
+) -> None:
+    try:
+        reply = await _reply(state, scope, receive, match)
+    except NvcfError as exc:
+        body = problem_body(exc.status, exc.detail, instance=scope["path"], type_=exc.type)
+        reply = (exc.status, list(exc.headers.items()), body, PROBLEM_JSON)
+    except Exception as exc:
+        log.exception("unhandled error on POST %s", scope["path"])
+        body = problem_body(500, f"Internal error: {exc}", instance=scope["path"])
+        reply = (500, [], body, PROBLEM_JSON)
+    await _send(send, reply)
+
+
+async def _reply(state: Any, scope: Scope, receive: Receive, match: re.Match[str]) -> Reply:
+    fid, vid = parse_uuid(match.group(1)), match.group(2)
+    version = parse_uuid(vid) if vid else None
+    if fid is None or (vid and version is None):
+        raise _not_found(scope)
+    keys: Keys = state.api_keys
+    inv: Invocations = state.invocations
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    authorization = next((v for k, v in headers if k.lower() == "authorization"), None)
+    principal = await keys.authenticate(authorization)
+    body = await _body(receive, state.max_body_bytes)
+    return await pexec_reply(inv, principal, fid, version, scope, headers, body, receive)  # type: ignore[arg-type]
+
+
+def _not_found(scope: Scope) -> NvcfError:
+    return NotFound(f"Not Found: {scope['path']}")
+
+
+async def _body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    status, headers, body, media = reply
+    raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    if media is not None:
+        raw.append((b"content-type", media.encode("latin-1")))
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

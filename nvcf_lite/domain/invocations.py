@@ -366,6 +366,12 @@ class Queues:
         if not versions:
             where = f"Function id '{fid}'" + (f" version '{vid}'" if vid else "")
             raise NotFound(f"{where}: Not found in account '{principal.nca_id}'")
+        if vid is None:  # Q1 lists the deployed versions (and any still draining a queue)
+            versions = [
+                v
+                for v in versions
+                if v.status != FunctionStatus.INACTIVE or self.inv.dispatch.depth(v.version_id)
+            ]
         return [
             QueueEntry(v.version_id, v.name, v.status.value, self.inv.dispatch.depth(v.version_id))
             for v in versions

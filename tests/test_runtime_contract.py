@@ -1,0 +1,126 @@
+"""The fake runtime of the scheduler unit tests is held to what the Docker runtime does:
+the same assertions run on both (labels, published loopback ports, exits, missing images,
+listing, pause/unpause, idempotent removal)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from docker_support import (
+    ECHO_IMAGE,
+    EXIT_IMAGE,
+    docker_client_or_skip,
+    ensure_test_images,
+    http_request,
+)
+from fake_runtime import FakeRuntime
+
+from nvcf_lite.runtime.base import (
+    LABEL_INSTANCE_ID,
+    LABEL_MANAGED,
+    ContainerRuntime,
+    ContainerSpec,
+    ImageNotFound,
+)
+
+LABEL = "nvcf-lite.contract"
+
+
+class Kind:
+    def __init__(self, name: str, runtime: ContainerRuntime, images: dict[str, str]) -> None:
+        self.name, self.runtime, self.images = name, runtime, images
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+async def kind(request: pytest.FixtureRequest) -> AsyncIterator[Kind]:
+    if request.param == "fake":
+        images = {"echo": "fake/echo", "exit": "fake/exit", "missing": "fake/missing"}
+        k = Kind("fake", FakeRuntime(), images)
+    else:
+        docker_client_or_skip()
+        await asyncio.to_thread(ensure_test_images)
+        from nvcf_lite.runtime.docker import DockerRuntime
+
+        images = {"echo": ECHO_IMAGE, "exit": EXIT_IMAGE, "missing": "nvcf-lite-test/none:1"}
+        k = Kind("docker", DockerRuntime.connect(None, pull_timeout_s=60), images)
+    run = uuid.uuid4().hex[:8]
+    k.images["run"] = run
+    yield k
+    for c in await k.runtime.list_managed():
+        if c.labels.get(LABEL) == run:
+            await k.runtime.remove(c.id, stop_timeout_s=1)
+    await k.runtime.close()
+
+
+def spec(k: Kind, image: str, name: str) -> ContainerSpec:
+    return ContainerSpec(
+        name=f"contract-{k.images['run']}-{name}",
+        image=k.images[image],
+        labels={LABEL: k.images["run"], LABEL_INSTANCE_ID: name},
+        ports=[8000],
+        env={"GREETING": "hi"},
+    )
+
+
+async def healthy(port: int) -> bool:
+    for _ in range(200):
+        try:
+            answer = await asyncio.to_thread(http_request, f"http://127.0.0.1:{port}/health")
+            if answer.status == 200:
+                return True
+        except OSError:
+            pass
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> None:
+    info = await kind.runtime.create_and_start(spec(kind, "echo", "a"))
+    assert info.state == "running"
+    assert info.labels[LABEL_MANAGED] == "true" and info.labels[LABEL_INSTANCE_ID] == "a"
+    assert await healthy(info.host_ports[8000])
+    listed = [c for c in await kind.runtime.list_managed() if c.id == info.id]
+    assert len(listed) == 1 and listed[0].labels[LABEL] == kind.images["run"]
+    again = await kind.runtime.inspect(info.id)
+    assert again is not None and again.host_ports == info.host_ports
+
+
+async def test_exiting_container_reports_its_exit_code(kind: Kind) -> None:
+    info = await kind.runtime.create_and_start(spec(kind, "exit", "b"))
+    for _ in range(100):
+        state: Any = await kind.runtime.inspect(info.id)
+        if state is not None and state.state == "exited":
+            break
+        await asyncio.sleep(0.05)
+    assert state.state == "exited" and state.exit_code == 1
+
+
+async def test_missing_image_is_image_not_found(kind: Kind) -> None:
+    with pytest.raises(ImageNotFound):
+        await kind.runtime.create_and_start(spec(kind, "missing", "c"))
+    assert not [
+        c for c in await kind.runtime.list_managed() if c.labels.get(LABEL) == kind.images["run"]
+    ]
+
+
+async def test_pause_unpause_and_idempotent_removal(kind: Kind) -> None:
+    info = await kind.runtime.create_and_start(spec(kind, "echo", "d"))
+    await kind.runtime.pause(info.id)
+    paused = await kind.runtime.inspect(info.id)
+    assert paused is not None and paused.state == "paused"
+    await kind.runtime.unpause(info.id)
+    running = await kind.runtime.inspect(info.id)
+    assert running is not None and running.state == "running"
+    await kind.runtime.remove(info.id, stop_timeout_s=1)
+    await kind.runtime.remove(info.id, stop_timeout_s=1)  # gone already: fine
+    assert await kind.runtime.inspect(info.id) is None
+
+
+async def test_duplicate_names_are_refused(kind: Kind) -> None:
+    await kind.runtime.create_and_start(spec(kind, "echo", "e"))
+    with pytest.raises(Exception, match="already"):
+        await kind.runtime.create_and_start(spec(kind, "echo", "e"))

@@ -148,6 +148,24 @@ INSTANCE_STATUS = {  # nvcf-lite state -> NVCF InstanceStatusEnum (spec §3.2)
 }
 
 
+class SpecState(msgspec.Struct, kw_only=True):
+    """A deployment specification's scaling state (the nvcf-lite `scaling` extension field).
+
+    `state`: `ok` (target reached), `scaling` (instances starting or draining toward the
+    target), `crash-looping` (3+ failed starts in a row, backing off), `unschedulable` (no free
+    GPU units for the target: running what fits), `error` (gave up: the version is ERROR).
+    """
+
+    gpu_specification_id: str
+    target: int
+    ready: int
+    starting: int
+    draining: int
+    paused: int
+    state: str
+    detail: str | None = None
+
+
 class InstanceView(msgspec.Struct, kw_only=True):
     """A snapshot of one instance for responses (activeInstances, deployment instances)."""
 

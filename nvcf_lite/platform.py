@@ -137,6 +137,7 @@ class Platform:
         self.scheduler = Scheduler(config, repo, runtime, self.host, launch)
         self.deployments.reconcile = self.scheduler.nudge
         self.deployments.instances = self.scheduler.views
+        self.deployments.spec_states = self.scheduler.spec_states
         self.functions.before_delete = self.deployments.force_remove
         nca_id = config.account.nca_id
 

@@ -183,3 +183,20 @@ async def test_raising_min_that_cannot_start_degrades(world: World) -> None:  # 
         return await world.status(vid) == FunctionStatus.DEGRADED
 
     await world.until(degraded)
+
+
+async def test_spec_states_say_what_each_specification_is_doing(world: World) -> None:  # noqa: F811
+    _, vid = await world.deploy(gpu="L40", min_instances=2, max_instances=2)
+    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
+    (state,) = world.scheduler.spec_states(vid)
+    assert (state.state, state.target, state.ready) == ("ok", 2, 2)
+    _, other = await world.deploy(gpu="L40", min_instances=1, max_instances=1)
+    await world.until(lambda: world.scheduler.spec_states(other)[0].state == "unschedulable")
+    assert "waiting for capacity" in (world.scheduler.spec_states(other)[0].detail or "")
+    _, looping = await world.deploy(gpu="CPU", min_instances=1, max_instances=1)
+    for _ in range(3):
+        await world.until(lambda: len(world.scheduler.ready_instances(looping)) == 1)
+        (inst,) = world.scheduler.ready_instances(looping)
+        world.runtime.crash(inst.container_id or "")
+        await world.until(lambda i=inst: i.instance_id not in world.scheduler.instances)
+    assert world.scheduler.spec_states(looping)[0].state == "crash-looping"

@@ -17,7 +17,7 @@ from nvcf_lite.domain.deployment_rules import SpecInput
 from nvcf_lite.domain.deployments import Deployments
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.errors import Invalid
-from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal
+from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal, SpecState
 
 DEPLOY = scopes("deploy_function")
 
@@ -69,6 +69,19 @@ class InstanceWire(Wire, kw_only=True):
     updated_at: str
 
 
+class SpecStateWire(Wire, kw_only=True):
+    """nvcf-lite extension: each specification's autoscaling state."""
+
+    gpu_specification_id: str
+    target: int
+    ready: int
+    starting: int
+    draining: int
+    paused: int
+    state: str
+    detail: str | None = None
+
+
 class DeploymentWire(Wire, kw_only=True):
     function_id: str
     function_version_id: str
@@ -79,6 +92,7 @@ class DeploymentWire(Wire, kw_only=True):
     deployment_specifications: list[GpuSpecWire]
     health_info: list[HealthInfoWire] | None = None
     instances: list[InstanceWire] | None = None
+    scaling: list[SpecStateWire] | None = None
     created_at: str
     last_updated_at: str
 
@@ -100,7 +114,11 @@ def spec_wire(spec: GpuSpec) -> GpuSpecWire:
 
 
 def deployment_wire(
-    d: Deployment, name: str, status: str, instances: list[InstanceView]
+    d: Deployment,
+    name: str,
+    status: str,
+    instances: list[InstanceView],
+    scaling: list[SpecState] | None = None,
 ) -> DeploymentWire:
     return DeploymentWire(
         function_id=d.function_id,
@@ -122,6 +140,7 @@ def deployment_wire(
         ]
         or None,
         instances=[to_wire(i, InstanceWire) for i in instances],
+        scaling=[to_wire(x, SpecStateWire) for x in scaling or ()] or None,
         created_at=d.created_at,
         last_updated_at=d.updated_at,
     )
@@ -137,7 +156,10 @@ def _specs(body: DeployRequest) -> list[SpecInput]:
 
 async def _render(deployments: Deployments, d: Deployment) -> DeploymentWire:
     ref = await deployments.version(d.function_id, d.version_id)
-    return deployment_wire(d, ref.name, ref.status.value, deployments.instances(d.version_id))
+    vid = d.version_id
+    return deployment_wire(
+        d, ref.name, ref.status.value, deployments.instances(vid), deployments.spec_states(vid)
+    )
 
 
 def _deployments(request: Request[Any, Any, Any]) -> Deployments:

@@ -30,6 +30,7 @@ from nvcf_lite.models import (
     GpuSpec,
     InstanceRecord,
     InstanceView,
+    SpecState,
     new_id,
     now_iso,
 )
@@ -89,6 +90,7 @@ class Deployments:
         # Whether a version has queued or in-flight requests (wired to the dispatcher by the
         # app); until it is wired every graceful undeploy drains.
         self.busy: Callable[[str], bool] = lambda version_id: True
+        self.spec_states: Callable[[str], list[SpecState]] = lambda version_id: []
 
     async def version(self, fid: str, vid: str) -> VersionRef:
         ref = await self._lookup(fid, vid)

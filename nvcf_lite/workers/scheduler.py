@@ -24,6 +24,7 @@ from nvcf_lite.models import (
     GpuSpec,
     InstanceState,
     InstanceView,
+    SpecState,
     new_id,
     now_iso,
 )
@@ -66,6 +67,7 @@ class Scheduler:
         self.host = host
         self.history: dict[str, SpecHistory] = {}  # by gpuSpecificationId
         self.scale: dict[str, ScaleState] = {}
+        self.targets: dict[str, int] = {}  # by gpuSpecificationId: the autoscaler's last word
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,6 +87,45 @@ class Scheduler:
 
     def views(self, version_id: str) -> list[InstanceView]:
         return [i.view() for i in self.instances.values() if i.version_id == version_id]
+
+    def spec_states(self, version_id: str) -> list[SpecState]:
+        deployment = self.deployed.get(version_id)
+        if deployment is None:
+            return []
+        return [self._spec_state(version_id, spec) for spec in deployment.specs]
+
+    def _spec_state(self, version_id: str, spec: GpuSpec) -> SpecState:
+        mine = [
+            i
+            for i in self.instances.values()
+            if i.version_id == version_id and i.spec_id == spec.gpu_specification_id
+        ]
+        count = {s: sum(1 for i in mine if i.state == s) for s in InstanceState}
+        target = self.targets.get(spec.gpu_specification_id, spec.min_instances)
+        h = self.history.get(spec.gpu_specification_id) or SpecHistory()
+        state, detail = "ok", None
+        if h.gave_up:
+            state, detail = "error", h.last_error
+        elif h.unschedulable:
+            state, detail = "unschedulable", h.unschedulable
+        elif h.crash_looping:
+            state, detail = "crash-looping", h.last_error
+        elif (
+            count[InstanceState.READY] != target
+            or count[InstanceState.STARTING]
+            or count[InstanceState.DRAINING]
+        ):
+            state = "scaling"
+        return SpecState(
+            gpu_specification_id=spec.gpu_specification_id,
+            target=target,
+            ready=count[InstanceState.READY],
+            starting=count[InstanceState.STARTING],
+            draining=count[InstanceState.DRAINING],
+            paused=count[InstanceState.PAUSED],
+            state=state,
+            detail=detail,
+        )
 
     def ready_instances(self, version_id: str) -> list[Instance]:
         return [
@@ -236,6 +277,7 @@ class Scheduler:
             time.monotonic(),
             policy(spec, self.cfg.scale_down_idle_s),
         )
+        self.targets[spec.gpu_specification_id] = target
         paused = [i for i in ours if i.state == InstanceState.PAUSED and not i.removing]
         if len(live) < target:
             for inst in paused[: target - len(live)]:

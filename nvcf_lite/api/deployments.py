@@ -7,7 +7,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import FromPath
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from nvcf_lite.api.functions import FunctionResponse, function_response
 from nvcf_lite.api.security import PRINCIPAL, scopes
@@ -20,6 +21,7 @@ from nvcf_lite.errors import Invalid
 from nvcf_lite.models import Deployment, GpuSpec, InstanceView, Principal, SpecState
 
 DEPLOY = scopes("deploy_function")
+Caller = NamedDependency[Principal]
 
 
 class GpuSpecWire(Wire, kw_only=True):
@@ -176,10 +178,10 @@ class DeploymentsController(Controller):
     async def deploy(
         self,
         request: Request[Any, Any, Any],
-        principal: Principal,
+        principal: Caller,
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
-        data: DeployRequest,
+        data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
         fid, vid = str(function_id), str(version_id)
         require_function(principal, fid, vid)
@@ -191,7 +193,7 @@ class DeploymentsController(Controller):
     async def get_deployment(
         self,
         request: Request[Any, Any, Any],
-        principal: Principal,
+        principal: Caller,
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
     ) -> DeploymentResponse:
@@ -205,10 +207,10 @@ class DeploymentsController(Controller):
     async def update_deployment(
         self,
         request: Request[Any, Any, Any],
-        principal: Principal,
+        principal: Caller,
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
-        data: DeployRequest,
+        data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
         fid, vid = str(function_id), str(version_id)
         require_function(principal, fid, vid)
@@ -220,10 +222,10 @@ class DeploymentsController(Controller):
     async def undeploy(
         self,
         request: Request[Any, Any, Any],
-        principal: Principal,
+        principal: Caller,
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
-        graceful: bool = False,
+        graceful: FromQuery[bool] = False,
     ) -> FunctionResponse:
         fid, vid = str(function_id), str(version_id)
         require_function(principal, fid, vid)
@@ -233,7 +235,7 @@ class DeploymentsController(Controller):
 
     @get("/{deployment_id:str}", opt=DEPLOY)
     async def by_id(
-        self, request: Request[Any, Any, Any], principal: Principal, deployment_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], principal: Caller, deployment_id: FromPath[UUID]
     ) -> DeploymentResponse:
         deployments = _deployments(request)
         d = await deployments.by_id(str(deployment_id))
@@ -244,10 +246,10 @@ class DeploymentsController(Controller):
     async def patch_spec(
         self,
         request: Request[Any, Any, Any],
-        principal: Principal,
+        principal: Caller,
         deployment_id: FromPath[UUID],
         spec_id: FromPath[UUID],
-        data: GpuSpecWire,
+        data: JSONBody[GpuSpecWire],
     ) -> GpuSpecResponse:
         deployments = _deployments(request)
         d = await deployments.by_id(str(deployment_id))
@@ -258,7 +260,7 @@ class DeploymentsController(Controller):
 
     @get("/", opt=DEPLOY)
     async def list_deployments(
-        self, request: Request[Any, Any, Any], principal: Principal
+        self, request: Request[Any, Any, Any], principal: Caller
     ) -> DeploymentsResponse:
         deployments = _deployments(request)
         out = []

@@ -260,6 +260,9 @@ class Forwarder:
         self._trash.append(request_id)
 
     def start(self) -> None:
+        # At start-up, before anything is served: empty folders left by a process that was
+        # killed (premade ones, or of requests that will run again and get a new one) go.
+        _remove_empty_dirs(self._response_root)
         self._sweeper = asyncio.ensure_future(self._sweep_loop())
 
     async def _sweep_loop(self) -> None:
@@ -276,6 +279,19 @@ class Forwarder:
 def _escaped(target: str) -> str:
     """Percent-escape only what may not appear raw in a request target (spaces, non-ASCII)."""
     return quote(target.encode("latin-1", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def _remove_empty_dirs(root: str) -> None:
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                os.rmdir(entry.path)
+            except OSError:
+                pass  # not empty: it belongs to a request that will run again
 
 
 def _premake(root: str, count: int) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,26 @@ def app_factory(tmp_path: Path) -> Iterator[Callable[..., TestClient[Any]]]:
 @pytest.fixture
 def client(app_factory: Callable[..., TestClient[Any]]) -> TestClient[Any]:
     return app_factory()
+
+
+@pytest.fixture
+def dock() -> Any:
+    """A Docker client with the test images built (skips, or fails in CI, without Docker)."""
+    from docker_support import docker_client_or_skip, ensure_test_images
+
+    client = docker_client_or_skip()
+    ensure_test_images()
+    return client
+
+
+@pytest.fixture
+def ns(dock: Any) -> Iterator[str]:
+    """A Docker namespace of the test's own; its containers are removed after the test."""
+    from docker_support import remove_namespace
+
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    yield namespace
+    remove_namespace(dock, namespace)
 
 
 def bearer(key: str = ADMIN_KEY) -> dict[str, str]:

@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-import pytest
 from conftest import bearer, make_config
-from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
+from docker_support import ECHO_IMAGE
 from litestar.testing import TestClient
 
 from nvcf_lite.config import Config
@@ -40,26 +36,6 @@ HEALTH = {
     "timeout": "PT2S",
     "expectedStatusCode": 200,
 }
-
-
-@pytest.fixture
-def dock() -> docker.DockerClient:
-    client = docker_client_or_skip()
-    ensure_test_images()
-    return client
-
-
-@pytest.fixture
-def ns(dock: docker.DockerClient) -> Iterator[str]:
-    """A Docker namespace of its own; its containers are removed after the test."""
-    namespace = f"test-{uuid.uuid4().hex[:10]}"
-    yield namespace
-    label = {"label": f"nvcf-lite.namespace={namespace}"}
-    for c in dock.containers.list(all=True, sparse=True, filters=label):
-        try:
-            c.remove(force=True)
-        except docker.errors.NotFound:
-            pass  # removed meanwhile by the server shutting down
 
 
 def docker_env(namespace: str, **env: str) -> dict[str, str]:

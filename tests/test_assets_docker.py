@@ -12,13 +12,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import bearer
-from invocation_support import dock, docker_config, echo, ns
+from invocation_support import docker_config, echo
 from litestar.testing import TestClient
 
 from nvcf_lite.app import docker_runtime
 
 pytestmark = pytest.mark.docker
-__all__ = ["dock", "ns"]  # fixtures
 
 
 @pytest.fixture

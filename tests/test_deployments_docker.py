@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,7 @@ from docker_support import (
     ECHO_IMAGE,
     EXIT_IMAGE,
     UNHEALTHY_IMAGE,
-    docker_client_or_skip,
-    ensure_test_images,
     namespace_containers,
-    remove_namespace,
     wait_http,
 )
 from litestar.testing import TestClient
@@ -27,13 +23,6 @@ from litestar.testing import TestClient
 from nvcf_lite.app import docker_runtime
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def dock() -> docker.DockerClient:
-    client = docker_client_or_skip()
-    ensure_test_images()
-    return client
 
 
 def _config(tmp_path: Path, namespace: str, **env: str) -> Any:
@@ -50,13 +39,6 @@ def _config(tmp_path: Path, namespace: str, **env: str) -> Any:
         **env,
     }
     return make_config(tmp_path / "data", **settings)
-
-
-@pytest.fixture
-def ns(dock: docker.DockerClient) -> Any:
-    namespace = f"test-{uuid.uuid4().hex[:10]}"
-    yield namespace
-    remove_namespace(dock, namespace)
 
 
 @pytest.fixture

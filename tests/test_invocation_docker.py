@@ -21,14 +21,13 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import ADMIN_KEY, bearer, call
 from function_support import problem
-from invocation_support import dock, docker_config, echo, ns, wait_for
+from invocation_support import docker_config, echo, wait_for
 from litestar.testing import TestClient
 
 from nvcf_lite.app import docker_runtime
 from nvcf_lite.models import SCOPES
 
 pytestmark = pytest.mark.docker
-__all__ = ["dock", "ns"]  # fixtures
 
 UUID_LEN = 36
 PATTERN = bytes(range(256)) * 256  # what the echo function sends for responseBytes

@@ -22,11 +22,10 @@ from typing import Any
 
 import pytest
 from conftest import ADMIN_KEY
-from invocation_support import dock, docker_env, live_echo, ns, wait_for
+from invocation_support import docker_env, live_echo, wait_for
 from server_support import ServerProcess
 
 pytestmark = pytest.mark.docker
-__all__ = ["dock", "ns"]  # fixtures
 
 RECORDS = "/var/inf/records/runs.log"  # the container appends each NVCF-REQID it gets here
 

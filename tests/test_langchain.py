@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 from asset_support import PlainServer, plain_server
-from invocation_support import dock, docker_env, keyed_json, live_echo, ns
+from invocation_support import docker_env, keyed_json, live_echo
 from sdk_support import VENVS_DIR, _clean_environ, ensure_venv
 
 pytestmark = [pytest.mark.sdk, pytest.mark.docker]
-__all__ = ["dock", "ns"]  # fixtures
 
 LANGCHAIN_VERSION = "1.5.0"
 REQUIREMENTS = [f"langchain-nvidia-ai-endpoints=={LANGCHAIN_VERSION}"]

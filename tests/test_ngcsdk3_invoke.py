@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from asset_support import PlainServer, plain_server
-from invocation_support import dock, docker_env, keyed_json, live_echo, ns
+from invocation_support import docker_env, keyed_json, live_echo
 from test_ngcsdk3_assets import ensure_sdk3_venv, run_sdk3
 
 pytestmark = [pytest.mark.sdk, pytest.mark.docker]
-__all__ = ["dock", "ns"]  # fixtures
 
 INVOKE = """
 import os

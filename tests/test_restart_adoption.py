@@ -18,10 +18,7 @@ import docker
 import pytest
 from docker_support import (
     ECHO_IMAGE,
-    docker_client_or_skip,
-    ensure_test_images,
     namespace_containers,
-    remove_namespace,
 )
 from server_support import ServerProcess
 
@@ -34,20 +31,6 @@ HEALTH = {
     "timeout": "PT2S",
     "expectedStatusCode": 200,
 }
-
-
-@pytest.fixture
-def dock() -> docker.DockerClient:
-    client = docker_client_or_skip()
-    ensure_test_images()
-    return client
-
-
-@pytest.fixture
-def ns(dock: docker.DockerClient) -> Iterator[str]:
-    namespace = f"test-restart-{uuid.uuid4().hex[:10]}"
-    yield namespace
-    remove_namespace(dock, namespace)
 
 
 @pytest.fixture

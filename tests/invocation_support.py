@@ -8,13 +8,12 @@ Docker tests fast; each test runs in its own Docker namespace so leftovers never
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import bearer, make_config
+from conftest import bearer, make_config, wait_for
 from docker_support import ECHO_IMAGE
 from litestar.testing import TestClient
 
@@ -74,17 +73,6 @@ def deploy(api: TestClient[Any], fid: str, vid: str, **spec: Any) -> None:
     path = f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
     r = api.post(path, json=deploy_body(**spec), headers=bearer())
     assert r.status_code == 200, r.text
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_active(api: TestClient[Any], fid: str, vid: str) -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from docker_support import (
     ECHO_IMAGE,
     docker_client_or_skip,
@@ -66,17 +67,6 @@ def deploy(server: ServerProcess, image: str = ECHO_IMAGE, **spec: Any) -> tuple
 def instances(server: ServerProcess, fid: str, vid: str) -> list[dict[str, Any]]:
     d = server.json("GET", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
     return list(d["deployment"].get("instances") or [])
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def status(server: ServerProcess, fid: str, vid: str) -> str:

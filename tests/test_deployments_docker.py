@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-from conftest import bearer, make_config
+from conftest import bearer, make_config, wait_for
 from docker_support import (
     CRASH_IMAGE,
     ECHO_IMAGE,
@@ -86,17 +85,6 @@ def deploy(api: TestClient[Any], fid: str, vid: str, **spec: Any) -> dict[str, A
 def status(api: TestClient[Any], fid: str, vid: str) -> str:
     r = api.get(f"/v2/nvcf/functions/{fid}/versions/{vid}", headers=bearer())
     return str(r.json()["function"]["status"])
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_deploy_scale_and_undeploy_echo(

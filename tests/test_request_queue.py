@@ -425,9 +425,7 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
     await settle()
     await store.flush()
     # the process dies here: nothing of `before` runs any more (its tasks are dropped)
-    for task in list(before.dispatcher._tasks):
-        task.cancel()
-    await asyncio.gather(*before.dispatcher._tasks, return_exceptions=True)
+    await before.dispatcher._tasks.cancel()
 
     after = World(store, tmp_path / "inf")
     spec = after.scheduler.deploy(V1)

@@ -8,7 +8,6 @@ are, that a missing one is replaced, and that a stray one of this namespace is r
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import docker
 import pytest
+from conftest import wait_for
 from docker_support import (
     ECHO_IMAGE,
     namespace_containers,
@@ -62,17 +62,6 @@ def containers(dock: docker.DockerClient, ns: str, running_only: bool = True) ->
 
 def started_at(dock: docker.DockerClient, container_id: str) -> str:
     return str(dock.api.inspect_container(container_id)["State"]["StartedAt"])
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Echo:
@@ -146,7 +135,7 @@ def test_sigkill_then_restart_adopts_the_same_containers(
     server = servers(ns).start()
     echo = Echo(server)
     assert echo.deploy(2)["functionStatus"] == "DEPLOYING"
-    before = wait_for(lambda: echo.ready(2), "ACTIVE with 2 ready instances")
+    before = wait_for(lambda: echo.ready(2), what="ACTIVE with 2 ready instances")
     assert sorted(c.id for c in containers(dock, ns)) == sorted(before.values())
     started = {cid: started_at(dock, cid) for cid in before.values()}
 
@@ -155,10 +144,12 @@ def test_sigkill_then_restart_adopts_the_same_containers(
     stray = stray_container(dock, ns)
 
     server.start()
-    after = wait_for(lambda: echo.ready(2), "ACTIVE again with 2 ready instances")
+    after = wait_for(lambda: echo.ready(2), what="ACTIVE again with 2 ready instances")
     assert after == before  # same instance ids on the same containers
     assert {cid: started_at(dock, cid) for cid in after.values()} == started  # not restarted
-    wait_for(lambda: stray.id not in {c.id for c in containers(dock, ns, False)}, "stray removed")
+    wait_for(
+        lambda: stray.id not in {c.id for c in containers(dock, ns, False)}, what="stray removed"
+    )
     assert sorted(c.id for c in containers(dock, ns, running_only=False)) == sorted(before.values())
     assert echo.invoke() == 200
     d = echo.deployment()
@@ -173,7 +164,7 @@ def test_a_container_removed_while_down_is_replaced(
     server = servers(ns).start()
     echo = Echo(server)
     echo.deploy(2)
-    before = wait_for(lambda: echo.ready(2), "ACTIVE with 2 ready instances")
+    before = wait_for(lambda: echo.ready(2), what="ACTIVE with 2 ready instances")
     server.kill()
     gone_instance, gone_container = next(iter(before.items()))
     dock.containers.get(gone_container).remove(force=True)
@@ -181,7 +172,7 @@ def test_a_container_removed_while_down_is_replaced(
     kept_started = {c: started_at(dock, c) for c in kept.values()}
 
     server.start()
-    after = wait_for(lambda: echo.ready(2), "ACTIVE with 2 ready instances")
+    after = wait_for(lambda: echo.ready(2), what="ACTIVE with 2 ready instances")
     assert kept.items() <= after.items()
     assert gone_instance not in after and gone_container not in after.values()
     assert {c: started_at(dock, c) for c in kept.values()} == kept_started
@@ -194,7 +185,7 @@ def test_sigterm_keeps_instances_by_default_and_the_restart_adopts_them(
     server = servers(ns).start()  # docker.keep_instances_on_shutdown: true (the default)
     echo = Echo(server)
     echo.deploy(1)
-    before = wait_for(lambda: echo.ready(1), "ACTIVE")
+    before = wait_for(lambda: echo.ready(1), what="ACTIVE")
     (cid,) = before.values()
     started = started_at(dock, cid)
 
@@ -203,7 +194,7 @@ def test_sigterm_keeps_instances_by_default_and_the_restart_adopts_them(
     assert "Traceback" not in server.log()
 
     server.start()
-    assert wait_for(lambda: echo.ready(1), "ACTIVE again") == before
+    assert wait_for(lambda: echo.ready(1), what="ACTIVE again") == before
     assert started_at(dock, cid) == started
     assert echo.invoke() == 200
 
@@ -214,12 +205,12 @@ def test_sigterm_removes_instances_when_told_to(
     server = servers(ns, NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN="false").start()
     echo = Echo(server)
     echo.deploy(1)
-    wait_for(lambda: echo.ready(1), "ACTIVE")
+    wait_for(lambda: echo.ready(1), what="ACTIVE")
     server.stop()
     assert containers(dock, ns, running_only=False) == []
 
     server.start()  # the deployment is still wanted: a new container is started
-    after = wait_for(lambda: echo.ready(1), "ACTIVE again")
+    after = wait_for(lambda: echo.ready(1), what="ACTIVE again")
     assert [c.id for c in containers(dock, ns)] == list(after.values())
 
 
@@ -229,11 +220,11 @@ def test_adoption_does_not_flap_the_status(
     server = servers(ns).start()
     echo = Echo(server)
     echo.deploy(1)
-    wait_for(lambda: echo.ready(1), "ACTIVE")
+    wait_for(lambda: echo.ready(1), what="ACTIVE")
     server.kill()
     mark = len(server.log_path.read_text(errors="replace"))
     server.start()
-    wait_for(lambda: echo.ready(1), "ACTIVE again")
+    wait_for(lambda: echo.ready(1), what="ACTIVE again")
     after = server.log_path.read_text(errors="replace")[mark:]
     changes = [line for line in after.splitlines() if "status changes" in line]
     assert not any("DEGRADED" in line or "DEGRADING" in line for line in changes), changes

@@ -24,6 +24,7 @@ from nvcf_lite.store.requests import RequestStore
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.scheduler import Scheduler
+from nvcf_lite.workers.tasks import TaskSet
 
 log = logging.getLogger("nvcf_lite.dispatcher")
 
@@ -61,7 +62,7 @@ class Dispatcher:
         self.queues: dict[str, deque[Ticket]] = {}
         self.tickets: dict[str, Ticket] = {}
         self.per_function: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log, "dispatcher")
         self.running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
         self._housekeeping: asyncio.Future[None] | None = None
         self.on_demand: Callable[[str], None] = lambda version_id: None
@@ -107,7 +108,7 @@ class Dispatcher:
         queue = self.queues.get(ticket.record.version_id)
         if queue is not None and ticket in queue:
             queue.remove(ticket)
-            self._spawn(self._finish(ticket, self._cancelled(ticket), failed=True))
+            self._tasks.spawn(self._finish(ticket, self._cancelled(ticket), failed=True))
         elif request_id in self.running:
             self.running[request_id].cancel()
 
@@ -132,7 +133,7 @@ class Dispatcher:
             while queue:
                 ticket = queue.popleft()
                 rec = ticket.record
-                self._spawn(
+                self._tasks.spawn(
                     self._finish(ticket, problem(*reason, client_path(rec), rec.request_id))
                 )
             return
@@ -149,7 +150,7 @@ class Dispatcher:
             inst.in_flight += 1
             ticket.started, ticket.note = True, None
             ticket.dispatched_at = time.monotonic()
-            self.running[ticket.request_id] = self._spawn(self._run(ticket, inst))
+            self.running[ticket.request_id] = self._tasks.spawn(self._run(ticket, inst))
 
     def _slots(self, inst: Instance) -> int:
         """maxRequestConcurrency of the instance's spec (known before the scheduler copies it)."""
@@ -170,7 +171,7 @@ class Dispatcher:
                 rec = ticket.record
                 detail = f"no instance could start for this request: {failure[1]}"
                 outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
-                self._spawn(self._finish(ticket, outcome, failed=True))
+                self._tasks.spawn(self._finish(ticket, outcome, failed=True))
             return None
         error = self.scheduler.errors.get(version_id)
         if error is not None and version_id in self.scheduler.deployed:
@@ -255,7 +256,7 @@ class Dispatcher:
         rec.attempts += 1
         if rec.attempts >= MAX_ATTEMPTS:
             detail = f"Inference connection error while making inference request: {why}"
-            self._spawn(
+            self._tasks.spawn(
                 self._finish(
                     ticket, problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
                 )
@@ -380,20 +381,6 @@ class Dispatcher:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait(grace_s)
+        await self._tasks.cancel()
         await self.forwarder.close()
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dispatcher task failed", exc_info=task.exception())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from nvcf_lite.config import Config
 from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
@@ -47,6 +47,7 @@ from nvcf_lite.workers.instances import (
     Instance,
 )
 from nvcf_lite.workers.lifecycle import LaunchLookup, Lifecycle
+from nvcf_lite.workers.tasks import TaskSet
 
 log = logging.getLogger("nvcf_lite.scheduler")
 
@@ -70,9 +71,9 @@ class Scheduler:
         self.targets: dict[str, int] = {}  # by gpuSpecificationId: the autoscaler's last word
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log, "scheduler")
         self.life = Lifecycle(
-            config, runtime, launch_info, self.history, self._changed, self._spawn
+            config, runtime, launch_info, self.history, self._changed, self._tasks.spawn
         )
         self.instances: dict[str, Instance] = self.life.instances
         self.on_change: Callable[[], None] = lambda: None
@@ -185,9 +186,7 @@ class Scheduler:
             await self._report(list(deployments.values()), statuses)
 
     async def shutdown(self, keep_instances: bool) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if not keep_instances:
             for inst in list(self.instances.values()):
                 if inst.container_id:
@@ -222,7 +221,7 @@ class Scheduler:
             spec = next((s for s in deployment.specs if s.gpu_specification_id == spec_id), None)
         if deployment is None or spec is None or c.state not in ("running", "paused"):
             log.info("removing leftover container %s (%s)", c.name, c.state)
-            self._spawn(self.life.safe_remove(c.id))
+            self._tasks.spawn(self.life.safe_remove(c.id))
             return
         wanted = c.labels.get(LABEL_UNITS, "").split(",")
         inst = Instance(
@@ -346,7 +345,7 @@ class Scheduler:
         keep_s = self._warm_pool_s(spec)
         for inst in ready[:extra]:
             if keep_s > 0 and inst.in_flight == 0 and inst.state == InstanceState.READY:
-                self._spawn(self.life.pause(inst))
+                self._tasks.spawn(self.life.pause(inst))
             else:
                 self.life.drain(inst, "scaled down")
 
@@ -389,14 +388,3 @@ class Scheduler:
     def _changed(self) -> None:
         self.nudge()
         self.on_change()
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("scheduler task failed", exc_info=task.exception())

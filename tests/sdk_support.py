@@ -482,14 +482,18 @@ def run_sdk(
         cwd=home,
         timeout=timeout_s,
     )
-    elapsed = time.monotonic() - started
+    return sdk_result(done, server.log(), time.monotonic() - started)
+
+
+def sdk_result(done: subprocess.CompletedProcess[str], server_log: str, elapsed_s: float) -> SdkRun:
+    """The JSON result line an SDK script prints (with the calls it made), as an SdkRun."""
     line = next(
         (ln for ln in reversed(done.stdout.splitlines()) if ln.startswith(RESULT_PREFIX)), None
     )
     if line is None:
         raise AssertionError(
             f"SDK script exited {done.returncode} without a result\nstdout:\n{done.stdout}\n"
-            f"stderr:\n{done.stderr}\nserver log:\n{server.log()[-4000:]}"
+            f"stderr:\n{done.stderr}\nserver log:\n{server_log[-4000:]}"
         )
     out = json.loads(line[len(RESULT_PREFIX) :])
     wire = [
@@ -510,6 +514,6 @@ def run_sdk(
         wire=wire,
         stdout=done.stdout,
         stderr=done.stderr,
-        elapsed_s=elapsed,
-        server_log=server.log(),
+        elapsed_s=elapsed_s,
+        server_log=server_log,
     )

@@ -27,11 +27,10 @@ from asset_support import PlainServer, plain_server
 from sdk_support import (
     _EPILOGUE,
     _PRELUDE,
-    RESULT_PREFIX,
     VENVS_DIR,
     SdkRun,
-    WireCall,
     _clean_environ,
+    sdk_result,
     skip_or_fail,
 )
 
@@ -112,23 +111,7 @@ def run_sdk3(python: Path, server: PlainServer, script: str, home: Path, **args:
         cwd=home,
         timeout=180,
     )
-    line = next(
-        (ln for ln in reversed(done.stdout.splitlines()) if ln.startswith(RESULT_PREFIX)), None
-    )
-    if line is None:
-        raise AssertionError(
-            f"SDK script exited {done.returncode} without a result\n{done.stdout}\n{done.stderr}\n"
-            f"server log:\n{server.log()[-4000:]}"
-        )
-    out = json.loads(line[len(RESULT_PREFIX) :])
-    wire = [
-        WireCall(c["method"], c["path"], c["query"], c["headers"], c["body"], c.get("status"))
-        for c in out["wire"]
-    ]
-    return SdkRun(
-        out["ok"], out["result"], out["error"], wire, done.stdout, done.stderr,
-        time.monotonic() - started, server.log(),
-    )  # fmt: skip
+    return sdk_result(done, server.log(), time.monotonic() - started)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@
 # 4. `pytest -m gpu`;
 # 5. `nvcf-lite serve` (plain HTTP, a temporary data dir, a bootstrap key, a Docker namespace of
 #    its own): the echo image is registered and deployed on the first GPU that
-#    GET /v2/nvcf/clusterGroups names, with instance type <GPU>.GPU.1x; once ACTIVE, the
-#    container must carry a DeviceRequest for exactly the placed UUID, and `nvidia-smi -L` inside
-#    it (injected by the toolkit) must show exactly that GPU (or MIG device); one invocation;
-#    then the undeploy must remove the container.
+#    GET /v2/nvcf/clusterGroups names (GPU_CHECK_GPUS="H100 A100_MIG_1g.5gb" picks GPU names,
+#    "all" takes every one), with instance type <GPU>.GPU.1x; once ACTIVE, the container must
+#    carry a DeviceRequest for exactly the placed UUID, and `nvidia-smi -L` inside it (injected
+#    by the toolkit) must show exactly that GPU (or MIG device); one invocation; then the
+#    undeploy must remove the container.
 # Every check prints a PASS or FAIL line; the exit status is 1 when any check failed. The server,
 # its containers and the temporary files are removed on exit.
 set -uo pipefail
@@ -132,7 +133,8 @@ KEY=$("$PY" -c 'import secrets; print("nvapi-" + secrets.token_urlsafe(48))')
 ) >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
-GPU_CHECK_URL="http://127.0.0.1:$PORT" GPU_CHECK_KEY="$KEY" "$PY" - <<'EOF'
+GPU_CHECK_URL="http://127.0.0.1:$PORT" GPU_CHECK_KEY="$KEY" GPU_CHECK_GPUS="${GPU_CHECK_GPUS:-}" \
+  "$PY" - <<'EOF'
 """Drives the server over HTTP; prints PASS / FAIL lines; exits with the number of FAILs."""
 import json
 import os
@@ -192,9 +194,18 @@ def main():
     gpus = [g for g in groups["clusterGroups"][0]["gpus"] if g["name"] != "CPU"] if status == 200 else []
     if not report(bool(gpus), f"GET /v2/nvcf/clusterGroups names GPUs: {[g['name'] for g in gpus]}"):
         return
-    gpu = gpus[0]["name"]
+    offered = {g["name"]: [t["name"] for t in g["instanceTypes"]] for g in gpus}
+    wanted = os.environ.get("GPU_CHECK_GPUS", "").split() or [gpus[0]["name"]]
+    if wanted == ["all"]:
+        wanted = list(offered)
+    for gpu in wanted:
+        print(f"\n--- {gpu}", flush=True)
+        if report(gpu in offered, f"{gpu} is offered ({list(offered)})"):
+            check_gpu(gpu, offered[gpu])
+
+
+def check_gpu(gpu, offered):
     itype = f"{gpu}.GPU.1x"
-    offered = [t["name"] for t in gpus[0]["instanceTypes"]]
     if not report(itype in offered, f"{gpu} offers {itype} ({offered})"):
         return
 

@@ -2,102 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pynvml
 import pytest
+from fake_gpu_host.gpus import FakeDevice
+from fake_gpu_host.nvml import FakeNvml
 
 from nvcf_lite.runtime import nvml
 from nvcf_lite.runtime.nvml import Gpu, GpuInventory, MigDevice, gpu_short_name, read_inventory
 
-MIB = 1024 * 1024
 ADVICE = "GPU deployments are refused, use the CPU instance type or simulated GPUs"
-
-
-@dataclass
-class Memory:
-    total: int
-
-
-@dataclass(frozen=True)
-class Handle:
-    gpu: int
-    mig_slot: int | None = None
-
-
-@dataclass
-class FakeDevice:
-    name: str | bytes
-    uuid: str
-    memory_mb: int
-    mig_mode: list[int] | None = None  # None: MIG not supported
-    mig_slots: list[FakeDevice | None] | None = None  # None entries: empty slots
-
-
-class FakeNvml:
-    """Stands in for the pynvml module: NVML_* constants and error classes come from the real
-    one, every nvml* function the inventory calls is defined here (any other is an error)."""
-
-    def __init__(self, devices: list[FakeDevice], init_error: int | None = None) -> None:
-        self.devices = devices
-        self.init_error = init_error
-        self.shutdowns = 0
-        self.lost_gpu: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("NVML"):
-            return getattr(pynvml, name)
-        raise AttributeError(name)
-
-    def _device(self, handle: Handle) -> FakeDevice:
-        device = self.devices[handle.gpu]
-        if handle.mig_slot is None:
-            return device
-        slot = (device.mig_slots or [])[handle.mig_slot]
-        assert slot is not None
-        return slot
-
-    def nvmlInit(self) -> None:
-        if self.init_error is not None:
-            raise pynvml.NVMLError(self.init_error)
-
-    def nvmlShutdown(self) -> None:
-        self.shutdowns += 1
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.devices)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
-        if index == self.lost_gpu:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-        return Handle(index)
-
-    def nvmlDeviceGetName(self, handle: Handle) -> str | bytes:
-        return self._device(handle).name
-
-    def nvmlDeviceGetUUID(self, handle: Handle) -> str:
-        return self._device(handle).uuid
-
-    def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
-        return Memory(total=self._device(handle).memory_mb * MIB + 12345)
-
-    def nvmlDeviceGetMigMode(self, handle: Handle) -> list[int]:
-        mode = self._device(handle).mig_mode
-        if mode is None:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return mode
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Handle) -> int:
-        return len(self._device(handle).mig_slots or [])
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Handle, index: int) -> Handle:
-        if (self._device(handle).mig_slots or [])[index] is None:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-        return Handle(handle.gpu, index)
 
 
 def three_gpus() -> list[FakeDevice]:

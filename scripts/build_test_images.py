@@ -65,6 +65,12 @@ SKIP_MODULES = re.compile(
     r"^(_test|_xx|xxlimited|_ctypes_test|_tkinter|_curses|readline|nis|ossaudiodev|_ssl|_hashlib)"
 )
 LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
+# For GPU containers: binaries the NVIDIA container toolkit mounts in (nvidia-smi) still link
+# glibc's compatibility libraries (stubs since glibc 2.34, which this Python does not need), and
+# the toolkit reads /etc/debian_version to mount the driver libraries into the multiarch
+# directory this image's (Debian-built) loader searches; ld.so.conf lets its ldconfig index them.
+GLIBC_COMPAT = ("libdl.so.2", "libpthread.so.0", "librt.so.1", "libutil.so.1")
+DISTRO_FILES = ("/etc/debian_version", "/etc/ld.so.conf")
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,20 @@ def shared_libraries(binaries: list[Path]) -> set[Path]:
             sys.exit("error: `ldd` is needed to find the interpreter's shared libraries")
         found.update(Path(m.group(1)) for m in map(LDD_LINE.search, out.splitlines()) if m)
     return found
+
+
+def glibc_compat(libs: set[Path]) -> set[Path]:
+    """glibc's compatibility libraries next to the libc.so.6 this Python links."""
+    libc = next((lib for lib in libs if lib.name == "libc.so.6"), None)
+    if libc is None:
+        return set()
+    return {libc.with_name(name) for name in GLIBC_COMPAT if libc.with_name(name).exists()}
+
+
+def distro_files() -> list[Path]:
+    """The host's /etc/debian_version and ld.so.conf (with ld.so.conf.d), where they exist."""
+    found = [Path(name) for name in DISTRO_FILES if Path(name).is_file()]
+    return found + sorted(Path("/etc/ld.so.conf.d").glob("*.conf"))
 
 
 def stdlib_files(stdlib: Path, dynload: Path) -> Iterator[Path]:
@@ -206,6 +226,7 @@ def build_rootfs(interp: Interpreter) -> bytes:
     """The base image's root filesystem as tar bytes."""
     modules = dynload_modules(interp.dynload)
     libs = shared_libraries([interp.executable, *modules])
+    libs |= glibc_compat(libs)
     rootfs = RootfsTar()
     with tempfile.TemporaryDirectory(prefix="nvcf-lite-rootfs-") as tmp:
         # System libraries are stripped already; the interpreter's own files may not be.
@@ -225,6 +246,8 @@ def build_rootfs(interp: Interpreter) -> bytes:
         b"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
     )
     rootfs.add_bytes("/etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    for path in distro_files():
+        rootfs.add_file(str(path), path, mode=0o644)
     rootfs.mkdir("/tmp", 0o1777)
     rootfs.mkdir("/var/tmp", 0o1777)
     rootfs.add_file("/app/function_server.py", SERVER, mode=0o644)

@@ -92,6 +92,21 @@ def test_images_are_small_and_labelled(client: docker.DockerClient) -> None:
         assert image.attrs["Size"] < 60e6
 
 
+def test_image_has_what_the_nvidia_toolkit_needs(client: docker.DockerClient) -> None:
+    """nvidia-smi, mounted in by the toolkit, links glibc's compatibility libraries; the
+    toolkit picks the multiarch library directory when /etc/debian_version exists."""
+    wanted = [
+        f"/lib/x86_64-linux-gnu/{name}"
+        for name in ("libdl.so.2", "libpthread.so.0", "librt.so.1")
+        if Path(f"/lib/x86_64-linux-gnu/{name}").exists()
+    ]
+    wanted += [name for name in ("/etc/debian_version", "/etc/ld.so.conf") if Path(name).exists()]
+    assert wanted, "this test expects a Debian-like host"
+    script = f"import os; print([p for p in {wanted!r} if not os.path.exists(p)])"
+    out = client.containers.run(ECHO_IMAGE, ["python3", "-c", script], remove=True)
+    assert out.decode().strip() == "[]"
+
+
 def test_echo_returns_request(echo: RunningContainer) -> None:
     status, doc, _ = post(
         echo, "/echo?a=1&b=two", {"hello": "world"}, headers={"NVCF-REQID": "req-1", "X-Ab": "c"}

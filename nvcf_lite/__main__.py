@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     ks.add_parser("list", help="list keys (never the secret part)")
     revoke = ks.add_parser("revoke", help="revoke a key by id or printed prefix")
     revoke.add_argument("key")
+    token = ks.add_parser(
+        "token", help="print a bearer token (JWT) for a key, by id or printed prefix"
+    )
+    token.add_argument("key")
+    token.add_argument(
+        "--ttl", type=int, help="lifetime in seconds (default: auth.token_ttl_s; at most 30 days)"
+    )
     return p
 
 
@@ -124,13 +131,16 @@ def _gpus(config: Config) -> int:
 
 async def _keys(config: Config, args: argparse.Namespace) -> int:
     from nvcf_lite.domain.auth import Keys
+    from nvcf_lite.domain.tokens import TokenSigner
     from nvcf_lite.errors import NvcfError
     from nvcf_lite.models import SCOPES
     from nvcf_lite.store.keys import KeysRepo
+    from nvcf_lite.store.signing_key import load_signing_key
     from nvcf_lite.store.sqlite import Database
 
     db = await Database.open(config.data_path / "nvcf-lite.db")
-    keys = Keys(KeysRepo(db), config.account.nca_id)
+    signing_key = await asyncio.to_thread(load_signing_key, config.data_path)
+    keys = Keys(KeysRepo(db), config.account.nca_id, tokens=TokenSigner(signing_key))
     try:
         if args.keys_command == "create":
             scopes = [s for item in args.scope for s in item.split(",")]
@@ -147,6 +157,11 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
                     f"{key.key_id}  {key.key_prefix}...  {state}  created {key.created_at}"
                     f"  scopes={','.join(key.scopes)}  resources={res}  {key.description}"
                 )
+        elif args.keys_command == "token":
+            ttl = config.auth.token_ttl_s if args.ttl is None else args.ttl
+            value, expires_in = await keys.token_for_key(args.key, ttl)
+            print(value)
+            print(f"expires in {expires_in} s", file=sys.stderr)
         else:
             print(f"revoked {await keys.revoke(args.key)}")
     except NvcfError as exc:

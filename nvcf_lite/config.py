@@ -47,6 +47,7 @@ class AccountConfig(_Section):
 class AuthConfig(_Section):
     bootstrap_key: str = ""
     key_cache_seconds: float = 2.0
+    token_ttl_s: int = 900
 
 
 class SimulatedGpu(_Section):
@@ -186,6 +187,8 @@ def _check(config: Config) -> None:
         raise ConfigError("assets: upload_url_ttl_s, asset_ttl_s, download_url_ttl_s must be > 0")
     if assets.max_asset_bytes < 1 or assets.sweep_interval_s <= 0:
         raise ConfigError("assets: max_asset_bytes must be >= 1 and sweep_interval_s > 0")
+    if not 1 <= config.auth.token_ttl_s <= 30 * 24 * 3600:
+        raise ConfigError("auth.token_ttl_s must be 1..2592000 (30 days)")
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")

@@ -26,6 +26,7 @@ from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, VersionInfo
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
+from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import InstanceRecord, Principal, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
@@ -71,7 +72,14 @@ class Platform:
         data.mkdir(parents=True, exist_ok=True)
         self.db = await Database.open(data / "nvcf-lite.db")
         stack.push_async_callback(self.db.close)
-        self.keys = Keys(KeysRepo(self.db), config.account.nca_id, config.auth.key_cache_seconds)
+        signing_key = await asyncio.to_thread(load_signing_key, data)
+        self.signer = Signer(signing_key)
+        self.keys = Keys(
+            KeysRepo(self.db),
+            config.account.nca_id,
+            config.auth.key_cache_seconds,
+            tokens=TokenSigner(signing_key),
+        )
         self.bootstrap_key = await self.keys.ensure_bootstrap(config.auth.bootstrap_key)
         if self.bootstrap_key:
             _announce_bootstrap(self.bootstrap_key)
@@ -88,6 +96,7 @@ class Platform:
         state.api_keys = self.keys
         state.registry = self.registry
         state.org_name = config.account.org_name
+        state.token_ttl_s = config.auth.token_ttl_s
         state.platform = self
         state.deployments = self.deployments
         state.host = self.host
@@ -100,7 +109,6 @@ class Platform:
     async def _start_assets(self, stack: AsyncExitStack) -> None:
         """One signing key and one blob store for assets and large results; the sweeper."""
         data = self.config.data_path
-        self.signer = Signer(await asyncio.to_thread(load_signing_key, data))
         self.blobs = BlobStore(data / "blobs")
         repo = AssetsRepo(self.db)
         base_url = public_url(self.config)

@@ -189,7 +189,7 @@ def make_cert(directory: Path, fallback_python: Path | None = None) -> tuple[Pat
 class LiveServer:
     url: str
     port: int
-    cert: Path
+    cert: Path | None  # None: plain HTTP
     key: str
     org: str
     log_path: Path
@@ -238,15 +238,16 @@ def _get_health(url: str, context: ssl.SSLContext) -> int:
 @contextmanager
 def live_server(
     workdir: Path,
-    cert: Path,
-    tls_key: Path,
+    cert: Path | None,
+    tls_key: Path | None,
     *,
     api_key: str,
     org: str,
     extra_env: dict[str, str] | None = None,
     start_timeout_s: float = 30.0,
 ) -> Iterator[LiveServer]:
-    """`nvcf-lite serve` on https://127.0.0.1:<free port>, ready when /health answers.
+    """`nvcf-lite serve` on https://127.0.0.1:<free port> (http:// when `cert` is None), ready
+    when /health answers.
 
     The log of the server is printed (the test's captured output) when the body raises.
     """
@@ -255,8 +256,8 @@ def live_server(
     env = {
         **_clean_environ(),
         "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
-        "NVCF_LITE_SERVER__TLS_CERT": str(cert),
-        "NVCF_LITE_SERVER__TLS_KEY": str(tls_key),
+        **({"NVCF_LITE_SERVER__TLS_CERT": str(cert)} if cert else {}),
+        **({"NVCF_LITE_SERVER__TLS_KEY": str(tls_key)} if tls_key else {}),
         "NVCF_LITE_SERVER__ACCESS_LOG": "true",
         "NVCF_LITE_AUTH__BOOTSTRAP_KEY": api_key,
         "NVCF_LITE_ACCOUNT__ORG_NAME": org,
@@ -272,10 +273,11 @@ def live_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"https://127.0.0.1:{port}"
+    url = f"{'https' if cert else 'http'}://127.0.0.1:{port}"
     server = LiveServer(url, port, cert, api_key, org, log_path, process, env, workdir)
+    context = ssl.create_default_context(cafile=str(cert) if cert else None)
     try:
-        _wait_ready(server, ssl.create_default_context(cafile=str(cert)), start_timeout_s)
+        _wait_ready(server, context, start_timeout_s)
         yield server
     except BaseException:
         print(f"--- nvcf-lite serve log ({log_path}) ---\n{server.log()}", file=sys.stderr)
@@ -465,7 +467,7 @@ def run_sdk(
     env = {
         **_clean_environ(),
         "NGC_CLI_API_URL": server.url,
-        "REQUESTS_CA_BUNDLE": str(server.cert),
+        **({"REQUESTS_CA_BUNDLE": str(server.cert)} if server.cert else {}),
         "NGC_CLI_HOME": str(home),
         "HOME": str(home),
         "PYTHONUNBUFFERED": "1",

@@ -234,6 +234,9 @@ def test_bad_values_are_errors(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "[server]\nport = 'eighty'\n"), {})
     with pytest.raises(ConfigError, match="count"):
         load_config(None, {"NVCF_LITE_GPUS__SIMULATED": '[{"name":"L40","count":0}]'})
+    for ttl in ("0", "2592001"):
+        with pytest.raises(ConfigError, match="token_ttl_s"):
+            load_config(None, {"NVCF_LITE_AUTH__TOKEN_TTL_S": ttl})
 
 
 def test_missing_and_malformed_files_are_errors(tmp_path: Path) -> None:

@@ -145,6 +145,63 @@ def test_configure_with_a_minted_key_works(sdk: Sdk, server: LiveServer) -> None
     assert run.expect_ok() == ORG
 
 
+# --- spec §7.1 recipe 2: plain HTTP with a bearer token ---------------------------------------
+
+
+@pytest.fixture
+def plain_server(sdk_python: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server(tmp_path / "plain", None, None, api_key=new_key(), org=ORG) as live:
+        yield live
+
+
+def fetch_token(server: LiveServer, key: str) -> str:
+    import base64
+    import urllib.request
+
+    request = urllib.request.Request(f"{server.url}/token?service=ngc&scope=group/ngc:{ORG}")
+    basic = base64.b64encode(f"$oauthtoken:{key}".encode()).decode()
+    request.add_header("Authorization", f"Basic {basic}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return str(json.loads(response.read())["token"])
+
+
+RECIPE_2 = """
+import os
+
+def main(args):
+    os.environ["NGC_CLI_API_KEY"] = args["token"]  # JWT-shaped: sent as is, no get-caller-info
+    os.environ["NGC_CLI_ORG"] = args["org"]
+    import ngcsdk
+    c = ngcsdk.Client()
+    c.connection.base_url = args["url"]  # not rewritten to https (config.base_url would be)
+    fns = c.cloud_function.functions
+    made = fns.create(name=args["name"], inference_url="/echo", container_image=args["image"],
+                      inference_port=8000, health_uri="/health")
+    listed = fns.list()
+    return {"made": made, "listed": listed}
+"""
+
+
+def test_plain_http_with_a_token_as_the_key(sdk_python: Path, plain_server: LiveServer,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    assert plain_server.url.startswith("http://")
+    token = fetch_token(plain_server, plain_server.key)
+    name = unique("sdk-jwt")
+    run = run_sdk(
+        sdk_python, plain_server, RECIPE_2, tmp_path / "home",
+        token=token, url=plain_server.url, name=name, image=ECHO_IMAGE,
+    )  # fmt: skip
+    out = run.expect_ok()
+    fid = out["made"]["function"]["id"]
+    assert fid in json.dumps(out["listed"]), run.describe()
+    assert not caller_info_calls(run), run.describe()
+    nvcf = run.calls(prefix=f"/v2/orgs/{ORG}/nvcf/functions")
+    assert {c.method for c in nvcf} >= {"GET", "POST"}, run.describe()
+    assert all(c.header("Authorization") == f"Bearer {token}" for c in nvcf)
+    assert all(c.status == 200 for c in nvcf), run.describe()
+
+
 # --- function management ----------------------------------------------------------------------
 
 

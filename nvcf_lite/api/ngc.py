@@ -2,11 +2,14 @@
 
 `POST /v3/keys/get-caller-info` is how ngcsdk validates an `nvapi-` key before (nearly) every
 call; `GET /v2/products` and `GET /v2/orgs` are CLI start-up calls; the registry look-ups
-tell the SDK whether a function's image exists (here: in the local Docker engine).
+tell the SDK whether a function's image exists (here: in the local Docker engine);
+`GET /token` is the NGC token service's exchange of a key for a bearer JWT (domain/tokens.py).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -48,6 +51,39 @@ async def get_caller_info(
         "scopes": sorted(principal.scopes),
         "user": {"roles": [{"org": {"name": org}, "orgRoles": ["USER"]}]},
     }
+
+
+@get(
+    "/token",
+    summary="A bearer token (JWT) for an API key: Basic $oauthtoken:<key> or Bearer <key>",
+    tags=["ngc"],
+)
+async def token(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """NGC's `GET /token?service=ngc&scope=...` (spec §7.1); the query is accepted and ignored:
+    the token acts with its key's scopes and resources."""
+    keys: Keys = request.app.state.api_keys
+    credential = _credential(request.headers.get("authorization"))
+    value, expires_in = await keys.token(credential, request.app.state.token_ttl_s)
+    return {"token": value, "expires_in": expires_in}
+
+
+def _credential(authorization: str | None) -> str:
+    """The API key of `Basic base64(user:key)` (any user; NGC's is `$oauthtoken`) or
+    `Bearer key`."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            _user, sep, key = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            sep, key = "", ""
+        if sep and key:
+            return key.strip()
+    raise Unauthorized(
+        "Authorization must be 'Basic base64($oauthtoken:<API key>)' or 'Bearer <API key>'"
+    )
 
 
 @get("/v2/products", opt=scopes(), summary="NGC products (CLI start-up)", tags=["ngc"])
@@ -148,4 +184,4 @@ async def registry_image(
     return _image_answer(found, where.kind, where.tag is not None)
 
 
-NGC_HANDLERS = [get_caller_info, products, orgs, registry_image]
+NGC_HANDLERS = [get_caller_info, token, products, orgs, registry_image]

@@ -1,8 +1,9 @@
 """API keys and authorization: NVCF's scope names and key resources (spec §6).
 
-A key is `nvapi-` + 64 chars of [A-Za-z0-9_-]; only its SHA-256 is stored. Verified keys are
-cached for `key_cache_seconds` so the invocation hot path does not read SQLite per request;
-a revocation therefore takes effect within that many seconds.
+A key is `nvapi-` + 64 chars of [A-Za-z0-9_-]; only its SHA-256 is stored. A bearer may also
+be a JWT minted for a key (domain/tokens.py): it acts with that key's scopes and resources.
+Verified bearers are cached for `key_cache_seconds` so the invocation hot path does not read
+SQLite per request; a revocation therefore takes effect within that many seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
+from nvcf_lite.domain.tokens import TokenSigner, looks_like_jwt
 from nvcf_lite.errors import Forbidden, Invalid, NotFound, Unauthorized
 from nvcf_lite.models import (
     RESOURCE_TYPES,
@@ -82,11 +84,18 @@ def require_function(principal: Principal, function_id: str, version_id: str | N
 class Keys:
     """Create, list, revoke and verify the local account's API keys."""
 
-    def __init__(self, repo: KeysRepo, nca_id: str, cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        repo: KeysRepo,
+        nca_id: str,
+        cache_seconds: float = 2.0,
+        tokens: TokenSigner | None = None,
+    ) -> None:
         self._repo = repo
         self._nca_id = nca_id
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._tokens = tokens
 
     async def create(
         self,
@@ -159,12 +168,23 @@ class Keys:
         return await self.verify(token)
 
     async def verify(self, token: str) -> Principal:
+        """An `nvapi-` key or a token minted for one -> Principal, or Unauthorized."""
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached and cached[0] > now:
             return cached[1]
-        key = await self._repo.by_hash(hash_key(token)) if KEY_PATTERN.match(token) else None
-        if key is None or key.revoked_at is not None or _expired(key):
+        ttl = self._cache_seconds
+        if KEY_PATTERN.match(token):
+            key = await self._repo.by_hash(hash_key(token))
+            if key is None or key.revoked_at is not None or _expired(key):
+                raise Unauthorized("Invalid or revoked API key")
+        elif self._tokens is not None and looks_like_jwt(token):
+            claims = self._tokens.claims(token)
+            key = await self._repo.by_id(claims.sub)
+            if key is None or key.revoked_at is not None or _expired(key):
+                raise Unauthorized("The API key this bearer token was issued for is revoked")
+            ttl = min(ttl, claims.exp - self._tokens.clock())  # never cached past its exp
+        else:
             raise Unauthorized("Invalid or revoked API key")
         principal = Principal(
             key_id=key.key_id,
@@ -174,8 +194,34 @@ class Keys:
         )
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (now + self._cache_seconds, principal)
+        self._cache[token] = (now + ttl, principal)
         return principal
+
+    async def token(self, credential: str, ttl_s: int) -> tuple[str, int]:
+        """A bearer token for an `nvapi-` key (not for a token: tokens are not renewable)."""
+        if self._tokens is None:
+            raise Unauthorized("this server issues no bearer tokens")
+        if not KEY_PATTERN.match(credential):
+            raise Unauthorized("A token is issued for an API key ('nvapi-...') only")
+        principal = await self.verify(credential)
+        return self._tokens.mint(principal.key_id, ttl_s)
+
+    async def token_for_key(self, key_id_or_prefix: str, ttl_s: int) -> tuple[str, int]:
+        """A bearer token for an active key, by id or printed prefix (the `keys token` CLI)."""
+        if self._tokens is None:
+            raise Unauthorized("this server issues no bearer tokens")
+        found = [
+            k
+            for k in await self._repo.all()
+            if key_id_or_prefix in (k.key_id, k.key_prefix)
+            and k.revoked_at is None
+            and not _expired(k)
+        ]
+        if not found:
+            raise NotFound(f"no active key with id or prefix '{key_id_or_prefix}'")
+        if len(found) > 1:
+            raise Invalid(f"'{key_id_or_prefix}' matches {len(found)} keys; give the key id")
+        return self._tokens.mint(found[0].key_id, ttl_s)
 
 
 def _expired(key: ApiKey) -> bool:

@@ -54,6 +54,12 @@ class KeysRepo:
         )
         return _key(row) if row else None
 
+    async def by_id(self, key_id: str) -> ApiKey | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
+        )
+        return _key(row) if row else None
+
     async def all(self) -> list[ApiKey]:
         rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
         return [_key(r) for r in rows]

@@ -20,7 +20,11 @@ from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
 from nvcf_lite.api.health import health
-from nvcf_lite.api.invocations import INVOCATION_HANDLERS, path_invocation
+from nvcf_lite.api.invocations import (
+    INVOCATION_HANDLERS,
+    path_invocation,
+    path_invocation_head,
+)
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
@@ -70,6 +74,7 @@ def create_app(
             *SIGNED_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,
+            path_invocation_head,
         ],
         guards=[authorize],
         exception_handlers=EXCEPTION_HANDLERS,

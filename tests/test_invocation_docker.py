@@ -468,6 +468,13 @@ def test_path_preserving_invocation_reaches_the_container_unchanged(api: TestCli
         r = api.request(method, "/v1/models", headers={**route, "Function-Version-ID": vid})
         assert r.status_code == 200, (method, r.text)
         assert (r.json()["method"], r.json()["path"]) == (method, "/v1/models")
+    # HEAD too (any method, §2.3.9): the container's status and headers, no body
+    r = api.head("/v1/models", headers=route)
+    assert r.status_code == 200 and r.content == b"", r.headers
+    assert r.headers["nvcf-status"] == "fulfilled" and r.headers["nvcf-reqid"]
+    assert r.headers["content-type"].startswith("application/json")
+    problem_head = api.head("/v1/models", headers={"Function-ID": fid})
+    assert problem_head.status_code == 401 and problem_head.content == b""
     # the container's own status and body, not wrapped
     r = api.post("/v1/chat/x", json={"status": 404, "errorMessage": "no such model"}, headers=route)
     assert r.status_code == 404 and r.json() == {"error": "no such model"}

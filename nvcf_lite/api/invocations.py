@@ -402,6 +402,13 @@ async def path_invocation(
     return await _invoke(request, principal, function_id, version_id, "path")
 
 
+# Litestar refuses HEAD in a route with other methods (a HEAD answer has no body), so HEAD has
+# a route of its own; the container's HEAD answer (status and headers) comes back as it is.
+path_invocation_head = route(
+    "/{any_path:path}", http_method=[HttpMethod.HEAD], include_in_schema=False, status_code=200
+)(path_invocation.fn)
+
+
 INVOCATION_HANDLERS = [
     invoke_function,
     invoke_version,

@@ -19,7 +19,7 @@ from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
-from nvcf_lite.api.health import health
+from nvcf_lite.api.health import health, metrics
 from nvcf_lite.api.invocations import (
     INVOCATION_HANDLERS,
     path_invocation,
@@ -70,6 +70,7 @@ def create_app(
     app = NvcfLite(
         route_handlers=[
             health,
+            metrics,
             *NGC_HANDLERS,
             *SIGNED_HANDLERS,
             *path_families(nvcf_handlers),

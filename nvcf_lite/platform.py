@@ -24,6 +24,7 @@ from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import Deployments, VersionRef, instance_record, version_ref
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, VersionInfo
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.tokens import TokenSigner
@@ -40,6 +41,7 @@ from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.dispatcher import Dispatcher
 from nvcf_lite.workers.forwarding import Forwarder
+from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
@@ -105,6 +107,7 @@ class Platform:
         state.invocations = self.invocations
         state.queues = Queues(self.invocations)
         state.health_report = self.health_report
+        state.metrics_text = self.metrics_text
 
     async def _start_assets(self, stack: AsyncExitStack) -> None:
         """One signing key and one blob store for assets and large results; the sweeper."""
@@ -142,7 +145,8 @@ class Platform:
         runtime = self.runtime or UnavailableRuntime(
             "no container engine is configured for this server"
         )
-        self.scheduler = Scheduler(config, repo, runtime, self.host, launch)
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(config, repo, runtime, self.host, launch, self.metrics)
         self.deployments.reconcile = self.scheduler.nudge
         self.deployments.instances = self.scheduler.views
         self.deployments.spec_states = self.scheduler.spec_states
@@ -173,7 +177,7 @@ class Platform:
             inf_dir, cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
         )
         forwarder.start()
-        dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s)
+        dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s, self.metrics)
         self.scheduler.queue_depth = dispatcher.depth
         scheduler = self.scheduler
 
@@ -259,6 +263,10 @@ class Platform:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
         return ids
+
+    def metrics_text(self) -> str:
+        """GET /metrics: what the workers counted, and gauges of the live state."""
+        return self.metrics.render(live_gauges(self.scheduler, self.dispatcher))
 
     async def health_report(self) -> HealthReport:
         store_err = await self.db.check()

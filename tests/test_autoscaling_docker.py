@@ -78,6 +78,18 @@ def containers(namespace: str) -> list[Any]:
     return namespace_containers(dock, namespace)
 
 
+def scrape(server: ServerProcess) -> dict[str, float]:
+    """GET /metrics as {'name{labels}': value}."""
+    code, headers, body = server.call("GET", "/metrics")
+    assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def test_burst_scales_to_max_then_back_to_min(server: ServerProcess) -> None:
     fid, vid = deploy(server, minInstances=1, maxInstances=3, maxRequestConcurrency=1)
     wait_for(lambda: status(server, fid, vid) == "ACTIVE", what="ACTIVE")
@@ -120,6 +132,18 @@ def test_scale_to_zero_and_back_with_a_measured_cold_start(server: ServerProcess
     wait_for(lambda: not containers(server.namespace), timeout=20, what="scale to zero")  # type: ignore[attr-defined]
     code, _, _ = server.call("POST", f"/v2/nvcf/pexec/functions/{fid}", {"again": 1})
     assert code == 200
+    # both waits are in the metrics: two cold starts, each phase timed once per instance
+    m = scrape(server)
+    ids = f'function_id="{fid}",version_id="{vid}"'
+    assert m[f'nvcf_lite_invocations_total{{{ids},status="200"}}'] == 2
+    assert m[f"nvcf_lite_invocation_duration_seconds_count{{{ids}}}"] == 2
+    assert m['nvcf_lite_cold_start_wait_seconds_count{kind="cold"}'] == 2
+    assert m['nvcf_lite_cold_start_wait_seconds_bucket{kind="cold",le="+Inf"}'] == 2
+    assert m['nvcf_lite_cold_start_wait_seconds_sum{kind="cold"}'] > 0
+    for phase in ("image_pull", "container_start", "first_healthy"):
+        assert m[f'nvcf_lite_instance_start_seconds_count{{kind="cold",phase="{phase}"}}'] == 2
+    assert m[f"nvcf_lite_queue_depth{{{ids}}}"] == 0
+    assert m[f'nvcf_lite_instances{{{ids},state="ready"}}'] == 1
 
 
 def test_short_poll_during_cold_start_says_it_waits_for_an_instance(server: ServerProcess) -> None:
@@ -146,6 +170,13 @@ def test_unstartable_image_fails_queued_requests_fast(server: ServerProcess) -> 
     assert code == 503, body
     assert "could not be pulled" in json.loads(body)["detail"]
     assert time.monotonic() - t0 < 10
+    m = scrape(server)
+    failed = [
+        v for k, v in m.items() if k.startswith("nvcf_lite_instance_failures_total{") and fid in k
+    ]
+    assert failed and failed[0] >= 1, m
+    answered = [k for k in m if k.startswith("nvcf_lite_invocations_total{") and fid in k]
+    assert answered and answered[0].endswith('status="503"}'), answered
 
 
 def test_warm_pool_resumes_a_paused_instance(server: ServerProcess) -> None:
@@ -162,3 +193,7 @@ def test_warm_pool_resumes_a_paused_instance(server: ServerProcess) -> None:
     code, headers, _ = server.call("POST", f"/v2/nvcf/pexec/functions/{fid}", {"b": 2})
     assert code == 200 and headers["nvcf-lite-cold-start"].startswith("paused start")
     assert [x.id for x in containers(server.namespace)] == [c.id]  # type: ignore[attr-defined]
+    m = scrape(server)
+    assert m['nvcf_lite_cold_start_wait_seconds_count{kind="paused"}'] == 1
+    assert m['nvcf_lite_instance_start_seconds_count{kind="paused",phase="container_start"}'] == 1
+    assert 'nvcf_lite_instance_start_seconds_count{kind="paused",phase="image_pull"}' not in m

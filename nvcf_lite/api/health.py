@@ -1,4 +1,8 @@
-"""GET /health: no auth; what works and what is missing (store, Docker, GPUs)."""
+"""GET /health: no auth; what works and what is missing (store, Docker, GPUs).
+
+GET /metrics: no auth either (the server listens on 127.0.0.1 unless told otherwise), the
+Prometheus text format; see nvcf_lite/domain/metrics.py for what is counted.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +30,12 @@ class HealthReport(Wire, kw_only=True):
 async def health(request: Request[Any, Any, Any]) -> Response[HealthReport]:
     report: HealthReport = await request.app.state.health_report()
     return Response(report, status_code=200 if report.store.status == "ok" else 503)
+
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8"
+
+
+@get("/metrics", opt={}, summary="Prometheus metrics (no auth)", tags=["health"])
+async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
+    text: str = request.app.state.metrics_text()
+    return Response(text, media_type=PROMETHEUS_TEXT)

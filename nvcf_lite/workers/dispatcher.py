@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestStore
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
@@ -53,9 +54,15 @@ def cold_start(ticket: Ticket, inst: Instance) -> str | None:
 
 class Dispatcher:
     def __init__(
-        self, store: RequestStore, scheduler: Scheduler, forwarder: Forwarder, request_ttl_s: float
+        self,
+        store: RequestStore,
+        scheduler: Scheduler,
+        forwarder: Forwarder,
+        request_ttl_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.scheduler = scheduler
         self.forwarder = forwarder
         self.ttl = request_ttl_s
@@ -220,6 +227,8 @@ class Dispatcher:
             if cold is not None:
                 log.info("request %s waited for a %s", ticket.request_id, cold)
                 result.headers.append(("NVCF-LITE-COLD-START", cold))
+                wait = ticket.first_byte_at - ticket.queued_at
+                self.metrics.cold_start_wait.observe(wait, inst.cold_kind)
             if isinstance(result, StreamReply):
                 await self._stream(ticket, result)
             else:
@@ -307,6 +316,10 @@ class Dispatcher:
         await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
         ticket.kept = keep
         self.per_function[rec.function_id] -= 1
+        self.metrics.invocations.inc(rec.function_id, rec.version_id, str(outcome.status))
+        self.metrics.invocation_seconds.observe(
+            time.monotonic() - ticket.queued_at, rec.function_id, rec.version_id
+        )
         if ticket.stream is not None and not ticket.stream.done():
             ticket.stream.set_result(outcome)  # ended without a stream: answer plainly
         if not ticket.done.done():

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from nvcf_lite.config import Config
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import local_image_candidates
 from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory
 from nvcf_lite.models import InstanceState
@@ -36,8 +37,10 @@ class Lifecycle:
         history: dict[str, SpecHistory],
         changed: Callable[[], None],
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = config.scheduler
+        self.metrics = metrics or Metrics()
         self.docker_cfg = config.docker
         self.runtime = runtime
         self.launch_info = launch_info
@@ -109,6 +112,7 @@ class Lifecycle:
             return
         if c.state == "paused":
             await self.runtime.unpause(c.id)
+        inst.cold_kind = "adopted"  # started by an earlier process: no start phases to time
         inst.function_name, inst.inference_url = info.name, info.inference_url
         inst.host_port = c.host_ports.get(info.inference_port)
         inst.health_port = c.host_ports.get(info.health.port)
@@ -163,6 +167,12 @@ class Lifecycle:
         inst.healthy_s = time.monotonic() - t0
         inst.ready_mono = time.monotonic()
         inst.set_state(InstanceState.READY)
+        if inst.cold_kind != "adopted":
+            observe = self.metrics.instance_start.observe
+            if inst.cold_kind == "cold":
+                observe(inst.pull_s, inst.cold_kind, "image_pull")
+            observe(inst.start_s, inst.cold_kind, "container_start")
+            observe(inst.healthy_s, inst.cold_kind, "first_healthy")
         history = self.history.setdefault(inst.spec_id, SpecHistory())
         history.ready()
         log.info(
@@ -214,6 +224,7 @@ class Lifecycle:
         if not inst.live and inst.state != InstanceState.PAUSED:
             return
         log.warning("instance %s failed: %s", inst.instance_id, reason)
+        self.metrics.instance_failures.inc(inst.function_id, inst.version_id)
         inst.set_state(InstanceState.FAILED, reason)
         history = self.history.setdefault(inst.spec_id, SpecHistory())
         history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)

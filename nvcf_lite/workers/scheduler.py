@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from nvcf_lite.config import Config
 from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
 from nvcf_lite.domain.scheduling import SpecHistory, next_status, spec_health
 from nvcf_lite.models import (
@@ -60,6 +61,7 @@ class Scheduler:
         runtime: ContainerRuntime,
         host: Host,
         launch_info: LaunchLookup,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = config.scheduler
         self.namespace = config.docker.namespace
@@ -73,7 +75,7 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(log, "scheduler")
         self.life = Lifecycle(
-            config, runtime, launch_info, self.history, self._changed, self._tasks.spawn
+            config, runtime, launch_info, self.history, self._changed, self._tasks.spawn, metrics
         )
         self.instances: dict[str, Instance] = self.life.instances
         self.on_change: Callable[[], None] = lambda: None

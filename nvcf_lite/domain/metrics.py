@@ -1,0 +1,194 @@
+"""Prometheus metrics in the text exposition format (0.0.4), kept in memory.
+
+Counters and histograms are updated by the workers as things happen (an invocation ends, an
+instance becomes ready); gauges (queue depth, instances by state, GPU units) are read from the
+live state when `GET /metrics` is scraped. No client library: a dict update per event is all
+the invocation hot path pays. Values start at zero with each process.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+
+Labels = tuple[str, ...]
+
+# Seconds. Invocations: sub-millisecond echo functions up to 20-minute polls.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1, 2.5, 5, 10, 30, 60, 300, 1200),
+)
+# Seconds. Cold starts: an unpause (~20 ms) up to an image pull of minutes.
+START_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        pairs.append(extra)
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+class _Family:
+    kind = "untyped"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(label_names)
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        super().__init__(name, help_text, label_names)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, *labels: str, by: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + by
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
+            for k, v in sorted(self.values.items())
+        ]
+
+
+class Gauge(_Family):
+    """Set at scrape time from live state (`clear` first, then `set` what exists now)."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
+        super().__init__(name, help_text, label_names)
+        self.values: dict[Labels, float] = {}
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = value
+
+    def add(self, value: float, *labels: str) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + value
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
+            for k, v in sorted(self.values.items())
+        ]
+
+
+class Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(
+        self, name: str, help_text: str, label_names: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        super().__init__(name, help_text, label_names)
+        self.bounds = tuple(sorted(buckets))
+        # per label set: counts per bucket (not cumulative; the last is +Inf), sum
+        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        series[0][bisect_left(self.bounds, value)] += 1  # `le` is inclusive
+        series[1][0] += value
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for labels, (counts, total) in sorted(self.series.items()):
+            running = 0
+            for bound, count in zip((*self.bounds, math.inf), counts, strict=True):
+                running += count
+                le = f'le="{_number(bound)}"'
+                out.append(f"{self.name}_bucket{_labels(self.label_names, labels, le)} {running}")
+            out.append(f"{self.name}_sum{_labels(self.label_names, labels)} {_number(total[0])}")
+            out.append(f"{self.name}_count{_labels(self.label_names, labels)} {running}")
+        return out
+
+
+class Metrics:
+    """What the workers record; `render` adds the gauges read at scrape time."""
+
+    def __init__(self) -> None:
+        self.invocations = Counter(
+            "nvcf_lite_invocations_total",
+            "Accepted invocations that ended, by function, version and the HTTP status answered.",
+            ("function_id", "version_id", "status"),
+        )
+        self.invocation_seconds = Histogram(
+            "nvcf_lite_invocation_duration_seconds",
+            "From acceptance to the end of the answer (queue wait included).",
+            ("function_id", "version_id"),
+            LATENCY_BUCKETS,
+        )
+        self.cold_start_wait = Histogram(
+            "nvcf_lite_cold_start_wait_seconds",
+            "Requests that waited for an instance to start: acceptance to first byte, by kind "
+            "(cold: a new container; paused: an unpause from the warm pool).",
+            ("kind",),
+            START_BUCKETS,
+        )
+        self.instance_start = Histogram(
+            "nvcf_lite_instance_start_seconds",
+            "Instance start phases, once per instance that became ready: image_pull, "
+            "container_start (create+start or unpause), first_healthy.",
+            ("kind", "phase"),
+            START_BUCKETS,
+        )
+        self.instance_failures = Counter(
+            "nvcf_lite_instance_failures_total",
+            "Instances that failed (could not start, exited, stayed unhealthy), by function "
+            "and version.",
+            ("function_id", "version_id"),
+        )
+
+    def families(self) -> list[_Family]:
+        return [
+            self.invocations,
+            self.invocation_seconds,
+            self.cold_start_wait,
+            self.instance_start,
+            self.instance_failures,
+        ]
+
+    def render(self, gauges: Iterable[Gauge] = ()) -> str:
+        lines: list[str] = []
+        for family in [*self.families(), *gauges]:
+            lines += family.header()
+            lines += family.lines()
+        return "\n".join(lines) + "\n"

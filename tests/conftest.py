@@ -115,3 +115,13 @@ def call(client: TestClient[Any], fn: Callable[..., Any], *args: Any) -> Any:
     """Run a coroutine function of the app's platform on the app's event loop."""
     with client.portal() as portal:
         return portal.call(fn, *args)
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """A GET /metrics answer as {'name{labels}': value} (comment lines skipped)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import metric_samples, wait_for
 from docker_support import (
     ECHO_IMAGE,
     docker_client_or_skip,
@@ -82,12 +82,7 @@ def scrape(server: ServerProcess) -> dict[str, float]:
     """GET /metrics as {'name{labels}': value}."""
     code, headers, body = server.call("GET", "/metrics")
     assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return metric_samples(body.decode())
 
 
 def test_burst_scales_to_max_then_back_to_min(server: ServerProcess) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from conftest import bearer, make_config
+from conftest import bearer, make_config, metric_samples
 from litestar.testing import TestClient
 
 from nvcf_lite.domain.metrics import Counter, Gauge, Histogram, Metrics
@@ -49,15 +49,6 @@ def test_every_family_has_help_and_type_even_when_empty() -> None:
         assert f"# TYPE {name} " in text and f"# HELP {name} " in text
 
 
-def samples(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def test_metrics_without_auth_show_gpu_units(
     app_factory: Callable[..., TestClient[Any]], tmp_path: Any
 ) -> None:
@@ -66,7 +57,7 @@ def test_metrics_without_auth_show_gpu_units(
     r = client.get("/metrics")  # no Authorization header
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    m = samples(r.text)
+    m = metric_samples(r.text)
     assert m['nvcf_lite_gpu_units{gpu="L40",state="free"}'] == 2
     assert m['nvcf_lite_gpu_units{gpu="L40",state="used"}'] == 0
     assert "# TYPE nvcf_lite_queue_depth gauge" in r.text

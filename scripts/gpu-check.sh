@@ -6,9 +6,11 @@
 # 1. `nvidia-smi -L` lists the GPUs;
 # 2. a venv with the project (.venv-gpu-check, or $GPU_CHECK_VENV; reused when it works);
 #    offline, point pip at a wheel folder: PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/to/wheels;
-# 3. the test function images are built locally (scripts/build_test_images.py);
-# 4. `pytest -m gpu`;
-# 5. `nvcf-lite serve` (plain HTTP, a temporary data dir, a bootstrap key, a Docker namespace of
+# 3. `nvcf-lite gpus` reads the same GPUs through NVML as nvidia-smi lists (no Docker needed;
+#    a host without Docker stops after this with a FAIL for Docker);
+# 4. the test function images are built locally (scripts/build_test_images.py);
+# 5. `pytest -m gpu`;
+# 6. `nvcf-lite serve` (plain HTTP, a temporary data dir, a bootstrap key, a Docker namespace of
 #    its own): the echo image is registered and deployed on the first GPU that
 #    GET /v2/nvcf/clusterGroups names (GPU_CHECK_GPUS="H100 A100_MIG_1g.5gb" picks GPU names,
 #    "all" takes every one), with instance type <GPU>.GPU.1x; once ACTIVE, the container must
@@ -78,13 +80,6 @@ else
   fail "nvidia-smi -L lists no GPU"
   finish
 fi
-if docker info >/dev/null 2>&1; then
-  pass "the Docker engine answers"
-else
-  fail "the Docker engine does not answer (docker info)"
-  finish
-fi
-
 # 2. The venv --------------------------------------------------------------------------------
 header "venv $VENV"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import nvcf_lite, pytest, docker' 2>/dev/null; then
@@ -98,7 +93,32 @@ else
 fi
 PY=$VENV/bin/python
 
-# 3. Test images -----------------------------------------------------------------------------
+# 3. NVML, as nvcf-lite reads it (no Docker needed) -----------------------------------------
+header "nvcf-lite gpus"
+inventory=$(cd "$WORK" && NVCF_LITE_STORE__DATA_DIR="$WORK/gpus-data" "$VENV/bin/nvcf-lite" gpus 2>&1)
+echo "$inventory"
+smi_uuids=$(grep -o 'UUID: GPU-[^)]*' <<<"$gpus" | cut -d' ' -f2 | sort)
+nvml_uuids=$(grep -oE '^GPU [0-9]+: .* (GPU-[^ ]+) [0-9]+ MiB$' <<<"$inventory" |
+  grep -oE 'GPU-[^ ]+' | sort)
+if [ -n "$nvml_uuids" ] && [ "$smi_uuids" = "$nvml_uuids" ]; then
+  pass "nvcf-lite reads the same $(wc -l <<<"$nvml_uuids") GPU(s) through NVML as nvidia-smi -L"
+else
+  fail "NVML through nvcf-lite (${nvml_uuids//$'\n'/ }) differs from nvidia-smi -L (${smi_uuids//$'\n'/ })"
+fi
+if grep -qE '^  [A-Za-z0-9_.]+: [A-Za-z0-9_.]+\.GPU\.1x' <<<"$inventory"; then
+  pass "nvcf-lite offers <GPU>.GPU.1x instance types"
+else
+  fail "nvcf-lite offers no <GPU>.GPU.1x instance type"
+fi
+
+if docker info >/dev/null 2>&1; then
+  pass "the Docker engine answers"
+else
+  fail "the Docker engine does not answer (docker info): the container checks need it"
+  finish
+fi
+
+# 4. Test images -----------------------------------------------------------------------------
 header "test images"
 if "$PY" scripts/build_test_images.py; then
   pass "test images built"
@@ -107,7 +127,7 @@ else
   finish
 fi
 
-# 4. pytest -m gpu ---------------------------------------------------------------------------
+# 5. pytest -m gpu ---------------------------------------------------------------------------
 header "pytest -m gpu"
 rc=0
 "$VENV/bin/pytest" -q -m gpu -p no:cacheprovider tests/ || rc=$?
@@ -117,7 +137,7 @@ else
   fail "pytest -m gpu exited $rc"
 fi
 
-# 5. A deployment on a real GPU through a real server ----------------------------------------
+# 6. A deployment on a real GPU through a real server ----------------------------------------
 header "nvcf-lite serve + a deployment on a GPU"
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 KEY=$("$PY" -c 'import secrets; print("nvapi-" + secrets.token_urlsafe(48))')

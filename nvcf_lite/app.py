@@ -27,6 +27,7 @@ from nvcf_lite.api.invocations import (
 )
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
+from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
@@ -62,6 +63,7 @@ def create_app(
 
     nvcf_handlers: list[Any] = [
         *FUNCTION_HANDLERS,
+        *SECRETS_HANDLERS,
         *DEPLOYMENT_HANDLERS,
         *CLUSTER_GROUP_HANDLERS,
         *INVOCATION_HANDLERS,

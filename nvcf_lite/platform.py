@@ -151,6 +151,7 @@ class Platform:
         self.deployments.instances = self.scheduler.views
         self.deployments.spec_states = self.scheduler.spec_states
         self.functions.before_delete = self.deployments.force_remove
+        self.functions.after_secrets_change = self.scheduler.life.refresh_secrets
         nca_id = config.account.nca_id
 
         async def active_instances(vid: str) -> list[InstanceRecord]:

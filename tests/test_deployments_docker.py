@@ -272,3 +272,33 @@ def test_raising_min_instances_keeps_a_serving_function_invocable(
 
     wait_for(both_ready, what="two ready instances")
     assert seen <= {"ACTIVE", "DEGRADING"}, seen
+
+
+def test_container_reads_its_secrets_and_sees_an_update(
+    api: TestClient[Any], dock: docker.DockerClient, ns: str
+) -> None:
+    secrets = [{"name": "TOKEN", "value": "first"}, {"name": "db", "value": {"user": "u"}}]
+    fid, vid = register(api, secrets=secrets)
+    deploy(api, fid, vid, minInstances=1, maxInstances=1)
+    wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
+    (c,) = containers(dock, ns)
+    (mount,) = [m for m in c.attrs["Mounts"] if m["Destination"] == "/var/secrets/secrets.json"]
+    assert mount["RW"] is False
+
+    def seen() -> Any:
+        r = api.post(
+            f"/v2/nvcf/pexec/functions/{fid}", json={"readSecrets": True}, headers=bearer()
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["secrets"]
+
+    assert seen() == {"TOKEN": "first", "db": {"user": "u"}}
+    r = api.put(
+        f"/v2/nvcf/secrets/functions/{fid}/versions/{vid}",
+        json={"secrets": [{"name": "TOKEN", "value": "rotated"}, {"name": "NEW", "value": "n"}]},
+        headers=bearer(),
+    )
+    assert r.status_code == 204 and r.content == b"", r.text
+    # the running container reads the new values (merged by name), without a restart
+    assert seen() == {"TOKEN": "rotated", "db": {"user": "u"}, "NEW": "n"}
+    assert [x.id for x in containers(dock, ns)] == [c.id]

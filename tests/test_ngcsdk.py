@@ -343,6 +343,35 @@ def main(args):
     assert json.loads(put.body or "{}") == {"rateLimit": None}
 
 
+def test_secrets_and_deprecated_rate_limit_calls(sdk: Sdk, server: LiveServer) -> None:
+    made = create_function(sdk, unique("sdk-sec"), secrets=["TOKEN:one"]).expect_ok()
+    fid, vid = made["function"]["id"], made["function"]["versionId"]
+    run = sdk(
+        """
+def main(args):
+    fns = client().cloud_function.functions
+    fns.update_secrets(args["fid"], args["vid"], secrets=["TOKEN:two", "OTHER:x"])
+    fns.update_rate_limit(args["fid"], args["vid"], rate_limit_pattern="7-S")
+    limited = fns.info(args["fid"], args["vid"])["function"]
+    fns.remove_rate_limit(args["fid"], args["vid"])
+    return {"limited": limited, "cleared": fns.info(args["fid"], args["vid"])["function"]}
+""",
+        fid=fid,
+        vid=vid,
+    )
+    out = run.expect_ok()
+    assert out["limited"]["secrets"] == ["TOKEN", "OTHER"]
+    assert out["limited"]["rateLimit"]["rateLimit"] == "7-S"
+    assert "rateLimit" not in out["cleared"]
+    [put_secrets] = run.calls("PUT", f"/v2/orgs/{ORG}/nvcf/secrets/functions/{fid}")
+    assert put_secrets.status == 204
+    assert json.loads(put_secrets.body or "{}") == {
+        "secrets": [{"name": "TOKEN", "value": "two"}, {"name": "OTHER", "value": "x"}]
+    }
+    ratelimit = run.calls(prefix=f"/v2/orgs/{ORG}/nvcf/ratelimit/functions/{fid}")
+    assert [(c.method, c.status) for c in ratelimit] == [("PUT", 204), ("DELETE", 204)]
+
+
 def test_unknown_function_is_resource_not_found(sdk: Sdk) -> None:
     run = sdk(
         "def main(args):\n    client().cloud_function.functions.info(args['fid'], args['vid'])\n",

@@ -1,7 +1,8 @@
 """Who may call the non-function endpoints (spec §6.2 scopes, §6.3 key resources).
 
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
-(A1-A5), invocation (I1-I3) and queues (Q1-Q3); functions (F1-F9) are in test_function_access.
+(A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1) and the deprecated rate-limit
+endpoints (R1, R2); functions (F1-F9) are in test_function_access.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
 function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepted without one.
@@ -50,6 +51,9 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "Q1": (QUEUE, 200),
     "Q2": (QUEUE, 200),
     "Q3": (QUEUE, 404),  # an unknown request id
+    "S1": (("update_secrets",), 400),  # the world's functions were made without secrets
+    "R1": (("update_function",), 204),
+    "R2": (("update_function",), 204),
 }
 
 
@@ -135,6 +139,21 @@ def request(
         "Q1": ("GET", f"{PLAIN}/queues/functions/{new['id']}", None),
         "Q2": ("GET", f"{PLAIN}/queues/functions/{new['id']}/versions/{new['versionId']}", None),
         "Q3": ("GET", f"{PLAIN}/queues/{request_id}/position", None),
+        "S1": (
+            "PUT",
+            f"{PLAIN}/secrets/functions/{new['id']}/versions/{new['versionId']}",
+            {"secrets": [{"name": "A", "value": "b"}]},
+        ),
+        "R1": (
+            "PUT",
+            f"{PLAIN}/ratelimit/functions/{new['id']}/versions/{new['versionId']}",
+            {"rateLimit": {"rateLimit": "5-S"}},
+        ),
+        "R2": (
+            "DELETE",
+            f"{PLAIN}/ratelimit/functions/{new['id']}/versions/{new['versionId']}",
+            None,
+        ),
     }[name]
     return client.request(method, path, json=payload, headers=headers)
 
@@ -180,7 +199,7 @@ def test_apikey_and_admin_prefixes_count_for_deployments(
         assert request(client, "D2", world, make_key(scope)).status_code == 200
 
 
-FUNCTION_SCOPED = ("D1", "D2", "D3", "D4", "D5", "D6", "I1", "I2", "Q1", "Q2")
+FUNCTION_SCOPED = ("D1", "D2", "D3", "D4", "D5", "D6", "I1", "I2", "Q1", "Q2", "S1", "R1", "R2")
 
 
 @pytest.mark.parametrize("name", FUNCTION_SCOPED)

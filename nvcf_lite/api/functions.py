@@ -216,7 +216,7 @@ FunctionsDep = NamedDependency[Functions]
 VERSION_PATH = "/functions/{function_id:str}/versions/{version_id:str}"
 
 
-def _functions(request: Request[Any, Any, Any]) -> Functions:
+def functions_of(request: Request[Any, Any, Any]) -> Functions:
     functions: Functions = request.app.state.functions
     return functions
 
@@ -224,7 +224,7 @@ def _functions(request: Request[Any, Any, Any]) -> Functions:
 class FunctionsController(Controller):
     path = "/"
     tags = ["functions"]
-    dependencies = {**PRINCIPAL, "functions": Provide(_functions, sync_to_thread=False)}
+    dependencies = {**PRINCIPAL, "functions": Provide(functions_of, sync_to_thread=False)}
 
     @post("/functions", status_code=200, opt=REGISTER, summary="F1 create a function")
     async def create_function(

@@ -5,19 +5,22 @@ Who may see what: a version is visible to a key when it is the key's account's o
 (spec §6.3). nvcf-lite has one account and no sharing yet, so `authorized` and `public` add
 nothing today; the union below is written so that they will when sharing arrives.
 
-Deployments plug in through two optional hooks: `instances` (F6 `activeInstances`) and
-`before_delete` (F7 force-removes the deployment of a version before it is deleted).
+Deployments plug in through optional hooks: `instances` (F6 `activeInstances`),
+`before_delete` (F7 force-removes the deployment of a version before it is deleted) and
+`after_secrets_change` (running instances get the new secret values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
 from nvcf_lite.domain.auth import covers, require_function
+from nvcf_lite.domain.function_fields import SecretInput
+from nvcf_lite.domain.function_fields import secrets as validate_secrets
 from nvcf_lite.domain.function_rules import (
     FunctionRequest,
     FunctionUpdate,
@@ -40,6 +43,8 @@ InstancesProvider = Callable[[str], Awaitable[list[InstanceRecord]]]
 """version_id -> the instances of that version (for F6 `activeInstances`)."""
 BeforeDelete = Callable[[str, str], Awaitable[None]]
 """(function_id, version_id) -> None; called before a version is deleted."""
+SecretsChanged = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""(version_id, all secret values) -> None; called after a version's secrets changed."""
 
 DETAILS_SCOPE = "list_functions_details"
 
@@ -78,6 +83,7 @@ class Functions:
         # Public so the deployments code can plug in after construction.
         self.instances = instances
         self.before_delete = before_delete
+        self.after_secrets_change: SecretsChanged | None = None
 
     # -- F1, F2 ---------------------------------------------------------------------------
 
@@ -185,6 +191,37 @@ class Functions:
         if not await self.repo.update_spec(updated):
             raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
         return await self.find(principal, function_id, version_id)
+
+    async def update_secrets(
+        self,
+        principal: Principal,
+        function_id: str,
+        version_id: str,
+        items: Sequence[SecretInput],
+    ) -> None:
+        """PUT .../secrets/functions/{fid}/versions/{vid} (spec §2.8).
+
+        NVCF updates secrets "if they were specified upon creation", so a version made without
+        secrets is a 400. The given secrets are merged by name into the stored ones (a new
+        name is added, the others keep their values: an nvcf-lite choice, so that updating one
+        secret never drops the rest). Running instances see the new values in
+        /var/secrets/secrets.json at once (`after_secrets_change`).
+        """
+        version = await self.find(principal, function_id, version_id)
+        if not version.secrets:
+            raise Invalid(
+                f"Function version '{version_id}' was created without secrets; secrets can only"
+                " be updated on a version created with them"
+            )
+        if not items:
+            raise Invalid("Invalid request: 'secrets' must not be empty")
+        merged = {**await self.repo.secrets(version_id), **validate_secrets(items)}
+        names = tuple(dict.fromkeys((*version.secrets, *merged)))
+        updated = msgspec.structs.replace(version, secrets=names)
+        if not await self.repo.update_secrets(updated, merged):
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        if self.after_secrets_change is not None:
+            await self.after_secrets_change(version_id, merged)
 
     async def delete(self, principal: Principal, function_id: str, version_id: str) -> None:
         """F7: force-removes the version's deployment (hook) first; secrets go with the row."""

@@ -93,6 +93,21 @@ class FunctionsRepo:
             )
         return changed > 0
 
+    async def update_secrets(self, version: FunctionVersion, secrets: dict[str, Any]) -> bool:
+        """Replace a version's secret values and rewrite its record (the secret names) in one
+        transaction; False if the version is gone."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE function_versions SET spec = ?, updated_at = ? WHERE version_id = ?",
+                (_spec(version), now_iso(), version.version_id),
+            )
+            if changed:
+                await tx.execute(
+                    "INSERT OR REPLACE INTO function_secrets (version_id, secrets) VALUES (?, ?)",
+                    (version.version_id, msgspec.json.encode(secrets).decode()),
+                )
+        return changed > 0
+
     async def delete(self, function_id: str, version_id: str) -> bool:
         """Delete a version; its secrets go with it (ON DELETE CASCADE)."""
         async with self._db.transaction() as tx:

@@ -262,6 +262,18 @@ class Lifecycle:
         except RuntimeFailure as exc:
             log.warning("could not remove container %s: %s", container_id[:12], exc)
 
+    async def refresh_secrets(self, version_id: str, secrets: dict[str, object]) -> None:
+        """New secret values for the running instances of a version: their secrets.json is
+        rewritten in place (the container bind-mounts that very file, so a new file would not
+        be seen); instances started from now on get them from the store anyway."""
+        paths = [
+            self.data / "secrets" / inst.instance_id / "secrets.json"
+            for inst in self.instances.values()
+            if inst.version_id == version_id and not inst.removing
+        ]
+        data = msgspec.json.encode(secrets)
+        await asyncio.to_thread(_rewrite_in_place, paths, data)
+
     def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
         self.inf_dir.mkdir(parents=True, exist_ok=True)
         if not info.secrets:
@@ -272,3 +284,13 @@ class Lifecycle:
         path.write_bytes(msgspec.json.encode(info.secrets))
         path.chmod(0o644)  # the container's user may not be root; the folder is 0700
         return path
+
+
+def _rewrite_in_place(paths: list[Path], data: bytes) -> None:
+    for path in paths:
+        try:
+            with path.open("r+b") as out:
+                out.write(data)
+                out.truncate()
+        except FileNotFoundError:
+            continue  # the instance is going away (or was adopted without its folder)

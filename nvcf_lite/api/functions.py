@@ -144,8 +144,9 @@ class ModelUpdateDto(Wire):
 
 class UpdateFunctionRequest(Wire):
     """F8/F9 body. `"rateLimit": null` clears the limit: ngcsdk 4.37 sends exactly that to
-    remove one (NVCF self-managed would answer 400 and point at a DELETE endpoint that
-    nvcf-lite does not have). `description` is an nvcf-lite extension."""
+    remove one (NVCF self-managed would answer 400 and point at the deprecated
+    `DELETE .../ratelimit/...`, which nvcf-lite also serves: api/secrets.py).
+    `description` is an nvcf-lite extension."""
 
     tags: list[str] | None = None
     rate_limit: RateLimitDto | UnsetType | None = UNSET

@@ -1,4 +1,4 @@
-"""Invocation (I1-I3, I5) and queue details (Q1-Q3), spec §2.3-2.4: thin handlers.
+"""Invocation (I1-I3, I5), spec §2.3: thin handlers (queue details Q1-Q3: api/queues.py).
 
 The handler records the request durably (through the domain), waits on its future up to the
 poll window and answers 200 / 302 / problem+json, or 202 with NVCF-REQID to poll.
@@ -19,11 +19,11 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive, Scope
 
+from nvcf_lite.api.queues import QUEUE_HANDLERS
 from nvcf_lite.api.security import PRINCIPAL, scopes
-from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocation_rules import client_path, poll_seconds, problem, status_header
-from nvcf_lite.domain.invocations import Invocations, Pending, Queues, StreamReply, Ticket
+from nvcf_lite.domain.invocations import Invocations, Pending, StreamReply, Ticket
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import Outcome, Principal, parse_uuid
 
@@ -305,81 +305,6 @@ async def request_status(
     return answer(request_id, result)
 
 
-class QueueWire(Wire, kw_only=True):
-    function_version_id: str
-    function_name: str
-    function_status: str
-    queue_depth: int
-
-
-class QueuesResponse(Wire, kw_only=True):
-    function_id: str
-    queues: list[QueueWire]
-
-
-class PositionResponse(Wire, kw_only=True):
-    function_id: str
-    function_version_id: str
-    position_in_queue: int
-
-
-QUEUE = scopes("queue_details")
-
-
-async def _depths(
-    request: Request[Any, Any, Any], principal: Principal, fid: str, vid: str | None
-) -> QueuesResponse:
-    queues: Queues = request.app.state.queues
-    entries = await queues.depths(principal, fid, vid)
-    return QueuesResponse(
-        function_id=fid,
-        queues=[
-            QueueWire(
-                function_version_id=e.version_id,
-                function_name=e.name,
-                function_status=e.status,
-                queue_depth=e.depth,
-            )
-            for e in entries
-        ],
-    )
-
-
-@get("/queues/functions/{function_id:uuid}", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
-async def function_queues(
-    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[UUID]
-) -> QueuesResponse:
-    return await _depths(request, principal, str(function_id), None)
-
-
-@get(
-    "/queues/functions/{function_id:uuid}/versions/{version_id:uuid}",
-    opt=QUEUE,
-    dependencies=PRINCIPAL,
-    tags=["queues"],
-)
-async def version_queue(
-    request: Request[Any, Any, Any],
-    principal: Caller,
-    function_id: FromPath[UUID],
-    version_id: FromPath[UUID],
-) -> QueuesResponse:
-    return await _depths(request, principal, str(function_id), str(version_id))
-
-
-@get("/queues/{request_id:str}/position", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
-async def queue_position(
-    request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
-) -> PositionResponse:
-    queues: Queues = request.app.state.queues
-    record, position = queues.position(principal, request_id)
-    return PositionResponse(
-        function_id=record.function_id,
-        function_version_id=record.version_id,
-        position_in_queue=position,
-    )
-
-
 ALL_METHODS = [m for m in HttpMethod if m not in (HttpMethod.HEAD,)]
 
 
@@ -409,11 +334,4 @@ path_invocation_head = route(
 )(path_invocation.fn)
 
 
-INVOCATION_HANDLERS = [
-    invoke_function,
-    invoke_version,
-    request_status,
-    function_queues,
-    version_queue,
-    queue_position,
-]
+INVOCATION_HANDLERS = [invoke_function, invoke_version, request_status, *QUEUE_HANDLERS]

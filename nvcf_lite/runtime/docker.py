@@ -1,8 +1,9 @@
-"""DockerRuntime: instance containers on the local Docker engine; the only module importing docker.
+"""DockerRuntime: instance containers on the local Docker engine.
 
-Blocking SDK calls run in worker threads through the low-level `APIClient`, one HTTP call per
-hop where possible (`inspect` is exactly one). Docker's exceptions are translated here, at the
-edge, into `RuntimeFailure` / `ImageNotFound` whose text a user can act on.
+With runtime/docker_calls.py (the blocking calls) the only code importing docker. Blocking SDK
+calls run in worker threads through the low-level `APIClient`, one HTTP call per hop where
+possible (`inspect` is exactly one). Docker's exceptions are translated here, at the edge, into
+`RuntimeFailure` / `ImageNotFound` whose text a user can act on.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ import docker.types
 import docker.utils
 import requests
 
+from nvcf_lite.runtime import docker_calls as calls
 from nvcf_lite.runtime.base import (
     LABEL_MANAGED,
     ContainerInfo,
@@ -35,12 +35,8 @@ from nvcf_lite.runtime.base import (
 log = logging.getLogger("nvcf_lite.runtime")
 
 DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
-DEFAULT_STOP_SIGNAL = "SIGTERM"
 PULL_LOG_INTERVAL_S = 5.0
 NO_TOOLKIT = "this Docker host has no NVIDIA container toolkit"
-_NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: never started / never finished
-_EXITED = re.compile(r"^Exited \((-?\d+)\)")
-_IPV4_ANY = ("127.0.0.1", "0.0.0.0", "")  # bindings reachable on 127.0.0.1
 _UNREACHABLE_HINTS = {
     "FileNotFoundError": "no socket there, is dockerd running?",
     "ConnectionRefusedError": "connection refused, is dockerd running?",
@@ -91,7 +87,7 @@ class DockerRuntime:
         return None
 
     async def image_exists(self, image: str) -> bool:
-        return await self._call("image inspect", _image_exists, image)
+        return await self._call("image inspect", calls.image_exists, image)
 
     async def ensure_image(self, image: str) -> bool:
         """Pull `image` unless it is local; concurrent callers for one image share one pull."""
@@ -109,13 +105,13 @@ class DockerRuntime:
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         try:
-            return await self._call("create", _create_and_start, spec, name=spec.name)
+            return await self._call("create", calls.create_and_start, spec, name=spec.name)
         except ImageNotFound:
             await self.ensure_image(spec.image)
-        return await self._call("create", _create_and_start, spec, name=spec.name)
+        return await self._call("create", calls.create_and_start, spec, name=spec.name)
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:
-        return await self._call("inspect", _inspect, container_id)
+        return await self._call("inspect", calls.inspect, container_id)
 
     async def list_managed(self) -> list[ContainerInfo]:
         """Every managed container, from one list call.
@@ -125,13 +121,13 @@ class DockerRuntime:
         """
         filters = {"label": f"{LABEL_MANAGED}=true"}
         rows = await self._call("list", lambda api: api.containers(all=True, filters=filters))
-        return [_info_from_summary(row) for row in rows]
+        return [calls.info_from_summary(row) for row in rows]
 
     async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
-        await self._call("remove", _stop_and_remove, container_id, stop_timeout_s)
+        await self._call("remove", calls.stop_and_remove, container_id, stop_timeout_s)
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
-        return await self._call("logs", _logs_tail, container_id, lines)
+        return await self._call("logs", calls.logs_tail, container_id, lines)
 
     async def pause(self, container_id: str) -> None:
         await self._call("pause", lambda api: api.pause(container_id))
@@ -178,7 +174,7 @@ class DockerRuntime:
 
     def _translate(self, exc: Exception, action: str, name: str) -> RuntimeFailure:
         if isinstance(exc, docker.errors.APIError):
-            text = _explain(exc)
+            text = calls.explain(exc)
             if "could not select device driver" in text:
                 return RuntimeFailure(f"{NO_TOOLKIT} (could not select device driver for GPUs)")
             if "unknown runtime specified nvidia" in text.lower():
@@ -213,7 +209,7 @@ class DockerRuntime:
         except (TimeoutError, requests.exceptions.Timeout):
             reason = f"no answer within {self.pull_timeout_s:g} s"
         except docker.errors.APIError as exc:
-            reason = _explain(exc)
+            reason = calls.explain(exc)
         except requests.exceptions.RequestException as exc:
             raise self._translate(exc, "pull", "") from exc
         except docker.errors.DockerException as exc:  # e.g. InvalidRepository
@@ -264,138 +260,3 @@ class DockerRuntime:
 
 
 # Blocking helpers (run in worker threads) -------------------------------------------------
-
-
-def _image_exists(api: Any, image: str) -> bool:
-    try:
-        api.inspect_image(image)
-    except docker.errors.NotFound:  # ImageNotFound is a NotFound
-        return False
-    return True
-
-
-def _create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
-    host_network = spec.network_mode == "host"
-    devices = None
-    if spec.gpu_device_ids is not None:
-        devices = [
-            docker.types.DeviceRequest(
-                driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]]
-            )
-        ]
-    host_config = api.create_host_config(
-        port_bindings=None if host_network else {p: ("127.0.0.1", None) for p in spec.ports},
-        binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
-        device_requests=devices,
-        network_mode=spec.network_mode,
-    )
-    created = api.create_container(
-        spec.image,
-        command=spec.args,
-        environment=dict(spec.env),
-        labels={**spec.labels, LABEL_MANAGED: "true"},
-        ports=None if host_network else list(spec.ports),
-        host_config=host_config,
-        name=spec.name,
-        stop_signal=DEFAULT_STOP_SIGNAL,
-        detach=True,
-    )
-    container_id: str = created["Id"]
-    try:
-        api.start(container_id)
-    except BaseException:
-        try:
-            api.remove_container(container_id, force=True)
-        except docker.errors.APIError:
-            pass  # the start error is the one worth reporting
-        raise
-    info = _inspect(api, container_id)  # host ports are bound only once started
-    if info is None:
-        raise docker.errors.NotFound(f"container {spec.name} vanished right after start")
-    return info
-
-
-def _inspect(api: Any, container_id: str) -> ContainerInfo | None:
-    try:
-        doc: Doc = api.inspect_container(container_id)
-    except docker.errors.NotFound:
-        return None
-    state: Doc = doc.get("State") or {}
-    status = str(state.get("Status", "unknown"))
-    code = state.get("ExitCode")
-    finished = status in ("exited", "dead") or bool(code)
-    return ContainerInfo(
-        id=doc["Id"],
-        name=str(doc.get("Name", "")).lstrip("/"),
-        labels=(doc.get("Config") or {}).get("Labels") or {},
-        state=status,
-        exit_code=int(code) if finished and code is not None else None,
-        host_ports=_host_ports((doc.get("NetworkSettings") or {}).get("Ports") or {}),
-        error=state.get("Error") or None,
-        started_at=_time(state.get("StartedAt")),
-        finished_at=_time(state.get("FinishedAt")),
-        oom_killed=bool(state.get("OOMKilled")),
-    )
-
-
-def _info_from_summary(row: Doc) -> ContainerInfo:
-    exited = _EXITED.match(str(row.get("Status", "")))
-    ports = {
-        int(p["PrivatePort"]): int(p["PublicPort"])
-        for p in row.get("Ports") or []
-        if p.get("PublicPort") and p.get("Type") == "tcp" and p.get("IP", "") in _IPV4_ANY
-    }
-    names = row.get("Names") or [""]
-    return ContainerInfo(
-        id=row["Id"],
-        name=str(names[0]).lstrip("/"),
-        labels=row.get("Labels") or {},
-        state=str(row.get("State", "unknown")),
-        exit_code=int(exited.group(1)) if exited else None,
-        host_ports=ports,
-    )
-
-
-def _host_ports(ports: dict[str, list[Doc] | None]) -> dict[int, int]:
-    found: dict[int, int] = {}
-    for key, bindings in ports.items():
-        port, _, proto = key.partition("/")
-        reachable = [b for b in bindings or [] if b.get("HostIp", "") in _IPV4_ANY]
-        if proto == "tcp" and reachable and reachable[0].get("HostPort"):
-            found[int(port)] = int(reachable[0]["HostPort"])
-    return found
-
-
-def _stop_and_remove(api: Any, container_id: str, stop_timeout_s: float) -> None:
-    try:
-        api.stop(container_id, timeout=max(0, math.ceil(stop_timeout_s)))
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError:
-        pass  # e.g. a dead container: the forced removal below still ends it
-    try:
-        api.remove_container(container_id, force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409 or "already in progress" not in _explain(exc):
-            raise
-
-
-def _logs_tail(api: Any, container_id: str, lines: int) -> str:
-    try:
-        raw: bytes = api.logs(container_id, stdout=True, stderr=True, tail=max(0, lines))
-    except docker.errors.NotFound:
-        return ""
-    return raw.decode("utf-8", errors="replace")
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    explanation = exc.explanation
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", errors="replace")
-    return str(explanation or exc)
-
-
-def _time(value: object) -> str | None:
-    return str(value) if value and value != _NEVER else None

@@ -1,0 +1,96 @@
+"""Queue details Q1-Q3 (spec §2.4), scope `queue_details`: depth per version, a request's
+position. Registered with the invocation routes (INVOCATION_HANDLERS) in every path family."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.wire import Wire
+from nvcf_lite.domain.invocations import Queues
+from nvcf_lite.models import Principal
+
+Caller = NamedDependency[Principal]
+
+
+class QueueWire(Wire, kw_only=True):
+    function_version_id: str
+    function_name: str
+    function_status: str
+    queue_depth: int
+
+
+class QueuesResponse(Wire, kw_only=True):
+    function_id: str
+    queues: list[QueueWire]
+
+
+class PositionResponse(Wire, kw_only=True):
+    function_id: str
+    function_version_id: str
+    position_in_queue: int
+
+
+QUEUE = scopes("queue_details")
+
+
+async def _depths(
+    request: Request[Any, Any, Any], principal: Principal, fid: str, vid: str | None
+) -> QueuesResponse:
+    queues: Queues = request.app.state.queues
+    entries = await queues.depths(principal, fid, vid)
+    return QueuesResponse(
+        function_id=fid,
+        queues=[
+            QueueWire(
+                function_version_id=e.version_id,
+                function_name=e.name,
+                function_status=e.status,
+                queue_depth=e.depth,
+            )
+            for e in entries
+        ],
+    )
+
+
+@get("/queues/functions/{function_id:uuid}", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
+async def function_queues(
+    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[UUID]
+) -> QueuesResponse:
+    return await _depths(request, principal, str(function_id), None)
+
+
+@get(
+    "/queues/functions/{function_id:uuid}/versions/{version_id:uuid}",
+    opt=QUEUE,
+    dependencies=PRINCIPAL,
+    tags=["queues"],
+)
+async def version_queue(
+    request: Request[Any, Any, Any],
+    principal: Caller,
+    function_id: FromPath[UUID],
+    version_id: FromPath[UUID],
+) -> QueuesResponse:
+    return await _depths(request, principal, str(function_id), str(version_id))
+
+
+@get("/queues/{request_id:str}/position", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
+async def queue_position(
+    request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
+) -> PositionResponse:
+    queues: Queues = request.app.state.queues
+    record, position = queues.position(principal, request_id)
+    return PositionResponse(
+        function_id=record.function_id,
+        function_version_id=record.version_id,
+        position_in_queue=position,
+    )
+
+
+QUEUE_HANDLERS = [function_queues, version_queue, queue_position]

@@ -71,15 +71,12 @@ class _Family:
         raise NotImplementedError
 
 
-class Counter(_Family):
-    kind = "counter"
+class _Values(_Family):
+    """One number per label set (counters and gauges)."""
 
     def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
         super().__init__(name, help_text, label_names)
         self.values: dict[Labels, float] = {}
-
-    def inc(self, *labels: str, by: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + by
 
     def lines(self) -> list[str]:
         return [
@@ -88,26 +85,23 @@ class Counter(_Family):
         ]
 
 
-class Gauge(_Family):
-    """Set at scrape time from live state (`clear` first, then `set` what exists now)."""
+class Counter(_Values):
+    kind = "counter"
+
+    def inc(self, *labels: str, by: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + by
+
+
+class Gauge(_Values):
+    """Set at scrape time from live state (`set` or `add` what exists now)."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str]) -> None:
-        super().__init__(name, help_text, label_names)
-        self.values: dict[Labels, float] = {}
 
     def set(self, value: float, *labels: str) -> None:
         self.values[labels] = value
 
     def add(self, value: float, *labels: str) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + value
-
-    def lines(self) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
-            for k, v in sorted(self.values.items())
-        ]
 
 
 class Histogram(_Family):

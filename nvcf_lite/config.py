@@ -14,6 +14,11 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "NVCF_LITE_"
+# NVCF_LITE_* variables that are not settings: the config file's path, and the test suite's
+# switches (scripts/test.sh, .ci/run), which a shell that ran the tests may still export.
+NOT_SETTINGS = frozenset(
+    {"NVCF_LITE_CONFIG", "NVCF_LITE_REQUIRE_DOCKER", "NVCF_LITE_REQUIRE_SDK", "NVCF_LITE_NO_DOCKER"}
+)
 
 
 class ConfigError(Exception):
@@ -133,7 +138,7 @@ def _env_value(raw: str, field_type: Any) -> Any:
 def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     sections = _section_types()
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
         if not sep or section not in sections:

@@ -36,6 +36,14 @@ fail() {
   failures=$((failures + 1))
 }
 header() { printf '\n==> %s\n' "$*"; }
+# nvcf-lite runs here on its defaults and the variables this script sets, not on settings the
+# calling shell may export (NVCF_LITE_GPUS__USE_NVML=false would defeat the check).
+unset_settings() {
+  local name
+  for name in $(compgen -e); do
+    case $name in NVCF_LITE_*) unset "$name" ;; esac
+  done
+}
 
 cleanup() {
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -95,7 +103,8 @@ PY=$VENV/bin/python
 
 # 3. NVML, as nvcf-lite reads it (no Docker needed) -----------------------------------------
 header "nvcf-lite gpus"
-inventory=$(cd "$WORK" && NVCF_LITE_STORE__DATA_DIR="$WORK/gpus-data" "$VENV/bin/nvcf-lite" gpus 2>&1)
+inventory=$(cd "$WORK" && unset_settings && NVCF_LITE_STORE__DATA_DIR="$WORK/gpus-data" \
+  "$VENV/bin/nvcf-lite" gpus 2>&1)
 echo "$inventory"
 smi_uuids=$(grep -o 'UUID: GPU-[^)]*' <<<"$gpus" | cut -d' ' -f2 | sort)
 nvml_uuids=$(grep -oE '^GPU [0-9]+: .* (GPU-[^ ]+) [0-9]+ MiB$' <<<"$inventory" |
@@ -143,6 +152,7 @@ PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); pri
 KEY=$("$PY" -c 'import secrets; print("nvapi-" + secrets.token_urlsafe(48))')
 (
   cd "$WORK" || exit 1 # no ./config.toml: defaults and the variables below only
+  unset_settings
   export NVCF_LITE_STORE__DATA_DIR="$WORK/data"
   export NVCF_LITE_AUTH__BOOTSTRAP_KEY="$KEY"
   export NVCF_LITE_DOCKER__NAMESPACE="$NAMESPACE"

@@ -193,6 +193,12 @@ def test_config_env_var_is_not_a_key() -> None:
     assert load_config(None, {"NVCF_LITE_CONFIG": "/elsewhere.toml"}) == Config()
 
 
+def test_the_test_suites_switches_are_not_keys() -> None:
+    """A shell that ran scripts/test.sh (or CI) may still export them; serve must start."""
+    switches = {"NVCF_LITE_REQUIRE_DOCKER": "1", "NVCF_LITE_REQUIRE_SDK": "1"}
+    assert load_config(None, {**switches, "NVCF_LITE_NO_DOCKER": "1"}) == Config()
+
+
 def test_other_env_vars_are_ignored() -> None:
     assert load_config(None, {"PATH": "/bin", "NVCF_LITEX": "1", "HOME": "/root"}) == Config()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,6 +52,11 @@ class Lifecycle:
         self.data = config.data_path
         self.inf_dir = self.data / "inf"
         self.instances: dict[str, Instance] = {}
+        # Secret values set after a version's launch info was read, and the lock that orders a
+        # launch's secrets.json write against an update's rewrite (else a start racing an
+        # update could keep the old values).
+        self._fresh_secrets: dict[str, dict[str, object]] = {}
+        self._secrets_lock = threading.Lock()
 
     def start(self, inst: Instance) -> None:
         self.instances[inst.instance_id] = inst
@@ -265,14 +271,20 @@ class Lifecycle:
     async def refresh_secrets(self, version_id: str, secrets: dict[str, object]) -> None:
         """New secret values for the running instances of a version: their secrets.json is
         rewritten in place (the container bind-mounts that very file, so a new file would not
-        be seen); instances started from now on get them from the store anyway."""
+        be seen); an instance starting now writes them too."""
         paths = [
             self.data / "secrets" / inst.instance_id / "secrets.json"
             for inst in self.instances.values()
             if inst.version_id == version_id and not inst.removing
         ]
         data = msgspec.json.encode(secrets)
-        await asyncio.to_thread(_rewrite_in_place, paths, data)
+
+        def rewrite() -> None:
+            with self._secrets_lock:
+                self._fresh_secrets[version_id] = secrets
+                _rewrite_in_place(paths, data)
+
+        await asyncio.to_thread(rewrite)
 
     def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
         self.inf_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +293,9 @@ class Lifecycle:
         folder = self.data / "secrets" / inst.instance_id
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / "secrets.json"
-        path.write_bytes(msgspec.json.encode(info.secrets))
+        with self._secrets_lock:
+            values = self._fresh_secrets.get(inst.version_id, info.secrets)
+            path.write_bytes(msgspec.json.encode(values))
         path.chmod(0o644)  # the container's user may not be root; the folder is 0700
         return path
 

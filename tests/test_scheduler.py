@@ -328,3 +328,18 @@ async def test_secrets_are_mounted_read_only(world: World) -> None:
     (mount,) = [m for m in spec.mounts if m.target == "/var/secrets/secrets.json"]
     assert mount.read_only
     assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"s3cr3t"}'
+
+
+async def test_secrets_updated_while_an_instance_starts_reach_it(world: World) -> None:
+    """An update between reading the launch info and writing secrets.json is not lost."""
+    fid, vid = await world.function(secrets={"token": "old"})
+    # the store still says "old" (what the launch reads); the update arrives first
+    await world.scheduler.life.refresh_secrets(vid, {"token": "new"})
+    await world.deployments.create(
+        fid, vid, [SpecInput(gpu="CPU", min_instances=1, max_instances=1)]
+    )
+    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
+    (mount,) = [m for m in world.runtime.created[-1].mounts if m.target.endswith("secrets.json")]
+    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"new"}'
+    await world.scheduler.life.refresh_secrets(vid, {"token": "newer"})  # in place, running
+    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"newer"}'

@@ -175,3 +175,29 @@ def test_every_unit_goes_to_one_instance_and_then_capacity_waits(
     r = api.delete(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer())
     assert r.status_code == 200
     wait_ready(api, fid2, vid2, 1)  # the freed unit goes to the waiting deployment
+
+
+async def test_a_gpu_the_toolkit_does_not_know_is_refused_in_words(
+    dock: docker.DockerClient, ns: str
+) -> None:
+    """What a user reads when NVML and the toolkit disagree (a GPU gone since the start)."""
+    from nvcf_lite.runtime.base import LABEL_MANAGED, ContainerSpec, RuntimeFailure
+    from nvcf_lite.runtime.docker import DockerRuntime
+
+    runtime = DockerRuntime.connect(None, pull_timeout_s=30)
+    spec = ContainerSpec(
+        name=f"nvcf-lite-{ns}-unknown-gpu",
+        image=ECHO_IMAGE,
+        labels={LABEL_MANAGED: "true", "nvcf-lite.namespace": ns},
+        ports=[8000],
+        gpu_device_ids=["GPU-00000000-0000-0000-0000-00000000dead"],
+    )
+    try:
+        with pytest.raises(RuntimeFailure) as caught:
+            await runtime.create_and_start(spec)
+    finally:
+        await runtime.close()
+    text = str(caught.value)
+    assert text.startswith("the NVIDIA container toolkit refused: nvidia-container-cli:"), text
+    assert "GPU-00000000-0000-0000-0000-00000000dead" in text
+    assert dock.containers.list(all=True, filters={"name": spec.name}) == []

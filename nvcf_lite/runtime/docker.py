@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,6 +38,9 @@ log = logging.getLogger("nvcf_lite.runtime")
 DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 PULL_LOG_INTERVAL_S = 5.0
 NO_TOOLKIT = "this Docker host has no NVIDIA container toolkit"
+# The toolkit's prestart hook failing, e.g. "nvidia-container-cli: initialization error: nvml
+# error: driver not loaded" or "nvidia-container-cli: device error: GPU-...: unknown device"
+_TOOLKIT_ERROR = re.compile(r"nvidia-container-cli: [^\n]*?(?=(?::\s*unknown)?\s*$)", re.M)
 _UNREACHABLE_HINTS = {
     "FileNotFoundError": "no socket there, is dockerd running?",
     "ConnectionRefusedError": "connection refused, is dockerd running?",
@@ -179,6 +183,9 @@ class DockerRuntime:
                 return RuntimeFailure(f"{NO_TOOLKIT} (could not select device driver for GPUs)")
             if "unknown runtime specified nvidia" in text.lower():
                 return RuntimeFailure(f"{NO_TOOLKIT} (Unknown runtime specified nvidia)")
+            toolkit = _TOOLKIT_ERROR.search(text)
+            if toolkit:
+                return RuntimeFailure(f"the NVIDIA container toolkit refused: {toolkit.group(0)}")
             if exc.status_code == 409 and "is already in use" in text:
                 return RuntimeFailure(f"a container named {name!r} already exists: {text}")
             if isinstance(exc, docker.errors.ImageNotFound):

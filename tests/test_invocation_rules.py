@@ -399,3 +399,19 @@ async def test_unread_partial_responses_are_bounded() -> None:
         ticket.add_progress(i % 100, str(i).encode())
     assert len(ticket.unread) == MAX_UNREAD_PROGRESS
     assert ticket.unread[0].body == b"10"
+
+
+async def test_a_window_ending_while_the_outcome_is_recorded_answers_with_it() -> None:
+    """The dispatcher deletes the row of a request it finishes undetached (the client gets the
+    answer on its connection). A handler whose window ends during that write must not answer
+    202: the client would poll for a row already gone (lost if the server died meanwhile)."""
+    inv = _invocations([])
+    ticket = await _ticket()
+    loop = asyncio.get_running_loop()
+    ticket.finished = True  # Dispatcher._finish began: keep = detached = False, writing
+    loop.call_later(0.3, ticket.done.set_result, Outcome(status=200, body=b"late"))
+    started = time.monotonic()
+    result = await inv.wait(ticket, 0.05)
+    assert isinstance(result, Outcome) and result.body == b"late"
+    assert not ticket.detached
+    assert time.monotonic() - started >= 0.25

@@ -287,6 +287,12 @@ class Invocations:
                     await asyncio.wait_for(wake, remaining)
                 except TimeoutError:
                     break
+            if ticket.finished and not ticket.done.done():
+                # Its outcome is being recorded, as "delivered on the connection" unless it
+                # was detached before: answering 202 now would leave the client to poll for a
+                # row that is being deleted (lost in a crash before that poll). The write
+                # takes one commit: wait for it and answer with the outcome.
+                await asyncio.shield(ticket.done)
         finally:
             ticket.waiters -= 1
             ticket.last_poll = time.monotonic()

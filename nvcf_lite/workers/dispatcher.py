@@ -311,8 +311,9 @@ class Dispatcher:
         if not ticket.dispatched_at:
             self.forwarder.cleanup(rec.request_id)  # never ran: its premade folder goes
         keep = ticket.detached
-        # A handler that gives up (202) during this write finds the result in memory; only a
-        # crash in that instant would lose it.
+        # From here (`finished`) no handler detaches it: one whose window ends during this
+        # write waits for it and answers with the outcome (Invocations.wait), so a request
+        # whose row is deleted here is always answered on its connection, never by a 202.
         await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
         ticket.kept = keep
         self.per_function[rec.function_id] -= 1

@@ -1,7 +1,8 @@
 """The URL-signing key: 32 random bytes in `<data_dir>/signing.key` (mode 0600), made once.
 
-Keeping it on disk makes signed URLs survive a restart. Deleting the file invalidates every
-URL handed out so far (a new key is made on the next start).
+Keeping it on disk makes signed URLs and bearer tokens (domain/tokens.py, keyed by a sub-key of
+it) survive a restart. Deleting the file invalidates every URL and token handed out so far (a
+new key is made on the next start).
 """
 
 from __future__ import annotations

@@ -545,3 +545,20 @@ async def test_a_stored_result_is_served_once(store: RequestStore) -> None:
     assert isinstance(outcome, Outcome) and outcome.body == b"result"
     with pytest.raises(NotFound):
         await inv.poll(principal, rec.request_id, 1)
+
+
+async def test_a_failed_write_of_the_end_still_answers_the_client(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store error while recording the end must not leave the waiting client hanging."""
+    spec = world.scheduler.deploy(V1)
+    world.scheduler.add_instance(V1, spec)
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(world.store, "finish", broken)
+    ticket = await world.submit(V1)
+    world.forwarder.gate.set()
+    outcome = await asyncio.wait_for(ticket.done, 5)
+    assert outcome.status == 200

@@ -9,6 +9,7 @@ stateless rules (headers, statuses, problem bodies) are in `invocation_rules`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import deque
@@ -23,6 +24,8 @@ from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, 
 from nvcf_lite.store.requests import RequestStore
 
 INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
+# How long a poll window that ends while the outcome is being recorded waits for that write.
+FINISH_WAIT_S = 10.0
 # Unread partial responses kept per request; older ones are dropped (spec §2.3.4).
 MAX_UNREAD_PROGRESS = 256
 
@@ -291,8 +294,9 @@ class Invocations:
                 # Its outcome is being recorded, as "delivered on the connection" unless it
                 # was detached before: answering 202 now would leave the client to poll for a
                 # row that is being deleted (lost in a crash before that poll). The write
-                # takes one commit: wait for it and answer with the outcome.
-                await asyncio.shield(ticket.done)
+                # takes one commit: wait for it (bounded) and answer with the outcome.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(ticket.done), FINISH_WAIT_S)
         finally:
             ticket.waiters -= 1
             ticket.last_poll = time.monotonic()

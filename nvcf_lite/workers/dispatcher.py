@@ -314,7 +314,12 @@ class Dispatcher:
         # From here (`finished`) no handler detaches it: one whose window ends during this
         # write waits for it and answers with the outcome (Invocations.wait), so a request
         # whose row is deleted here is always answered on its connection, never by a 202.
-        await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
+        try:
+            await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
+        except Exception:
+            # The answer still reaches the client (on its connection, or from memory when it
+            # polls); the row keeps its last state, so a restart may run the request again.
+            log.exception("request %s: recording its end failed", rec.request_id)
         ticket.kept = keep
         self.per_function[rec.function_id] -= 1
         self.metrics.invocations.inc(rec.function_id, rec.version_id, str(outcome.status))

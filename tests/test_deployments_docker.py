@@ -282,7 +282,7 @@ def test_container_reads_its_secrets_and_sees_an_update(
     deploy(api, fid, vid, minInstances=1, maxInstances=1)
     wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
     (c,) = containers(dock, ns)
-    (mount,) = [m for m in c.attrs["Mounts"] if m["Destination"] == "/var/secrets/secrets.json"]
+    (mount,) = [m for m in c.attrs["Mounts"] if m["Destination"] == "/var/secrets"]
     assert mount["RW"] is False
 
     def seen() -> Any:
@@ -299,6 +299,7 @@ def test_container_reads_its_secrets_and_sees_an_update(
         headers=bearer(),
     )
     assert r.status_code == 204 and r.content == b"", r.text
-    # the running container reads the new values (merged by name), without a restart
+    # the running container reads the new values (merged by name), without a restart: a new
+    # secrets.json is renamed into its mounted folder
     assert seen() == {"TOKEN": "rotated", "db": {"user": "u"}, "NEW": "n"}
     assert [x.id for x in containers(dock, ns)] == [c.id]

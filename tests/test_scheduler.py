@@ -325,9 +325,17 @@ async def test_secrets_are_mounted_read_only(world: World) -> None:
     )
     await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
     spec = world.runtime.created[-1]
-    (mount,) = [m for m in spec.mounts if m.target == "/var/secrets/secrets.json"]
+    (mount,) = [m for m in spec.mounts if m.target == "/var/secrets"]
     assert mount.read_only
-    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"s3cr3t"}'
+    secrets_json = Path(mount.source) / "secrets.json"
+    assert await asyncio.to_thread(secrets_json.read_text) == '{"token":"s3cr3t"}'
+    modes = await asyncio.to_thread(
+        lambda: (
+            [p.stat().st_mode & 0o777 for p in (secrets_json.parent.parent, secrets_json)]
+            + [secrets_json.parent.stat().st_mode & 0o777]
+        )
+    )
+    assert modes == [0o700, 0o644, 0o755]  # no host user; any container user may read
 
 
 async def test_secrets_updated_while_an_instance_starts_reach_it(world: World) -> None:
@@ -339,7 +347,10 @@ async def test_secrets_updated_while_an_instance_starts_reach_it(world: World) -
         fid, vid, [SpecInput(gpu="CPU", min_instances=1, max_instances=1)]
     )
     await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
-    (mount,) = [m for m in world.runtime.created[-1].mounts if m.target.endswith("secrets.json")]
-    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"new"}'
-    await world.scheduler.life.refresh_secrets(vid, {"token": "newer"})  # in place, running
-    assert await asyncio.to_thread(Path(mount.source).read_text) == '{"token":"newer"}'
+    (mount,) = [m for m in world.runtime.created[-1].mounts if m.target == "/var/secrets"]
+    secrets_json = Path(mount.source) / "secrets.json"
+    assert await asyncio.to_thread(secrets_json.read_text) == '{"token":"new"}'
+    await world.scheduler.life.refresh_secrets(vid, {"token": "newer"})  # running: replaced
+    assert await asyncio.to_thread(secrets_json.read_text) == '{"token":"newer"}'
+    names = await asyncio.to_thread(lambda: [p.name for p in secrets_json.parent.iterdir()])
+    assert names == ["secrets.json"]  # no temp file left

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from conftest import bearer, call
 from function_support import BODY, PLAIN, create, problem
 from litestar.testing import TestClient
+
+from nvcf_lite.domain.function_fields import SecretInput
+from nvcf_lite.models import SCOPES, KeyResource, Principal
 
 SECRETS = [{"name": "TOKEN", "value": "one"}, {"name": "json.conf", "value": {"a": 1}}]
 
@@ -89,3 +93,25 @@ def test_deprecated_ratelimit_endpoints_set_and_clear(client: TestClient[Any]) -
     assert "rateLimit" not in get(client, fn)
     bad = client.put(ratelimit_path(fn), json={"rateLimit": {"rateLimit": "3/S"}}, headers=bearer())
     problem(bad, 400)
+
+
+def test_concurrent_updates_keep_both(client: TestClient[Any]) -> None:
+    fn = create(client, {**BODY, "secrets": SECRETS})
+    functions = client.app.state.platform.functions
+    principal = Principal(
+        key_id="k",
+        nca_id=fn["ncaId"],
+        scopes=frozenset(SCOPES),
+        resources=(KeyResource(type="account-functions", id="*"),),
+    )
+
+    async def both() -> None:
+        async def put(name: str) -> None:
+            item = [SecretInput(name=name, value="v")]
+            await functions.update_secrets(principal, fn["id"], fn["versionId"], item)
+
+        await asyncio.gather(put("B"), put("C"))
+
+    call(client, both)
+    assert set(stored(client, fn)) == {"TOKEN", "json.conf", "B", "C"}
+    assert set(get(client, fn)["secrets"]) == {"TOKEN", "json.conf", "B", "C"}

@@ -12,6 +12,7 @@ Deployments plug in through optional hooks: `instances` (F6 `activeInstances`),
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -84,6 +85,9 @@ class Functions:
         self.instances = instances
         self.before_delete = before_delete
         self.after_secrets_change: SecretsChanged | None = None
+        # One rewrite of a version's record at a time (F8, secrets, rate limits read, change
+        # and write it back): two at once would each drop the other's change.
+        self._rewrites = asyncio.Lock()
 
     # -- F1, F2 ---------------------------------------------------------------------------
 
@@ -186,10 +190,11 @@ class Functions:
         self, principal: Principal, function_id: str, version_id: str, update: FunctionUpdate
     ) -> FunctionVersion:
         """F8/F9: tags, rateLimit, modelUpdates, llmInvocationConfig (and description)."""
-        version = await self.find(principal, function_id, version_id)
-        updated = apply_update(version, update)
-        if not await self.repo.update_spec(updated):
-            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        async with self._rewrites:
+            version = await self.find(principal, function_id, version_id)
+            updated = apply_update(version, update)
+            if not await self.repo.update_spec(updated):
+                raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
         return await self.find(principal, function_id, version_id)
 
     async def update_secrets(
@@ -207,21 +212,22 @@ class Functions:
         secret never drops the rest). Running instances see the new values in
         /var/secrets/secrets.json at once (`after_secrets_change`).
         """
-        version = await self.find(principal, function_id, version_id)
-        if not version.secrets:
-            raise Invalid(
-                f"Function version '{version_id}' was created without secrets; secrets can only"
-                " be updated on a version created with them"
-            )
-        if not items:
-            raise Invalid("Invalid request: 'secrets' must not be empty")
-        merged = {**await self.repo.secrets(version_id), **validate_secrets(items)}
-        names = tuple(dict.fromkeys((*version.secrets, *merged)))
-        updated = msgspec.structs.replace(version, secrets=names)
-        if not await self.repo.update_secrets(updated, merged):
-            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
-        if self.after_secrets_change is not None:
-            await self.after_secrets_change(version_id, merged)
+        async with self._rewrites:
+            version = await self.find(principal, function_id, version_id)
+            if not version.secrets:
+                raise Invalid(
+                    f"Function version '{version_id}' was created without secrets; secrets can"
+                    " only be updated on a version created with them"
+                )
+            if not items:
+                raise Invalid("Invalid request: 'secrets' must not be empty")
+            merged = {**await self.repo.secrets(version_id), **validate_secrets(items)}
+            names = tuple(dict.fromkeys((*version.secrets, *merged)))
+            updated = msgspec.structs.replace(version, secrets=names)
+            if not await self.repo.update_secrets(updated, merged):
+                raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+            if self.after_secrets_change is not None:  # in order: the last update wins
+                await self.after_secrets_change(version_id, merged)
 
     async def delete(self, principal: Principal, function_id: str, version_id: str) -> None:
         """F7: force-removes the version's deployment (hook) first; secrets go with the row."""

@@ -227,8 +227,9 @@ class Dispatcher:
             if cold is not None:
                 log.info("request %s waited for a %s", ticket.request_id, cold)
                 result.headers.append(("NVCF-LITE-COLD-START", cold))
-                wait = ticket.first_byte_at - ticket.queued_at
-                self.metrics.cold_start_wait.observe(wait, inst.cold_kind)
+                if inst.cold_kind != "adopted":  # re-queued after a restart: not a start
+                    wait = ticket.first_byte_at - ticket.queued_at
+                    self.metrics.cold_start_wait.observe(wait, inst.cold_kind)
             if isinstance(result, StreamReply):
                 await self._stream(ticket, result)
             else:

@@ -35,6 +35,7 @@ LABEL_UNITS = "nvcf-lite.gpu-units"
 LABEL_GPU = "nvcf-lite.gpu"
 LABEL_INSTANCE_TYPE = "nvcf-lite.instance-type"
 LABEL_NAMESPACE = "nvcf-lite.namespace"
+SECRETS_DIR = "/var/secrets"  # the container reads /var/secrets/secrets.json (spec §2.8)
 INF_DIR = "/var/inf"  # per-request asset and large-output folders live below this
 
 
@@ -163,7 +164,7 @@ def container_spec(
     inst: Instance,
     info: LaunchInfo,
     docker: DockerConfig,
-    secrets_file: Path | None,
+    secrets_dir: Path | None,
     inf_dir: Path,
 ) -> ContainerSpec:
     env = dict(info.env)
@@ -187,10 +188,10 @@ def container_spec(
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(u.unit_id for u in inst.units)
     physical = [u.unit_id for u in inst.units if u.physical]
     mounts = [Mount(source=str(inf_dir), target=INF_DIR)]
-    if secrets_file is not None:
-        mounts.append(
-            Mount(source=str(secrets_file), target="/var/secrets/secrets.json", read_only=True)
-        )
+    if secrets_dir is not None:
+        # The folder, not the file: an update renames a new secrets.json into it, which a
+        # file bind mount would not show (it keeps the old inode).
+        mounts.append(Mount(source=str(secrets_dir), target=SECRETS_DIR, read_only=True))
     ports = list(dict.fromkeys([info.inference_port, info.health.port]))
     slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", info.name)[:40]
     return ContainerSpec(

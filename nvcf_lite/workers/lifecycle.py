@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import threading
 import time
@@ -24,6 +25,8 @@ from nvcf_lite.models import InstanceState
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure
 from nvcf_lite.workers.instances import Instance, LaunchInfo, Prober, container_spec, wait_ready
 
+# A secrets update is used by launches for this long (they read the store before writing).
+FRESH_S = 60.0
 log = logging.getLogger("nvcf_lite.scheduler")
 
 LaunchLookup = Callable[[str], Awaitable[LaunchInfo | None]]
@@ -55,7 +58,7 @@ class Lifecycle:
         # Secret values set after a version's launch info was read, and the lock that orders a
         # launch's secrets.json write against an update's rewrite (else a start racing an
         # update could keep the old values).
-        self._fresh_secrets: dict[str, dict[str, object]] = {}
+        self._fresh_secrets: dict[str, tuple[float, dict[str, object]]] = {}
         self._secrets_lock = threading.Lock()
 
     def start(self, inst: Instance) -> None:
@@ -269,11 +272,11 @@ class Lifecycle:
             log.warning("could not remove container %s: %s", container_id[:12], exc)
 
     async def refresh_secrets(self, version_id: str, secrets: dict[str, object]) -> None:
-        """New secret values for the running instances of a version: their secrets.json is
-        rewritten in place (the container bind-mounts that very file, so a new file would not
-        be seen); an instance starting now writes them too."""
-        paths = [
-            self.data / "secrets" / inst.instance_id / "secrets.json"
+        """New secret values for the running instances of a version: a new secrets.json is
+        renamed into each one's mounted folder (readers see the old file or the new one, never
+        a mix); an instance starting now writes them too."""
+        folders = [
+            self.data / "secrets" / inst.instance_id
             for inst in self.instances.values()
             if inst.version_id == version_id and not inst.removing
         ]
@@ -281,30 +284,41 @@ class Lifecycle:
 
         def rewrite() -> None:
             with self._secrets_lock:
-                self._fresh_secrets[version_id] = secrets
-                _rewrite_in_place(paths, data)
+                now = time.monotonic()
+                self._fresh_secrets = {
+                    v: kept for v, kept in self._fresh_secrets.items() if now - kept[0] < FRESH_S
+                }
+                self._fresh_secrets[version_id] = (now, secrets)
+                for folder in folders:
+                    if folder.is_dir():  # else: the instance is going away
+                        _replace(folder / "secrets.json", data)
 
-        await asyncio.to_thread(rewrite)
+        try:
+            await asyncio.to_thread(rewrite)
+        except OSError as exc:  # the store has the new values; the next start gets them
+            log.warning("could not write new secrets for version %s: %s", version_id, exc)
 
     def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
+        """The instance's secrets folder (mounted at /var/secrets), or None without secrets."""
         self.inf_dir.mkdir(parents=True, exist_ok=True)
         if not info.secrets:
             return None
-        folder = self.data / "secrets" / inst.instance_id
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / "secrets.json"
+        root = self.data / "secrets"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # host users stay out
+        folder = root / inst.instance_id
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)  # mounted: the container's user may not be root
         with self._secrets_lock:
-            values = self._fresh_secrets.get(inst.version_id, info.secrets)
-            path.write_bytes(msgspec.json.encode(values))
-        path.chmod(0o644)  # the container's user may not be root; the folder is 0700
-        return path
+            fresh = self._fresh_secrets.get(inst.version_id)
+            recent = fresh is not None and time.monotonic() - fresh[0] < FRESH_S
+            values = fresh[1] if fresh is not None and recent else info.secrets
+            _replace(folder / "secrets.json", msgspec.json.encode(values))
+        return folder
 
 
-def _rewrite_in_place(paths: list[Path], data: bytes) -> None:
-    for path in paths:
-        try:
-            with path.open("r+b") as out:
-                out.write(data)
-                out.truncate()
-        except FileNotFoundError:
-            continue  # the instance is going away (or was adopted without its folder)
+def _replace(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temp file renamed over it), mode 0644."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)

@@ -34,6 +34,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 WORK=$(mktemp -d -t nvcf-lite-gpu-rehearsal.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT # replaced by `restore` once dockerd is touched
 GPUS=$WORK/gpus.json
 "$GPU_CHECK_VENV/bin/python" - "$GPUS" <<'EOF'
 import json
@@ -60,12 +61,19 @@ with open(sys.argv[1], "w") as out:
     json.dump({"gpus": gpus}, out, indent=1)
 EOF
 
-stop_dockerd() {
+dockerd_pid() {
   local pid
   pid=$(cat /var/run/docker.pid 2>/dev/null || true)
-  if [ -z "$pid" ]; then
+  # a stale pid file may name another process by now: only a dockerd counts
+  if [ -z "$pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]; then
     pid=$(pgrep -x dockerd || true)
   fi
+  echo "$pid"
+}
+
+stop_dockerd() {
+  local pid
+  pid=$(dockerd_pid)
   [ -n "$pid" ] || return 0
   kill -TERM $pid 2>/dev/null || true
   for _ in $(seq 1 150); do
@@ -76,12 +84,18 @@ stop_dockerd() {
   return 1
 }
 
+WAS_RUNNING=$([ -n "$(dockerd_pid)" ] && echo yes || echo no)
+
 restore() {
   local rc=$?
   echo
-  echo "==> restarting dockerd without the fake toolkit"
   stop_dockerd || true
-  env -u FAKE_GPU_HOST_GPUS PATH="$PLAIN_PATH" bash scripts/start-dockerd.sh || rc=1
+  if [ "$WAS_RUNNING" = yes ]; then
+    echo "==> restarting dockerd without the fake toolkit"
+    env -u FAKE_GPU_HOST_GPUS PATH="$PLAIN_PATH" bash scripts/start-dockerd.sh || rc=1
+  else
+    echo "==> dockerd was not running before: left stopped"
+  fi
   rm -rf "$WORK"
   exit "$rc"
 }

@@ -17,6 +17,7 @@ from docker_support import (
     namespace_containers,
     wait_http,
 )
+from invocation_support import function_body
 from litestar.testing import TestClient
 
 from nvcf_lite.app import docker_runtime
@@ -52,16 +53,7 @@ def containers(dock: docker.DockerClient, ns: str, running_only: bool = True) ->
 
 def register(api: TestClient[Any], image: str = ECHO_IMAGE, **extra: Any) -> tuple[str, str]:
     body = {
-        "name": "echo",
-        "inferenceUrl": "/echo",
-        "containerImage": image,
-        "health": {
-            "protocol": "HTTP",
-            "uri": "/health",
-            "port": 8000,
-            "timeout": "PT2S",
-            "expectedStatusCode": 200,
-        },
+        **function_body(image=image),
         "containerEnvironment": [{"key": "GREETING", "value": "hello"}],
         **extra,
     }

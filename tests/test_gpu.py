@@ -21,6 +21,7 @@ from docker_support import (
     ensure_test_images,
     remove_namespace,
 )
+from invocation_support import function_body
 from litestar.testing import TestClient
 
 from nvcf_lite.app import docker_runtime
@@ -74,19 +75,7 @@ def offered(api: TestClient[Any]) -> dict[str, list[str]]:
 
 
 def register(api: TestClient[Any]) -> tuple[str, str]:
-    body = {
-        "name": "gpu-echo",
-        "inferenceUrl": "/echo",
-        "containerImage": ECHO_IMAGE,
-        "health": {
-            "protocol": "HTTP",
-            "uri": "/health",
-            "port": 8000,
-            "timeout": "PT2S",
-            "expectedStatusCode": 200,
-        },
-    }
-    r = api.post("/v2/nvcf/functions", json=body, headers=bearer())
+    r = api.post("/v2/nvcf/functions", json=function_body("gpu-echo"), headers=bearer())
     assert r.status_code == 200, r.text
     fn = r.json()["function"]
     return fn["id"], fn["versionId"]

@@ -20,17 +20,10 @@ from docker_support import (
     ECHO_IMAGE,
     namespace_containers,
 )
+from invocation_support import HEALTH
 from server_support import ServerProcess
 
 pytestmark = pytest.mark.docker
-
-HEALTH = {
-    "protocol": "HTTP",
-    "uri": "/health",
-    "port": 8000,
-    "timeout": "PT2S",
-    "expectedStatusCode": 200,
-}
 
 
 @pytest.fixture

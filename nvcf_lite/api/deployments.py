@@ -169,6 +169,13 @@ def _deployments(request: Request[Any, Any, Any]) -> Deployments:
     return deployments
 
 
+def _covered(principal: Principal, function_id: UUID, version_id: UUID) -> tuple[str, str]:
+    """The path's ids as text, once the key's resources cover that version (403 otherwise)."""
+    fid, vid = str(function_id), str(version_id)
+    require_function(principal, fid, vid)
+    return fid, vid
+
+
 class DeploymentsController(Controller):
     path = "/deployments"
     dependencies = PRINCIPAL
@@ -183,8 +190,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
-        fid, vid = str(function_id), str(version_id)
-        require_function(principal, fid, vid)
+        fid, vid = _covered(principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.create(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -197,8 +203,7 @@ class DeploymentsController(Controller):
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
     ) -> DeploymentResponse:
-        fid, vid = str(function_id), str(version_id)
-        require_function(principal, fid, vid)
+        fid, vid = _covered(principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.get(fid, vid)
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -212,8 +217,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
-        fid, vid = str(function_id), str(version_id)
-        require_function(principal, fid, vid)
+        fid, vid = _covered(principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.update(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -227,8 +231,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         graceful: FromQuery[bool] = False,
     ) -> FunctionResponse:
-        fid, vid = str(function_id), str(version_id)
-        require_function(principal, fid, vid)
+        fid, vid = _covered(principal, function_id, version_id)
         await _deployments(request).undeploy(fid, vid, graceful)
         functions: Functions = request.app.state.functions
         return function_response(await functions.version(fid, vid))

@@ -22,7 +22,7 @@ from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import local_image_candidates
 from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory
 from nvcf_lite.models import InstanceState
-from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure
+from nvcf_lite.runtime.base import ContainerInfo, ContainerRuntime, RuntimeFailure
 from nvcf_lite.workers.instances import Instance, LaunchInfo, Prober, container_spec, wait_ready
 
 # A secrets update is used by launches for this long (they read the store before writing).
@@ -108,9 +108,7 @@ class Lifecycle:
             await self.fail(inst, str(exc))
             return
         inst.container_id = c.id
-        inst.function_name, inst.inference_url = info.name, info.inference_url
-        inst.host_port = c.host_ports.get(info.inference_port)
-        inst.health_port = c.host_ports.get(info.health.port)
+        _attach(inst, info, c)
         await self._watch(inst, info)
 
     async def _adopt(self, inst: Instance) -> None:
@@ -122,9 +120,7 @@ class Lifecycle:
         if c.state == "paused":
             await self.runtime.unpause(c.id)
         inst.cold_kind = "adopted"  # started by an earlier process: no start phases to time
-        inst.function_name, inst.inference_url = info.name, info.inference_url
-        inst.host_port = c.host_ports.get(info.inference_port)
-        inst.health_port = c.host_ports.get(info.health.port)
+        _attach(inst, info, c)
         await self._watch(inst, info)
 
     async def _resume(self, inst: Instance) -> None:
@@ -322,3 +318,10 @@ def _replace(path: Path, data: bytes) -> None:
     tmp.write_bytes(data)
     tmp.chmod(0o644)
     os.replace(tmp, path)
+
+
+def _attach(inst: Instance, info: LaunchInfo, c: ContainerInfo) -> None:
+    """What a started or adopted instance needs to be reached: its names and host ports."""
+    inst.function_name, inst.inference_url = info.name, info.inference_url
+    inst.host_port = c.host_ports.get(info.inference_port)
+    inst.health_port = c.host_ports.get(info.health.port)

@@ -13,96 +13,42 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sdk_support import _clean_environ, _nvcf_lite, _stop, free_port, new_key
+from sdk_support import LiveServer, live_server, new_key
 
 DESCRIPTION_HEADER = "x-amz-meta-nvcf-asset-description"
 
 
-@dataclass
-class PlainServer:
-    url: str
-    port: int
-    key: str
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    env: dict[str, str] = field(repr=False, default_factory=dict)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no server log: {exc})"
+PlainServer = LiveServer  # with cert None: http://
 
 
 @contextmanager
 def plain_server(
     workdir: Path, *, extra_env: dict[str, str] | None = None, start_timeout_s: float = 30.0
-) -> Iterator[PlainServer]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    key = new_key()
+) -> Iterator[LiveServer]:
+    """`sdk_support.live_server` over plain HTTP, org `local`, no Docker and no NVML."""
     env = {
-        **_clean_environ(),
-        "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
-        "NVCF_LITE_AUTH__BOOTSTRAP_KEY": key,
         "NVCF_LITE_AUTH__KEY_CACHE_SECONDS": "0",
         "NVCF_LITE_GPUS__USE_NVML": "false",
         "NVCF_LITE_DOCKER__BASE_URL": "unix:///nonexistent/docker.sock",
         **(extra_env or {}),
     }
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*_nvcf_lite(), "serve", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = PlainServer(
-        f"http://127.0.0.1:{port}", port, key, workdir / "data", log_path, process, env
-    )
-    try:
-        _wait_ready(server, start_timeout_s)
+    with live_server(
+        workdir,
+        None,
+        None,
+        api_key=new_key(),
+        org="local",
+        extra_env=env,
+        start_timeout_s=start_timeout_s,
+    ) as server:
         yield server
-    except BaseException:
-        print(f"--- nvcf-lite serve log ({log_path}) ---\n{server.log()}", file=sys.stderr)
-        raise
-    finally:
-        _stop(process)
-
-
-def _wait_ready(server: PlainServer, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"nvcf-lite serve exited with {server.process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2):
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code == 503:  # degraded (no Docker here) is up
-                return
-            last = f"HTTP {exc.code}"
-        except OSError as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise RuntimeError(f"nvcf-lite serve not ready on {server.url} after {timeout_s}s: {last}")
 
 
 def zeros(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:

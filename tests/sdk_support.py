@@ -197,6 +197,10 @@ class LiveServer:
     env: dict[str, str] = field(repr=False, default_factory=dict)
     workdir: Path = Path()
 
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

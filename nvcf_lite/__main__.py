@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nvcf_lite import __version__
 from nvcf_lite.config import Config, ConfigError, load_config
 
 
@@ -23,6 +24,7 @@ def _config_path(arg: str | None) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nvcf-lite", description=__doc__)
+    p.add_argument("--version", action="version", version=f"nvcf-lite {__version__}")
     p.add_argument("--config", help="config file (default: $NVCF_LITE_CONFIG or ./config.toml)")
     sub = p.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the NVCF API (default)")

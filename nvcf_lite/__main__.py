@@ -1,4 +1,9 @@
-"""The `nvcf-lite` command: serve (default), migrate, keys, gpus."""
+"""The `nvcf-lite` command: serve (the default) and the admin verbs.
+
+Every verb finds its config file the way daemons do (--config, $NVCF_LITE_CONFIG, the installed
+service's /etc/nvcf-lite/config.toml, ./config.toml, else built-in defaults). Only `serve` and
+`migrate` may create a database; the admin verbs open the server's existing one and say which.
+"""
 
 from __future__ import annotations
 
@@ -11,110 +16,162 @@ from pathlib import Path
 from typing import Any
 
 from nvcf_lite import __version__
-from nvcf_lite.config import Config, ConfigError, load_config
+from nvcf_lite.config import (
+    SYSTEM_CONFIG,
+    Config,
+    ConfigError,
+    ConfigSource,
+    ServerConfig,
+    find_config,
+    load_config,
+)
 
-
-def _config_path(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    if os.environ.get("NVCF_LITE_CONFIG"):
-        return os.environ["NVCF_LITE_CONFIG"]
-    return "config.toml" if Path("config.toml").is_file() else None
+_DEFAULTS = ServerConfig()
+_CONFIG_HELP = (
+    "config file (default: $NVCF_LITE_CONFIG, else the installed service's "
+    f"{SYSTEM_CONFIG}, else ./config.toml, else built-in defaults)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nvcf-lite", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help=_CONFIG_HELP)
+    p = argparse.ArgumentParser(
+        prog="nvcf-lite",
+        description="The NVIDIA Cloud Functions API on one machine. Without a verb: serve.",
+        epilog="Run `nvcf-lite VERB --help` for a verb's flags.",
+    )
     p.add_argument("--version", action="version", version=f"nvcf-lite {__version__}")
-    p.add_argument("--config", help="config file (default: $NVCF_LITE_CONFIG or ./config.toml)")
-    sub = p.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="serve the NVCF API (default)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--config", dest="serve_config")
-    sub.add_parser("migrate", help="create or upgrade the SQLite database and exit")
-    sub.add_parser("gpus", help="print the GPU inventory (NVML and simulated)")
-    keys = sub.add_parser("keys", help="manage API keys")
-    ks = keys.add_subparsers(dest="keys_command", required=True)
-    create = ks.add_parser("create", help="create a key and print it once")
-    create.add_argument(
-        "--scope",
-        action="append",
-        required=True,
-        help="NVCF scope (repeat, or comma-separate); 'all' for every scope",
+    p.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    sub = p.add_subparsers(dest="command", title="verbs", metavar="VERB")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the NVCF API (the default); creates or upgrades the database",
+        description="Serve the NVCF API on one granian worker. Environment variables "
+        "NVCF_LITE_<SECTION>__<KEY> override the config file; these flags override both.",
     )
-    create.add_argument(
-        "--function", action="append", default=[], help="limit the key to FID, FID/* or FID/VID"
+    serve.add_argument(
+        "--host",
+        help=f"address to listen on (default: server.host, built-in {_DEFAULTS.host}; "
+        "0.0.0.0 exposes the API on every interface)",
     )
-    create.add_argument("--description", default="")
-    ks.add_parser("list", help="list keys (never the secret part)")
-    revoke = ks.add_parser("revoke", help="revoke a key by id or printed prefix")
-    revoke.add_argument("key")
-    token = ks.add_parser(
-        "token", help="print a bearer token (JWT) for a key, by id or printed prefix"
+    serve.add_argument(
+        "--port", type=int, help=f"TCP port (default: server.port, built-in {_DEFAULTS.port})"
     )
-    token.add_argument("key")
-    token.add_argument(
-        "--ttl", type=int, help="lifetime in seconds (default: auth.token_ttl_s; at most 30 days)"
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the database and exit (snapshots an existing one first)",
     )
+    sub.add_parser("gpus", parents=[common], help="print the GPU inventory (NVML and simulated)")
+    from nvcf_lite.commands import backup, keys
+
+    keys.add_parser(sub, common)
+    backup.add_parsers(sub, common)
+    from nvcf_lite.commands import status
+
+    status.add_parser(sub, common)
+    from nvcf_lite.commands import logs
+
+    logs.add_parser(sub, common)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
-    path = _config_path(getattr(args, "serve_config", None) or args.config)
     try:
-        config = load_config(path, os.environ)
+        source = find_config(args.config, os.environ)
+        config = load_config(source.path, os.environ)
     except ConfigError as exc:
         print(f"nvcf-lite: {exc}", file=sys.stderr)
         return 2
     if command == "serve":
-        return _serve(config, path, args)
+        return _serve(config, source, args)
     if command == "migrate":
-        return asyncio.run(_migrate(config))
+        return _migrate(config, source)
     if command == "gpus":
-        return _gpus(config)
-    return asyncio.run(_keys(config, args))
+        return _gpus(config, source)
+    if command == "keys":
+        from nvcf_lite.commands import keys
+
+        return keys.run(config, source, args)
+    if command in ("backup", "restore"):
+        from nvcf_lite.commands import backup
+
+        return backup.run(config, source, args)
+    if command == "status":
+        from nvcf_lite.commands import status
+
+        return status.run(config, source, args)
+    if command == "logs":
+        from nvcf_lite.commands import logs
+
+        return logs.run(config, source, args)
+    raise AssertionError(f"verb {command} has no handler")
 
 
-def _serve(config: Config, path: str | None, args: argparse.Namespace) -> int:
+def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-    if path:
-        os.environ["NVCF_LITE_CONFIG"] = str(Path(path).resolve())
-    host = args.host or config.server.host
-    port = args.port or config.server.port
-    # The factory re-reads config in the worker process; CLI flags travel as env overrides.
+    from nvcf_lite.commands.database import EXIT_REFUSED, log, prepare_serve
+    from nvcf_lite.logs import ACCESS_FORMAT, configure, dict_config
+    from nvcf_lite.runtime.own_container import data_mount_problem
+
+    # From here on everything this process says goes through the log (log_format json: JSON).
+    configure(config.server.log_level, config.server.log_format)
+    # In a container, data_dir must be the host's folder at the same path (function containers
+    # mount folders under it from the host): refuse before anything is written there.
+    problem = data_mount_problem(config.data_path, config.docker.base_url or None)
+    if problem:
+        log.error("%s", problem)
+        return EXIT_REFUSED
+    lock = prepare_serve(config, source)
+    if lock is None:
+        return EXIT_REFUSED
+    if source.path:
+        os.environ["NVCF_LITE_CONFIG"] = str(source.path.resolve())
+    host = getattr(args, "host", None) or config.server.host
+    port = getattr(args, "port", None) or config.server.port
+    # The factory re-reads config in the worker process; CLI flags travel as env overrides,
+    # and data_dir as the absolute path this process locked.
     os.environ["NVCF_LITE_SERVER__HOST"] = host
     os.environ["NVCF_LITE_SERVER__PORT"] = str(port)
+    os.environ["NVCF_LITE_STORE__DATA_DIR"] = str(config.data_path)
     tls: dict[str, Any] = {}
     if config.server.tls_cert:
         tls = {"ssl_cert": Path(config.server.tls_cert), "ssl_key": Path(config.server.tls_key)}
-    Granian(
-        "nvcf_lite.app:serve_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        log_access=config.server.access_log,
-        log_level=config.server.log_level,  # type: ignore[arg-type]
-        **tls,
-    ).serve()
+    with lock:
+        Granian(
+            "nvcf_lite.app:serve_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=1,
+            log_access=config.server.access_log,
+            log_level=config.server.log_level,  # type: ignore[arg-type]
+            log_dictconfig=dict_config(config.server.log_level, config.server.log_format),
+            log_access_format=ACCESS_FORMAT,
+            **tls,
+        ).serve()
     return 0
 
 
-async def _migrate(config: Config) -> int:
-    from nvcf_lite.store.sqlite import migrate_file
+def _migrate(config: Config, source: ConfigSource) -> int:
+    from nvcf_lite.commands.database import announce, migrate
 
-    version = await migrate_file(config.data_path / "nvcf-lite.db")
-    print(f"database {config.data_path / 'nvcf-lite.db'} at schema version {version}")
-    return 0
+    announce(source, config)
+    return asyncio.run(migrate(config))
 
 
-def _gpus(config: Config) -> int:
+def _gpus(config: Config, source: ConfigSource) -> int:
+    from nvcf_lite.commands.database import announce
     from nvcf_lite.inventory import read_host
+
+    announce(source, config, database=False)
 
     host, inventory = read_host(config)
     if inventory.error:
@@ -128,49 +185,6 @@ def _gpus(config: Config) -> int:
     print("deployable (gpu: instance types):")
     for name in host.gpu_names():
         print(f"  {name}: {', '.join(host.instance_types(name))}")
-    return 0
-
-
-async def _keys(config: Config, args: argparse.Namespace) -> int:
-    from nvcf_lite.domain.auth import Keys
-    from nvcf_lite.domain.tokens import TokenSigner
-    from nvcf_lite.errors import NvcfError
-    from nvcf_lite.models import SCOPES
-    from nvcf_lite.store.keys import KeysRepo
-    from nvcf_lite.store.signing_key import load_signing_key
-    from nvcf_lite.store.sqlite import Database
-
-    db = await Database.open(config.data_path / "nvcf-lite.db")
-    signing_key = await asyncio.to_thread(load_signing_key, config.data_path)
-    keys = Keys(KeysRepo(db), config.account.nca_id, tokens=TokenSigner(signing_key))
-    try:
-        if args.keys_command == "create":
-            scopes = [s for item in args.scope for s in item.split(",")]
-            if "all" in scopes:
-                scopes = list(SCOPES)
-            token, key = await keys.create(scopes, args.function, args.description)
-            print(token)
-            print(f"key id {key.key_id}: scopes {','.join(key.scopes)}", file=sys.stderr)
-        elif args.keys_command == "list":
-            for key in await keys.list():
-                state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
-                res = ",".join(f"{r.type}:{r.id}" for r in key.resources)
-                print(
-                    f"{key.key_id}  {key.key_prefix}...  {state}  created {key.created_at}"
-                    f"  scopes={','.join(key.scopes)}  resources={res}  {key.description}"
-                )
-        elif args.keys_command == "token":
-            ttl = config.auth.token_ttl_s if args.ttl is None else args.ttl
-            value, expires_in = await keys.token_for_key(args.key, ttl)
-            print(value)
-            print(f"expires in {expires_in} s", file=sys.stderr)
-        else:
-            print(f"revoked {await keys.revoke(args.key)}")
-    except NvcfError as exc:
-        print(f"nvcf-lite: {exc.detail}", file=sys.stderr)
-        return 1
-    finally:
-        await db.close()
     return 0
 
 

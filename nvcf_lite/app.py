@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
-from nvcf_lite import __version__
+from nvcf_lite import logs
 from nvcf_lite.api import fastpath
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
+from nvcf_lite.api.docs import openapi_config, swagger_assets
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
 from nvcf_lite.api.health import health, metrics
 from nvcf_lite.api.invocations import (
@@ -25,10 +22,12 @@ from nvcf_lite.api.invocations import (
     path_invocation,
     path_invocation_head,
 )
+from nvcf_lite.api.logs import LOGS_HANDLERS
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
 from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
+from nvcf_lite.api.status import STATUS_HANDLERS
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
 
@@ -64,6 +63,7 @@ def create_app(
     nvcf_handlers: list[Any] = [
         *FUNCTION_HANDLERS,
         *SECRETS_HANDLERS,
+        *LOGS_HANDLERS,
         *DEPLOYMENT_HANDLERS,
         *CLUSTER_GROUP_HANDLERS,
         *INVOCATION_HANDLERS,
@@ -71,10 +71,12 @@ def create_app(
     ]
     app = NvcfLite(
         route_handlers=[
+            swagger_assets(),
             health,
             metrics,
             *NGC_HANDLERS,
             *SIGNED_HANDLERS,
+            *STATUS_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,
             path_invocation_head,
@@ -83,13 +85,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=config.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="nvcf-lite",
-            version=__version__,
-            description="The NVIDIA Cloud Functions API on one machine",
-            path="/openapi",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
         logging_config=None,
         debug=False,
     )
@@ -104,13 +100,6 @@ def serve_app() -> Litestar:
     from nvcf_lite.config import load_config
 
     config = load_config(os.environ.get("NVCF_LITE_CONFIG") or None, os.environ)
-    _setup_logging(config.server.log_level)
+    # granian applied the same config before loading us; again for other ASGI servers
+    logs.configure(config.server.log_level, config.server.log_format)
     return create_app(config)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )

@@ -14,10 +14,21 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "NVCF_LITE_"
-# NVCF_LITE_* variables that are not settings: the config file's path, and the test suite's
-# switches (scripts/test.sh, .ci/run), which a shell that ran the tests may still export.
+# Where an installed service keeps its config (scripts/install.sh, packaging/nvcf-lite.service);
+# $NVCF_LITE_SYSTEM_CONFIG moves it (tests point it at a missing file).
+SYSTEM_CONFIG = Path("/etc/nvcf-lite/config.toml")
+# NVCF_LITE_* variables that are not settings: the config file's path, the key client verbs
+# send (`nvcf-lite status`), and the test suite's switches (scripts/test.sh, .ci/run), which a
+# shell that ran the tests may still export.
 NOT_SETTINGS = frozenset(
-    {"NVCF_LITE_CONFIG", "NVCF_LITE_REQUIRE_DOCKER", "NVCF_LITE_REQUIRE_SDK", "NVCF_LITE_NO_DOCKER"}
+    {
+        "NVCF_LITE_CONFIG",
+        "NVCF_LITE_SYSTEM_CONFIG",
+        "NVCF_LITE_API_KEY",
+        "NVCF_LITE_REQUIRE_DOCKER",
+        "NVCF_LITE_REQUIRE_SDK",
+        "NVCF_LITE_NO_DOCKER",
+    }
 )
 
 
@@ -37,6 +48,7 @@ class ServerConfig(_Section):
     public_url: str = ""
     max_body_bytes: int = 5 * 1024 * 1024
     log_level: str = "info"
+    log_format: str = "text"
     access_log: bool = False
 
 
@@ -69,11 +81,12 @@ class GpusConfig(_Section):
 
 class DockerConfig(_Section):
     base_url: str = ""
-    pull_timeout_s: float = 600.0
+    pull_timeout_s: float = 120.0  # without progress: a progressing pull never times out
     stop_timeout_s: float = 10.0
     keep_instances_on_shutdown: bool = True
     container_name_prefix: str = "nvcf-lite"
     namespace: str = "default"
+    failed_containers_kept: int = 3
 
 
 class SchedulerConfig(_Section):
@@ -151,6 +164,40 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         data.setdefault(section, {})[key] = _env_value(raw, fields[key])
 
 
+class ConfigSource(msgspec.Struct, frozen=True):
+    """Which config file a command reads (None: built-in defaults) and why that one."""
+
+    path: Path | None
+    origin: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.path.absolute()} ({self.origin})" if self.path else "none (built-in defaults)"
+        )
+
+
+def find_config(
+    arg: str | None,
+    environ: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+) -> ConfigSource:
+    """The config file, looked for the way daemons do: --config, then $NVCF_LITE_CONFIG, then
+    the installed service's file, then ./config.toml. The first two must exist (load_config says
+    so); the last two are used only when they do."""
+    if arg:
+        return ConfigSource(Path(arg), "--config")
+    if environ.get("NVCF_LITE_CONFIG"):
+        return ConfigSource(Path(environ["NVCF_LITE_CONFIG"]), "$NVCF_LITE_CONFIG")
+    system_config = Path(environ.get("NVCF_LITE_SYSTEM_CONFIG") or SYSTEM_CONFIG)
+    if system_config.is_file():
+        return ConfigSource(system_config, "installed service config")
+    local = (cwd or Path.cwd()) / "config.toml"
+    if local.is_file():
+        return ConfigSource(local, "./config.toml")
+    return ConfigSource(None, "built-in defaults")
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Build the Config. `path=None` reads nothing from disk (defaults + environment)."""
     environ = environ or {}
@@ -183,6 +230,12 @@ def _describe(exc: msgspec.ValidationError) -> str:
 
 
 def _check(config: Config) -> None:
+    if config.server.log_format not in ("text", "json"):
+        raise ConfigError('server.log_format must be "text" or "json"')
+    if config.server.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError("server.log_level must be debug, info, warning, error or critical")
+    if config.docker.failed_containers_kept < 0:
+        raise ConfigError("docker.failed_containers_kept must be >= 0")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be set together")
     if config.invocation.default_poll_seconds < 1:

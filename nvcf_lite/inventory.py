@@ -6,11 +6,12 @@ from nvcf_lite.api.health import Component
 from nvcf_lite.config import Config
 from nvcf_lite.domain.placement import GpuUnit, Host
 from nvcf_lite.runtime.nvml import GpuInventory, gpu_short_name, read_inventory
+from nvcf_lite.runtime.own_container import in_container
 
 
 def read_host(config: Config) -> tuple[Host, GpuInventory]:
     inventory = (
-        read_inventory()
+        read_inventory(in_container=in_container())
         if config.gpus.use_nvml
         else GpuInventory(gpus=[], error="NVML disabled by configuration (gpus.use_nvml)")
     )

@@ -148,6 +148,30 @@ INSTANCE_STATUS = {  # nvcf-lite state -> NVCF InstanceStatusEnum (spec §3.2)
 }
 
 
+class PullProgress(msgspec.Struct, frozen=True):
+    """A snapshot of one image pull in progress (Docker reports layers as they become known)."""
+
+    image: str
+    layers_done: int  # layers pulled and extracted, or already present
+    layers_total: int  # layers known so far
+    bytes_done: int  # downloaded bytes of the layers whose size is known
+    bytes_total: int  # the sizes known so far (a layer's size is known once it downloads)
+    status: str  # the engine's last status text, e.g. "Downloading"
+    elapsed_s: float
+    idle_s: float  # seconds since the last progress
+
+    def text(self) -> str:
+        """`pulling image X: 2/3 layers, 12.1 of 30.5 MB (40%)`, for health info and logs."""
+        mb = 1_000_000
+        size = f"{self.bytes_done / mb:.1f} of {self.bytes_total / mb:.1f} MB"
+        if self.bytes_total:
+            size += f" ({100 * self.bytes_done // self.bytes_total}%)"
+        return (
+            f"pulling image {self.image}: {self.layers_done}/{self.layers_total} layers, {size}, "
+            f"{self.elapsed_s:.0f} s so far"
+        )
+
+
 class SpecState(msgspec.Struct, kw_only=True):
     """A deployment specification's scaling state (the nvcf-lite `scaling` extension field).
 
@@ -164,6 +188,7 @@ class SpecState(msgspec.Struct, kw_only=True):
     paused: int
     state: str
     detail: str | None = None
+    image_pull: PullProgress | None = None  # an instance of it is waiting for its image
 
 
 class InstanceView(msgspec.Struct, kw_only=True):
@@ -183,6 +208,10 @@ class InstanceView(msgspec.Struct, kw_only=True):
     error: str | None = None
     created_at: str
     updated_at: str
+    age_s: float = 0.0  # seconds since its launch (or adoption) by this server
+    in_flight: int = 0  # requests it is answering now
+    max_request_concurrency: int = 1  # its slots: maxRequestConcurrency of its spec
+    image_pull: PullProgress | None = None  # while its image is being pulled
 
 
 # ---------------------------------------------------------------------------------------------

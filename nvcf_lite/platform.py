@@ -27,10 +27,12 @@ from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, Ve
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
+from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import InstanceRecord, Principal, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
+from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
 from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
@@ -100,6 +102,7 @@ class Platform:
         state.org_name = config.account.org_name
         state.token_ttl_s = config.auth.token_ttl_s
         state.platform = self
+        state.container_logs = self.container_logs
         state.deployments = self.deployments
         state.host = self.host
         state.nca_id = config.account.nca_id
@@ -107,6 +110,13 @@ class Platform:
         state.invocations = self.invocations
         state.queues = Queues(self.invocations)
         state.health_report = self.health_report
+        state.overview = Overview(
+            self.functions,
+            self.deployments,
+            self.host,
+            self.dispatcher.depth,
+            self.scheduler.held_units,
+        )
         state.metrics_text = self.metrics_text
 
     async def _start_assets(self, stack: AsyncExitStack) -> None:
@@ -145,6 +155,7 @@ class Platform:
         runtime = self.runtime or UnavailableRuntime(
             "no container engine is configured for this server"
         )
+        self.container_logs = ContainerLogs(runtime, config.docker.namespace)
         self.metrics = Metrics()
         self.scheduler = Scheduler(config, repo, runtime, self.host, launch, self.metrics)
         self.deployments.reconcile = self.scheduler.nudge

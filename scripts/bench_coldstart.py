@@ -83,6 +83,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
         env.update(
             {
+                "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
                 "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
                 "NVCF_LITE_AUTH__BOOTSTRAP_KEY": KEY,
                 "NVCF_LITE_DOCKER__NAMESPACE": namespace,

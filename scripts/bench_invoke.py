@@ -300,6 +300,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
         env.update(
             {
+                "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
                 "NVCF_LITE_STORE__DATA_DIR": str(self.workdir / "data"),
                 "NVCF_LITE_AUTH__BOOTSTRAP_KEY": self.key,
                 "NVCF_LITE_DOCKER__NAMESPACE": self.namespace,

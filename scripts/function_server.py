@@ -15,7 +15,9 @@ Any request that is not a health probe is echoed back as JSON (`method`, `path`,
 `rawQuery`, `headers`, `body`, `bodySha256`, `bodySize`, `env`, `hostname`). A JSON object body
 may hold control fields, applied in this order:
 
-    recordTo           a path under /var/inf: append "<NVCF-REQID>\n" to it first (tests count
+    log                a line to print to stderr first, as "function_server: <NVCF-REQID>:
+                       <log>" (tests of `nvcf-lite logs` see it arrive)
+    recordTo           a path under /var/inf: append "<NVCF-REQID>\n" to it (tests count
                        how often each request reached a container)
     crash              the process exits at once (code 7) without answering
     delay              seconds to sleep first
@@ -180,6 +182,10 @@ class FunctionHandler(BaseHTTPRequestHandler):
     def _invoke(self, path: str, query: str, raw: bytes, head: bool) -> None:
         body = _decode(raw)
         ctl: dict[str, Json] = body if isinstance(body, dict) else {}
+        if ctl.get("log"):
+            request_id = self.headers.get("NVCF-REQID", "-")
+            sys.stderr.write(f"function_server: {request_id}: {ctl['log']}\n")
+            sys.stderr.flush()
         if ctl.get("recordTo"):
             _record(str(ctl["recordTo"]), self.headers.get("NVCF-REQID", "-"))
         if ctl.get("crash"):

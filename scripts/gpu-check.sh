@@ -43,6 +43,8 @@ unset_settings() {
   for name in $(compgen -e); do
     case $name in NVCF_LITE_*) unset "$name" ;; esac
   done
+  # An installed service's /etc/nvcf-lite/config.toml is not this check's config either.
+  export NVCF_LITE_SYSTEM_CONFIG=/nonexistent/nvcf-lite/config.toml
 }
 
 cleanup() {

@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 def _environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
+    # An installed service's /etc/nvcf-lite/config.toml must not leak into a test server.
+    return {**env, "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml"}
 
 
 class ServerProcess:

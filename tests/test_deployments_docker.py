@@ -141,7 +141,10 @@ def test_failing_health_ends_in_error_with_a_reason(
     ]
     assert "health check timed out" in d["healthInfo"][0]["error"]
     assert "answered 500" in d["healthInfo"][0]["error"]
-    wait_for(lambda: not containers(dock, ns, running_only=False), what="containers removed")
+    wait_for(lambda: not containers(dock, ns), what="nothing running")
+    # the failed instances' containers are kept, stopped, for `nvcf-lite logs` (the newest 3)
+    kept = containers(dock, ns, running_only=False)
+    assert 1 <= len(kept) <= 3 and all(c.status == "exited" for c in kept)
     r = api.post(
         f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
         json={"deploymentSpecifications": [{"gpu": "CPU", "minInstances": 1, "maxInstances": 1}]},

@@ -120,6 +120,7 @@ def test_sitecustomize_puts_the_fake_gpus_into_nvcf_lite(gpus_file: Path, tmp_pa
         "PYTHONPATH": str(FAKE / "site"),
         "FAKE_GPU_HOST_GPUS": str(gpus_file),
         "NVCF_LITE_STORE__DATA_DIR": str(tmp_path / "data"),
+        "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
     }
     done = subprocess.run(
         [str(Path(sys.executable).with_name("nvcf-lite")), "gpus"],

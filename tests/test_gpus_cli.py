@@ -37,7 +37,12 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
-    return {**env, "NVCF_LITE_STORE__DATA_DIR": str(tmp_path / "data"), **extra}
+    return {
+        **env,
+        "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
+        "NVCF_LITE_STORE__DATA_DIR": str(tmp_path / "data"),
+        **extra,
+    }
 
 
 def test_gpus_command_prints_the_nvml_reason_and_simulated_gpus(tmp_path: Path) -> None:

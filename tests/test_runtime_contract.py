@@ -1,12 +1,13 @@
 """The fake runtime of the scheduler unit tests is held to what the Docker runtime does:
 the same assertions run on both (labels, published loopback ports, exits, missing images,
-listing, pause/unpause, idempotent removal)."""
+listing, pause/unpause, idempotent removal, pull progress while an image is pulled)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from docker_support import (
     http_request,
 )
 from fake_runtime import FakeRuntime
+from registry_support import TestRegistry
 
 from nvcf_lite.runtime.base import (
     LABEL_INSTANCE_ID,
@@ -25,6 +27,7 @@ from nvcf_lite.runtime.base import (
     ContainerRuntime,
     ContainerSpec,
     ImageNotFound,
+    PullProgress,
 )
 
 LABEL = "nvcf-lite.contract"
@@ -124,3 +127,35 @@ async def test_duplicate_names_are_refused(kind: Kind) -> None:
     await kind.runtime.create_and_start(spec(kind, "echo", "e"))
     with pytest.raises(Exception, match="already"):
         await kind.runtime.create_and_start(spec(kind, "echo", "e"))
+
+
+@contextmanager
+def pullable(k: Kind) -> Iterator[str]:
+    """An image the engine does not have and can pull in about 1.5 s."""
+    if k.name == "fake":
+        yield f"fake/pull-{k.images['run']}"
+        return
+    with TestRegistry(docker_client_or_skip(), ECHO_IMAGE, rate_bytes_s=10_000_000) as registry:
+        yield registry.image
+
+
+async def test_a_pull_reports_layer_and_byte_progress_while_it_runs(kind: Kind) -> None:
+    with pullable(kind) as image:
+        assert not await kind.runtime.image_exists(image)
+        assert kind.runtime.pull_progress(image) is None
+        pulling = asyncio.create_task(kind.runtime.ensure_image(image))
+        seen: list[PullProgress] = []
+        while not pulling.done():
+            progress = kind.runtime.pull_progress(image)
+            if progress is not None:
+                seen.append(progress)
+            await asyncio.sleep(0.02)
+        assert await pulling is True
+        assert kind.runtime.pull_progress(image) is None
+        assert await kind.runtime.image_exists(image)
+        assert await kind.runtime.ensure_image(image) is False
+    assert len(seen) >= 3 and all(p.image == image for p in seen)
+    assert seen[-1].layers_total == 2 and seen[-1].bytes_total > 0
+    done = [p.bytes_done for p in seen]
+    assert done == sorted(done) and done[0] < done[-1] <= seen[-1].bytes_total
+    assert 0 < len({p.bytes_done for p in seen if p.bytes_done < p.bytes_total})

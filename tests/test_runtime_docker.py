@@ -21,6 +21,7 @@ import httpx
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
 
+from nvcf_lite.runtime import docker_calls
 from nvcf_lite.runtime.base import (
     LABEL_FUNCTION_ID,
     LABEL_MANAGED,
@@ -31,6 +32,7 @@ from nvcf_lite.runtime.base import (
     RuntimeFailure,
 )
 from nvcf_lite.runtime.docker import DockerRuntime
+from nvcf_lite.runtime.pull_progress import PullTracker
 
 pytestmark = pytest.mark.docker
 
@@ -249,14 +251,14 @@ async def test_ensure_image_missing_shares_one_failed_pull(
     runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pulls: list[str] = []
-    real_pull = runtime._pull_blocking
+    real_pull = docker_calls.pull
 
-    def counting_pull(api: Any, image: str) -> None:
-        pulls.append(image)
+    def counting_pull(api: Any, tracker: PullTracker, *args: Any) -> None:
+        pulls.append(tracker.image)
         time.sleep(0.2)  # keep the pull in flight while the other callers join it
-        real_pull(api, image)
+        real_pull(api, tracker, *args)
 
-    monkeypatch.setattr(runtime, "_pull_blocking", counting_pull)
+    monkeypatch.setattr(docker_calls, "pull", counting_pull)
     started = time.monotonic()
     results = await asyncio.gather(
         *(runtime.ensure_image(MISSING_IMAGE) for _ in range(3)), return_exceptions=True

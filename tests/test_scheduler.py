@@ -219,7 +219,11 @@ async def test_failing_health_ends_in_error_with_the_reason(world: World) -> Non
     d = await world.repo.by_version(vid)
     assert d is not None and "health check timed out" in d.health_info[0].error
     assert "answered 500" in d.health_info[0].error
-    await world.until(lambda: not world.runtime.containers)  # nothing left running
+    # nothing left running; the failed instances' containers are kept (stopped) for their logs
+    await world.until(lambda: not world.scheduler.instances)
+    kept = list(world.runtime.containers.values())
+    assert kept and all(c.state == "exited" for c in kept)
+    assert len(kept) <= world.config.docker.failed_containers_kept
 
 
 async def test_exiting_container_reports_exit_code_and_logs(world: World) -> None:
@@ -354,3 +358,24 @@ async def test_secrets_updated_while_an_instance_starts_reach_it(world: World) -
     assert await asyncio.to_thread(secrets_json.read_text) == '{"token":"newer"}'
     names = await asyncio.to_thread(lambda: [p.name for p in secrets_json.parent.iterdir()])
     assert names == ["secrets.json"]  # no temp file left
+
+
+async def test_a_pull_counts_against_no_deadline_and_shows_in_views_and_scaling(
+    world: World,
+) -> None:
+    # the fake pull takes ~0.45 s, longer than the 0.4 s startup deadline
+    _, vid = await world.deploy(image="fake/pull-model", max_instances=1)
+    await world.until(lambda: any(i.image_pull for i in world.scheduler.views(vid)))
+    (inst,) = world.scheduler.views(vid)
+    assert inst.state == InstanceState.STARTING and inst.image_pull is not None
+    assert inst.image_pull.image == "fake/pull-model" and inst.image_pull.layers_total == 2
+    assert world.scheduler.held_units() == set(inst.gpu_uuids)
+    (scaling,) = world.scheduler.spec_states(vid)
+    assert scaling.image_pull is not None and scaling.state == "scaling"
+    assert scaling.detail is not None and scaling.detail.startswith("pulling image fake/pull-model")
+    await world.until(lambda: world.scheduler.ready_instances(vid))
+    (ready,) = world.scheduler.views(vid)
+    assert ready.instance_id == inst.instance_id and ready.image_pull is None
+    assert world.scheduler.history[scaling.gpu_specification_id].failures == 0
+    await world.until(lambda: world.status(vid))
+    assert await world.status(vid) == FunctionStatus.ACTIVE

@@ -1,8 +1,9 @@
 """Who may call the non-function endpoints (spec §6.2 scopes, §6.3 key resources).
 
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
-(A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1) and the deprecated rate-limit
-endpoints (R1, R2); functions (F1-F9) are in test_function_access.
+(A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
+endpoints (R1, R2) and the nvcf-lite extensions: status (X1) and container logs (L1, L2);
+functions (F1-F9) are in test_function_access.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
 function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepted without one.
@@ -54,6 +55,9 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "S1": (("update_secrets",), 400),  # the world's functions were made without secrets
     "R1": (("update_function",), 204),
     "R2": (("update_function",), 204),
+    "X1": (("list_functions_details",), 200),
+    "L1": (("list_functions_details",), 200),  # nvcf-lite extension: container logs
+    "L2": (("list_functions_details",), 200),
 }
 
 
@@ -154,6 +158,9 @@ def request(
             f"{PLAIN}/ratelimit/functions/{new['id']}/versions/{new['versionId']}",
             None,
         ),
+        "X1": ("GET", "/v2/nvcf-lite/status", None),
+        "L1": ("GET", f"{PLAIN}/functions/{live['id']}/logs", None),
+        "L2": ("GET", f"{PLAIN}/functions/{new['id']}/versions/{new['versionId']}/logs", None),
     }[name]
     return client.request(method, path, json=payload, headers=headers)
 
@@ -199,7 +206,10 @@ def test_apikey_and_admin_prefixes_count_for_deployments(
         assert request(client, "D2", world, make_key(scope)).status_code == 200
 
 
-FUNCTION_SCOPED = ("D1", "D2", "D3", "D4", "D5", "D6", "I1", "I2", "Q1", "Q2", "S1", "R1", "R2")
+FUNCTION_SCOPED = (
+    *("D1", "D2", "D3", "D4", "D5", "D6", "I1", "I2", "Q1", "Q2", "S1", "R1", "R2"),
+    *("L1", "L2"),
+)
 
 
 @pytest.mark.parametrize("name", FUNCTION_SCOPED)
@@ -236,6 +246,26 @@ def test_a_key_for_one_function_deploys_and_lists_only_it(
     problem(client.get(path, headers=bearer(narrow)), 403)
     assert client.get(f"{PLAIN}/deployments", headers=bearer(narrow)).json()["deployments"] == []
     assert client.delete(path, headers=bearer(key)).status_code == 200
+
+
+def test_a_key_for_one_function_sees_only_it_in_the_status(
+    client: TestClient[Any], world: World, make_key: Callable[..., str]
+) -> None:
+    mine = create(client)
+    key = make_key("list_functions_details", functions=(mine["id"],))
+    r = client.get("/v2/nvcf-lite/status", headers=bearer(key))
+    assert r.status_code == 200, r.text
+    (fn,) = r.json()["functions"]
+    assert fn["functionId"] == mine["id"]
+    assert [v["versionId"] for v in fn["versions"]] == [mine["versionId"]]
+    everything = client.get("/v2/nvcf-lite/status", headers=bearer()).json()["functions"]
+    ids = {f["functionId"] for f in everything}
+    assert ids == {mine["id"], world.fresh["id"], world.deployed["id"]}
+    (deployed,) = [f for f in everything if f["functionId"] == world.deployed["id"]]
+    (version,) = deployed["versions"]
+    assert version["status"] == "ACTIVE" and version["queueDepth"] == 0
+    assert version["deploymentId"] == world.deployment["deploymentId"]
+    assert version["instances"] == [] and version["scaling"][0]["target"] == 0
 
 
 def deploy_with(client: TestClient[Any], fn: dict[str, Any], key: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -46,6 +47,19 @@ class DeployRequest(Wire, kw_only=True):
     deployment_specifications: list[GpuSpecWire] | None = None
 
 
+class PullProgressWire(Wire, kw_only=True):
+    """nvcf-lite extension: an image pull under way (layers and bytes known so far)."""
+
+    image: str
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+    status: str
+    elapsed_s: float
+    idle_s: float
+
+
 class HealthInfoWire(Wire, kw_only=True):
     icms_request_id: str
     sis_request_id: str | None = None
@@ -53,6 +67,7 @@ class HealthInfoWire(Wire, kw_only=True):
     backend: str
     instance_type: str
     error: str
+    image_pull: PullProgressWire | None = None  # nvcf-lite extension: the pull it waits for
 
 
 class InstanceWire(Wire, kw_only=True):
@@ -69,6 +84,10 @@ class InstanceWire(Wire, kw_only=True):
     error: str | None = None
     created_at: str
     updated_at: str
+    age_s: float
+    in_flight: int
+    max_request_concurrency: int
+    image_pull: PullProgressWire | None = None
 
 
 class SpecStateWire(Wire, kw_only=True):
@@ -82,6 +101,7 @@ class SpecStateWire(Wire, kw_only=True):
     paused: int
     state: str
     detail: str | None = None
+    image_pull: PullProgressWire | None = None
 
 
 class DeploymentWire(Wire, kw_only=True):
@@ -130,22 +150,35 @@ def deployment_wire(
         nca_id=d.nca_id,
         function_status=status,
         deployment_specifications=[spec_wire(s) for s in d.specs],
-        health_info=[
-            HealthInfoWire(
-                icms_request_id=h.icms_request_id,
-                gpu=h.gpu,
-                backend=h.backend,
-                instance_type=h.instance_type,
-                error=h.error,
-            )
-            for h in d.health_info
-        ]
+        health_info=[to_wire(h, HealthInfoWire) for h in d.health_info]
+        + _pull_health(d.specs, scaling or ())
         or None,
         instances=[to_wire(i, InstanceWire) for i in instances],
         scaling=[to_wire(x, SpecStateWire) for x in scaling or ()] or None,
         created_at=d.created_at,
         last_updated_at=d.updated_at,
     )
+
+
+def _pull_health(specs: list[GpuSpec], scaling: Sequence[SpecState]) -> list[HealthInfoWire]:
+    """A live healthInfo entry per specification whose instance waits for its image pull."""
+    by_id = {s.gpu_specification_id: s for s in specs}
+    out = []
+    for state in scaling:
+        spec = by_id.get(state.gpu_specification_id)
+        if spec is None or state.image_pull is None:
+            continue
+        out.append(
+            HealthInfoWire(
+                icms_request_id=spec.gpu_specification_id,
+                gpu=spec.gpu,
+                backend=spec.backend or "local",
+                instance_type=spec.instance_type,
+                error=state.image_pull.text(),
+                image_pull=to_wire(state.image_pull, PullProgressWire),
+            )
+        )
+    return out
 
 
 def _specs(body: DeployRequest) -> list[SpecInput]:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nvcf_lite import logs
 from nvcf_lite.api.invocations import Reply, pexec_reply
 from nvcf_lite.api.problems import PROBLEM_JSON, problem_body
 from nvcf_lite.domain.auth import Keys
@@ -54,7 +55,8 @@ async def serve(
         body = problem_body(exc.status, exc.detail, instance=scope["path"], type_=exc.type)
         reply = (exc.status, list(exc.headers.items()), body, PROBLEM_JSON)
     except Exception as exc:
-        log.exception("unhandled error on POST %s", scope["path"])
+        about = logs.ids(function_id=match.group(1), version_id=match.group(2))
+        log.exception("unhandled error on POST %s", scope["path"], extra=about)
         body = problem_body(500, f"Internal error: {exc}", instance=scope["path"])
         reply = (500, [], body, PROBLEM_JSON)
     await _send(send, reply)

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from nvcf_lite import logs
 from nvcf_lite.errors import TYPE_PREFIX, NvcfError
 
 log = logging.getLogger("nvcf_lite.api")
@@ -97,7 +98,14 @@ def _validation_text(extra: Any) -> str:
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.exception("unhandled error on %s %s", request.method, _instance(request), exc_info=exc)
+    params = request.path_params
+    about = logs.ids(
+        function_id=str(params.get("function_id") or ""),
+        version_id=str(params.get("version_id") or ""),
+    )
+    log.exception(
+        "unhandled error on %s %s", request.method, _instance(request), exc_info=exc, extra=about
+    )
     return problem_response(500, f"Internal error: {exc}", instance=_instance(request))
 
 

@@ -7,9 +7,12 @@ into `RuntimeFailure` at their edge, with a message a user can act on.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import msgspec
+
+from nvcf_lite.models import PullProgress as PullProgress  # reported by runtimes
 
 LABEL_PREFIX = "nvcf-lite."
 LABEL_MANAGED = "nvcf-lite.managed"
@@ -17,6 +20,7 @@ LABEL_FUNCTION_ID = "nvcf-lite.function-id"
 LABEL_VERSION_ID = "nvcf-lite.version-id"
 LABEL_DEPLOYMENT = "nvcf-lite.deployment"
 LABEL_INSTANCE_ID = "nvcf-lite.instance-id"
+LABEL_NAMESPACE = "nvcf-lite.namespace"  # docker.namespace of the server that owns it
 
 
 class RuntimeFailure(Exception):
@@ -58,6 +62,7 @@ class ContainerInfo(msgspec.Struct, frozen=True):
     started_at: str | None = None
     finished_at: str | None = None
     oom_killed: bool = False
+    created: float = 0.0  # when the container was created, epoch seconds
 
 
 class ContainerRuntime(Protocol):
@@ -70,8 +75,14 @@ class ContainerRuntime(Protocol):
     async def ensure_image(self, image: str) -> bool:
         """Make the image present locally, pulling it once if missing.
 
-        Returns True when a pull was needed. Raises ImageNotFound / RuntimeFailure.
+        Returns True when a pull was needed. Raises ImageNotFound / RuntimeFailure. A pull
+        fails only when it stops progressing (the engine's own stall window), never for
+        being slow.
         """
+        ...
+
+    def pull_progress(self, image: str) -> PullProgress | None:
+        """The progress of the pull of `image` under way now, or None when none is."""
         ...
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo: ...
@@ -87,6 +98,19 @@ class ContainerRuntime(Protocol):
         ...
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+
+    async def stop(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after the timeout) and keep the container (its logs);
+        absent or already stopped is fine."""
+        ...
+
+    def logs(
+        self, container_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The container's output (stdout and stderr, in order), in chunks: the last `tail`
+        lines (None: all), then with `follow` what it prints until it stops or the iterator
+        is closed. Raises RuntimeFailure; a container that is gone yields nothing."""
+        ...
 
     async def pause(self, container_id: str) -> None: ...
 
@@ -110,6 +134,9 @@ class UnavailableRuntime:
     async def ensure_image(self, image: str) -> bool:
         raise RuntimeFailure(self.reason)
 
+    def pull_progress(self, image: str) -> PullProgress | None:
+        return None
+
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         raise RuntimeFailure(self.reason)
 
@@ -124,6 +151,15 @@ class UnavailableRuntime:
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         return ""
+
+    async def stop(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        return None
+
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        raise RuntimeFailure(self.reason)
+        yield b""  # an async generator, like the real ones
 
     async def pause(self, container_id: str) -> None:
         raise RuntimeFailure(self.reason)

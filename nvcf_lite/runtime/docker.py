@@ -9,34 +9,31 @@ possible (`inspect` is exactly one). Docker's exceptions are translated here, at
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import docker
-import docker.auth
 import docker.errors
-import docker.types
-import docker.utils
 import requests
 
 from nvcf_lite.runtime import docker_calls as calls
+from nvcf_lite.runtime import docker_logs
 from nvcf_lite.runtime.base import (
     LABEL_MANAGED,
     ContainerInfo,
     ContainerSpec,
     ImageNotFound,
+    PullProgress,
     RuntimeFailure,
 )
+from nvcf_lite.runtime.pull_progress import PullStalled, PullStop, PullStopped, PullTracker
 
 log = logging.getLogger("nvcf_lite.runtime")
 
 DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
-PULL_LOG_INTERVAL_S = 5.0
 NO_TOOLKIT = "this Docker host has no NVIDIA container toolkit"
 # The toolkit's prestart hook failing, e.g. "nvidia-container-cli: initialization error: nvml
 # error: driver not loaded" or "nvidia-container-cli: device error: GPU-...: unknown device"
@@ -47,7 +44,6 @@ _UNREACHABLE_HINTS = {
     "PermissionError": "permission denied, may this user use Docker (the docker group)?",
 }
 T = TypeVar("T")
-Doc = dict[str, Any]
 
 
 class DockerRuntime:
@@ -62,6 +58,7 @@ class DockerRuntime:
         self._api_timeout_s = api_timeout_s
         self._connecting = asyncio.Lock()
         self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._trackers: dict[str, PullTracker] = {}
 
     @classmethod
     def connect(
@@ -132,6 +129,20 @@ class DockerRuntime:
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         return await self._call("logs", calls.logs_tail, container_id, lines)
+
+    async def stop(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
+        await self._call("stop", docker_logs.stop_only, container_id, stop_timeout_s)
+
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        api = await self._client()
+        chunks = docker_logs.stream(
+            lambda: docker_logs.open_logs(api, container_id, tail, follow),
+            lambda exc: self._translate(exc, "logs", ""),
+        )
+        async for chunk in chunks:
+            yield chunk
 
     async def pause(self, container_id: str) -> None:
         await self._call("pause", lambda api: api.pause(container_id))
@@ -205,16 +216,28 @@ class DockerRuntime:
             f"{hint} ({text})" if hint else text
         )
 
+    def pull_progress(self, image: str) -> PullProgress | None:
+        tracker = self._trackers.get(image)
+        return tracker.snapshot() if tracker is not None else None
+
     async def _pull(self, image: str) -> None:
+        """Stream the pull; it fails only after `pull_timeout_s` without progress."""
         api = await self._client()
-        started = time.monotonic()
-        log.info("pulling image %s (timeout %g s)", image, self.pull_timeout_s)
-        # The thread bounds itself too; this bound only answers the caller on time.
-        pulling = asyncio.to_thread(self._pull_blocking, api, image)
+        tracker = PullTracker(image)
+        stop = PullStop()
+        self._trackers[image] = tracker
+        log.info("pulling image %s (fails after %g s without progress)", image, self.pull_timeout_s)
         try:
-            await asyncio.wait_for(pulling, timeout=self.pull_timeout_s + 1.0)
-        except (TimeoutError, requests.exceptions.Timeout):
-            reason = f"no answer within {self.pull_timeout_s:g} s"
+            await asyncio.to_thread(
+                calls.pull, api, tracker, self._api_timeout_s, self.pull_timeout_s, stop
+            )
+        except asyncio.CancelledError:
+            stop.set()  # shuts the pull's socket down: the thread ends at once
+            raise
+        except PullStalled as exc:
+            raise RuntimeFailure(f"pulling image {image!r} stalled: {exc}") from exc
+        except PullStopped as exc:
+            raise RuntimeFailure(f"pulling image {image!r} stopped: runtime closed") from exc
         except docker.errors.APIError as exc:
             reason = calls.explain(exc)
         except requests.exceptions.RequestException as exc:
@@ -222,42 +245,20 @@ class DockerRuntime:
         except docker.errors.DockerException as exc:  # e.g. InvalidRepository
             reason = str(exc)
         else:
-            log.info("pulled image %s in %.1f s", image, time.monotonic() - started)
+            p = tracker.snapshot()
+            log.info(
+                "pulled image %s: %d layers, %.1f MB in %.1f s",
+                image,
+                p.layers_total,
+                p.bytes_total / 1e6,
+                p.elapsed_s,
+            )
             return
+        finally:
+            self._trackers.pop(image, None)
         raise ImageNotFound(
             f"image {image!r} is not present locally and could not be pulled: {reason}"
         )
-
-    def _pull_blocking(self, api: Any, image: str) -> None:
-        """POST /images/create, streamed, with a read timeout and an overall deadline."""
-        repo, tag = docker.utils.parse_repository_tag(image)
-        registry, _ = docker.auth.resolve_repository_name(repo)
-        headers = {}
-        auth = docker.auth.get_config_header(api, registry)
-        if auth:
-            headers["X-Registry-Auth"] = auth
-        deadline = time.monotonic() + self.pull_timeout_s
-        url = f"{api.base_url}/v{api.api_version}/images/create"
-        params = {"fromImage": repo, "tag": tag or "latest"}
-        timeout = (self._api_timeout_s, self.pull_timeout_s)
-        with api.post(url, params=params, headers=headers, stream=True, timeout=timeout) as resp:
-            try:
-                resp.raise_for_status()
-            except requests.exceptions.HTTPError as exc:
-                docker.errors.create_api_error_from_http_exception(exc)  # raises APIError
-            last_log = time.monotonic()
-            for raw in resp.iter_lines():
-                line: Doc = json.loads(raw) if raw else {}
-                if "error" in line:
-                    raise docker.errors.APIError(image, resp, str(line["error"]))
-                if time.monotonic() > deadline:
-                    raise docker.errors.APIError(
-                        image, resp, f"still pulling after {self.pull_timeout_s:g} s"
-                    )
-                if line and time.monotonic() - last_log >= PULL_LOG_INTERVAL_S:
-                    last_log = time.monotonic()
-                    status = " ".join(str(line.get(k, "")) for k in ("id", "status", "progress"))
-                    log.info("pulling %s: %s", image, status.strip())
 
     def _forget_pull(self, image: str, task: asyncio.Task[None]) -> None:
         if self._pulls.get(image) is task:

@@ -1,21 +1,30 @@
 """The blocking docker-py calls of DockerRuntime (runtime/docker.py runs each in a worker
-thread and translates its exceptions): create+start, inspect, list, stop+remove, logs."""
+thread and translates its exceptions): create+start, inspect, list, stop+remove, logs, and
+the streamed image pull with its per-layer progress."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 import docker.types
+import docker.utils
+import requests
 
 from nvcf_lite.runtime.base import LABEL_MANAGED, ContainerInfo, ContainerSpec
+from nvcf_lite.runtime.pull_progress import PullStalled, PullStop, PullStopped, PullTracker
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 _NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: never started / never finished
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z$")
 _IPV4_ANY = ("127.0.0.1", "0.0.0.0", "")  # bindings reachable on 127.0.0.1
 Doc = dict[str, Any]
 
@@ -89,6 +98,7 @@ def inspect(api: Any, container_id: str) -> ContainerInfo | None:
         started_at=docker_time(state.get("StartedAt")),
         finished_at=docker_time(state.get("FinishedAt")),
         oom_killed=bool(state.get("OOMKilled")),
+        created=epoch(doc.get("Created")),
     )
 
 
@@ -107,6 +117,7 @@ def info_from_summary(row: Doc) -> ContainerInfo:
         state=str(row.get("State", "unknown")),
         exit_code=int(exited.group(1)) if exited else None,
         host_ports=ports,
+        created=float(row.get("Created") or 0),
     )
 
 
@@ -151,5 +162,87 @@ def explain(exc: docker.errors.APIError) -> str:
     return str(explanation or exc)
 
 
+def epoch(value: object) -> float:
+    """Docker's RFC 3339 time (nanoseconds, Z) as epoch seconds; 0.0 if absent."""
+    match = _RFC3339.match(str(value or ""))
+    if match is None:
+        return 0.0
+    stamp = datetime.fromisoformat(f"{match.group(1)}{(match.group(2) or '')[:7]}+00:00")
+    return stamp.timestamp()
+
+
 def docker_time(value: object) -> str | None:
     return str(value) if value and value != _NEVER else None
+
+
+# Image pulls ---------------------------------------------------------------------------------
+
+log = logging.getLogger("nvcf_lite.runtime")
+
+
+def pull(
+    api: Any,
+    tracker: PullTracker,
+    connect_timeout_s: float,
+    stall_s: float,
+    stop: PullStop,
+) -> None:
+    """POST /images/create streamed; raises PullStalled after `stall_s` without progress (also
+    when nothing at all arrives for that long: the read timeout), PullStopped once `stop` is
+    set, and docker's APIError for an error line."""
+    repo, tag = docker.utils.parse_repository_tag(tracker.image)
+    registry, _ = docker.auth.resolve_repository_name(repo)
+    headers = {}
+    auth = docker.auth.get_config_header(api, registry)
+    if auth:
+        headers["X-Registry-Auth"] = auth
+    url = f"{api.base_url}/v{api.api_version}/images/create"
+    params = {"fromImage": repo, "tag": tag or "latest"}
+    timeout = (connect_timeout_s, stall_s)
+    with api.post(url, params=params, headers=headers, stream=True, timeout=timeout) as resp:
+        try:
+            resp.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            docker.errors.create_api_error_from_http_exception(exc)  # raises APIError
+        stop.attach(_raw_socket(api, resp))
+        try:
+            _follow(resp, tracker, stall_s, stop)
+        except requests.exceptions.RequestException as exc:
+            if stop.is_set():
+                raise PullStopped(tracker.image) from exc
+            if "timed out" not in str(exc).lower():
+                raise
+            raise PullStalled(_stalled(tracker, stall_s)) from exc
+        if stop.is_set():  # the shut-down socket ended the stream early
+            raise PullStopped(tracker.image)
+
+
+def _raw_socket(api: Any, resp: Any) -> Any:
+    try:
+        raw = api._get_raw_response_socket(resp)  # docker-py's own way to a stream's socket
+    except (AttributeError, docker.errors.DockerException):
+        return None
+    return getattr(raw, "_sock", raw)  # a unix socket's SocketIO wraps the socket
+
+
+def _follow(resp: Any, tracker: PullTracker, stall_s: float, stop: PullStop) -> None:
+    for raw in resp.iter_lines():
+        if stop.is_set():
+            raise PullStopped(tracker.image)
+        line: dict[str, Any] = json.loads(raw) if raw else {}
+        if "error" in line:
+            raise docker.errors.APIError(tracker.image, resp, str(line["error"]))
+        milestone = tracker.feed(line)
+        if milestone:
+            log.info("%s", milestone)
+        if tracker.idle_s() > stall_s:
+            raise PullStalled(_stalled(tracker, stall_s))
+
+
+def _stalled(tracker: PullTracker, stall_s: float) -> str:
+    p = tracker.snapshot()
+    return (
+        f"no progress for {stall_s:g} s (docker.pull_timeout_s) at {p.layers_done}/"
+        f"{p.layers_total} layers, {p.bytes_done / 1e6:.1f} of {p.bytes_total / 1e6:.1f} MB, "
+        f"last status {p.status!r}; is the registry reachable and answering?"
+    )

@@ -14,6 +14,11 @@ import pynvml
 
 MIB = 1024 * 1024
 NO_GPU_ADVICE = "GPU deployments are refused, use the CPU instance type or simulated GPUs"
+# Docker gives a container the driver's libraries only when asked to.
+NO_GPU_IN_CONTAINER = (
+    "no NVIDIA driver in this container (start it with `docker run --gpus all`; the host needs "
+    "the NVIDIA driver and container toolkit)"
+)
 _CAUSES: dict[type[Exception], str] = {
     pynvml.NVMLError_LibraryNotFound: "no NVIDIA driver on this host",
     pynvml.NVMLError_DriverNotLoaded: "the NVIDIA kernel driver is not loaded",
@@ -49,12 +54,15 @@ class GpuInventory(msgspec.Struct, frozen=True):
     driver_version: str | None = None
 
 
-def read_inventory() -> GpuInventory:
-    """Every GPU (and its MIG devices) NVML sees; never raises for NVML errors."""
+def read_inventory(*, in_container: bool = False) -> GpuInventory:
+    """Every GPU (and its MIG devices) NVML sees; never raises for NVML errors.
+
+    `in_container`: this process runs in a container, where a missing NVML library usually
+    means `docker run` lacked `--gpus all` (the error says so)."""
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return GpuInventory(gpus=[], error=_unavailable(exc))
+        return GpuInventory(gpus=[], error=_unavailable(exc, in_container))
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         count = pynvml.nvmlDeviceGetCount()
@@ -136,9 +144,11 @@ def _memory_mb(handle: Any) -> int:
     return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) // MIB
 
 
-def _unavailable(exc: Exception) -> str:
+def _unavailable(exc: Exception, in_container: bool = False) -> str:
     cause = next((text for cls, text in _CAUSES.items() if isinstance(exc, cls)), None)
     cause = cause or "the NVIDIA driver did not answer"
+    if in_container and isinstance(exc, pynvml.NVMLError_LibraryNotFound):
+        cause = NO_GPU_IN_CONTAINER
     return f"NVML not available ({exc}): {cause}; {NO_GPU_ADVICE}"
 
 

@@ -9,15 +9,20 @@ This is the only module that imports aiosqlite.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
+
+from nvcf_lite.store.data_dir import BACKUPS_DIR, give_to_owner
 
 Row = sqlite3.Row
 Params = Sequence[Any] | dict[str, Any]
@@ -38,8 +43,94 @@ def _migrations() -> list[tuple[int, str]]:
     return found
 
 
-async def _open(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
+class SchemaError(Exception):
+    """The database cannot be used by this build as it is (missing, too new, or too old)."""
+
+
+def latest_version() -> int:
+    """The schema version this build migrates to (its highest migration)."""
+    return len(_migrations())
+
+
+def _too_new(where: str, version: int, latest: int) -> SchemaError:
+    return SchemaError(
+        f"{where} is at schema version {version}, newer than this nvcf-lite knows "
+        f"(schema version {latest}): it was written by a newer nvcf-lite. Upgrade nvcf-lite, "
+        "or restore a backup made by this version (nvcf-lite restore)"
+    )
+
+
+def read_version(path: Path) -> int:
+    """PRAGMA user_version of an existing database file, opened read-only."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{path} is not a usable SQLite database: {exc}") from exc
+
+
+def check_version(path: Path) -> int:
+    """The schema version of the database file (0 when there is none yet); SchemaError when a
+    newer nvcf-lite wrote it."""
+    if not path.exists():
+        return 0
+    version = read_version(path)
+    if version > latest_version():
+        raise _too_new(f"database {path}", version, latest_version())
+    return version
+
+
+def copy_database(src: Path, dest: Path) -> int:
+    """An online, consistent copy of `src` into the new file `dest` with SQLite's backup API
+    (one step, so writers of other processes never restart it); its schema version. The copy
+    is a single self-contained file (rollback journal, not WAL)."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    partial.unlink(missing_ok=True)
+    source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+    target = sqlite3.connect(partial)
+    try:
+        source.execute("PRAGMA busy_timeout=10000")
+        source.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")
+        version = int(target.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        target.close()
+        source.close()
+    partial.chmod(0o600)  # key hashes and secrets live here
+    os.replace(partial, dest)
+    return version
+
+
+def _prepare(path: Path, create: bool) -> Path | None:
+    """Check the file before opening it; with `create` (serve, migrate), snapshot a database
+    that is about to be migrated. The snapshot's path, if one was taken."""
+    latest = latest_version()
+    if not path.exists() and not create:
+        raise SchemaError(f"no database at {path}")
+    version = check_version(path)
+    if version == latest or (version == 0 and create):
+        return None
+    if not create:
+        raise SchemaError(
+            f"database {path} is at schema version {version}, older than this nvcf-lite "
+            f"(schema version {latest}): run `nvcf-lite migrate` (it snapshots the database "
+            "first) or restart the server, which migrates it"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    snapshot = path.parent / BACKUPS_DIR / f"pre-migrate-{version:04d}-to-{latest:04d}-{stamp}.db"
+    snapshot.parent.mkdir(mode=0o700, exist_ok=True)
+    copy_database(path, snapshot)
+    give_to_owner(path.parent, snapshot.parent, snapshot)
+    return snapshot
+
+
+async def _open(path: Path, *, must_exist: bool = False) -> aiosqlite.Connection:
+    # mode=rw: SQLite itself refuses to create a missing file (no race with a check)
+    target: Any = f"file:{quote(str(path))}?mode=rw" if must_exist else path
+    conn = await aiosqlite.connect(target, isolation_level=None, uri=must_exist)
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")
@@ -81,16 +172,22 @@ class Database:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _open(path)
+    async def open(cls, path: Path, *, create: bool = True) -> Database:
+        """The database, created or migrated (after a snapshot) when `create` (the server);
+        without it (admin commands) the file must exist at this build's schema version.
+        SchemaError otherwise."""
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_prepare, path, create)
+        writer = await _open(path, must_exist=not create)
         try:
             await migrate(writer)
-            reader = await _open(path)
+            reader = await _open(path, must_exist=not create)
         except BaseException:
             await writer.close()  # aiosqlite's thread would otherwise keep the process alive
             raise
-        await asyncio.to_thread(path.chmod, 0o600)  # key hashes and secrets live here
+        if create:
+            await asyncio.to_thread(path.chmod, 0o600)  # key hashes and secrets live here
         return cls(path, writer, reader)
 
     async def close(self) -> None:
@@ -149,7 +246,10 @@ async def migrate(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
     current = int(row[0]) if row else 0
-    for number, sql in _migrations():
+    migrations = _migrations()
+    if current > len(migrations):
+        raise _too_new("the database", current, len(migrations))
+    for number, sql in migrations:
         if number <= current:
             continue
         await conn.execute("BEGIN IMMEDIATE")
@@ -171,13 +271,16 @@ def _split(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-async def migrate_file(path: Path) -> int:
+async def migrate_file(path: Path) -> tuple[int, Path | None]:
+    """Create or upgrade the database file: (its schema version, the pre-migrate snapshot)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = await asyncio.to_thread(_prepare, path, True)
     conn = await _open(path)
     try:
-        return await migrate(conn)
+        return await migrate(conn), snapshot
     finally:
         await conn.close()
+        await asyncio.to_thread(give_to_owner, path.parent, path)
 
 
 def _apply_batch(conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]]) -> None:

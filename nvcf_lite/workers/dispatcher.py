@@ -17,6 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from nvcf_lite import logs
 from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.domain.metrics import Metrics
@@ -225,7 +226,7 @@ class Dispatcher:
             result = await self.forwarder.forward(ticket, inst)
             cold = cold_start(ticket, inst)
             if cold is not None:
-                log.info("request %s waited for a %s", ticket.request_id, cold)
+                log.info("request waited for a %s", cold, extra=_ids(ticket, inst))
                 result.headers.append(("NVCF-LITE-COLD-START", cold))
                 if inst.cold_kind != "adopted":  # re-queued after a restart: not a start
                     wait = ticket.first_byte_at - ticket.queued_at
@@ -243,7 +244,7 @@ class Dispatcher:
                 raise
             await self._finish(ticket, self._cancelled(ticket), failed=True)
         except Exception as exc:  # a bug must not leave the client waiting forever
-            log.exception("request %s failed inside nvcf-lite", ticket.request_id)
+            log.exception("request failed inside nvcf-lite", extra=_ids(ticket, inst))
             rec = ticket.record
             detail = f"internal error while handling the request: {exc}"
             outcome = problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
@@ -320,7 +321,7 @@ class Dispatcher:
         except Exception:
             # The answer still reaches the client (on its connection, or from memory when it
             # polls); the row keeps its last state, so a restart may run the request again.
-            log.exception("request %s: recording its end failed", rec.request_id)
+            log.exception("recording the end of a request failed", extra=_ids(ticket))
         ticket.kept = keep
         self.per_function[rec.function_id] -= 1
         self.metrics.invocations.inc(rec.function_id, rec.version_id, str(outcome.status))
@@ -404,3 +405,14 @@ class Dispatcher:
         await self._tasks.wait(grace_s)
         await self._tasks.cancel()
         await self.forwarder.close()
+
+
+def _ids(ticket: Ticket, inst: Instance | None = None) -> dict[str, str]:
+    """The ids of a log line about a request (only lines off the hot path build them)."""
+    rec = ticket.record
+    return logs.ids(
+        request_id=rec.request_id,
+        function_id=rec.function_id,
+        version_id=rec.version_id,
+        instance_id=inst.instance_id if inst else None,
+    )

@@ -20,11 +20,12 @@ import msgspec
 from nvcf_lite.config import DockerConfig
 from nvcf_lite.domain.function_fields import duration_seconds
 from nvcf_lite.domain.placement import GpuUnit
-from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, now_iso
+from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, PullProgress, now_iso
 from nvcf_lite.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_FUNCTION_ID,
     LABEL_INSTANCE_ID,
+    LABEL_NAMESPACE,
     LABEL_VERSION_ID,
     ContainerSpec,
     Mount,
@@ -34,7 +35,6 @@ LABEL_SPEC_ID = "nvcf-lite.spec-id"
 LABEL_UNITS = "nvcf-lite.gpu-units"
 LABEL_GPU = "nvcf-lite.gpu"
 LABEL_INSTANCE_TYPE = "nvcf-lite.instance-type"
-LABEL_NAMESPACE = "nvcf-lite.namespace"
 SECRETS_DIR = "/var/secrets"  # the container reads /var/secrets/secrets.json (spec §2.8)
 INF_DIR = "/var/inf"  # per-request asset and large-output folders live below this
 
@@ -132,7 +132,16 @@ class Instance:
         self.slots = 1  # maxRequestConcurrency of its spec
         self.function_name = ""
         self.inference_url = "/"
+        self.image: str | None = None  # the image its launch is making present (pulling)
         self.task: asyncio.Task[None] | None = None
+
+    def log_ids(self) -> dict[str, str]:
+        """The ids of this instance's log lines (`extra=`, or `logs.bind(**...)`)."""
+        return {
+            "function_id": self.function_id,
+            "version_id": self.version_id,
+            "instance_id": self.instance_id,
+        }
 
     def set_state(self, state: InstanceState, error: str | None = None) -> None:
         self.state, self.error, self.updated_at = state, error, now_iso()
@@ -141,7 +150,13 @@ class Instance:
     def live(self) -> bool:
         return self.state in (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
 
-    def view(self) -> InstanceView:
+    @property
+    def awaiting_image(self) -> str | None:
+        """The image a starting instance waits for, until its container exists."""
+        starting = self.state == InstanceState.STARTING and self.container_id is None
+        return self.image if starting else None
+
+    def view(self, image_pull: PullProgress | None = None) -> InstanceView:
         return InstanceView(
             instance_id=self.instance_id,
             function_id=self.function_id,
@@ -157,6 +172,10 @@ class Instance:
             error=self.error,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            age_s=round(time.monotonic() - self.started, 1),
+            in_flight=self.in_flight,
+            max_request_concurrency=self.slots,
+            image_pull=image_pull,
         )
 
 

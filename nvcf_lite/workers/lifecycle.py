@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from nvcf_lite import logs
 from nvcf_lite.config import Config
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import local_image_candidates
@@ -90,6 +91,7 @@ class Lifecycle:
     # -- launch and watch -------------------------------------------------------------
 
     async def _launch(self, inst: Instance) -> None:
+        logs.bind(**inst.log_ids())  # this task's lines (pulls, engine errors) carry its ids
         info = await self.launch_info(inst.version_id)
         if info is None:
             self.retire(inst, "function version gone")
@@ -98,10 +100,13 @@ class Lifecycle:
         try:
             secrets = await asyncio.to_thread(self._write_secrets, inst, info)
             spec = container_spec(inst, info, self.docker_cfg, secrets, self.inf_dir)
-            image = await self._local_image(info.image)
+            image = inst.image = await self._local_image(info.image)
+            # A pull counts against no deadline: it fails only when it stops progressing.
             if await self.runtime.ensure_image(image):
                 inst.pull_s = time.monotonic() - inst.launch_t0
             t0 = time.monotonic()
+            # names only: env values and secrets never reach the log
+            log.debug("creating container %s from %s (env %s)", spec.name, image, sorted(spec.env))
             c = await self.runtime.create_and_start(msgspec.structs.replace(spec, image=image))
             inst.start_s = time.monotonic() - t0
         except RuntimeFailure as exc:
@@ -112,6 +117,7 @@ class Lifecycle:
         await self._watch(inst, info)
 
     async def _adopt(self, inst: Instance) -> None:
+        logs.bind(**inst.log_ids())
         info = await self.launch_info(inst.version_id)
         c = await self.runtime.inspect(inst.container_id or "")
         if info is None or c is None:
@@ -124,6 +130,7 @@ class Lifecycle:
         await self._watch(inst, info)
 
     async def _resume(self, inst: Instance) -> None:
+        logs.bind(**inst.log_ids())
         info = await self.launch_info(inst.version_id)
         if info is None:
             self.retire(inst, "function version gone")
@@ -181,13 +188,13 @@ class Lifecycle:
         history = self.history.setdefault(inst.spec_id, SpecHistory())
         history.ready()
         log.info(
-            "instance %s of %s ready (%s start: pull %.3f s, create+start %.3f s, healthy %.3f s)",
-            inst.instance_id,
+            "instance of %s ready (%s start: pull %.3f s, create+start %.3f s, healthy %.3f s)",
             info.name,
             inst.cold_kind,
             inst.pull_s,
             inst.start_s,
             inst.healthy_s,
+            extra=inst.log_ids(),
         )
         self.changed()
         await self._monitor(inst, info, port, history, exited)
@@ -228,7 +235,7 @@ class Lifecycle:
     async def fail(self, inst: Instance, reason: str) -> None:
         if not inst.live and inst.state != InstanceState.PAUSED:
             return
-        log.warning("instance %s failed: %s", inst.instance_id, reason)
+        log.warning("instance failed: %s", reason, extra=inst.log_ids())
         self.metrics.instance_failures.inc(inst.function_id, inst.version_id)
         inst.set_state(InstanceState.FAILED, reason)
         history = self.history.setdefault(inst.spec_id, SpecHistory())
@@ -256,16 +263,27 @@ class Lifecycle:
 
     async def _remove(self, inst: Instance) -> None:
         if inst.container_id:
-            await self.safe_remove(inst.container_id)
+            # a failed instance's container is stopped but kept, for `nvcf-lite logs`; the
+            # scheduler prunes all but the newest docker.failed_containers_kept per version
+            keep = inst.state == InstanceState.FAILED and self.docker_cfg.failed_containers_kept
+            await self.safe_remove(inst.container_id, keep=bool(keep), about=inst.log_ids())
         await asyncio.to_thread(shutil.rmtree, self.data / "secrets" / inst.instance_id, True)
         self.instances.pop(inst.instance_id, None)
         self.changed()
 
-    async def safe_remove(self, container_id: str) -> None:
+    async def safe_remove(
+        self, container_id: str, *, keep: bool = False, about: dict[str, str] | None = None
+    ) -> None:
+        """Remove the container (or with `keep` only stop it); a failure is logged."""
+        timeout = self.docker_cfg.stop_timeout_s
         try:
-            await self.runtime.remove(container_id, stop_timeout_s=self.docker_cfg.stop_timeout_s)
+            if keep:
+                await self.runtime.stop(container_id, stop_timeout_s=timeout)
+            else:
+                await self.runtime.remove(container_id, stop_timeout_s=timeout)
         except RuntimeFailure as exc:
-            log.warning("could not remove container %s: %s", container_id[:12], exc)
+            what = "stop" if keep else "remove"
+            log.warning("could not %s container %s: %s", what, container_id[:12], exc, extra=about)
 
     async def refresh_secrets(self, version_id: str, secrets: dict[str, object]) -> None:
         """New secret values for the running instances of a version: a new secrets.json is
@@ -292,7 +310,12 @@ class Lifecycle:
         try:
             await asyncio.to_thread(rewrite)
         except OSError as exc:  # the store has the new values; the next start gets them
-            log.warning("could not write new secrets for version %s: %s", version_id, exc)
+            log.warning(
+                "could not write new secrets for version %s: %s",
+                version_id,
+                exc,
+                extra=logs.ids(version_id=version_id),
+            )
 
     def _write_secrets(self, inst: Instance, info: LaunchInfo) -> Path | None:
         """The instance's secrets folder (mounted at /var/secrets), or None without secrets."""

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from nvcf_lite import logs
 from nvcf_lite.config import Config
 from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
 from nvcf_lite.domain.metrics import Metrics
@@ -25,6 +26,7 @@ from nvcf_lite.models import (
     GpuSpec,
     InstanceState,
     InstanceView,
+    PullProgress,
     SpecState,
     new_id,
     now_iso,
@@ -33,6 +35,7 @@ from nvcf_lite.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_FUNCTION_ID,
     LABEL_INSTANCE_ID,
+    LABEL_NAMESPACE,
     LABEL_VERSION_ID,
     ContainerInfo,
     ContainerRuntime,
@@ -42,7 +45,6 @@ from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.workers.instances import (
     LABEL_GPU,
     LABEL_INSTANCE_TYPE,
-    LABEL_NAMESPACE,
     LABEL_SPEC_ID,
     LABEL_UNITS,
     Instance,
@@ -65,6 +67,8 @@ class Scheduler:
     ) -> None:
         self.cfg = config.scheduler
         self.namespace = config.docker.namespace
+        self.failed_kept = config.docker.failed_containers_kept
+        self._reaping: set[str] = set()  # container ids being removed
         self.repo = repo
         self.runtime = runtime
         self.host = host
@@ -89,7 +93,17 @@ class Scheduler:
         self._wake.set()
 
     def views(self, version_id: str) -> list[InstanceView]:
-        return [i.view() for i in self.instances.values() if i.version_id == version_id]
+        return [
+            i.view(self._pull_of(i)) for i in self.instances.values() if i.version_id == version_id
+        ]
+
+    def _pull_of(self, inst: Instance) -> PullProgress | None:
+        image = inst.awaiting_image
+        return self.runtime.pull_progress(image) if image else None
+
+    def held_units(self) -> set[str]:
+        """The GPU units an instance holds (until its container is gone)."""
+        return {u.unit_id for i in self.instances.values() for u in i.units}
 
     def spec_states(self, version_id: str) -> list[SpecState]:
         deployment = self.deployed.get(version_id)
@@ -119,6 +133,9 @@ class Scheduler:
             or count[InstanceState.DRAINING]
         ):
             state = "scaling"
+        pull = next((p for p in map(self._pull_of, mine) if p is not None), None)
+        if pull is not None and detail is None:
+            detail = pull.text()
         return SpecState(
             gpu_specification_id=spec.gpu_specification_id,
             target=target,
@@ -128,6 +145,7 @@ class Scheduler:
             paused=count[InstanceState.PAUSED],
             state=state,
             detail=detail,
+            image_pull=pull,
         )
 
     def ready_instances(self, version_id: str) -> list[Instance]:
@@ -201,10 +219,13 @@ class Scheduler:
         self, deployments: dict[str, Deployment], containers: list[ContainerInfo]
     ) -> None:
         seen: set[str] = set()
+        kept: list[ContainerInfo] = []
         for c in containers:
             inst = self.instances.get(c.labels.get(LABEL_INSTANCE_ID, ""))
             seen.add(c.id)
-            if inst is None:
+            if inst is None and _kept_for_logs(c, deployments):
+                kept.append(c)
+            elif inst is None:
                 self._adopt_or_reap(c, deployments)
             elif c.state in ("exited", "dead") and inst.live:
                 await self.life.fail(inst, await self.life.exit_reason(c.id))
@@ -214,6 +235,37 @@ class Scheduler:
                 await self.life.fail(inst, "the container disappeared (removed outside nvcf-lite)")
             if inst.deployment_id not in deployments and not inst.removing:
                 self.life.retire(inst, "deployment removed")
+        self._prune(kept)
+
+    def _prune(self, kept: list[ContainerInfo]) -> None:
+        """Of the stopped containers of failed instances, the newest `failed_kept` of each
+        version stay (their logs explain the failure); older ones go."""
+        by_version: dict[str, list[ContainerInfo]] = {}
+        for c in kept:
+            by_version.setdefault(c.labels.get(LABEL_VERSION_ID, ""), []).append(c)
+        for rows in by_version.values():
+            rows.sort(key=lambda c: c.created, reverse=True)
+            for c in rows[self.failed_kept :]:
+                self._reap(c, "an older failed instance")
+
+    def _reap(self, c: ContainerInfo, why: str) -> None:
+        if c.id in self._reaping:
+            return
+        self._reaping.add(c.id)
+        about = logs.ids(
+            function_id=c.labels.get(LABEL_FUNCTION_ID),
+            version_id=c.labels.get(LABEL_VERSION_ID),
+            instance_id=c.labels.get(LABEL_INSTANCE_ID),
+        )
+        log.info("removing container %s (%s): %s", c.name, c.state, why, extra=about)
+
+        async def remove() -> None:
+            try:
+                await self.life.safe_remove(c.id, about=about)
+            finally:
+                self._reaping.discard(c.id)
+
+        self._tasks.spawn(remove())
 
     def _adopt_or_reap(self, c: ContainerInfo, deployments: dict[str, Deployment]) -> None:
         deployment = deployments.get(c.labels.get(LABEL_DEPLOYMENT, ""))
@@ -222,8 +274,7 @@ class Scheduler:
         if deployment is not None and not deployment.draining:
             spec = next((s for s in deployment.specs if s.gpu_specification_id == spec_id), None)
         if deployment is None or spec is None or c.state not in ("running", "paused"):
-            log.info("removing leftover container %s (%s)", c.name, c.state)
-            self._tasks.spawn(self.life.safe_remove(c.id))
+            self._reap(c, "a leftover container")
             return
         wanted = c.labels.get(LABEL_UNITS, "").split(",")
         inst = Instance(
@@ -237,7 +288,12 @@ class Scheduler:
             units=[u for u in self.host.units if u.unit_id in wanted],
             container_id=c.id,
         )
-        log.info("adopting running container %s as instance %s", c.name, inst.instance_id)
+        log.info(
+            "adopting running container %s as instance %s",
+            c.name,
+            inst.instance_id,
+            extra=inst.log_ids(),
+        )
         self.life.adopt(inst)
 
     # -- reconcile: reach each spec's target ---------------------------------------------
@@ -376,7 +432,10 @@ class Scheduler:
                 await self.repo.set_health_info(d.deployment_id, info, now)
         if changes:
             await self.repo.set_statuses(changes, now)
-            log.info("status changes: %s", {k[:8]: v.value for k, v in changes.items()})
+            for d in deployments:
+                if d.version_id in changes:
+                    about = logs.ids(function_id=d.function_id, version_id=d.version_id)
+                    log.info("version status %s", changes[d.version_id].value, extra=about)
             self.on_change()
 
     def _give_up(self, deployment: Deployment) -> None:
@@ -390,3 +449,9 @@ class Scheduler:
     def _changed(self) -> None:
         self.nudge()
         self.on_change()
+
+
+def _kept_for_logs(c: ContainerInfo, deployments: dict[str, Deployment]) -> bool:
+    """A stopped container of a deployment that is still on: a failed instance's, kept."""
+    deployment = deployments.get(c.labels.get(LABEL_DEPLOYMENT, ""))
+    return c.state in ("exited", "dead") and deployment is not None and not deployment.draining

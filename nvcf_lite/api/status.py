@@ -1,0 +1,66 @@
+"""GET /v2/nvcf-lite/status (an nvcf-lite extension, scope `list_functions_details`): every
+visible function version with its status and why, its instances (state, GPU units, age,
+in-flight requests, image pull progress), queue depth and scaling state, and the host's GPU
+units used and free. `nvcf-lite status` prints it; domain/status.py says where each figure
+comes from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.di import NamedDependency
+
+from nvcf_lite.api.deployments import InstanceWire, SpecStateWire
+from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.wire import Wire, to_wire
+from nvcf_lite.domain.functions import DETAILS_SCOPE
+from nvcf_lite.domain.status import Overview
+from nvcf_lite.models import Principal
+
+STATUS_PATH = "/v2/nvcf-lite/status"
+Caller = NamedDependency[Principal]
+
+
+class VersionStatusWire(Wire, kw_only=True):
+    version_id: str
+    status: str
+    reason: str | None = None
+    queue_depth: int
+    deployment_id: str | None = None
+    scaling: list[SpecStateWire]
+    instances: list[InstanceWire]
+
+
+class FunctionStatusWire(Wire, kw_only=True):
+    function_id: str
+    name: str
+    versions: list[VersionStatusWire]
+
+
+class GpuUsageWire(Wire, kw_only=True):
+    gpu: str
+    total: int
+    used: int
+    free: int
+
+
+class StatusResponse(Wire, kw_only=True):
+    generated_at: str
+    functions: list[FunctionStatusWire]
+    gpus: list[GpuUsageWire]
+
+
+@get(
+    STATUS_PATH,
+    opt=scopes(DETAILS_SCOPE),
+    dependencies=PRINCIPAL,
+    summary="nvcf-lite extension: functions, instances, queues and GPU units at a glance",
+    tags=["nvcf-lite"],
+)
+async def status(request: Request[Any, Any, Any], principal: Caller) -> StatusResponse:
+    overview: Overview = request.app.state.overview
+    return to_wire(await overview.report(principal), StatusResponse)
+
+
+STATUS_HANDLERS = [status]

@@ -1,0 +1,126 @@
+"""The status overview (`GET /v2/nvcf-lite/status`, `nvcf-lite status`): one read of what runs.
+
+Every figure comes from where the platform already keeps it: versions and their status from
+the functions store, desired state and health info from the deployments table, instances and
+scaling state from the Scheduler's live records (through `Deployments`), queue depths from
+the dispatcher, GPU units from the host inventory and the units instances hold. Nothing here
+keeps state of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from nvcf_lite.domain.auth import require_scope
+from nvcf_lite.domain.deployments import Deployments
+from nvcf_lite.domain.functions import DETAILS_SCOPE, Functions
+from nvcf_lite.domain.placement import Host
+from nvcf_lite.models import (
+    Deployment,
+    FunctionVersion,
+    InstanceView,
+    Principal,
+    SpecState,
+    now_iso,
+)
+
+
+class VersionStatus(msgspec.Struct, kw_only=True):
+    version_id: str
+    status: str  # NVCF's FunctionStatus
+    reason: str | None = None  # why it is not plainly ACTIVE/INACTIVE, when something says so
+    queue_depth: int = 0
+    deployment_id: str | None = None
+    scaling: list[SpecState] = []
+    instances: list[InstanceView] = []
+
+
+class FunctionStatusView(msgspec.Struct, kw_only=True):
+    function_id: str
+    name: str
+    versions: list[VersionStatus]
+
+
+class GpuUsage(msgspec.Struct, kw_only=True):
+    gpu: str
+    total: int
+    used: int
+    free: int
+
+
+class StatusReport(msgspec.Struct, kw_only=True):
+    generated_at: str
+    functions: list[FunctionStatusView]
+    gpus: list[GpuUsage]
+
+
+class Overview:
+    def __init__(
+        self,
+        functions: Functions,
+        deployments: Deployments,
+        host: Host,
+        queue_depth: Callable[[str], int],
+        held_units: Callable[[], set[str]],
+    ) -> None:
+        self._functions = functions
+        self._deployments = deployments
+        self._host = host
+        self._queue_depth = queue_depth
+        self._held_units = held_units
+
+    async def report(self, principal: Principal) -> StatusReport:
+        """The versions the key may see, with their live state; GPU units of the whole host."""
+        require_scope(principal, DETAILS_SCOPE)
+        versions = await self._functions.list_functions(principal, ["private"])
+        deployed = {d.version_id: d for d in await self._deployments.all()}
+        by_function: dict[str, FunctionStatusView] = {}
+        for v in versions:
+            entry = by_function.setdefault(
+                v.function_id,
+                FunctionStatusView(function_id=v.function_id, name=v.name, versions=[]),
+            )
+            entry.versions.append(self._version(v, deployed.get(v.version_id)))
+        return StatusReport(
+            generated_at=now_iso(), functions=list(by_function.values()), gpus=self._gpus()
+        )
+
+    def _version(self, v: FunctionVersion, d: Deployment | None) -> VersionStatus:
+        if d is None:
+            return VersionStatus(
+                version_id=v.version_id,
+                status=v.status.value,
+                queue_depth=self._queue_depth(v.version_id),
+            )
+        scaling = self._deployments.spec_states(v.version_id)
+        return VersionStatus(
+            version_id=v.version_id,
+            status=v.status.value,
+            reason=_reason(d, scaling),
+            queue_depth=self._queue_depth(v.version_id),
+            deployment_id=d.deployment_id,
+            scaling=scaling,
+            instances=self._deployments.instances(v.version_id),
+        )
+
+    def _gpus(self) -> list[GpuUsage]:
+        held = self._held_units()
+        out: dict[str, GpuUsage] = {}
+        for unit in self._host.units:
+            usage = out.setdefault(unit.gpu, GpuUsage(gpu=unit.gpu, total=0, used=0, free=0))
+            usage.total += 1
+            if unit.unit_id in held:
+                usage.used += 1
+            else:
+                usage.free += 1
+        return list(out.values())
+
+
+def _reason(d: Deployment, scaling: list[SpecState]) -> str | None:
+    """What the health info and the scaling state say, each distinct text once."""
+    texts = [h.error for h in d.health_info]
+    texts += [s.detail for s in scaling if s.detail and s.state != "ok"]
+    texts += [s.image_pull.text() for s in scaling if s.image_pull is not None]
+    return "; ".join(dict.fromkeys(texts)) or None

@@ -1,0 +1,79 @@
+"""The stopped containers of failed instances are kept for `nvcf-lite logs`: the newest
+`docker.failed_containers_kept` per version, the rest removed; undeploy removes them all; 0
+keeps none. Scheduler unit tests on the fake runtime (the Docker side: test_logs_docker)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_config
+from fake_runtime import FakeRuntime
+from test_scheduler import World, sim
+
+from nvcf_lite.domain.placement import Host
+from nvcf_lite.store.sqlite import Database
+
+FAST = {
+    "NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S": "0.4",
+    "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_INITIAL_S": "0.02",
+    "NVCF_LITE_SCHEDULER__RESTART_BACKOFF_MAX_S": "0.05",
+    "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.05",
+}
+
+
+@pytest.fixture
+async def worlds(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[tuple[World, Database]] = []
+
+    async def make(kept: int) -> World:
+        data = tmp_path / f"data-{kept}"
+        config = make_config(data, NVCF_LITE_DOCKER__FAILED_CONTAINERS_KEPT=str(kept), **FAST)
+        db = await Database.open(data / "db.sqlite")
+        world = World(config, db, Host(sim("L40", 2)), FakeRuntime())
+        made.append((world, db))
+        return world
+
+    yield make
+    for world, db in made:
+        await world.scheduler.shutdown(keep_instances=False)
+        await world.runtime.close()
+        await db.close()
+
+
+def states(world: World) -> list[str]:
+    return sorted(c.state for c in world.runtime.containers.values())
+
+
+async def crash_ready_instance(world: World, vid: str) -> str:
+    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
+    (inst,) = world.scheduler.ready_instances(vid)
+    assert inst.container_id is not None
+    world.runtime.crash(inst.container_id)
+    await world.until(lambda: inst.instance_id not in world.scheduler.instances)
+    return inst.container_id
+
+
+async def test_the_newest_failed_containers_are_kept_until_undeploy(
+    worlds: Callable[..., Any],
+) -> None:
+    world: World = await worlds(3)
+    fid, vid = await world.deploy(min_instances=1, max_instances=1)
+    crashed = [await crash_ready_instance(world, vid) for _ in range(4)]
+    await world.until(lambda: states(world) == ["exited", "exited", "exited", "running"])
+    kept = {c.id for c in world.runtime.containers.values() if c.state == "exited"}
+    assert kept == set(crashed[1:])  # the oldest one went
+    assert all(
+        b"crashed" in c.logs.encode() for c in world.runtime.containers.values() if c.id in kept
+    )
+    await world.deployments.undeploy(fid, vid, graceful=False)
+    await world.until(lambda: not world.runtime.containers)
+
+
+async def test_zero_keeps_none(worlds: Callable[..., Any]) -> None:
+    world: World = await worlds(0)
+    _, vid = await world.deploy(min_instances=1, max_instances=1)
+    await crash_ready_instance(world, vid)
+    await world.until(lambda: states(world) == ["running"])

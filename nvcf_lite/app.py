@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from types import FrameType
 from typing import Any, cast
 
 from litestar import Litestar
@@ -57,8 +61,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            stack.enter_context(_on_stop_signals(platform.begin_shutdown))
             await platform.start(stack, app.state)
-            yield
+            try:
+                yield
+            finally:
+                platform.begin_shutdown()
 
     nvcf_handlers: list[Any] = [
         *FUNCTION_HANDLERS,
@@ -91,6 +99,40 @@ def create_app(
     )
     app.state.platform = platform
     return app
+
+
+@contextmanager
+def _on_stop_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM also call `callback` (on the event loop), then the handler they had.
+
+    Granian's worker, on the signal, waits for every open connection to finish before it runs
+    the lifespan shutdown, and a log follow never finishes by itself: the signal must reach
+    the app at once. Runs in the lifespan, after granian installed its own handlers (asyncio's,
+    which this chains to). Off the main thread (a test client) signals are not ours to take.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    before: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        previous = before.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # the default action: end the process as before
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        before[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
 def serve_app() -> Litestar:

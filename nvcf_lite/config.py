@@ -190,12 +190,32 @@ def find_config(
     if environ.get("NVCF_LITE_CONFIG"):
         return ConfigSource(Path(environ["NVCF_LITE_CONFIG"]), "$NVCF_LITE_CONFIG")
     system_config = Path(environ.get("NVCF_LITE_SYSTEM_CONFIG") or SYSTEM_CONFIG)
-    if system_config.is_file():
+    if _readable(system_config):
         return ConfigSource(system_config, "installed service config")
     local = (cwd or Path.cwd()) / "config.toml"
     if local.is_file():
         return ConfigSource(local, "./config.toml")
     return ConfigSource(None, "built-in defaults")
+
+
+def _readable(path: Path) -> bool:
+    """Whether the installed service's config is there to use; ConfigError when it (or its
+    folder) is there but this user cannot read it: falling back to ./config.toml or the
+    defaults then would run with settings the operator never wrote."""
+    try:
+        with path.open("rb"):
+            return True
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False
+    except PermissionError:
+        raise ConfigError(_unreadable(path)) from None
+
+
+def _unreadable(path: Path) -> str:
+    return (
+        f"cannot read config file {path}: permission denied; run as the service's user or "
+        "root (or pass --config)"
+    )
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -208,6 +228,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             data = tomllib.loads(p.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {p} does not exist") from exc
+        except PermissionError:
+            raise ConfigError(_unreadable(p)) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
     _merge_env(data, environ)

@@ -161,6 +161,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+def unredacted_json_line(logger: str, level: str, msg: str, **fields: str) -> str:
+    """A line shaped like JsonFormatter's, written without redaction: only for the one
+    deliberate exception, the first admin key, shown once (scripts grep the log for it)."""
+    doc = {"ts": _iso(time.time()), "level": level, "logger": logger, "msg": msg, **fields}
+    return json.dumps(doc, ensure_ascii=False)
+
+
 def _iso(created: float) -> str:
     whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
     return f"{whole}.{int(created % 1 * 1000):03d}Z"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from litestar.datastructures import State
 
-from nvcf_lite import __version__
+from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import Component, HealthReport
 from nvcf_lite.config import Config, public_url
 from nvcf_lite.domain.assets import Assets
@@ -69,6 +69,15 @@ class Platform:
         self.runtime_factory = runtime_factory
         self.runtime: ContainerRuntime | None = None
         self.bootstrap_key: str | None = None
+        # Set when the server begins to stop: open log follows end (they would hold it up).
+        self.stopping = asyncio.Event()
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping (a signal, or the lifespan's shutdown): end the streams that
+        would otherwise keep their connection, and so the server, open."""
+        if not self.stopping.is_set():
+            log.info("shutting down: ending open log streams")
+            self.stopping.set()
 
     async def start(self, stack: AsyncExitStack, state: State) -> None:
         config = self.config
@@ -86,7 +95,7 @@ class Platform:
         )
         self.bootstrap_key = await self.keys.ensure_bootstrap(config.auth.bootstrap_key)
         if self.bootstrap_key:
-            _announce_bootstrap(self.bootstrap_key)
+            _announce_bootstrap(self.bootstrap_key, config.server.log_format)
         if self.runtime_factory is not None:
             self.runtime = self.runtime_factory(config)
             if self.runtime is not None:
@@ -155,7 +164,9 @@ class Platform:
         runtime = self.runtime or UnavailableRuntime(
             "no container engine is configured for this server"
         )
-        self.container_logs = ContainerLogs(runtime, config.docker.namespace)
+        self.container_logs = ContainerLogs(
+            runtime, config.docker.namespace, stopping=self.stopping
+        )
         self.metrics = Metrics()
         self.scheduler = Scheduler(config, repo, runtime, self.host, launch, self.metrics)
         self.deployments.reconcile = self.scheduler.nudge
@@ -301,7 +312,18 @@ def _open_up(folder: Path) -> None:
     folder.chmod(0o755)
 
 
-def _announce_bootstrap(token: str) -> None:
+def _announce_bootstrap(token: str, log_format: str) -> None:
+    """The first admin key, past the log's redaction: a banner, or one line of the JSON log."""
+    if log_format == "json":
+        line = logs.unredacted_json_line(
+            "nvcf_lite",
+            "WARNING",
+            "nvcf-lite created an admin API key with every scope (shown only this once); use "
+            "it as 'Authorization: Bearer <key>'; more keys: nvcf-lite keys create --help",
+            admin_key=token,
+        )
+        print(line, file=sys.stderr, flush=True)
+        return
     print(
         "\n  nvcf-lite created an admin API key with every scope (shown only this once):\n"
         f"\n      {token}\n\n"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from server_support import ServerProcess
 
-from nvcf_lite.store import backup
+from nvcf_lite.store import backup, restore
 from nvcf_lite.store.sqlite import latest_version, migrate_file
 
 NVCF_LITE = str(Path(sys.executable).with_name("nvcf-lite"))
@@ -50,6 +51,18 @@ def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def add_request(data_dir: Path, request_id: str, state: str, assets: list[str]) -> None:
+    """A request row in data_dir's database, as the durable queue writes it."""
+    with sqlite3.connect(data_dir / "nvcf-lite.db") as conn:
+        conn.execute(
+            "INSERT INTO requests (request_id, function_id, version_id, nca_id, key_id, state,"
+            " method, path, headers, body, poll_seconds, mode, assets, accepted_at)"
+            " VALUES (?, 'f', 'v', 'n', 'k', ?, 'POST', '/', '[]', x'', 5, 'pexec', ?, 0)",
+            (request_id, state, json.dumps(assets)),
+        )
+    conn.close()
 
 
 def server(workdir: Path) -> ServerProcess:
@@ -226,6 +239,7 @@ async def test_queued_requests_input_assets_are_kept_and_responses_are_not(
     staged = src / "inf" / "inputAssets" / "r1"
     staged.mkdir(parents=True)
     os.link(src / "blobs" / "assets" / "a1", staged / "a1")
+    add_request(src, "r1", "queued", ["a1"])
     (src / "inf" / "response" / "r1").mkdir(parents=True)
     (src / "inf" / "response" / "r1" / "out").write_bytes(b"partial response")
     (src / "secrets" / "i1").mkdir(parents=True)
@@ -240,7 +254,7 @@ async def test_queued_requests_input_assets_are_kept_and_responses_are_not(
         "other.key",
         "signing.key",
     ]
-    restored, replaced = backup.restore(tmp_path / "bk.tgz", tmp_path / "dst")
+    restored, replaced = restore.restore(tmp_path / "bk.tgz", tmp_path / "dst")
     assert replaced is None and restored.files == manifest.files
     dst = tmp_path / "dst"
     assert (dst / "inf/inputAssets/r1/a1").read_bytes() == b"asset"

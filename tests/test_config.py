@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import tomllib
 import typing
 from collections.abc import Iterator
@@ -12,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from nvcf_lite.config import Config, ConfigError, SimulatedGpu, load_config
+from nvcf_lite.config import Config, ConfigError, SimulatedGpu, find_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_TOML = ROOT / "config.toml"
@@ -250,6 +255,84 @@ def test_missing_and_malformed_files_are_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", {})
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[server\n"), {})
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_PROBE = """
+import sys
+from pathlib import Path
+from nvcf_lite.config import ConfigError, find_config, load_config
+try:
+    if sys.argv[1] == "load":
+        load_config(sys.argv[2], {})
+    else:
+        print(find_config(None, {"NVCF_LITE_SYSTEM_CONFIG": sys.argv[2]}, cwd=Path(sys.argv[3])))
+except ConfigError as exc:
+    print("ConfigError:", exc)
+"""
+
+
+def _as_nobody(*args: str) -> str:
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run a check as another user")
+    done = subprocess.run(
+        [*NOBODY, sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr  # a ConfigError, never a traceback
+    return done.stdout
+
+
+@pytest.fixture
+def locked_away() -> Iterator[Path]:
+    """/etc/nvcf-lite/config.toml as installed: a folder other users cannot enter (0750), in a
+    folder they can (pytest's tmp_path is 0700, which would hide everything)."""
+    top = Path(tempfile.mkdtemp(prefix="nvcf-lite-config-"))
+    try:
+        top.chmod(0o755)
+        yield _locked_away(top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _locked_away(tmp_path: Path) -> Path:
+    folder = tmp_path / "etc-nvcf-lite"
+    folder.mkdir(mode=0o750)
+    (folder / "config.toml").write_text("[server]\nport = 9100\n")
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "config.toml").write_text("")  # the fallback that must not be taken
+    return folder / "config.toml"
+
+
+def test_an_unreadable_config_file_is_an_error_not_a_traceback(locked_away: Path) -> None:
+    out = _as_nobody("load", str(locked_away))
+    assert f"ConfigError: cannot read config file {locked_away}: permission denied" in out
+    assert "run as the service's user or root" in out
+
+
+def test_an_unreadable_system_config_is_not_skipped(locked_away: Path) -> None:
+    cwd = str(locked_away.parents[1] / "cwd")
+    assert "./config.toml" in _as_nobody("find", str(locked_away.parents[1] / "no.toml"), cwd)
+    out = _as_nobody("find", str(locked_away), str(locked_away.parents[1] / "cwd"))
+    assert f"ConfigError: cannot read config file {locked_away}: permission denied" in out
+    locked_away.parent.chmod(0o755)  # the folder can be entered, the file itself is 0600
+    locked_away.chmod(0o600)
+    out = _as_nobody("find", str(locked_away), str(locked_away.parents[1] / "cwd"))
+    assert f"ConfigError: cannot read config file {locked_away}: permission denied" in out
+
+
+def test_a_missing_system_config_still_falls_back(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("")
+    source = find_config(None, {"NVCF_LITE_SYSTEM_CONFIG": str(tmp_path / "no.toml")}, cwd=tmp_path)
+    assert source.origin == "./config.toml"
+
+
+def test_a_config_path_that_is_a_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"cannot read config file {tmp_path}: Is a directory"):
+        load_config(tmp_path, {})
 
 
 def test_tls_cert_and_key_go_together(tmp_path: Path) -> None:

@@ -73,3 +73,21 @@ def test_exec_start_arguments_parse(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
+
+
+def test_refusals_are_not_restarted(tmp_path: Path) -> None:
+    """A start that nvcf-lite refuses (exit 2) would fail again at once: systemd must not loop."""
+    from nvcf_lite.commands.database import EXIT_REFUSED
+
+    assert _service_values()["RestartPreventExitStatus"] == [str(EXIT_REFUSED)]
+    bad = tmp_path / "config.toml"
+    bad.write_text('[server]\nport = "not a port"\n')
+    done = subprocess.run(
+        [str(NVCF_LITE), "--config", str(bad), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == EXIT_REFUSED, done.stderr
+    assert "server.port" in done.stderr or "port" in done.stderr

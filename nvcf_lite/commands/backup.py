@@ -9,8 +9,8 @@ from typing import Any
 from nvcf_lite import __version__
 from nvcf_lite.commands.database import announce, database_path, missing_database, refuse
 from nvcf_lite.config import Config, ConfigSource
-from nvcf_lite.store import backup
-from nvcf_lite.store.data_dir import DataDirBusy
+from nvcf_lite.store import backup, restore
+from nvcf_lite.store.data_dir import INPUT_ASSETS_DIR, DataDirBusy
 from nvcf_lite.store.sqlite import SchemaError, check_version
 
 
@@ -28,15 +28,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     made.add_argument(
         "dest", type=Path, help="a new or empty directory, or a file ending in .tar.gz or .tgz"
     )
-    restore = sub.add_parser(
+    restoring = sub.add_parser(
         "restore",
         parents=[common],
         help="restore a backup into the configured data_dir (the server must be stopped)",
         description="Verify a backup's checksums and schema version, then put its files into "
         "data_dir. Refused while a server runs on that data_dir.",
     )
-    restore.add_argument("src", type=Path, help="a backup directory or .tar.gz from `backup`")
-    restore.add_argument(
+    restoring.add_argument("src", type=Path, help="a backup directory or .tar.gz from `backup`")
+    restoring.add_argument(
         "--force",
         action="store_true",
         help="restore into a non-empty data_dir: what is there is moved into "
@@ -66,20 +66,37 @@ def _backup(config: Config, source: ConfigSource, dest: Path) -> int:
         f"backup of {config.data_path} (schema version {manifest.schema_version}): "
         f"{len(manifest.files)} files, {size} bytes, in {dest}"
     )
-    for rel in manifest.missing:
-        print(f"nvcf-lite: {rel} was deleted while the backup ran (expired); not in the backup")
+    for line in _missing(manifest):
+        print(f"nvcf-lite: {line}")
     return 0
+
+
+def _missing(manifest: backup.Manifest) -> list[str]:
+    """What the backup lacks, one line each (blobs swept and input folders gone meanwhile)."""
+    lines = []
+    for rel in manifest.missing:
+        if rel.startswith(f"{INPUT_ASSETS_DIR}/"):
+            lines.append(
+                f"the input assets of request {rel.rpartition('/')[2]} ({rel}) were gone while "
+                "the backup ran (it finished meanwhile); it is queued in the backup and a "
+                "restored server runs it again with an empty asset folder"
+            )
+        else:
+            lines.append(f"{rel} was deleted while the backup ran (expired); not in the backup")
+    return lines
 
 
 def _restore(config: Config, src: Path, force: bool) -> int:
     try:
-        manifest, replaced = backup.restore(src.absolute(), config.data_path, force=force)
+        manifest, replaced = restore.restore(src.absolute(), config.data_path, force=force)
     except DataDirBusy as exc:
         return refuse(f"restore refused: {exc}")
     except backup.BackupError as exc:
         return refuse(f"restore refused: {exc}")
     except OSError as exc:
         return refuse(f"restore failed: {exc}")
+    for line in _missing(manifest):
+        print(f"nvcf-lite: {line}")
     if replaced is not None:
         print(f"what was in {config.data_path} is now in {replaced}")
     print(

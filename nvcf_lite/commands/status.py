@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
+from nvcf_lite.api.status import STATUS_PATH
 from nvcf_lite.config import Config, ConfigSource, public_url
 
-STATUS_PATH = "/v2/nvcf-lite/status"
 KEY_VARIABLES = ("NVCF_LITE_API_KEY", "NGC_API_KEY")
 Doc = dict[str, Any]
 

@@ -7,6 +7,7 @@ into `RuntimeFailure` at their edge, with a message a user can act on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -21,6 +22,12 @@ LABEL_VERSION_ID = "nvcf-lite.version-id"
 LABEL_DEPLOYMENT = "nvcf-lite.deployment"
 LABEL_INSTANCE_ID = "nvcf-lite.instance-id"
 LABEL_NAMESPACE = "nvcf-lite.namespace"  # docker.namespace of the server that owns it
+DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
+
+
+def engine_url(base_url: str | None) -> str:
+    """The engine to talk to: `docker.base_url`, else $DOCKER_HOST, else the local socket."""
+    return base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
 
 
 class RuntimeFailure(Exception):

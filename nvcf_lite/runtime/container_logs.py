@@ -7,12 +7,14 @@ stopped containers of failed instances the scheduler keeps (`docker.failed_conta
 Containers are shown oldest first; a line is prefixed with its instance id when more than
 one container is shown (or may be, while following). `follow` shows what the running ones
 print from then on, and picks up instances started meanwhile (a replacement after a crash),
-until interrupted.
+until interrupted, or until the server's `stopping` event is set (an open follow must not hold
+a shutdown up: granian drains open connections before the app's shutdown runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
 import msgspec
@@ -29,6 +31,7 @@ from nvcf_lite.runtime.base import (
 
 RUNNING = ("created", "running", "paused", "restarting")
 RESCAN_S = 2.0  # while following: how often to look for new instances
+_STOP = object()  # in a follow's queue: the server is shutting down
 
 
 class LogTarget(msgspec.Struct, frozen=True):
@@ -42,9 +45,18 @@ class LogTarget(msgspec.Struct, frozen=True):
 
 
 class ContainerLogs:
-    def __init__(self, runtime: ContainerRuntime, namespace: str) -> None:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        namespace: str,
+        *,
+        stopping: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.runtime = runtime
         self.namespace = namespace
+        self.stopping = stopping  # set: every follow ends (the server is shutting down)
+        self.clock = clock
 
     async def targets(
         self,
@@ -87,8 +99,8 @@ class ContainerLogs:
 
         With `follow`, the stopped containers' output comes first, then the running ones'
         as they print it, merged by line, until the iterator is closed (like `docker compose
-        logs -f`); the function's containers are looked up again every RESCAN_S and new ones
-        followed from their first line.
+        logs -f`) or `stopping` is set; the function's containers are looked up again every
+        RESCAN_S (however much the others print) and new ones followed from their first line.
         """
         prefix = len(targets) > 1 or (follow and not instance_id)
         for target in targets:
@@ -116,7 +128,7 @@ class ContainerLogs:
         prefix: bool,
         rescan: Callable[[], Awaitable[list[LogTarget]]],
     ) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=1024)
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1024)
         tasks: set[asyncio.Task[None]] = set()
 
         async def pump(target: LogTarget, lines: int | None) -> None:
@@ -131,22 +143,37 @@ class ContainerLogs:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+        async def stop_when_stopping(stopping: asyncio.Event) -> None:
+            await stopping.wait()
+            await queue.put(_STOP)
+
+        if self.stopping is not None:
+            watch = asyncio.create_task(stop_when_stopping(self.stopping), name="logs stopping")
+            tasks.add(watch)
         for target in running:
             start(target, tail)
         try:
+            rescan_at = self.clock() + RESCAN_S
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), RESCAN_S)
-                except TimeoutError:
+                wait_s = rescan_at - self.clock()
+                if wait_s <= 0:
                     for target in await rescan():
                         start(target, None)  # a new instance: from its first line
+                    rescan_at = self.clock() + RESCAN_S
                     continue
+                try:  # not wait_for: on 3.11 it may swallow a cancel racing a line
+                    async with asyncio.timeout(wait_s):
+                        item = await queue.get()
+                except TimeoutError:
+                    continue
+                if item is _STOP:
+                    return
                 if isinstance(item, BaseException):
                     raise item
-                if item is not None:
-                    yield item
+                assert isinstance(item, bytes)
+                yield item
         finally:
-            for task in tasks:
+            for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 

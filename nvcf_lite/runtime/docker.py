@@ -9,8 +9,8 @@ possible (`inspect` is exactly one). Docker's exceptions are translated here, at
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -28,12 +28,12 @@ from nvcf_lite.runtime.base import (
     ImageNotFound,
     PullProgress,
     RuntimeFailure,
+    engine_url,
 )
 from nvcf_lite.runtime.pull_progress import PullStalled, PullStop, PullStopped, PullTracker
 
 log = logging.getLogger("nvcf_lite.runtime")
 
-DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 NO_TOOLKIT = "this Docker host has no NVIDIA container toolkit"
 # The toolkit's prestart hook failing, e.g. "nvidia-container-cli: initialization error: nvml
 # error: driver not loaded" or "nvidia-container-cli: device error: GPU-...: unknown device"
@@ -73,7 +73,7 @@ class DockerRuntime:
         An absent daemon is not an error here: `ping()` says why, and every other call raises
         `RuntimeFailure` with that reason until the daemon answers (reconnects are lazy).
         """
-        url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
+        url = engine_url(base_url)
         runtime = cls(url, api_timeout_s=api_timeout_s, pull_timeout_s=pull_timeout_s)
         runtime._try_connect()
         return runtime
@@ -98,7 +98,10 @@ class DockerRuntime:
                 return False
             pull = self._pulls.get(image)  # another caller may have started it meanwhile
         if pull is None:
-            pull = asyncio.get_running_loop().create_task(self._pull(image))
+            # shared by every instance that needs the image: its lines carry none's ids
+            pull = asyncio.get_running_loop().create_task(
+                self._pull(image), context=contextvars.Context()
+            )
             self._pulls[image] = pull
             pull.add_done_callback(lambda task: self._forget_pull(image, task))
         await asyncio.shield(pull)

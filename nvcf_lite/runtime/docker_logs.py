@@ -53,6 +53,9 @@ async def stream(
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=256)
     holder: dict[str, Any] = {}
     closed = threading.Event()
+    # who closes the stream: the consumer once it is in `holder`, else (closed before the
+    # open returned) the thread itself
+    owner = threading.Lock()
 
     def put(item: object) -> None:
         if not closed.is_set():
@@ -60,10 +63,15 @@ async def stream(
 
     def pump() -> None:
         try:
-            holder["stream"] = open_stream()
-            if closed.is_set():
+            source = open_stream()
+            with owner:
+                late = closed.is_set()
+                if not late:
+                    holder["stream"] = source
+            if late:
+                _close(source)
                 return
-            for chunk in holder["stream"]:
+            for chunk in source:
                 put(chunk)
         except docker.errors.NotFound:
             pass
@@ -86,10 +94,11 @@ async def stream(
             assert isinstance(item, bytes)
             yield item
     finally:
-        closed.set()
+        with owner:
+            closed.set()
+            source = holder.get("stream")
         while not queue.empty():  # a put blocked on a full queue may finish
             queue.get_nowait()
-        source = holder.get("stream")
         if source is not None:
             await asyncio.to_thread(_close, source)
 

@@ -14,16 +14,16 @@ and briefly, not the DockerRuntime of the event loop.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nvcf_lite.runtime.base import engine_url
+
 log = logging.getLogger("nvcf_lite.runtime")
 
-DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
 _ID = re.compile(r"[0-9a-f]{64}")
 _CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
 # Files Docker bind-mounts into every container from its /var/lib/docker/containers/<id>/.
@@ -188,7 +188,7 @@ def data_mount_problem(
         # Not in a container, or in one no engine we could ask would know (a bare /.dockerenv
         # is common on build machines that are themselves containers).
         return None
-    url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_BASE_URL
+    url = engine_url(base_url)
     mounts = _own_mounts(url, ids)
     if mounts is None:
         return None

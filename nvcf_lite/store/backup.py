@@ -10,36 +10,37 @@ requests in flight (`inf/response/`) and each instance's `secrets/` (written fro
 
 The database is copied first, then the blobs: blob files are immutable (written once, renamed
 into place), so every blob the copied database knows is still there unless the sweeper deleted
-it meanwhile (an expired asset); those are listed in the manifest as `missing`.
+it meanwhile (an expired asset); those are listed in the manifest as `missing`. The input-asset
+folders copied are exactly those of the requests queued or leased in the database *copy*: a
+request that finished while the backup ran has lost its folder, yet the copy still has it
+queued. Such a folder is listed as `missing` too (`inf/inputAssets/<request>`), and printed;
+a restore leaves the request queued (it is in the database, and is run again) and says so: its
+function then finds an empty asset folder, as if the client had sent no assets. It is not
+failed at restore time: rendering the client's error answer belongs to the domain, not to a
+file copy, and the request did run to its end on the source server.
+
+Restoring is `nvcf_lite.store.restore`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
 from nvcf_lite.store.blobs import PARTIAL_SUFFIX
-from nvcf_lite.store.data_dir import (
-    BACKUPS_DIR,
-    BLOBS_DIR,
-    DB_FILE,
-    DB_SIDECARS,
-    INPUT_ASSETS_DIR,
-    KEY_SUFFIX,
-    LOCK_FILE,
-    TRANSIENT_DIRS,
-    DataDirLock,
-    give_to_owner,
-)
-from nvcf_lite.store.sqlite import SchemaError, copy_database, latest_version, read_version
+from nvcf_lite.store.data_dir import BLOBS_DIR, DB_FILE, INPUT_ASSETS_DIR, KEY_SUFFIX
+from nvcf_lite.store.requests import pending_in
+from nvcf_lite.store.sqlite import copy_database
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -95,23 +96,18 @@ def create(data_dir: Path, dest: Path, version: str) -> Manifest:
 
 def _stage(data_dir: Path, out: Path, version: str) -> Manifest:
     schema = copy_database(data_dir / DB_FILE, out / DB_FILE)
-    files = {DB_FILE: _entry(out / DB_FILE)}
+    files = {DB_FILE: entry(out / DB_FILE)}
     for key in sorted(data_dir.glob(f"*{KEY_SUFFIX}")):
-        if key.is_file():
-            files[key.name] = _copy(key, out / key.name, 0o600)
+        if _regular(key):
+            files[key.name] = copy_file(key, out / key.name, 0o600)
     missing = []
     for blob in _files_under(data_dir / BLOBS_DIR):
         rel = blob.relative_to(data_dir).as_posix()
         try:
-            files[rel] = _copy(blob, out / rel, 0o444)
+            files[rel] = copy_file(blob, out / rel, 0o444)
         except FileNotFoundError:
             missing.append(rel)  # deleted (swept) after it was listed
-    for staged in _files_under(data_dir / INPUT_ASSETS_DIR):
-        rel = staged.relative_to(data_dir).as_posix()
-        try:
-            files[rel] = _copy(staged, out / rel, 0o444)
-        except FileNotFoundError:
-            pass  # its request finished meanwhile: not needed
+    missing += _stage_inputs(data_dir, out, files)
     manifest = Manifest(
         format=FORMAT,
         nvcf_lite_version=version,
@@ -125,19 +121,66 @@ def _stage(data_dir: Path, out: Path, version: str) -> Manifest:
     return manifest
 
 
+def _stage_inputs(data_dir: Path, out: Path, files: dict[str, FileEntry]) -> list[str]:
+    """Copy the input folders of the requests pending in the database copy; the folders of
+    those with assets that are gone (the request finished after the copy)."""
+    gone = []
+    for request_id, has_assets in pending_in(out / DB_FILE):
+        if Path(request_id).name != request_id or request_id in ("", ".", ".."):
+            continue  # not a folder name: never one of ours
+        folder = f"{INPUT_ASSETS_DIR}/{request_id}"
+        copied = 0
+        for staged in _files_under(data_dir / folder):
+            rel = staged.relative_to(data_dir).as_posix()
+            try:
+                files[rel] = copy_file(staged, out / rel, 0o444)
+                copied += 1
+            except FileNotFoundError:
+                pass  # the folder went while it was copied: counted below
+        if has_assets and (copied == 0 or not (data_dir / folder).is_dir()):
+            gone.append(folder)
+            for rel in [r for r in files if r.startswith(f"{folder}/")]:
+                del files[rel]
+                (out / rel).unlink()
+    return gone
+
+
 def _files_under(root: Path) -> Iterator[Path]:
     if root.is_dir():
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not path.name.endswith(PARTIAL_SUFFIX):
+            if _regular(path) and not path.name.endswith(PARTIAL_SUFFIX):
                 yield path
 
 
-def _copy(src: Path, dest: Path, mode: int) -> FileEntry:
-    """Copy one file, hashing it on the way."""
+def _regular(path: Path) -> bool:
+    """A regular file itself, not a symbolic link to one."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading; BackupError unless it is a regular file (a symbolic link is
+    refused, not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BackupError(f"{path} is a symbolic link: refused") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError(f"{path} is not a regular file: refused")
+    return os.fdopen(fd, "rb")
+
+
+def copy_file(src: Path, dest: Path, mode: int) -> FileEntry:
+    """Copy one file into a new file, hashing it on the way."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    with src.open("rb") as source, dest.open("wb") as out:
+    with open_regular(src) as source, dest.open("xb") as out:
         while chunk := source.read(CHUNK):
             out.write(chunk)
             digest.update(chunk)
@@ -146,114 +189,12 @@ def _copy(src: Path, dest: Path, mode: int) -> FileEntry:
     return FileEntry(size=size, sha256=digest.hexdigest())
 
 
-def _entry(path: Path) -> FileEntry:
+def entry(path: Path) -> FileEntry:
+    """The size and sha256 of the regular file `path`."""
     digest = hashlib.sha256()
-    with path.open("rb") as source:
+    size = 0
+    with open_regular(path) as source:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
-    return FileEntry(size=path.stat().st_size, sha256=digest.hexdigest())
-
-
-def unpack(src: Path, into: Path) -> Path:
-    """The backup's directory: `src` itself, or `src` (a .tar.gz) extracted into `into`."""
-    if src.is_dir():
-        return src
-    if not src.is_file():
-        raise BackupError(f"no backup at {src}")
-    try:
-        with tarfile.open(src, "r:*") as tar:
-            tar.extractall(into, filter="data")  # no absolute paths, links out, or devices
-    except (tarfile.TarError, OSError) as exc:
-        raise BackupError(f"{src} is not a readable backup archive: {exc}") from exc
-    return into
-
-
-def verify(root: Path) -> Manifest:
-    """The manifest of the backup in `root`, after checking every file's size and sha256, that
-    no file is missing or extra, and that this build can use its schema version."""
-    try:
-        manifest = msgspec.json.decode((root / MANIFEST).read_bytes(), type=Manifest)
-    except FileNotFoundError:
-        raise BackupError(f"{root} is not an nvcf-lite backup (no {MANIFEST})") from None
-    except msgspec.DecodeError as exc:
-        raise BackupError(f"{root / MANIFEST} is damaged: {exc}") from exc
-    if manifest.format != FORMAT:
-        raise BackupError(f"backup format {manifest.format} is not {FORMAT}: upgrade nvcf-lite")
-    latest = latest_version()
-    if manifest.schema_version > latest:
-        raise BackupError(
-            f"the backup is at schema version {manifest.schema_version} (nvcf-lite "
-            f"{manifest.nvcf_lite_version}), newer than this nvcf-lite knows (schema version "
-            f"{latest}): upgrade nvcf-lite to restore it"
-        )
-    found = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
-    extra = sorted(found - set(manifest.files) - {MANIFEST})
-    if extra:
-        raise BackupError(f"files not in the manifest: {', '.join(extra[:5])}")
-    for rel, expected in manifest.files.items():
-        path = root / rel
-        if not path.is_file():
-            raise BackupError(f"{rel} is missing from the backup")
-        if _entry(path) != expected:
-            raise BackupError(f"{rel} does not match its checksum in the manifest: damaged")
-    try:
-        version = read_version(root / DB_FILE)
-    except SchemaError as exc:
-        raise BackupError(str(exc)) from exc
-    if version != manifest.schema_version:
-        raise BackupError(f"{DB_FILE} is not at the manifest's schema version")
-    return manifest
-
-
-def restore(src: Path, data_dir: Path, *, force: bool = False) -> tuple[Manifest, Path | None]:
-    """Restore the backup `src` into `data_dir` under the data_dir's lock (DataDirBusy while a
-    server runs on it). A non-empty data_dir is refused unless `force`; then what was there is
-    moved into `backups/replaced-<time>/` (returned), never deleted."""
-    with DataDirLock(data_dir):
-        occupied = sorted(e.name for e in data_dir.iterdir() if e.name != LOCK_FILE)
-        if occupied and not force:
-            raise BackupError(
-                f"data_dir {data_dir} is not empty ({', '.join(occupied[:5])}): restore will "
-                f"not overwrite it; --force moves what is there into {data_dir / BACKUPS_DIR}"
-                "/replaced-<time>/ first"
-            )
-        staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))
-        try:
-            root = unpack(src, staging / "unpacked")
-            manifest = verify(root)
-            if root == src:  # a directory backup stays as it is: restore copies of its files
-                root = staging / "copied"
-                for rel in manifest.files:
-                    _copy(src / rel, root / rel, 0o600)
-            replaced = _set_aside(data_dir) if occupied else None
-            _move_in(root, data_dir, manifest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return manifest, replaced
-
-
-def _set_aside(data_dir: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    aside = data_dir / BACKUPS_DIR / f"replaced-{stamp}"
-    aside.mkdir(parents=True, mode=0o700)
-    kept = [DB_FILE + s for s in ("", *DB_SIDECARS)] + [BLOBS_DIR]
-    kept += [p.name for p in data_dir.glob(f"*{KEY_SUFFIX}")]
-    for name in kept:
-        if (data_dir / name).exists():
-            os.replace(data_dir / name, aside / name)
-    for name in TRANSIENT_DIRS:
-        shutil.rmtree(data_dir / name, ignore_errors=True)
-    return aside
-
-
-def _move_in(root: Path, data_dir: Path, manifest: Manifest) -> None:
-    for rel in manifest.files:
-        shared = rel.startswith((f"{BLOBS_DIR}/", f"{INPUT_ASSETS_DIR}/"))
-        (root / rel).chmod(0o444 if shared else 0o600)
-    for folder in (root / INPUT_ASSETS_DIR).rglob("*"):
-        if folder.is_dir():
-            folder.chmod(0o755)  # mounted: a function's user may not be root
-    give_to_owner(data_dir, *root.rglob("*"))
-    for entry in root.iterdir():
-        if entry.name != MANIFEST:
-            os.replace(entry, data_dir / entry.name)  # inf/ holds only the input folders
+            size += len(chunk)
+    return FileEntry(size=size, sha256=digest.hexdigest())

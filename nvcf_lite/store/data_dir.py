@@ -3,7 +3,10 @@
 `serve` takes an exclusive `flock` on `<data_dir>/server.lock` (the file holds its pid) for as
 long as it runs, so a second `serve` and a `restore` on the same data_dir are refused with the
 holder's pid instead of corrupting it. The kernel drops the lock when the process dies, so a
-crash leaves no stale lock behind.
+crash leaves no stale lock behind. Root (`sudo nvcf-lite restore|migrate`) hands a lock file it
+creates to the data_dir's owner; a lock file the service user cannot write (left by an older
+root run) is still locked through a read-only descriptor (flock needs no write access), only
+without the pid.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ BACKUPS_DIR = "backups"  # pre-migrate snapshots, and what a forced restore repl
 # The input assets of each accepted request (hard links of asset blobs), kept by a backup:
 # the queue is in the database, so a restored server runs those requests again.
 INPUT_ASSETS_DIR = "inf/inputAssets"
-# Request folders (inputs and responses of requests in flight) and each instance's secrets.json
-# (written from the database at every instance start): a forced restore clears them.
-TRANSIENT_DIRS = ("inf", "secrets")
+# The responses of requests in flight and each instance's secrets.json (written from the database
+# at every instance start): a forced restore clears them. inf/ itself stays (containers mount it).
+TRANSIENT_DIRS = ("inf/response", "secrets")
 
 
 class DataDirBusy(Exception):
@@ -48,15 +51,23 @@ class DataDirLock:
 
     def acquire(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.data_dir / LOCK_FILE
+        writable = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY)
+            writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
             raise DataDirBusy(self.data_dir, pid) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if writable:
+            give_to_owner(self.data_dir, path)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -232,3 +234,17 @@ class RequestStore:
             " WHERE state IN ('queued', 'leased') GROUP BY version_id"
         )
         return {r["version_id"]: r["n"] for r in rows}
+
+
+def pending_in(path: Path) -> list[tuple[str, bool]]:
+    """(request_id, has input assets) of every queued or leased request in the database file
+    `path` (a backup's copy, opened read-only): the requests a restored server runs again."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT request_id, assets FROM requests WHERE state IN ('queued', 'leased')"
+            " ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(str(rid), bool(_assets.decode(assets))) for rid, assets in rows]

@@ -37,7 +37,10 @@ from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
 
 
 class NvcfLite(Litestar):
-    """Litestar, with the invocation hot path answered before the framework's routing."""
+    """Litestar, with the invocation hot path answered before the framework's routing
+    (unless `server.fast_path` is off: then the Litestar route in api/invocations answers)."""
+
+    fast_path = True
 
     async def __call__(
         self,
@@ -46,7 +49,7 @@ class NvcfLite(Litestar):
         send: Send | LifeSpanSend,
     ) -> None:
         raw: Any = scope
-        match = fastpath.claims(raw)
+        match = fastpath.claims(raw) if self.fast_path else None
         if match is not None:
             await fastpath.serve(self.state, raw, cast(Any, receive), cast(Any, send), match)
             return
@@ -97,6 +100,7 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    app.fast_path = config.server.fast_path
     app.state.platform = platform
     return app
 

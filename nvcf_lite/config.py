@@ -50,6 +50,7 @@ class ServerConfig(_Section):
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    fast_path: bool = True
 
 
 class StoreConfig(_Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvcf_lite.api.health import Component
+from nvcf_lite.api.health import ComponentWire
 from nvcf_lite.config import Config
 from nvcf_lite.domain.placement import GpuUnit, Host
 from nvcf_lite.runtime.nvml import GpuInventory, gpu_short_name, read_inventory
@@ -51,7 +51,7 @@ def build_host(config: Config, inventory: GpuInventory) -> Host:
     return Host(units, config.gpus.cpu_instance_max, inventory.error)
 
 
-def gpus_component(host: Host, inventory: GpuInventory) -> Component:
+def gpus_component(host: Host, inventory: GpuInventory) -> ComponentWire:
     physical = [u for u in host.units if u.physical]
     simulated = [u for u in host.units if not u.physical]
     parts = []
@@ -62,4 +62,4 @@ def gpus_component(host: Host, inventory: GpuInventory) -> Component:
     if inventory.error:
         parts.append(inventory.error)
     status = "ok" if physical else "degraded" if simulated else "unavailable"
-    return Component(status=status, detail="; ".join(parts))
+    return ComponentWire(status=status, detail="; ".join(parts))

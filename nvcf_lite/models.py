@@ -216,7 +216,7 @@ class InstanceView(msgspec.Struct, kw_only=True):
 
 # ---------------------------------------------------------------------------------------------
 # Functions (spec §2.1): the records of a registered function version, snake_case.
-# The wire twins live in api/functions.py; `FunctionVersion` carries every FunctionDto field.
+# The wire twins live in api/functions.py; `FunctionVersion` carries every FunctionWire field.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -302,7 +302,7 @@ class Telemetries(msgspec.Struct, frozen=True, kw_only=True):
     traces_telemetry_id: str | None = None
 
 
-class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ActiveInstance(msgspec.Struct, frozen=True, kw_only=True):
     """One running (or failed) instance of a version, as F6 reports it (`InstanceDto`)."""
 
     instance_id: str
@@ -351,7 +351,7 @@ class FunctionVersion(msgspec.Struct, frozen=True, kw_only=True):
     llm_invocation_config: LlmInvocationConfig | None = None
     telemetries: Telemetries | None = None
     secrets: tuple[str, ...] | None = None
-    active_instances: tuple[InstanceRecord, ...] | None = None
+    active_instances: tuple[ActiveInstance, ...] | None = None
     owned_by_different_account: bool | None = None
 
     @property

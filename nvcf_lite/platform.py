@@ -17,11 +17,11 @@ from pathlib import Path
 from litestar.datastructures import State
 
 from nvcf_lite import __version__, logs
-from nvcf_lite.api.health import Component, HealthReport
+from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.config import Config, public_url
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
-from nvcf_lite.domain.deployments import Deployments, VersionRef, instance_record, version_ref
+from nvcf_lite.domain.deployments import Deployments, VersionRef, active_instance, version_ref
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, VersionInfo
 from nvcf_lite.domain.metrics import Metrics
@@ -30,7 +30,7 @@ from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import InstanceRecord, Principal, RequestRecord
+from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
@@ -38,7 +38,7 @@ from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
-from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.dispatcher import Dispatcher
@@ -176,8 +176,8 @@ class Platform:
         self.functions.after_secrets_change = self.scheduler.life.refresh_secrets
         nca_id = config.account.nca_id
 
-        async def active_instances(vid: str) -> list[InstanceRecord]:
-            return [instance_record(v, nca_id) for v in self.scheduler.views(vid)]
+        async def active_instances(vid: str) -> list[ActiveInstance]:
+            return [active_instance(v, nca_id) for v in self.scheduler.views(vid)]
 
         self.functions.instances = active_instances
         task = asyncio.create_task(self.scheduler.run(), name="scheduler")
@@ -192,7 +192,7 @@ class Platform:
 
     async def _start_invocations(self, stack: AsyncExitStack, functions: FunctionsRepo) -> None:
         cfg = self.config.invocation
-        store = RequestStore(self.db)
+        store = RequestsRepo(self.db)
         store.start()
         stack.push_async_callback(store.close)
         inf_dir = self.config.data_path / "inf"
@@ -291,17 +291,17 @@ class Platform:
         """GET /metrics: what the workers counted, and gauges of the live state."""
         return self.metrics.render(live_gauges(self.scheduler, self.dispatcher))
 
-    async def health_report(self) -> HealthReport:
+    async def health_report(self) -> HealthResponse:
         store_err = await self.db.check()
-        store = Component(status="ok" if store_err is None else "unavailable", detail=store_err)
+        store = ComponentWire(status="ok" if store_err is None else "unavailable", detail=store_err)
         if self.runtime is None:
-            docker = Component(status="unavailable", detail="no container runtime configured")
+            docker = ComponentWire(status="unavailable", detail="no container runtime configured")
         else:
             why = await self.runtime.ping()
-            docker = Component(status="ok" if why is None else "unavailable", detail=why)
+            docker = ComponentWire(status="ok" if why is None else "unavailable", detail=why)
         gpus = gpus_component(self.host, self.inventory)
         overall = "ok" if store.status == "ok" and docker.status == "ok" else "degraded"
-        return HealthReport(
+        return HealthResponse(
             status=overall, version=__version__, store=store, docker=docker, gpus=gpus
         )
 

@@ -14,11 +14,13 @@ Ctrl-C or failure.
 
     .venv/bin/python scripts/bench_invoke.py [--quick] [--concurrency 1,16,64]
         [--requests-c1 2000] [--requests 5000] [--max-seconds 60] [--rounds 1]
-        [--count-sql] [--profile /tmp/profile.json] [--keep-server]
+        [--count-sql] [--profile /tmp/profile.json] [--keep-server] [--fast-path on|off]
 
 --count-sql   the server runs with a sitecustomize that counts SQLite statements and aiosqlite
               round trips (thread hops); printed per request for each through run (adds overhead,
               so its throughput figures are not the ones to quote).
+--fast-path   `off` runs the server with `server.fast_path = false`: pexec goes through the
+              Litestar route instead of api/fastpath.py (run once each way to compare).
 --profile P   record the server's worker with py-spy (speedscope format) during the through run at
               concurrency 16 (or the first level above 1); needs `py-spy` on PATH or in the venv.
 """
@@ -642,6 +644,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="extra py-spy record flags, e.g. '--gil' (only the GIL holder: CPU time) or '--idle'",
     )
+    p.add_argument(
+        "--fast-path", choices=("on", "off"), default="on", help="the server's server.fast_path"
+    )
     p.add_argument("--keep-server", action="store_true", help="leave the temp dir for inspection")
     p.add_argument("--skip-build", action="store_true", help="do not run build_test_images.py")
     p.add_argument(
@@ -684,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nvcf-bench-"))
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     key = "nvapi-" + uuid.uuid4().hex + uuid.uuid4().hex
-    extra = dict(kv.split("=", 1) for kv in args.server_env)
+    extra = {"NVCF_LITE_SERVER__FAST_PATH": "true" if args.fast_path == "on" else "false"}
+    extra.update(kv.split("=", 1) for kv in args.server_env)
     server = Server(workdir, key, namespace, args.count_sql, extra, args.server_pythonpath)
     ok = False
     try:
@@ -693,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         fid, port = deploy_echo(server, max(64, max(args.levels)), args.deploy_timeout)
         print(
             f"nvcf-lite {server.url} (worker pid {worker_pid(server.pid)}), echo function"
-            f" {fid} on 127.0.0.1:{port}, ready in {time.monotonic() - started:.1f} s;"
+            f" {fid} on 127.0.0.1:{port}, ready in {time.monotonic() - started:.1f} s,"
+            f" fast path {args.fast_path};"
             f" {os.cpu_count()} CPUs shared by server, container and this load generator"
         )
         levels = asyncio.run(bench(args, server, fid, port))

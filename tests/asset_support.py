@@ -20,18 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sdk_support import LiveServer, live_server, new_key
+from sdk_support import live_server, new_key
+from server_support import ServerProcess
 
 DESCRIPTION_HEADER = "x-amz-meta-nvcf-asset-description"
-
-
-PlainServer = LiveServer  # with cert None: http://
 
 
 @contextmanager
 def plain_server(
     workdir: Path, *, extra_env: dict[str, str] | None = None, start_timeout_s: float = 30.0
-) -> Iterator[LiveServer]:
+) -> Iterator[ServerProcess]:
     """`sdk_support.live_server` over plain HTTP, org `local`, no Docker and no NVML."""
     env = {
         "NVCF_LITE_AUTH__KEY_CACHE_SECONDS": "0",

@@ -1,12 +1,13 @@
-"""Shared fixtures: a config on a tmp data_dir, the app under a test client, keys."""
+"""Shared fixtures: a config on a tmp data_dir, the app under a test client, keys, Docker, the
+scheduler bench, the runtimes of the runtime contract."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar.testing import TestClient
@@ -14,6 +15,10 @@ from litestar.testing import TestClient
 from nvcf_lite.app import RuntimeFactory, create_app
 from nvcf_lite.config import Config, load_config
 from nvcf_lite.models import SCOPES
+
+if TYPE_CHECKING:
+    from runtime_support import Kind
+    from scheduler_support import SchedulerBench
 
 ADMIN_KEY = "nvapi-" + "A" * 60 + "test"
 
@@ -75,6 +80,24 @@ def ns(dock: Any) -> Iterator[str]:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
     yield namespace
     remove_namespace(dock, namespace)
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
+    """The Scheduler on a fake runtime and simulated GPUs, tick() driven (scheduler_support)."""
+    from scheduler_support import open_bench
+
+    async with open_bench(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+async def kind(request: pytest.FixtureRequest) -> AsyncIterator[Kind]:
+    """Each runtime of the runtime contract in turn: the FakeRuntime, then Docker."""
+    from runtime_support import open_kind
+
+    async with open_kind(request.param) as made:
+        yield made
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -7,8 +7,6 @@ Docker tests fast; each test runs in its own Docker namespace so leftovers never
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,7 +95,7 @@ JsonCall = Callable[..., Any]  # (method, path, body) -> the decoded JSON answer
 
 
 def live_echo(call: JsonCall, name: str = "echo", **spec: Any) -> tuple[str, str]:
-    """The same on a live server: `call` is ServerProcess.json or `keyed_json(url, key)`."""
+    """The same on a live server: `call` is ServerProcess.json."""
     f = call("POST", "/v2/nvcf/functions", function_body(name))["function"]
     fid, vid = f["id"], f["versionId"]
     call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", deploy_body(**spec))
@@ -109,19 +107,3 @@ def live_echo(call: JsonCall, name: str = "echo", **spec: Any) -> tuple[str, str
 
     wait_for(active, what=f"function {fid} ACTIVE")
     return fid, vid
-
-
-def keyed_json(url: str, key: str) -> JsonCall:
-    """A JSON caller of the API at `url` with this key (for servers with their own key)."""
-
-    def call(method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{url}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Bearer {key}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
-
-    return call

@@ -3,12 +3,14 @@
 * `ensure_sdk_venv()` builds (once; later runs reuse it) a separate virtualenv with
   `ngcsdk==4.37.0` under `.sdk-venvs/` in the repo root. Its dependencies clash with ours, so it
   is never installed into `.venv`. A marker file written last says the install finished.
+  `ensure_sdk3_venv()` does the same for ngcsdk 3.151.0 (the last release with invoke).
 * `make_cert()` writes a self-signed certificate for 127.0.0.1 (openssl CLI; else the
   `cryptography` package the SDK venv brings).
-* `live_server()` runs `nvcf-lite serve` as a subprocess with TLS on a free port and stops it.
+* `live_server()` runs `nvcf-lite serve` (server_support.ServerProcess) with TLS and stops it.
 * `run_sdk()` runs a script in the SDK venv, pointed at that server the way NVCF users point the
   SDK at a host (`NGC_CLI_API_URL`, `REQUESTS_CA_BUNDLE`), and returns its JSON result together
   with every HTTP request the SDK made (recorded inside the SDK process).
+  `run_sdk3()` does it for ngcsdk 3.x, its hard-coded NVCF URL table pointed at the server.
 
 When the SDK cannot be installed (no package index), the tests skip; with
 NVCF_LITE_REQUIRE_SDK=1 (CI) that is a failure instead.
@@ -21,22 +23,18 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from server_support import ServerProcess, clean_environ, nvcf_lite_command
 
 SDK_VERSION = "4.37.0"
 SDK_REQUIREMENT = f"ngcsdk=={SDK_VERSION}"
@@ -44,6 +42,10 @@ REQUIRE_ENV = "NVCF_LITE_REQUIRE_SDK"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENVS_DIR = REPO_ROOT / ".sdk-venvs"
 SDK_VENV = VENVS_DIR / f"ngcsdk-{SDK_VERSION}"
+SDK3_VERSION = "3.151.0"
+# ngcbase 3.x imports pkg_resources, which setuptools 81 dropped
+SDK3_REQUIREMENTS = [f"ngcsdk=={SDK3_VERSION}", "setuptools<81"]
+SDK3_VENV = VENVS_DIR / f"ngcsdk-{SDK3_VERSION}"
 MARKER = ".nvcf-lite-installed"
 RESULT_PREFIX = "@@NVCF-LITE-SDK-RESULT@@ "
 KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -104,6 +106,11 @@ def ensure_venv(venv: Path, requirements: Sequence[str], check: str) -> Path:
 def ensure_sdk_venv(venv: Path = SDK_VENV) -> Path:
     """The python of the ngcsdk 4.37.0 venv (`.sdk-venvs/ngcsdk-4.37.0`)."""
     return ensure_venv(venv, [SDK_REQUIREMENT], "import ngcsdk, nvcf.api.function")
+
+
+def ensure_sdk3_venv(venv: Path = SDK3_VENV) -> Path:
+    """The python of the ngcsdk 3.151.0 venv (the last release with invoke)."""
+    return ensure_venv(venv, SDK3_REQUIREMENTS, "import ngcsdk, nvcf.api.asset, nvcf.constants")
 
 
 def _build_venv(venv: Path, requirements: Sequence[str], check: str) -> None:
@@ -185,60 +192,6 @@ def make_cert(directory: Path, fallback_python: Path | None = None) -> tuple[Pat
 # --- the server ---------------------------------------------------------------------------------
 
 
-@dataclass
-class LiveServer:
-    url: str
-    port: int
-    cert: Path | None  # None: plain HTTP
-    key: str
-    org: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    env: dict[str, str] = field(repr=False, default_factory=dict)
-    workdir: Path = Path()
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no server log: {exc})"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _nvcf_lite() -> list[str]:
-    """The `nvcf-lite` console script of the environment running the tests."""
-    script = Path(sys.executable).with_name("nvcf-lite")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "nvcf_lite"]
-
-
-def _clean_environ() -> dict[str, str]:
-    """os.environ without NVCF_LITE_* (any unknown one is a config error) nor NGC settings."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("NVCF_LITE_", "NGC_", "NVCF_SAK", "REQUESTS_CA_BUNDLE"))
-    }
-
-
-def _get_health(url: str, context: ssl.SSLContext) -> int:
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
-    with opener.open(f"{url}/health", timeout=2) as response:
-        return int(response.status)
-
-
 @contextmanager
 def live_server(
     workdir: Path,
@@ -249,85 +202,19 @@ def live_server(
     org: str,
     extra_env: dict[str, str] | None = None,
     start_timeout_s: float = 30.0,
-) -> Iterator[LiveServer]:
-    """`nvcf-lite serve` on https://127.0.0.1:<free port> (http:// when `cert` is None), ready
-    when /health answers.
-
-    The log of the server is printed (the test's captured output) when the body raises.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {
-        **_clean_environ(),
-        "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
-        **({"NVCF_LITE_SERVER__TLS_CERT": str(cert)} if cert else {}),
-        **({"NVCF_LITE_SERVER__TLS_KEY": str(tls_key)} if tls_key else {}),
-        "NVCF_LITE_SERVER__ACCESS_LOG": "true",
-        "NVCF_LITE_AUTH__BOOTSTRAP_KEY": api_key,
-        "NVCF_LITE_ACCOUNT__ORG_NAME": org,
-        **(extra_env or {}),
-    }
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*_nvcf_lite(), "serve", "--port", str(port)],
-            cwd=workdir,  # no stray ./config.toml
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"{'https' if cert else 'http'}://127.0.0.1:{port}"
-    server = LiveServer(url, port, cert, api_key, org, log_path, process, env, workdir)
-    context = ssl.create_default_context(cafile=str(cert) if cert else None)
-    try:
-        _wait_ready(server, context, start_timeout_s)
+) -> Iterator[ServerProcess]:
+    """A ServerProcess as the SDK tests run it: https:// (http:// when `cert` is None), the
+    access log on, `api_key` the bootstrap key of org `org`; its log is printed when the body
+    raises."""
+    env = {"NVCF_LITE_SERVER__ACCESS_LOG": "true", **(extra_env or {})}
+    server = ServerProcess(workdir, env, key=api_key, org=org, cert=cert, tls_key=tls_key)
+    with server.start(start_timeout_s):
         yield server
-    except BaseException:
-        print(f"--- nvcf-lite serve log ({log_path}) ---\n{server.log()}", file=sys.stderr)
-        raise
-    finally:
-        _stop(process)
 
 
-def _wait_ready(server: LiveServer, context: ssl.SSLContext, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"nvcf-lite serve exited with {server.process.returncode}")
-        try:
-            if _get_health(server.url, context) == 200:
-                return
-        except urllib.error.HTTPError as exc:  # /health may say 503 (degraded): it is up
-            if exc.code in (200, 503):
-                return
-            last = f"HTTP {exc.code}"
-        except (OSError, ssl.SSLError) as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise RuntimeError(f"nvcf-lite serve not ready on {server.url} after {timeout_s}s: {last}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
-    # Granian's worker is a child in the same session; it must not outlive the test.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def mint_key(server: LiveServer, *scopes: str) -> str:
+def mint_key(server: ServerProcess, *scopes: str) -> str:
     """A new API key with these NVCF scopes, made by `nvcf-lite keys create` on the live store."""
-    cmd = [*_nvcf_lite(), "keys", "create", "--description", "sdk test"]
+    cmd = [*nvcf_lite_command(), "keys", "create", "--description", "sdk test"]
     for scope in scopes:
         cmd += ["--scope", scope]
     done = subprocess.run(
@@ -454,10 +341,11 @@ class SdkRun:
 
 def run_sdk(
     python: Path,
-    server: LiveServer,
+    server: ServerProcess,
     script: str,
     home: Path,
     timeout_s: float = 120.0,
+    extra_env: dict[str, str] | None = None,
     **args: Any,
 ) -> SdkRun:
     """Run `script` (which defines `main(args) -> JSON-able`) in the SDK venv against `server`.
@@ -469,7 +357,7 @@ def run_sdk(
     path = home / f"sdk_script_{time.monotonic_ns()}.py"
     path.write_text(_PRELUDE + textwrap.dedent(script) + _EPILOGUE)
     env = {
-        **_clean_environ(),
+        **clean_environ(),
         "NGC_CLI_API_URL": server.url,
         **({"REQUESTS_CA_BUNDLE": str(server.cert)} if server.cert else {}),
         "NGC_CLI_HOME": str(home),
@@ -477,6 +365,7 @@ def run_sdk(
         "PYTHONUNBUFFERED": "1",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
+        **(extra_env or {}),
     }
     payload = json.dumps({"api_key": server.key, "org": server.org, **args})
     started = time.monotonic()
@@ -489,6 +378,39 @@ def run_sdk(
         timeout=timeout_s,
     )
     return sdk_result(done, server.log(), time.monotonic() - started)
+
+
+# Runs after the recording prelude: ngcsdk 3.x's clients read this table when they are built.
+_POINT_AT_SERVER = """
+import nvcf.constants
+nvcf.constants.NVCF_URL_MAPPING["prod"] = ARGS["nvcf_url"]
+"""
+
+
+def run_sdk3(python: Path, server: ServerProcess, script: str, home: Path, **args: Any) -> SdkRun:
+    """`run_sdk` for ngcsdk 3.x, its hard-coded NVCF URL table pointed at `server`."""
+    return run_sdk(
+        python,
+        server,
+        _POINT_AT_SERVER + textwrap.dedent(script),
+        home,
+        timeout_s=180.0,
+        extra_env={"PYTHONWARNINGS": "ignore"},
+        nvcf_url=server.url,
+        **args,
+    )
+
+
+Sdk = Callable[..., SdkRun]
+
+
+def sdk_runner(python: Path, server: ServerProcess, home: Path) -> Sdk:
+    """`run_sdk` bound to one venv, one server and one NGC home: `sdk(script, **args)`."""
+
+    def run(script: str, **args: Any) -> SdkRun:
+        return run_sdk(python, server, script, home, **args)
+
+    return run
 
 
 def sdk_result(done: subprocess.CompletedProcess[str], server_log: str, elapsed_s: float) -> SdkRun:

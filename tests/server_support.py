@@ -1,4 +1,10 @@
-"""A real `nvcf-lite serve` process on plain HTTP for end-to-end tests: start, SIGKILL, restart."""
+"""The one launcher of a real `nvcf-lite serve` for tests, and the one `free_port()`.
+
+`ServerProcess` runs the server as a subprocess over one data_dir on a free port, plain HTTP or
+TLS (`cert`), ready when /health answers: `start()`, `stop()` (SIGTERM), `kill()` (SIGKILL, as
+after a crash), `start()` again over the same data_dir. As a context manager it starts (unless
+started), prints the server's log when the body raises, and stops.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,19 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from conftest import ADMIN_KEY
+
+LOG_TAIL = 5000  # characters of the server's log in a start failure
 
 
 def free_port() -> int:
@@ -23,64 +33,110 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _environ() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_LITE_")}
-    # An installed service's /etc/nvcf-lite/config.toml must not leak into a test server.
-    return {**env, "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml"}
+def nvcf_lite_command() -> list[str]:
+    """The `nvcf-lite` console script of the environment running the tests."""
+    script = Path(sys.executable).with_name("nvcf-lite")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "nvcf_lite"]
+
+
+def clean_environ() -> dict[str, str]:
+    """os.environ without NVCF_LITE_* (any unknown one is a config error) nor NGC settings."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("NVCF_LITE_", "NGC_", "NVCF_SAK", "REQUESTS_CA_BUNDLE"))
+    }
 
 
 class ServerProcess:
-    """`nvcf-lite serve` over one data_dir; `kill()` is SIGKILL of the whole process group."""
+    """`nvcf-lite serve` over `workdir`/data; `kill()` is SIGKILL of the whole process group.
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
-        self.workdir = workdir
+    `key` is the bootstrap admin key (and the one `call` sends), `org` the account's org name;
+    `cert` and `tls_key` serve HTTPS. `bare` runs `nvcf-lite` with no verb (the port then comes
+    from the environment).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        key: str = ADMIN_KEY,
+        org: str = "local",
+        cert: Path | None = None,
+        tls_key: Path | None = None,
+        bare: bool = False,
+    ) -> None:
+        self.workdir, self.key, self.org, self.cert = workdir, key, org, cert
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
         self.env = {
-            **_environ(),
-            "NVCF_LITE_STORE__DATA_DIR": str(workdir / "data"),
-            "NVCF_LITE_AUTH__BOOTSTRAP_KEY": ADMIN_KEY,
+            **clean_environ(),
+            # An installed service's /etc/nvcf-lite/config.toml must not leak into a test server.
+            "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
+            "NVCF_LITE_STORE__DATA_DIR": str(self.data_dir),
+            "NVCF_LITE_AUTH__BOOTSTRAP_KEY": key,
+            "NVCF_LITE_ACCOUNT__ORG_NAME": org,
+            **({"NVCF_LITE_SERVER__TLS_CERT": str(cert)} if cert else {}),
+            **({"NVCF_LITE_SERVER__TLS_KEY": str(tls_key)} if tls_key else {}),
+            **({"NVCF_LITE_SERVER__PORT": str(self.port)} if bare else {}),
             **(env or {}),
         }
+        self.args = [] if bare else ["serve", "--port", str(self.port)]
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "server.log"
+        context = ssl.create_default_context(cafile=str(cert) if cert else None)
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        script = Path(sys.executable).with_name("nvcf-lite")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(script), "serve", "--port", str(self.port)],
-                cwd=self.workdir,
+                [*nvcf_lite_command(), *self.args],
+                cwd=self.workdir,  # no stray ./config.toml
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nvcf-lite exited {self.process.returncode}:\n{self.log()}")
+                tail = self.log()[-LOG_TAIL:]
+                raise RuntimeError(f"nvcf-lite exited {self.process.returncode}:\n{tail}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
+                with self._opener.open(f"{self.url}/health", timeout=2):
                     return self
-            except urllib.error.HTTPError:
-                return self  # 503 (degraded) is up too
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"nvcf-lite did not start:\n{self.log()}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 503:  # degraded (no Docker, no NVML) is up too
+                    return self
+                last = f"HTTP {exc.code}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.05)
+        raise RuntimeError(f"nvcf-lite not ready on {self.url}: {last}\n{self.log()[-LOG_TAIL:]}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as after a crash or OOM kill."""
         if self.process is not None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
             self.process.wait(timeout=10)
             self.process = None
 
     def stop(self) -> None:
+        """SIGTERM to the process group, then SIGKILL: granian's worker must not outlive a test."""
         if self.process is None:
             return
         try:
@@ -92,11 +148,28 @@ class ServerProcess:
             pass
         self.kill()
 
+    def __enter__(self) -> ServerProcess:
+        return self if self.process is not None else self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        try:
+            if error is not None:
+                print(
+                    f"--- nvcf-lite serve log ({self.log_path}) ---\n{self.log()}", file=sys.stderr
+                )
+        finally:
+            self.stop()
+
     def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+            return self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no server log: {exc})"
 
     def call(
         self,
@@ -108,13 +181,13 @@ class ServerProcess:
     ) -> tuple[int, dict[str, str], bytes]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Bearer {ADMIN_KEY}")
+        request.add_header("Authorization", f"Bearer {self.key}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            with self._opener.open(request, timeout=timeout_s) as resp:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()

@@ -444,26 +444,11 @@ def test_signing_key_survives_a_restart(app_factory: Callable[..., Client], tmp_
 # -- against a real `nvcf-lite serve` ----------------------------------------------------------
 
 
-def _create_live(server: Any) -> dict[str, Any]:
-    import json
-    import urllib.request
-
-    req = urllib.request.Request(
-        f"{server.url}{PLAIN}/assets",
-        data=json.dumps(PNG).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        created: dict[str, Any] = json.load(r)
-    return created
-
-
 def test_interrupted_upload_leaves_nothing_behind(tmp_path: Path) -> None:
     from asset_support import plain_server, put_half_then_close, put_stream, zeros
 
     with plain_server(tmp_path / "srv") as server:
-        created = _create_live(server)
+        created = server.json("POST", f"{PLAIN}/assets", PNG)
         folder = server.data_dir / "blobs" / "assets"
         put_half_then_close(created["uploadUrl"], PNG_HEADERS, 16 * 1024 * 1024)
         deadline = time.monotonic() + 10

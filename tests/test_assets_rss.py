@@ -8,11 +8,8 @@ sampled from /proc during the upload and compared with the value just before it.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from asset_support import DESCRIPTION_HEADER, RssSampler, plain_server, put_stream, rss_kib, zeros
 
@@ -21,26 +18,16 @@ LIMIT_MIB = 60
 HEADERS = {"Content-Type": "application/octet-stream", DESCRIPTION_HEADER: "big input"}
 
 
-def _create(url: str, key: str) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"{url}/v2/nvcf/assets",
-        data=json.dumps(
-            {"contentType": HEADERS["Content-Type"], "description": "big input"}
-        ).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        created: dict[str, Any] = json.load(r)
-    return created
+ASSET = {"contentType": HEADERS["Content-Type"], "description": "big input"}
 
 
 def test_200_mb_upload_keeps_server_rss_flat(tmp_path: Path) -> None:
     with plain_server(tmp_path / "srv") as server:
-        warm = _create(server.url, server.key)  # first upload loads code paths and buffers
+        # the first upload loads code paths and buffers
+        warm = server.json("POST", "/v2/nvcf/assets", ASSET)
         assert put_stream(warm["uploadUrl"], HEADERS, zeros(8 << 20), 8 << 20)[0] == 200
         time.sleep(0.3)
-        big = _create(server.url, server.key)
+        big = server.json("POST", "/v2/nvcf/assets", ASSET)
         baseline = rss_kib(server.process.pid)
         started = time.monotonic()
         with RssSampler(server.process.pid) as rss:

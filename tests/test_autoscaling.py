@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_scheduler import World, world  # noqa: F401  (the scheduler test world fixture)
+from scheduler_support import SchedulerBench
 
 from nvcf_lite.domain.autoscaling import Policy, ScaleState, desired, policy
 from nvcf_lite.domain.deployment_rules import SpecInput
@@ -82,121 +82,121 @@ def test_busy_time_moves_with_load() -> None:
 # -- the scheduler acting on those decisions (fake runtime, real SQLite) --------------------
 
 
-async def test_burst_scales_up_to_max_then_back_to_min(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy(gpu="CPU", min_instances=1, max_instances=2)
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
+async def test_burst_scales_up_to_max_then_back_to_min(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy(gpu="CPU", min_instances=1, max_instances=2)
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
     queued = {"n": 5}
-    world.scheduler.queue_depth = lambda v: queued["n"] if v == vid else 0
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
+    bench.scheduler.queue_depth = lambda v: queued["n"] if v == vid else 0
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
     queued["n"] = 0
-    await world.until(lambda: len(world.runtime.containers) == 1, limit_s=5)
-    assert await world.status(vid) == FunctionStatus.ACTIVE
+    await bench.until(lambda: len(bench.runtime.containers) == 1, limit_s=5)
+    assert await bench.status(vid) == FunctionStatus.ACTIVE
 
 
-async def test_in_flight_instances_are_drained_not_killed(world: World) -> None:  # noqa: F811
-    fid, vid = await world.deploy(gpu="CPU", min_instances=1, max_instances=2)
-    world.scheduler.queue_depth = lambda v: 2
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
-    busy, idle = world.scheduler.ready_instances(vid)
+async def test_in_flight_instances_are_drained_not_killed(bench: SchedulerBench) -> None:
+    fid, vid = await bench.deploy(gpu="CPU", min_instances=1, max_instances=2)
+    bench.scheduler.queue_depth = lambda v: 2
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    busy, idle = bench.scheduler.ready_instances(vid)
     busy.in_flight = 1
-    world.scheduler.queue_depth = lambda v: 0
+    bench.scheduler.queue_depth = lambda v: 0
     # idle: the instance without work goes, the one serving a request stays
-    await world.until(lambda: idle.instance_id not in world.scheduler.instances)
+    await bench.until(lambda: idle.instance_id not in bench.scheduler.instances)
     assert busy.state == InstanceState.READY
     # forced down (max 1 and the busy one is extra): drained, never killed mid-request
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
-    for inst in world.scheduler.ready_instances(vid):
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    for inst in bench.scheduler.ready_instances(vid):
         inst.in_flight = 1
-    await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
-    await world.until(
-        lambda: any(i.state == InstanceState.DRAINING for i in world.scheduler.instances.values())
+    await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
+    await bench.until(
+        lambda: any(i.state == InstanceState.DRAINING for i in bench.scheduler.instances.values())
     )
     for _ in range(5):
-        await world.scheduler.tick()
-    assert len(world.runtime.containers) == 2  # the drained one still finishes its request
-    for inst in list(world.scheduler.instances.values()):
+        await bench.scheduler.tick()
+    assert len(bench.runtime.containers) == 2  # the drained one still finishes its request
+    for inst in list(bench.scheduler.instances.values()):
         inst.in_flight = 0
-    await world.until(lambda: len(world.runtime.containers) == 1)
+    await bench.until(lambda: len(bench.runtime.containers) == 1)
 
 
-async def test_scale_to_zero_and_back(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy(gpu="CPU", min_instances=0, max_instances=1)
-    assert await world.status(vid) == FunctionStatus.ACTIVE
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
-    world.scheduler.queue_depth = lambda v: 0
-    await world.until(lambda: not world.runtime.containers)
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
+async def test_scale_to_zero_and_back(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1)
+    assert await bench.status(vid) == FunctionStatus.ACTIVE
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    bench.scheduler.queue_depth = lambda v: 0
+    await bench.until(lambda: not bench.runtime.containers)
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
 
 
-async def test_unstartable_scale_from_zero_reports_the_failure(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy("fake/missing", gpu="CPU", min_instances=0, max_instances=1)
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: world.scheduler.start_failure(vid) is not None)
-    _, why = world.scheduler.start_failure(vid) or (0.0, "")
+async def test_unstartable_scale_from_zero_reports_the_failure(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy("fake/missing", gpu="CPU", min_instances=0, max_instances=1)
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: bench.scheduler.start_failure(vid) is not None)
+    _, why = bench.scheduler.start_failure(vid) or (0.0, "")
     assert "could not be pulled" in why
-    assert await world.status(vid) == FunctionStatus.ACTIVE  # min 0: nothing is required
+    assert await bench.status(vid) == FunctionStatus.ACTIVE  # min 0: nothing is required
 
 
-async def test_warm_pool_pauses_then_resumes(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=60)
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
-    (first,) = world.scheduler.ready_instances(vid)
-    world.scheduler.queue_depth = lambda v: 0
-    await world.until(lambda: first.state == InstanceState.PAUSED)
-    container = world.runtime.containers[first.container_id or ""]
+async def test_warm_pool_pauses_then_resumes(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=60)
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    (first,) = bench.scheduler.ready_instances(vid)
+    bench.scheduler.queue_depth = lambda v: 0
+    await bench.until(lambda: first.state == InstanceState.PAUSED)
+    container = bench.runtime.containers[first.container_id or ""]
     assert container.state == "paused"
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: first.state == InstanceState.READY)
-    assert first.cold_kind == "paused" and len(world.runtime.created) == 1  # no new container
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: first.state == InstanceState.READY)
+    assert first.cold_kind == "paused" and len(bench.runtime.created) == 1  # no new container
 
 
-async def test_warm_pool_expires(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=0.3)
-    world.scheduler.queue_depth = lambda v: 1
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
-    world.scheduler.queue_depth = lambda v: 0
-    await world.until(lambda: not world.runtime.containers, limit_s=5)
+async def test_warm_pool_expires(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=0.3)
+    bench.scheduler.queue_depth = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    bench.scheduler.queue_depth = lambda v: 0
+    await bench.until(lambda: not bench.runtime.containers, limit_s=5)
 
 
-async def test_raising_min_stays_active_while_instances_start(world: World) -> None:  # noqa: F811
-    fid, vid = await world.deploy(gpu="CPU", min_instances=0, max_instances=2)
-    await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=2)])
+async def test_raising_min_stays_active_while_instances_start(bench: SchedulerBench) -> None:
+    fid, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=2)
+    await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=2)])
     seen: set[FunctionStatus] = set()
 
     async def ready() -> bool:
-        seen.add(await world.status(vid))
-        return len(world.scheduler.ready_instances(vid)) == 1
+        seen.add(await bench.status(vid))
+        return len(bench.scheduler.ready_instances(vid)) == 1
 
-    await world.until(ready)
+    await bench.until(ready)
     assert seen == {FunctionStatus.ACTIVE}
 
 
-async def test_raising_min_that_cannot_start_degrades(world: World) -> None:  # noqa: F811
-    fid, vid = await world.deploy("fake/exit", gpu="CPU", min_instances=0, max_instances=1)
-    await world.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
+async def test_raising_min_that_cannot_start_degrades(bench: SchedulerBench) -> None:
+    fid, vid = await bench.deploy("fake/exit", gpu="CPU", min_instances=0, max_instances=1)
+    await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
 
     async def degraded() -> bool:
-        return await world.status(vid) == FunctionStatus.DEGRADED
+        return await bench.status(vid) == FunctionStatus.DEGRADED
 
-    await world.until(degraded)
+    await bench.until(degraded)
 
 
-async def test_spec_states_say_what_each_specification_is_doing(world: World) -> None:  # noqa: F811
-    _, vid = await world.deploy(gpu="L40", min_instances=2, max_instances=2)
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 2)
-    (state,) = world.scheduler.spec_states(vid)
+async def test_spec_states_say_what_each_specification_is_doing(bench: SchedulerBench) -> None:
+    _, vid = await bench.deploy(gpu="L40", min_instances=2, max_instances=2)
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    (state,) = bench.scheduler.spec_states(vid)
     assert (state.state, state.target, state.ready) == ("ok", 2, 2)
-    _, other = await world.deploy(gpu="L40", min_instances=1, max_instances=1)
-    await world.until(lambda: world.scheduler.spec_states(other)[0].state == "unschedulable")
-    assert "waiting for capacity" in (world.scheduler.spec_states(other)[0].detail or "")
-    _, looping = await world.deploy(gpu="CPU", min_instances=1, max_instances=1)
+    _, other = await bench.deploy(gpu="L40", min_instances=1, max_instances=1)
+    await bench.until(lambda: bench.scheduler.spec_states(other)[0].state == "unschedulable")
+    assert "waiting for capacity" in (bench.scheduler.spec_states(other)[0].detail or "")
+    _, looping = await bench.deploy(gpu="CPU", min_instances=1, max_instances=1)
     for _ in range(3):
-        await world.until(lambda: len(world.scheduler.ready_instances(looping)) == 1)
-        (inst,) = world.scheduler.ready_instances(looping)
-        world.runtime.crash(inst.container_id or "")
-        await world.until(lambda i=inst: i.instance_id not in world.scheduler.instances)
-    assert world.scheduler.spec_states(looping)[0].state == "crash-looping"
+        await bench.until(lambda: len(bench.scheduler.ready_instances(looping)) == 1)
+        (inst,) = bench.scheduler.ready_instances(looping)
+        bench.runtime.crash(inst.container_id or "")
+        await bench.until(lambda i=inst: i.instance_id not in bench.scheduler.instances)
+    assert bench.scheduler.spec_states(looping)[0].state == "crash-looping"

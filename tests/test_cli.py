@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from server_support import ServerProcess, free_port
+from server_support import ServerProcess
 
 from nvcf_lite.__main__ import _parser
 from nvcf_lite.store.sqlite import _migrations, _split, latest_version
@@ -261,27 +258,10 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
         assert bare.returncode == 2 and f"in use by process {pid}" in bare.stderr
     finally:
         server.stop()
-    port = free_port()  # the lock went with the process; and no verb is `serve`
-    bare = subprocess.Popen(
-        [NVCF_LITE],
-        cwd=tmp_path,
-        env={**env, "PATH": "/usr/bin:/bin", "NVCF_LITE_SERVER__PORT": str(port)},
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while bare.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.1)
-        assert bare.poll() is None, bare.communicate()[1]
-    finally:
-        os.killpg(bare.pid, signal.SIGTERM)
-        bare.wait(timeout=30)
+    # the lock went with the process; and no verb is `serve`
+    with ServerProcess(tmp_path, env={**env, "PATH": "/usr/bin:/bin"}, bare=True) as bare:
+        assert bare.call("GET", "/health")[0] == 200
+        assert bare.process is not None and bare.process.poll() is None, bare.log()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo nvcf-lite migrate` has")

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from docker_support import http_request
-from test_runtime_contract import Kind, healthy, kind, spec
+from runtime_support import Kind, healthy, spec
 
 from nvcf_lite.runtime.base import (
     LABEL_FUNCTION_ID,
@@ -23,8 +23,6 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
 )
 from nvcf_lite.runtime.container_logs import ContainerLogs
-
-__all__ = ["kind"]  # the fixture, shared with the contract tests
 
 
 async def collect(chunks: AsyncIterator[bytes]) -> bytes:

@@ -24,7 +24,7 @@ from function_support import (
 )
 from litestar.testing import TestClient
 
-from nvcf_lite.models import FunctionStatus, InstanceRecord
+from nvcf_lite.models import ActiveInstance, FunctionStatus
 
 REQUIRED_KEYS = {
     "id",
@@ -326,9 +326,9 @@ def test_active_instances_only_with_details_scope_and_a_provider(
         not in client.get(version_path(fn), headers=bearer(details)).json()["function"]
     )
 
-    async def provider(version_id: str) -> list[InstanceRecord]:
+    async def provider(version_id: str) -> list[ActiveInstance]:
         return [
-            InstanceRecord(
+            ActiveInstance(
                 instance_id="i-1",
                 function_id=fn["id"],
                 function_version_id=version_id,

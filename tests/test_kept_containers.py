@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import make_config
 from fake_runtime import FakeRuntime
-from test_scheduler import World, sim
+from scheduler_support import SchedulerBench, sim
 
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.store.sqlite import Database
@@ -25,55 +25,55 @@ FAST = {
 
 
 @pytest.fixture
-async def worlds(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[World, Database]] = []
+async def benches(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[tuple[SchedulerBench, Database]] = []
 
-    async def make(kept: int) -> World:
+    async def make(kept: int) -> SchedulerBench:
         data = tmp_path / f"data-{kept}"
         config = make_config(data, NVCF_LITE_DOCKER__FAILED_CONTAINERS_KEPT=str(kept), **FAST)
         db = await Database.open(data / "db.sqlite")
-        world = World(config, db, Host(sim("L40", 2)), FakeRuntime())
-        made.append((world, db))
-        return world
+        bench = SchedulerBench(config, db, Host(sim("L40", 2)), FakeRuntime())
+        made.append((bench, db))
+        return bench
 
     yield make
-    for world, db in made:
-        await world.scheduler.shutdown(keep_instances=False)
-        await world.runtime.close()
+    for bench, db in made:
+        await bench.scheduler.shutdown(keep_instances=False)
+        await bench.runtime.close()
         await db.close()
 
 
-def states(world: World) -> list[str]:
-    return sorted(c.state for c in world.runtime.containers.values())
+def states(bench: SchedulerBench) -> list[str]:
+    return sorted(c.state for c in bench.runtime.containers.values())
 
 
-async def crash_ready_instance(world: World, vid: str) -> str:
-    await world.until(lambda: len(world.scheduler.ready_instances(vid)) == 1)
-    (inst,) = world.scheduler.ready_instances(vid)
+async def crash_ready_instance(bench: SchedulerBench, vid: str) -> str:
+    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    (inst,) = bench.scheduler.ready_instances(vid)
     assert inst.container_id is not None
-    world.runtime.crash(inst.container_id)
-    await world.until(lambda: inst.instance_id not in world.scheduler.instances)
+    bench.runtime.crash(inst.container_id)
+    await bench.until(lambda: inst.instance_id not in bench.scheduler.instances)
     return inst.container_id
 
 
 async def test_the_newest_failed_containers_are_kept_until_undeploy(
-    worlds: Callable[..., Any],
+    benches: Callable[..., Any],
 ) -> None:
-    world: World = await worlds(3)
-    fid, vid = await world.deploy(min_instances=1, max_instances=1)
-    crashed = [await crash_ready_instance(world, vid) for _ in range(4)]
-    await world.until(lambda: states(world) == ["exited", "exited", "exited", "running"])
-    kept = {c.id for c in world.runtime.containers.values() if c.state == "exited"}
+    bench: SchedulerBench = await benches(3)
+    fid, vid = await bench.deploy(min_instances=1, max_instances=1)
+    crashed = [await crash_ready_instance(bench, vid) for _ in range(4)]
+    await bench.until(lambda: states(bench) == ["exited", "exited", "exited", "running"])
+    kept = {c.id for c in bench.runtime.containers.values() if c.state == "exited"}
     assert kept == set(crashed[1:])  # the oldest one went
     assert all(
-        b"crashed" in c.logs.encode() for c in world.runtime.containers.values() if c.id in kept
+        b"crashed" in c.logs.encode() for c in bench.runtime.containers.values() if c.id in kept
     )
-    await world.deployments.undeploy(fid, vid, graceful=False)
-    await world.until(lambda: not world.runtime.containers)
+    await bench.deployments.undeploy(fid, vid, graceful=False)
+    await bench.until(lambda: not bench.runtime.containers)
 
 
-async def test_zero_keeps_none(worlds: Callable[..., Any]) -> None:
-    world: World = await worlds(0)
-    _, vid = await world.deploy(min_instances=1, max_instances=1)
-    await crash_ready_instance(world, vid)
-    await world.until(lambda: states(world) == ["running"])
+async def test_zero_keeps_none(benches: Callable[..., Any]) -> None:
+    bench: SchedulerBench = await benches(0)
+    _, vid = await bench.deploy(min_instances=1, max_instances=1)
+    await crash_ready_instance(bench, vid)
+    await bench.until(lambda: states(bench) == ["running"])

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asset_support import PlainServer, plain_server
-from invocation_support import docker_env, keyed_json, live_echo
-from sdk_support import VENVS_DIR, _clean_environ, ensure_venv
+from asset_support import plain_server
+from invocation_support import docker_env, live_echo
+from sdk_support import VENVS_DIR, ensure_venv
+from server_support import ServerProcess, clean_environ
 
 pytestmark = [pytest.mark.sdk, pytest.mark.docker]
 
@@ -82,7 +83,7 @@ def python() -> Path:
 
 
 @pytest.fixture
-def server(python: Path, tmp_path: Path, ns: str) -> Iterator[PlainServer]:
+def server(python: Path, tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
     env = {**docker_env(ns), "NVCF_LITE_DOCKER__BASE_URL": ""}
     with plain_server(tmp_path / "server", extra_env=env) as live:
         yield live
@@ -92,7 +93,7 @@ def run(python: Path, tmp_path: Path, **args: Any) -> dict[str, Any]:
     script = tmp_path / "chat.py"
     script.write_text(SCRIPT)
     env = {
-        **_clean_environ(),
+        **clean_environ(),
         "HOME": str(tmp_path),
         "NVIDIA_USAGE_TELEMETRY_ENABLED": "false",
         "NO_PROXY": "127.0.0.1,localhost",
@@ -114,8 +115,10 @@ def run(python: Path, tmp_path: Path, **args: Any) -> dict[str, Any]:
     return result
 
 
-def test_chatnvidia_on_a_pexec_endpoint(python: Path, server: PlainServer, tmp_path: Path) -> None:
-    fid, _ = live_echo(keyed_json(server.url, server.key))
+def test_chatnvidia_on_a_pexec_endpoint(
+    python: Path, server: ServerProcess, tmp_path: Path
+) -> None:
+    fid, _ = live_echo(server.json)
     endpoint = f"{server.url}/v2/nvcf/pexec/functions/{fid}"
     out = run(
         python,

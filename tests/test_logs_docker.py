@@ -35,7 +35,10 @@ pytestmark = pytest.mark.docker
 NVCF_LITE = str(Path(sys.executable).with_name("nvcf-lite"))
 
 
-class World:
+class LiveEcho:
+    """A live server in a Docker namespace of its own with the "logged" echo function deployed:
+    its containers, its invocations and `nvcf-lite logs` against it."""
+
     def __init__(self, server: ServerProcess, dock: docker.DockerClient, ns: str) -> None:
         self.server, self.dock, self.ns = server, dock, ns
         self.fid, self.vid = live_echo(server.json, "logged")
@@ -62,13 +65,13 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEcho]:
     dock = docker_client_or_skip()
     ensure_test_images()
     ns = f"test-{uuid.uuid4().hex[:10]}"
     server = ServerProcess(tmp_path_factory.mktemp("logs") / "server", docker_env(ns)).start()
     try:
-        yield World(server, dock, ns)
+        yield LiveEcho(server, dock, ns)
     finally:
         server.kill()
         remove_namespace(dock, ns)
@@ -97,11 +100,11 @@ class Reader:
         return line
 
 
-def test_cli_follow_sees_a_line_printed_after_it_started(world: World) -> None:
-    (iid,) = world.instances(world.fid)
+def test_cli_follow_sees_a_line_printed_after_it_started(live: LiveEcho) -> None:
+    (iid,) = live.instances(live.fid)
     proc = subprocess.Popen(
-        [NVCF_LITE, "logs", world.fid, "--follow", "--tail", "1"],
-        env=world.env(),
+        [NVCF_LITE, "logs", live.fid, "--follow", "--tail", "1"],
+        env=live.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -111,7 +114,7 @@ def test_cli_follow_sees_a_line_printed_after_it_started(world: World) -> None:
         err.until("1 container(s) (1 running)")
         out.until(f"{iid} | ")  # the tail arrived: the follow is open
         marker = f"printed-later-{uuid.uuid4().hex[:8]}"
-        world.say(world.fid, marker)
+        live.say(live.fid, marker)
         line = out.until(marker)
         assert line.startswith(f"{iid} | function_server: ") and line.endswith(f": {marker}")
         proc.send_signal(signal.SIGINT)
@@ -121,9 +124,9 @@ def test_cli_follow_sees_a_line_printed_after_it_started(world: World) -> None:
         proc.wait()
 
 
-def test_http_follow_streams_new_lines(world: World) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", world.server.port, timeout=30)
-    path = f"/v2/nvcf/functions/{world.fid}/versions/{world.vid}/logs?follow=true&tail=0"
+def test_http_follow_streams_new_lines(live: LiveEcho) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=30)
+    path = f"/v2/nvcf/functions/{live.fid}/versions/{live.vid}/logs?follow=true&tail=0"
     conn.request("GET", path, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     resp = conn.getresponse()
     try:
@@ -134,7 +137,7 @@ def test_http_follow_streams_new_lines(world: World) -> None:
         time.sleep(0.5)  # tail=0: nothing arrives until the function prints
         assert body.lines == []
         marker = f"streamed-{uuid.uuid4().hex[:8]}"
-        world.say(world.fid, marker)
+        live.say(live.fid, marker)
         assert body.until(marker).endswith(f": {marker}")
     finally:
         if conn.sock is not None:  # unblocks the reading thread: the client hangs up
@@ -142,20 +145,20 @@ def test_http_follow_streams_new_lines(world: World) -> None:
         conn.close()
 
 
-def test_http_logs_tail_and_user_errors(world: World) -> None:
-    base = f"/v2/nvcf/functions/{world.fid}/logs"
+def test_http_logs_tail_and_user_errors(live: LiveEcho) -> None:
+    base = f"/v2/nvcf/functions/{live.fid}/logs"
     marker = f"tailed-{uuid.uuid4().hex[:8]}"
-    world.say(world.fid, marker)
-    status, _, data = world.server.call("GET", f"{base}?tail=1")
+    live.say(live.fid, marker)
+    status, _, data = live.server.call("GET", f"{base}?tail=1")
     assert status == 200 and marker in data.decode() and data.count(b"\n") == 1
-    (iid,) = world.instances(world.fid)
-    status, _, data = world.server.call("GET", f"{base}?instanceId={iid[:8]}&tail=1")
+    (iid,) = live.instances(live.fid)
+    status, _, data = live.server.call("GET", f"{base}?instanceId={iid[:8]}&tail=1")
     assert status == 200 and data.decode().startswith("function_server: ")  # one: no prefix
-    org = f"/v2/orgs/local/nvcf/functions/{world.fid}/logs?tail=1"
-    assert world.server.call("GET", org)[0] == 200
+    org = f"/v2/orgs/local/nvcf/functions/{live.fid}/logs?tail=1"
+    assert live.server.call("GET", org)[0] == 200
 
     def problem(path: str, status: int, **kw: Any) -> dict[str, Any]:
-        got, headers, body = world.server.call("GET", path, **kw)
+        got, headers, body = live.server.call("GET", path, **kw)
         assert got == status, body
         assert headers["content-type"].startswith("application/problem+json")
         doc: dict[str, Any] = json.loads(body)
@@ -168,25 +171,25 @@ def test_http_logs_tail_and_user_errors(world: World) -> None:
     assert "nope" in problem(f"{base}?instanceId=nope", 404)["detail"]
     unknown = str(uuid.uuid4())
     problem(f"/v2/nvcf/functions/{unknown}/logs", 404)
-    problem(f"/v2/nvcf/functions/{world.fid}/versions/{unknown}/logs", 404)
+    problem(f"/v2/nvcf/functions/{live.fid}/versions/{unknown}/logs", 404)
     problem(f"{base}", 401, headers={"Authorization": "Bearer nvapi-" + "Q" * 64})
 
 
-def test_a_replaced_instance_keeps_its_logs(world: World) -> None:
-    fid, vid = live_echo(world.server.json, "crashy")
-    (first,) = world.instances(fid)
-    status, _, _ = world.server.call("POST", f"/v2/nvcf/pexec/functions/{fid}", {"crash": True})
+def test_a_replaced_instance_keeps_its_logs(live: LiveEcho) -> None:
+    fid, vid = live_echo(live.server.json, "crashy")
+    (first,) = live.instances(fid)
+    status, _, _ = live.server.call("POST", f"/v2/nvcf/pexec/functions/{fid}", {"crash": True})
     assert status >= 400  # the container died answering
 
     def replaced() -> dict[str, str] | None:
-        found = world.instances(fid)
+        found = live.instances(fid)
         return found if found.get(first) == "exited" and len(found) == 2 else None
 
     states = wait_for(replaced, what="a replacement beside the kept container")
     (second,) = set(states) - {first}
-    wait_for(lambda: world.instances(fid)[second] == "running", what="the replacement running")
+    wait_for(lambda: live.instances(fid)[second] == "running", what="the replacement running")
 
-    done = world.cli(fid)
+    done = live.cli(fid)
     assert done.returncode == 0, done.stderr
     assert "2 container(s) (1 running)" in done.stderr
     lines = done.stdout.splitlines()
@@ -194,21 +197,21 @@ def test_a_replaced_instance_keeps_its_logs(world: World) -> None:
     assert lines[0].startswith(f"{first} | ")  # oldest first
     assert any(line.startswith(f"{second} | function_server: listening") for line in lines)
 
-    only = world.cli(fid, "--version", vid, "--instance", first[:8], "--tail", "1")
+    only = live.cli(fid, "--version", vid, "--instance", first[:8], "--tail", "1")
     assert only.returncode == 0, only.stderr
     assert only.stdout == "function_server: crash requested: exiting with code 7\n"
 
-    status, _, data = world.server.call("GET", f"/v2/nvcf/functions/{fid}/logs")
+    status, _, data = live.server.call("GET", f"/v2/nvcf/functions/{fid}/logs")
     assert status == 200 and data.decode().splitlines() == lines  # the same over HTTP
 
-    world.server.json("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
-    wait_for(lambda: not world.instances(fid), what="every container removed on undeploy")
-    gone = world.cli(fid)
+    live.server.json("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
+    wait_for(lambda: not live.instances(fid), what="every container removed on undeploy")
+    gone = live.cli(fid)
     assert gone.returncode == 1 and "no containers of function" in gone.stderr
 
 
-def test_cli_refuses_what_is_not_an_id(world: World) -> None:
-    done = world.cli("not-an-id")
+def test_cli_refuses_what_is_not_an_id(live: LiveEcho) -> None:
+    done = live.cli("not-an-id")
     assert done.returncode == 2 and "is not an id" in done.stderr
-    done = world.cli(world.fid, "--tail", "-3")
+    done = live.cli(live.fid, "--tail", "-3")
     assert done.returncode == 2 and "must be a number of lines" in done.stderr

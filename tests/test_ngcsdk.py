@@ -25,7 +25,7 @@ from docker_support import (
 )
 from sdk_support import (
     SDK_VERSION,
-    LiveServer,
+    Sdk,
     SdkRun,
     WireCall,
     ensure_sdk_venv,
@@ -34,14 +34,14 @@ from sdk_support import (
     mint_key,
     new_key,
     run_sdk,
+    sdk_runner,
 )
+from server_support import ServerProcess
 
 pytestmark = pytest.mark.sdk
 
 ORG = "sdk-org"
 UNAUTH_WARNING = "couldn't get access to resource"
-
-Sdk = Callable[..., SdkRun]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def sdk_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(sdk_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(sdk_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("ngcsdk")
     cert, key = make_cert(tmp / "tls", fallback_python=sdk_python)
     with live_server(tmp / "server", cert, key, api_key=new_key(), org=ORG) as live:
@@ -58,13 +58,9 @@ def server(sdk_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def sdk(sdk_python: Path, server: LiveServer, tmp_path: Path) -> Sdk:
+def sdk(sdk_python: Path, server: ServerProcess, tmp_path: Path) -> Sdk:
     """Run an SDK script (defining `main(args)`) against the server; keyword args reach it."""
-
-    def run(script: str, **args: Any) -> SdkRun:
-        return run_sdk(sdk_python, server, script, tmp_path / "ngc-home", **args)
-
-    return run
+    return sdk_runner(sdk_python, server, tmp_path / "ngc-home")
 
 
 def unique(prefix: str) -> str:
@@ -94,7 +90,7 @@ def caller_info_calls(run: SdkRun) -> list[WireCall]:
 # --- configure: the key check -------------------------------------------------------------------
 
 
-def test_configure_checks_the_key_with_get_caller_info(sdk: Sdk, server: LiveServer) -> None:
+def test_configure_checks_the_key_with_get_caller_info(sdk: Sdk, server: ServerProcess) -> None:
     run = sdk(
         """
 def main(args):
@@ -139,7 +135,7 @@ def test_configure_with_an_unknown_key_fails_as_invalid_sak_key(sdk: Sdk) -> Non
     assert [c.status for c in run.wire] == [401]
 
 
-def test_configure_with_a_minted_key_works(sdk: Sdk, server: LiveServer) -> None:
+def test_configure_with_a_minted_key_works(sdk: Sdk, server: ServerProcess) -> None:
     key = mint_key(server, "list_functions")
     run = sdk("def main(args):\n    return client(api_key=args['key']).config.org_name\n", key=key)
     assert run.expect_ok() == ORG
@@ -149,12 +145,12 @@ def test_configure_with_a_minted_key_works(sdk: Sdk, server: LiveServer) -> None
 
 
 @pytest.fixture
-def plain_server(sdk_python: Path, tmp_path: Path) -> Iterator[LiveServer]:
+def plain_server(sdk_python: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     with live_server(tmp_path / "plain", None, None, api_key=new_key(), org=ORG) as live:
         yield live
 
 
-def fetch_token(server: LiveServer, key: str) -> str:
+def fetch_token(server: ServerProcess, key: str) -> str:
     import base64
     import urllib.request
 
@@ -183,7 +179,7 @@ def main(args):
 """
 
 
-def test_plain_http_with_a_token_as_the_key(sdk_python: Path, plain_server: LiveServer,
+def test_plain_http_with_a_token_as_the_key(sdk_python: Path, plain_server: ServerProcess,
                                             tmp_path: Path) -> None:  # fmt: skip
     assert plain_server.url.startswith("http://")
     token = fetch_token(plain_server, plain_server.key)
@@ -205,7 +201,7 @@ def test_plain_http_with_a_token_as_the_key(sdk_python: Path, plain_server: Live
 # --- function management ----------------------------------------------------------------------
 
 
-def test_function_lifecycle(sdk: Sdk, server: LiveServer) -> None:
+def test_function_lifecycle(sdk: Sdk, server: ServerProcess) -> None:
     name = unique("sdk-echo")
     created = create_function(
         sdk, name, tags=["team:sdk", "stage-1"], description="echo via ngcsdk"
@@ -343,7 +339,7 @@ def main(args):
     assert json.loads(put.body or "{}") == {"rateLimit": None}
 
 
-def test_secrets_and_deprecated_rate_limit_calls(sdk: Sdk, server: LiveServer) -> None:
+def test_secrets_and_deprecated_rate_limit_calls(sdk: Sdk, server: ServerProcess) -> None:
     made = create_function(sdk, unique("sdk-sec"), secrets=["TOKEN:one"]).expect_ok()
     fid, vid = made["function"]["id"], made["function"]["versionId"]
     run = sdk(
@@ -381,7 +377,7 @@ def test_unknown_function_is_resource_not_found(sdk: Sdk) -> None:
     run.expect_error("ResourceNotFoundException")
 
 
-def test_a_key_without_register_function_cannot_create(sdk: Sdk, server: LiveServer) -> None:
+def test_a_key_without_register_function_cannot_create(sdk: Sdk, server: ServerProcess) -> None:
     key = mint_key(server, "list_functions")
     run = sdk(
         """
@@ -400,7 +396,7 @@ def main(args):
 # --- the registry look-up before create --------------------------------------------------------
 
 
-def test_absent_image_makes_the_sdk_warn_and_go_on(sdk: Sdk, server: LiveServer) -> None:
+def test_absent_image_makes_the_sdk_warn_and_go_on(sdk: Sdk, server: ServerProcess) -> None:
     image = f"nvcf-lite-test/{unique('absent')}:1"
     run = create_function(sdk, unique("sdk-absent"), image=image)
     fn = run.expect_ok()["function"]
@@ -455,7 +451,9 @@ def namespace() -> Iterator[str]:
 
 
 @pytest.fixture
-def docker_server(tls: tuple[Path, Path], namespace: str, tmp_path: Path) -> Iterator[LiveServer]:
+def docker_server(
+    tls: tuple[Path, Path], namespace: str, tmp_path: Path
+) -> Iterator[ServerProcess]:
     """A server of this test's own, starting containers in its own Docker namespace."""
     env = {
         "NVCF_LITE_DOCKER__NAMESPACE": namespace,
@@ -473,11 +471,8 @@ def docker_server(tls: tuple[Path, Path], namespace: str, tmp_path: Path) -> Ite
 
 
 @pytest.fixture
-def dsdk(sdk_python: Path, docker_server: LiveServer, tmp_path: Path) -> Sdk:
-    def run(script: str, **args: Any) -> SdkRun:
-        return run_sdk(sdk_python, docker_server, script, tmp_path / "ngc-home", **args)
-
-    return run
+def dsdk(sdk_python: Path, docker_server: ServerProcess, tmp_path: Path) -> Sdk:
+    return sdk_runner(sdk_python, docker_server, tmp_path / "ngc-home")
 
 
 def ns_containers(namespace: str) -> list[Any]:
@@ -535,7 +530,7 @@ def main(args):
 
 
 @pytest.mark.docker
-def test_deployment_lifecycle(dsdk: Sdk, docker_server: LiveServer, namespace: str) -> None:
+def test_deployment_lifecycle(dsdk: Sdk, docker_server: ServerProcess, namespace: str) -> None:
     fn = create_function(dsdk, unique("sdk-deploy")).expect_ok()["function"]
     fid, vid = fn["id"], fn["versionId"]
     assert fn["containerImage"] == f"nvcr.io/{ECHO_IMAGE}"
@@ -693,7 +688,7 @@ def main(args):
 
 @pytest.mark.docker
 def test_restart_redeploys_with_the_same_specs(
-    dsdk: Sdk, docker_server: LiveServer, namespace: str
+    dsdk: Sdk, docker_server: ServerProcess, namespace: str
 ) -> None:
     fn = create_function(dsdk, unique("sdk-restart")).expect_ok()["function"]
     fid, vid = fn["id"], fn["versionId"]

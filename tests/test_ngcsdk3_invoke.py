@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from asset_support import PlainServer, plain_server
-from invocation_support import docker_env, keyed_json, live_echo
-from test_ngcsdk3_assets import ensure_sdk3_venv, run_sdk3
+from asset_support import plain_server
+from invocation_support import docker_env, live_echo
+from sdk_support import ensure_sdk3_venv, run_sdk3
+from server_support import ServerProcess
 
 pytestmark = [pytest.mark.sdk, pytest.mark.docker]
 
@@ -47,16 +48,16 @@ def sdk3_python() -> Path:
 
 
 @pytest.fixture
-def server(sdk3_python: Path, tmp_path: Path, ns: str) -> Iterator[PlainServer]:
+def server(sdk3_python: Path, tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
     env = {**docker_env(ns), "NVCF_LITE_DOCKER__BASE_URL": ""}
     with plain_server(tmp_path / "server", extra_env=env) as live:
         yield live
 
 
 def test_ngcsdk3_invoke_sync_polled_zip_and_stream(
-    sdk3_python: Path, server: PlainServer, tmp_path: Path
+    sdk3_python: Path, server: ServerProcess, tmp_path: Path
 ) -> None:
-    fid, vid = live_echo(keyed_json(server.url, server.key))
+    fid, vid = live_echo(server.json)
     run = run_sdk3(sdk3_python, server, INVOKE, tmp_path / "home", fid=fid)
     out = run.expect_ok()
 

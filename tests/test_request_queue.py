@@ -1,6 +1,6 @@
 """The durable request queue on real SQLite, and the dispatcher over it with stub instances.
 
-RequestStore: accept is committed before it returns, FIFO per version, lease / requeue / ack,
+RequestsRepo: accept is committed before it returns, FIFO per version, lease / requeue / ack,
 lease expiry (and failing after too many attempts), purge, expiry of uncollected results.
 Dispatcher (a stub scheduler and forwarder, the real store): FIFO per version within the
 instances' slots, retry of a request that never reached its container on another instance,
@@ -35,7 +35,7 @@ from nvcf_lite.models import (
     RequestState,
     new_id,
 )
-from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.dispatcher import Dispatcher
 from nvcf_lite.workers.forwarding import NeverReached
@@ -72,8 +72,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def store(db: Database) -> AsyncIterator[RequestStore]:
-    s = RequestStore(db)
+async def store(db: Database) -> AsyncIterator[RequestsRepo]:
+    s = RequestsRepo(db)
     s.start()
     yield s
     await s.close()
@@ -93,7 +93,7 @@ def raw_rows(db: Database) -> dict[str, dict[str, Any]]:
 # -- the store -----------------------------------------------------------------------------------
 
 
-async def test_accept_is_committed_before_it_returns(db: Database, store: RequestStore) -> None:
+async def test_accept_is_committed_before_it_returns(db: Database, store: RequestsRepo) -> None:
     rec = record()
     await store.accept(rec)
     row = raw_rows(db)[rec.request_id]
@@ -107,14 +107,14 @@ async def test_accept_is_committed_before_it_returns(db: Database, store: Reques
 
 
 async def test_many_concurrent_accepts_share_commits_and_all_land(
-    db: Database, store: RequestStore
+    db: Database, store: RequestsRepo
 ) -> None:
     recs = [record(V1 if i % 2 else V2) for i in range(300)]
     await asyncio.gather(*(store.accept(r) for r in recs))
     assert len(raw_rows(db)) == 300
 
 
-async def test_pending_is_fifo_per_version(store: RequestStore) -> None:
+async def test_pending_is_fifo_per_version(store: RequestsRepo) -> None:
     a1, b1, a2, b2, a3 = record(V1), record(V2), record(V1), record(V2), record(V1)
     for rec in (a1, b1, a2, b2, a3):
         await store.accept(rec)
@@ -126,7 +126,7 @@ async def test_pending_is_fifo_per_version(store: RequestStore) -> None:
     assert await store.depth() == {V1: 3, V2: 2}
 
 
-async def test_lease_requeue_keeps_the_place_in_line(db: Database, store: RequestStore) -> None:
+async def test_lease_requeue_keeps_the_place_in_line(db: Database, store: RequestsRepo) -> None:
     first, second = record(), record()
     await store.accept(first)
     await store.accept(second)
@@ -144,7 +144,7 @@ async def test_lease_requeue_keeps_the_place_in_line(db: Database, store: Reques
     ]
 
 
-async def test_ack_keeps_the_result_only_when_asked(db: Database, store: RequestStore) -> None:
+async def test_ack_keeps_the_result_only_when_asked(db: Database, store: RequestsRepo) -> None:
     kept, delivered, failed = record(), record(), record()
     for rec in (kept, delivered, failed):
         await store.accept(rec)
@@ -168,7 +168,7 @@ async def test_ack_keeps_the_result_only_when_asked(db: Database, store: Request
 
 
 async def test_expired_leases_return_to_the_queue_or_fail_after_max_attempts(
-    db: Database, store: RequestStore
+    db: Database, store: RequestsRepo
 ) -> None:
     stale, fresh, tired = record(), record(), record()
     for rec in (stale, fresh, tired):
@@ -190,7 +190,7 @@ async def test_expired_leases_return_to_the_queue_or_fail_after_max_attempts(
     assert raw_rows(db)[fresh.request_id]["state"] == "queued"
 
 
-async def test_uncollected_results_expire(db: Database, store: RequestStore) -> None:
+async def test_uncollected_results_expire(db: Database, store: RequestsRepo) -> None:
     old, new, running = record(), record(), record()
     for rec in (old, new, running):
         await store.accept(rec)
@@ -297,8 +297,10 @@ class StubForwarder:
         pass
 
 
-class World:
-    def __init__(self, store: RequestStore, root: Path, ttl: float = 3600.0) -> None:
+class DispatcherBench:
+    """The real Dispatcher over the real store, between a StubScheduler and a StubForwarder."""
+
+    def __init__(self, store: RequestsRepo, root: Path, ttl: float = 3600.0) -> None:
         self.store = store
         self.scheduler = StubScheduler()
         self.forwarder = StubForwarder(root)
@@ -324,95 +326,97 @@ async def settle() -> None:
 
 
 @pytest.fixture
-async def world(store: RequestStore, tmp_path: Path) -> AsyncIterator[World]:
-    w = World(store, tmp_path / "inf")
+async def dispatch(store: RequestsRepo, tmp_path: Path) -> AsyncIterator[DispatcherBench]:
+    w = DispatcherBench(store, tmp_path / "inf")
     yield w
     w.forwarder.gate.set()
     await w.dispatcher.close(grace_s=2)
 
 
-async def test_fifo_per_version_within_the_slots(world: World) -> None:
-    spec = world.scheduler.deploy(V1, concurrency=2)
-    world.scheduler.deploy(V2)
-    inst = world.scheduler.add_instance(V1, spec)
-    tickets = [await world.submit(V1) for _ in range(5)]
-    other = await world.submit(V2)  # no instance for V2: it waits, with a reason
+async def test_fifo_per_version_within_the_slots(dispatch: DispatcherBench) -> None:
+    spec = dispatch.scheduler.deploy(V1, concurrency=2)
+    dispatch.scheduler.deploy(V2)
+    inst = dispatch.scheduler.add_instance(V1, spec)
+    tickets = [await dispatch.submit(V1) for _ in range(5)]
+    other = await dispatch.submit(V2)  # no instance for V2: it waits, with a reason
     await settle()
-    assert [c[0] for c in world.forwarder.calls] == [t.request_id for t in tickets[:2]]
+    assert [c[0] for c in dispatch.forwarder.calls] == [t.request_id for t in tickets[:2]]
     assert inst.in_flight == 2  # maxRequestConcurrency of the spec, not the instance's default
-    assert world.dispatcher.depth(V1) == 3
-    assert [world.dispatcher.position(t.request_id) for t in tickets] == [0, 0, 1, 2, 3]
+    assert dispatch.dispatcher.depth(V1) == 3
+    assert [dispatch.dispatcher.position(t.request_id) for t in tickets] == [0, 0, 1, 2, 3]
     assert (
         tickets[2].nvcf_status == "pending-evaluation" and tickets[0].nvcf_status == "in-progress"
     )
     assert tickets[2].note == "waiting for a free instance slot"
     assert other.note == "waiting for an instance (none is running)"
-    assert world.dispatcher.queued_for_function(FID) == 6
-    world.forwarder.gate.set()
+    assert dispatch.dispatcher.queued_for_function(FID) == 6
+    dispatch.forwarder.gate.set()
     results = await asyncio.gather(*(t.done for t in tickets))
     assert [r.body for r in results] == [t.request_id.encode() for t in tickets]
-    assert [c[0] for c in world.forwarder.calls] == [t.request_id for t in tickets]
-    assert not other.done.done() and world.dispatcher.depth(V2) == 1
-    rows = {r.request_id: r.state for r in await world.store.pending()}
+    assert [c[0] for c in dispatch.forwarder.calls] == [t.request_id for t in tickets]
+    assert not other.done.done() and dispatch.dispatcher.depth(V2) == 1
+    rows = {r.request_id: r.state for r in await dispatch.store.pending()}
     assert rows == {other.request_id: RequestState.QUEUED}
 
 
-async def test_never_reached_is_retried_on_another_instance(world: World) -> None:
-    spec = world.scheduler.deploy(V1)
-    dead = world.scheduler.add_instance(V1, spec)
-    alive = world.scheduler.add_instance(V1, spec)
-    world.forwarder.refuse.add(dead.instance_id)
-    world.forwarder.gate.set()
-    ticket = await world.submit(V1)
+async def test_never_reached_is_retried_on_another_instance(dispatch: DispatcherBench) -> None:
+    spec = dispatch.scheduler.deploy(V1)
+    dead = dispatch.scheduler.add_instance(V1, spec)
+    alive = dispatch.scheduler.add_instance(V1, spec)
+    dispatch.forwarder.refuse.add(dead.instance_id)
+    dispatch.forwarder.gate.set()
+    ticket = await dispatch.submit(V1)
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 200
-    assert world.forwarder.calls == [(ticket.request_id, alive.instance_id)]
+    assert dispatch.forwarder.calls == [(ticket.request_id, alive.instance_id)]
     assert ticket.tried == {dead.instance_id}
     assert dead.in_flight == alive.in_flight == 0
 
 
-async def test_never_reached_anywhere_fails_after_max_attempts(world: World) -> None:
-    spec = world.scheduler.deploy(V1)
-    dead = world.scheduler.add_instance(V1, spec)
-    world.forwarder.refuse.add(dead.instance_id)
-    ticket = await world.submit(V1)
+async def test_never_reached_anywhere_fails_after_max_attempts(dispatch: DispatcherBench) -> None:
+    spec = dispatch.scheduler.deploy(V1)
+    dead = dispatch.scheduler.add_instance(V1, spec)
+    dispatch.forwarder.refuse.add(dead.instance_id)
+    ticket = await dispatch.submit(V1)
     ticket.detached = True  # its client left with a 202: the outcome waits for a poll
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 500 and outcome.error
     assert b"Inference connection error" in outcome.body
-    stored = await world.store.get(ticket.request_id)
+    stored = await dispatch.store.get(ticket.request_id)
     assert stored is not None and stored[0].state == RequestState.DONE
 
 
-async def test_undeployed_version_fails_its_queued_requests(world: World) -> None:
-    spec = world.scheduler.deploy(V1)
-    world.scheduler.add_instance(V1, spec)
-    running = await world.submit(V1)
-    queued = await world.submit(V1)
+async def test_undeployed_version_fails_its_queued_requests(dispatch: DispatcherBench) -> None:
+    spec = dispatch.scheduler.deploy(V1)
+    dispatch.scheduler.add_instance(V1, spec)
+    running = await dispatch.submit(V1)
+    queued = await dispatch.submit(V1)
     await settle()
     assert not queued.done.done()
-    world.scheduler.deployed.clear()
-    world.dispatcher.pump_all()
+    dispatch.scheduler.deployed.clear()
+    dispatch.dispatcher.pump_all()
     outcome = await asyncio.wait_for(queued.done, 5)
     assert outcome.status == 404 and outcome.error
     assert b"is not deployed" in outcome.body
     assert not running.done.done()  # in flight: it finishes on its instance
-    world.forwarder.gate.set()
+    dispatch.forwarder.gate.set()
     assert (await asyncio.wait_for(running.done, 5)).status == 200
-    assert world.dispatcher.queued_for_function(FID) == 0
+    assert dispatch.dispatcher.queued_for_function(FID) == 0
 
 
-async def test_a_request_for_a_version_not_deployed_fails_at_once(world: World) -> None:
-    ticket = await world.submit(V2)
+async def test_a_request_for_a_version_not_deployed_fails_at_once(
+    dispatch: DispatcherBench,
+) -> None:
+    ticket = await dispatch.submit(V2)
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 404
     assert client_path(ticket.record) in outcome.body.decode()
 
 
 async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finished(
-    store: RequestStore, tmp_path: Path
+    store: RequestsRepo, tmp_path: Path
 ) -> None:
-    before = World(store, tmp_path / "inf")
+    before = DispatcherBench(store, tmp_path / "inf")
     spec = before.scheduler.deploy(V1)
     before.scheduler.add_instance(V1, spec)
     finished = await before.submit(V1)
@@ -427,7 +431,7 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
     # the process dies here: nothing of `before` runs any more (its tasks are dropped)
     await before.dispatcher._tasks.cancel()
 
-    after = World(store, tmp_path / "inf")
+    after = DispatcherBench(store, tmp_path / "inf")
     spec = after.scheduler.deploy(V1)
     after.scheduler.add_instance(V1, spec)
     after.forwarder.gate.set()
@@ -449,34 +453,36 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
     await after.dispatcher.close(grace_s=1)
 
 
-async def test_abandoned_requests_are_cancelled_queued_or_in_flight(world: World) -> None:
-    spec = world.scheduler.deploy(V1)
-    world.scheduler.add_instance(V1, spec)
-    running = await world.submit(V1, poll_seconds=1)
-    queued = await world.submit(V1, poll_seconds=1)
-    polled = await world.submit(V1, poll_seconds=1)
+async def test_abandoned_requests_are_cancelled_queued_or_in_flight(
+    dispatch: DispatcherBench,
+) -> None:
+    spec = dispatch.scheduler.deploy(V1)
+    dispatch.scheduler.add_instance(V1, spec)
+    running = await dispatch.submit(V1, poll_seconds=1)
+    queued = await dispatch.submit(V1, poll_seconds=1)
+    polled = await dispatch.submit(V1, poll_seconds=1)
     await settle()
     long_ago = time.monotonic() - 11
     for ticket in (running, queued, polled):
         ticket.detached, ticket.last_poll = True, long_ago
     polled.waiters = 1  # a status long-poll is waiting on it right now
-    world.dispatcher.sweep()
+    dispatch.dispatcher.sweep()
     for ticket in (running, queued):
         outcome = await asyncio.wait_for(ticket.done, 5)
         assert outcome.status == 410 and b"no status poll" in outcome.body
-    assert world.forwarder.cancelled == [running.request_id]
+    assert dispatch.forwarder.cancelled == [running.request_id]
     assert not polled.done.done()
-    stored = await world.store.get(queued.request_id)
+    stored = await dispatch.store.get(queued.request_id)
     assert stored is not None and stored[0].state == RequestState.FAILED
     # the freed slot goes to the request still wanted
     await settle()
-    assert world.forwarder.calls[-1][0] == polled.request_id
+    assert dispatch.forwarder.calls[-1][0] == polled.request_id
 
 
 async def test_done_tickets_are_forgotten_after_the_ttl(
-    store: RequestStore, tmp_path: Path
+    store: RequestsRepo, tmp_path: Path
 ) -> None:
-    w = World(store, tmp_path / "inf", ttl=0.2)
+    w = DispatcherBench(store, tmp_path / "inf", ttl=0.2)
     spec = w.scheduler.deploy(V1)
     w.scheduler.add_instance(V1, spec)
     w.forwarder.gate.set()
@@ -491,38 +497,38 @@ async def test_done_tickets_are_forgotten_after_the_ttl(
     await w.dispatcher.close(grace_s=1)
 
 
-async def test_client_cancel_of_a_queued_request(world: World) -> None:
-    spec = world.scheduler.deploy(V1)
-    world.scheduler.add_instance(V1, spec)
-    first = await world.submit(V1)
-    second = await world.submit(V1)
+async def test_client_cancel_of_a_queued_request(dispatch: DispatcherBench) -> None:
+    spec = dispatch.scheduler.deploy(V1)
+    dispatch.scheduler.add_instance(V1, spec)
+    first = await dispatch.submit(V1)
+    second = await dispatch.submit(V1)
     await settle()
-    world.dispatcher.cancel(second.request_id, "the client disconnected")
+    dispatch.dispatcher.cancel(second.request_id, "the client disconnected")
     outcome = await asyncio.wait_for(second.done, 5)
     assert outcome.status == 410 and b"the client disconnected" in outcome.body
-    assert world.dispatcher.depth(V1) == 0
-    world.dispatcher.cancel(first.request_id, "the client disconnected")
+    assert dispatch.dispatcher.depth(V1) == 0
+    dispatch.dispatcher.cancel(first.request_id, "the client disconnected")
     assert (await asyncio.wait_for(first.done, 5)).status == 410
-    assert world.forwarder.cancelled == [first.request_id]
-    assert world.dispatcher.queued_for_function(FID) == 0
+    assert dispatch.forwarder.cancelled == [first.request_id]
+    assert dispatch.dispatcher.queued_for_function(FID) == 0
 
 
-async def test_queue_position_is_capped_at_1000(world: World) -> None:
-    world.scheduler.deploy(V1)  # no instance: everything waits
+async def test_queue_position_is_capped_at_1000(dispatch: DispatcherBench) -> None:
+    dispatch.scheduler.deploy(V1)  # no instance: everything waits
     loop = asyncio.get_running_loop()
     tickets = []
     for _ in range(1003):
         ticket = Ticket(record=record(V1), subject="s", done=loop.create_future())
-        world.dispatcher.submit(ticket)
+        dispatch.dispatcher.submit(ticket)
         tickets.append(ticket)
-    assert world.dispatcher.depth(V1) == 1003
-    positions = [world.dispatcher.position(t.request_id) for t in tickets]
+    assert dispatch.dispatcher.depth(V1) == 1003
+    positions = [dispatch.dispatcher.position(t.request_id) for t in tickets]
     assert positions[:3] == [1, 2, 3] and positions[998:] == [999, 1000, 1000, 1000, 1000]
     assert {t.nvcf_status for t in tickets} == {"pending-evaluation"}
     assert tickets[0].note == "waiting for an instance (none is running)"
 
 
-async def test_a_stored_result_is_served_once(store: RequestStore) -> None:
+async def test_a_stored_result_is_served_once(store: RequestsRepo) -> None:
     """After a restart results come from SQLite: a second poll right after the first is 404."""
     rec = record()
     await store.accept(rec)
@@ -530,7 +536,7 @@ async def test_a_stored_result_is_served_once(store: RequestStore) -> None:
     inv = Invocations(
         store,
         versions_of=None,  # type: ignore[arg-type]
-        dispatch=World(store, Path("/nonexistent")).dispatcher,
+        dispatch=DispatcherBench(store, Path("/nonexistent")).dispatcher,
         default_poll=1,
         max_poll=10,
         max_queue=10,
@@ -548,17 +554,17 @@ async def test_a_stored_result_is_served_once(store: RequestStore) -> None:
 
 
 async def test_a_failed_write_of_the_end_still_answers_the_client(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store error while recording the end must not leave the waiting client hanging."""
-    spec = world.scheduler.deploy(V1)
-    world.scheduler.add_instance(V1, spec)
+    spec = dispatch.scheduler.deploy(V1)
+    dispatch.scheduler.add_instance(V1, spec)
 
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(world.store, "finish", broken)
-    ticket = await world.submit(V1)
-    world.forwarder.gate.set()
+    monkeypatch.setattr(dispatch.store, "finish", broken)
+    ticket = await dispatch.submit(V1)
+    dispatch.forwarder.gate.set()
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 200

@@ -5,80 +5,16 @@ listing, pause/unpause, idempotent removal, pull progress while an image is pull
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from docker_support import (
-    ECHO_IMAGE,
-    EXIT_IMAGE,
-    docker_client_or_skip,
-    ensure_test_images,
-    http_request,
-)
-from fake_runtime import FakeRuntime
+from docker_support import ECHO_IMAGE, docker_client_or_skip
 from registry_support import TestRegistry
+from runtime_support import LABEL, Kind, healthy, spec
 
-from nvcf_lite.runtime.base import (
-    LABEL_INSTANCE_ID,
-    LABEL_MANAGED,
-    ContainerRuntime,
-    ContainerSpec,
-    ImageNotFound,
-    PullProgress,
-)
-
-LABEL = "nvcf-lite.contract"
-
-
-class Kind:
-    def __init__(self, name: str, runtime: ContainerRuntime, images: dict[str, str]) -> None:
-        self.name, self.runtime, self.images = name, runtime, images
-
-
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
-async def kind(request: pytest.FixtureRequest) -> AsyncIterator[Kind]:
-    if request.param == "fake":
-        images = {"echo": "fake/echo", "exit": "fake/exit", "missing": "fake/missing"}
-        k = Kind("fake", FakeRuntime(), images)
-    else:
-        docker_client_or_skip()
-        await asyncio.to_thread(ensure_test_images)
-        from nvcf_lite.runtime.docker import DockerRuntime
-
-        images = {"echo": ECHO_IMAGE, "exit": EXIT_IMAGE, "missing": "nvcf-lite-test/none:1"}
-        k = Kind("docker", DockerRuntime.connect(None, pull_timeout_s=60), images)
-    run = uuid.uuid4().hex[:8]
-    k.images["run"] = run
-    yield k
-    for c in await k.runtime.list_managed():
-        if c.labels.get(LABEL) == run:
-            await k.runtime.remove(c.id, stop_timeout_s=1)
-    await k.runtime.close()
-
-
-def spec(k: Kind, image: str, name: str) -> ContainerSpec:
-    return ContainerSpec(
-        name=f"contract-{k.images['run']}-{name}",
-        image=k.images[image],
-        labels={LABEL: k.images["run"], LABEL_INSTANCE_ID: name},
-        ports=[8000],
-        env={"GREETING": "hi"},
-    )
-
-
-async def healthy(port: int) -> bool:
-    for _ in range(200):
-        try:
-            answer = await asyncio.to_thread(http_request, f"http://127.0.0.1:{port}/health")
-            if answer.status == 200:
-                return True
-        except OSError:
-            pass
-        await asyncio.sleep(0.02)
-    return False
+from nvcf_lite.runtime.base import LABEL_INSTANCE_ID, LABEL_MANAGED, ImageNotFound, PullProgress
 
 
 async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ import docker.errors
 import httpx
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip, ensure_test_images
+from server_support import free_port
 
 from nvcf_lite.runtime import docker_calls
 from nvcf_lite.runtime.base import (
@@ -114,13 +114,6 @@ async def wait_healthy(port: int, timeout_s: float = 20.0) -> None:
                 pass
             assert time.monotonic() < deadline, f"no 200 from 127.0.0.1:{port}/health"
             await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # Tests ------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "Q1": (QUEUE, 200),
     "Q2": (QUEUE, 200),
     "Q3": (QUEUE, 404),  # an unknown request id
-    "S1": (("update_secrets",), 400),  # the world's functions were made without secrets
+    "S1": (("update_secrets",), 400),  # the targets' functions were made without secrets
     "R1": (("update_function",), 204),
     "R2": (("update_function",), 204),
     "X1": (("list_functions_details",), 200),
@@ -62,7 +62,9 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 
 @dataclass
-class World:
+class Targets:
+    """What the matrix calls address: two functions, a deployment and an asset."""
+
     fresh: dict[str, Any]  # registered, not deployed
     deployed: dict[str, Any]  # deployed on CPU (min 0: ACTIVE at once)
     deployment: dict[str, Any]
@@ -84,31 +86,31 @@ def deploy(client: TestClient[Any], fn: dict[str, Any], spec: dict[str, Any]) ->
     return deployment
 
 
-def make_world(client: TestClient[Any]) -> World:
+def make_targets(client: TestClient[Any]) -> Targets:
     fresh, deployed = create(client), create(client)
     deployment = deploy(client, deployed, CPU_SPEC)
     r = client.post(
         f"{PLAIN}/assets", json={"contentType": "text/plain", "description": "x"}, headers=bearer()
     )
     assert r.status_code == 200, r.text
-    return World(fresh, deployed, deployment, r.json()["assetId"])
+    return Targets(fresh, deployed, deployment, r.json()["assetId"])
 
 
 def request(
     client: TestClient[Any],
     name: str,
-    world: World,
+    targets: Targets,
     key: str | None,
     *,
     fresh: dict[str, Any] | None = None,
     deployed: dict[str, Any] | None = None,
     request_id: str = UNKNOWN,
 ) -> Any:
-    """Call endpoint `name`; `fresh` / `deployed` replace the world's functions (other owners)."""
+    """Call endpoint `name`; `fresh` / `deployed` replace the targets' functions (other owners)."""
     headers = bearer(key) if key else {}
-    new, live = fresh or world.fresh, deployed or world.deployed
+    new, live = fresh or targets.fresh, deployed or targets.deployed
     dep = f"{PLAIN}/deployments/functions/{live['id']}/versions/{live['versionId']}"
-    update = {**CPU_SPEC, "gpuSpecificationId": world.spec_id, "maxInstances": 2}
+    update = {**CPU_SPEC, "gpuSpecificationId": targets.spec_id, "maxInstances": 2}
     method, path, payload = {
         "D1": (
             "POST",
@@ -118,11 +120,11 @@ def request(
         "D2": ("GET", dep, None),
         "D3": ("PUT", dep, {"deploymentSpecifications": [update]}),
         "D4": ("DELETE", dep, None),
-        "D5": ("GET", f"{PLAIN}/deployments/{world.deployment['deploymentId']}", None),
+        "D5": ("GET", f"{PLAIN}/deployments/{targets.deployment['deploymentId']}", None),
         "D6": (
             "PATCH",
-            f"{PLAIN}/deployments/{world.deployment['deploymentId']}"
-            f"/gpu-specifications/{world.spec_id}",
+            f"{PLAIN}/deployments/{targets.deployment['deploymentId']}"
+            f"/gpu-specifications/{targets.spec_id}",
             {"maxInstances": 3},
         ),
         "D7": ("GET", f"{PLAIN}/deployments", None),
@@ -130,9 +132,9 @@ def request(
         "G2": ("GET", f"{PLAIN}/supportedGpus", None),
         "A1": ("POST", f"{PLAIN}/assets", {"contentType": "text/plain", "description": "y"}),
         "A2": ("GET", f"{PLAIN}/assets", None),
-        "A3": ("GET", f"{PLAIN}/assets/{world.asset_id}", None),
-        "A4": ("DELETE", f"{PLAIN}/assets/{world.asset_id}", None),
-        "A5": ("GET", f"{PLAIN}/assets/{world.asset_id}/content-redirect", None),
+        "A3": ("GET", f"{PLAIN}/assets/{targets.asset_id}", None),
+        "A4": ("DELETE", f"{PLAIN}/assets/{targets.asset_id}", None),
+        "A5": ("GET", f"{PLAIN}/assets/{targets.asset_id}/content-redirect", None),
         "I1": ("POST", f"{PLAIN}/pexec/functions/{new['id']}", {"x": 1}),
         "I2": (
             "POST",
@@ -166,24 +168,26 @@ def request(
 
 
 @pytest.fixture
-def world(client: TestClient[Any]) -> World:
-    return make_world(client)
+def targets(client: TestClient[Any]) -> Targets:
+    return make_targets(client)
 
 
 @pytest.mark.parametrize("name", list(ENDPOINTS))
-def test_no_key_and_unknown_key_are_401(client: TestClient[Any], world: World, name: str) -> None:
-    problem(request(client, name, world, None), 401)
-    problem(request(client, name, world, "nvapi-" + "Z" * 64), 401)
-    problem(request(client, name, world, "not-a-key"), 401)
+def test_no_key_and_unknown_key_are_401(
+    client: TestClient[Any], targets: Targets, name: str
+) -> None:
+    problem(request(client, name, targets, None), 401)
+    problem(request(client, name, targets, "nvapi-" + "Z" * 64), 401)
+    problem(request(client, name, targets, "not-a-key"), 401)
 
 
 @pytest.mark.parametrize("name", list(ENDPOINTS))
 def test_every_other_scope_is_403(
-    client: TestClient[Any], world: World, make_key: Callable[..., str], name: str
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str], name: str
 ) -> None:
     needed, _ = ENDPOINTS[name]
     key = make_key(*[s for s in SCOPES if s not in needed])
-    doc = problem(request(client, name, world, key), 403)
+    doc = problem(request(client, name, targets, key), 403)
     assert "missing the required scope" in doc["detail"], doc
     assert doc["type"].endswith("forbidden")
     assert doc["instance"].startswith(PLAIN)
@@ -191,19 +195,19 @@ def test_every_other_scope_is_403(
 
 @pytest.mark.parametrize("name", list(ENDPOINTS))
 def test_the_needed_scope_alone_opens_it(
-    client: TestClient[Any], world: World, make_key: Callable[..., str], name: str
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str], name: str
 ) -> None:
     needed, expected = ENDPOINTS[name]
-    r = request(client, name, world, make_key(*needed))
+    r = request(client, name, targets, make_key(*needed))
     assert r.status_code not in (401, 403), r.text
     assert r.status_code == expected, r.text
 
 
 def test_apikey_and_admin_prefixes_count_for_deployments(
-    client: TestClient[Any], world: World, make_key: Callable[..., str]
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str]
 ) -> None:
     for scope in ("apikey:deploy_function", "admin:deploy_function"):
-        assert request(client, "D2", world, make_key(scope)).status_code == 200
+        assert request(client, "D2", targets, make_key(scope)).status_code == 200
 
 
 FUNCTION_SCOPED = (
@@ -214,18 +218,18 @@ FUNCTION_SCOPED = (
 
 @pytest.mark.parametrize("name", FUNCTION_SCOPED)
 def test_a_key_for_another_function_is_403(
-    client: TestClient[Any], world: World, make_key: Callable[..., str], name: str
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str], name: str
 ) -> None:
     mine = create(client)
     key = make_key(*SCOPES, functions=(mine["id"],))
-    doc = problem(request(client, name, world, key), 403)
+    doc = problem(request(client, name, targets, key), 403)
     assert "Missing resource entry in ApiKey for the function" in doc["detail"], doc
     # the same key is fine on its own function
     assert client.get(f"{PLAIN}/queues/functions/{mine['id']}", headers=bearer(key)).is_success
 
 
 def test_a_key_for_one_function_deploys_and_lists_only_it(
-    client: TestClient[Any], world: World, make_key: Callable[..., str]
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str]
 ) -> None:
     mine = create(client)
     key = make_key("deploy_function", functions=(mine["id"],))
@@ -238,7 +242,7 @@ def test_a_key_for_one_function_deploys_and_lists_only_it(
     everything = client.get(f"{PLAIN}/deployments", headers=bearer()).json()["deployments"]
     assert {x["deploymentId"] for x in everything} == {
         d["deploymentId"],
-        world.deployment["deploymentId"],
+        targets.deployment["deploymentId"],
     }
     # a key limited to one version of the function
     other_version = f"{mine['id']}/{UNKNOWN}"
@@ -249,7 +253,7 @@ def test_a_key_for_one_function_deploys_and_lists_only_it(
 
 
 def test_a_key_for_one_function_sees_only_it_in_the_status(
-    client: TestClient[Any], world: World, make_key: Callable[..., str]
+    client: TestClient[Any], targets: Targets, make_key: Callable[..., str]
 ) -> None:
     mine = create(client)
     key = make_key("list_functions_details", functions=(mine["id"],))
@@ -260,11 +264,11 @@ def test_a_key_for_one_function_sees_only_it_in_the_status(
     assert [v["versionId"] for v in fn["versions"]] == [mine["versionId"]]
     everything = client.get("/v2/nvcf-lite/status", headers=bearer()).json()["functions"]
     ids = {f["functionId"] for f in everything}
-    assert ids == {mine["id"], world.fresh["id"], world.deployed["id"]}
-    (deployed,) = [f for f in everything if f["functionId"] == world.deployed["id"]]
+    assert ids == {mine["id"], targets.fresh["id"], targets.deployed["id"]}
+    (deployed,) = [f for f in everything if f["functionId"] == targets.deployed["id"]]
     (version,) = deployed["versions"]
     assert version["status"] == "ACTIVE" and version["queueDepth"] == 0
-    assert version["deploymentId"] == world.deployment["deploymentId"]
+    assert version["deploymentId"] == targets.deployment["deploymentId"]
     assert version["instances"] == [] and version["scaling"][0]["target"] == 0
 
 
@@ -303,8 +307,8 @@ def test_requests_of_another_function_are_403_on_status_and_position(
     app_factory: Callable[..., TestClient[Any]],
 ) -> None:
     client = app_factory(runtime_factory=lambda config: StuckRuntime())
-    world = make_world(client)
-    fid = world.deployed["id"]
+    targets = make_targets(client)
+    fid = targets.deployed["id"]
     r = client.post(
         f"{PLAIN}/pexec/functions/{fid}",
         json={"x": 1},
@@ -319,13 +323,13 @@ def test_requests_of_another_function_are_403_on_status_and_position(
         invoker, _ = portal.call(keys.create, ["invoke_function"], ())
         queue_reader, _ = portal.call(keys.create, ["queue_details"], ())
     for name in ("I3", "Q3"):
-        doc = problem(request(client, name, world, limited, request_id=rid), 403)
+        doc = problem(request(client, name, targets, limited, request_id=rid), 403)
         assert "Missing resource entry in ApiKey for the function" in doc["detail"]
-    r = request(client, "Q3", world, queue_reader, request_id=rid)
+    r = request(client, "Q3", targets, queue_reader, request_id=rid)
     assert r.status_code == 200, r.text
     assert r.json()["functionId"] == fid
-    problem(request(client, "Q3", world, invoker, request_id=rid), 403)
-    problem(request(client, "I3", world, queue_reader, request_id=rid), 403)
+    problem(request(client, "Q3", targets, invoker, request_id=rid), 403)
+    problem(request(client, "I3", targets, queue_reader, request_id=rid), 403)
     r = client.get(
         f"{PLAIN}/pexec/status/{rid}", headers={**bearer(invoker), "NVCF-POLL-SECONDS": "1"}
     )

@@ -41,7 +41,7 @@ class CreateAssetResponse(Wire):
     description: str
 
 
-class AssetDto(Wire):
+class AssetWire(Wire):
     asset_id: str
     description: str | None = None
     content_type: str | None = None
@@ -49,19 +49,19 @@ class AssetDto(Wire):
 
 
 class ListAssetsResponse(Wire):
-    assets: list[AssetDto]
+    assets: list[AssetWire]
 
 
 class AssetResponse(Wire):
-    asset: AssetDto
+    asset: AssetWire
 
 
 class ContentRedirectResponse(Wire):
     presigned_url: str
 
 
-def _dto(asset: Asset) -> AssetDto:
-    return AssetDto(
+def _wire(asset: Asset) -> AssetWire:
+    return AssetWire(
         asset_id=asset.asset_id,
         description=asset.description or DEFAULT_DESCRIPTION,
         content_type=asset.content_type,
@@ -98,13 +98,13 @@ class AssetsController(Controller):
 
     @get("/", opt=INVOKE, summary="A2 list the account's assets")
     async def list_assets(self, principal: Caller, assets: AssetsDep) -> ListAssetsResponse:
-        return ListAssetsResponse(assets=[_dto(a) for a in await assets.list_assets(principal)])
+        return ListAssetsResponse(assets=[_wire(a) for a in await assets.list_assets(principal)])
 
     @get("/{asset_id:str}", opt=INVOKE, summary="A3 get one asset")
     async def get_asset(
         self, asset_id: FromPath[UUID], principal: Caller, assets: AssetsDep
     ) -> AssetResponse:
-        return AssetResponse(asset=_dto(await assets.get(principal, str(asset_id))))
+        return AssetResponse(asset=_wire(await assets.get(principal, str(asset_id))))
 
     @delete("/{asset_id:str}", opt=INVOKE, summary="A4 delete an asset")
     async def delete_asset(

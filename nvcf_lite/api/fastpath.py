@@ -9,20 +9,17 @@ which costs more than the platform's own work for a small request.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nvcf_lite import logs
 from nvcf_lite.api.invocations import Reply, pexec_reply
-from nvcf_lite.api.problems import PROBLEM_JSON, problem_body
+from nvcf_lite.api.problems import PROBLEM_JSON, body_too_large, problem_of
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocations import Invocations
-from nvcf_lite.errors import NotFound, NvcfError, PayloadTooLarge
+from nvcf_lite.errors import NotFound
 from nvcf_lite.models import parse_uuid
-
-log = logging.getLogger("nvcf_lite.api")
 
 # Plain ASGI shapes: the raw messages are built and read here without the framework's types.
 Scope = dict[str, Any]
@@ -51,14 +48,10 @@ async def serve(
 ) -> None:
     try:
         reply = await _reply(state, scope, receive, match)
-    except NvcfError as exc:
-        body = problem_body(exc.status, exc.detail, instance=scope["path"], type_=exc.type)
-        reply = (exc.status, list(exc.headers.items()), body, PROBLEM_JSON)
-    except Exception as exc:
+    except Exception as exc:  # the same ladder as the Litestar route's exception handler
         about = logs.ids(function_id=match.group(1), version_id=match.group(2))
-        log.exception("unhandled error on POST %s", scope["path"], extra=about)
-        body = problem_body(500, f"Internal error: {exc}", instance=scope["path"])
-        reply = (500, [], body, PROBLEM_JSON)
+        status, headers, body = problem_of(exc, "POST", scope["path"], about)
+        reply = (status, headers, body, PROBLEM_JSON)
     await _send(send, reply)
 
 
@@ -66,7 +59,8 @@ async def _reply(state: Any, scope: Scope, receive: Receive, match: re.Match[str
     fid, vid = parse_uuid(match.group(1)), match.group(2)
     version = parse_uuid(vid) if vid else None
     if fid is None or (vid and version is None):
-        raise _not_found(scope)
+        # what the framework answers for a path no route matches (its uuid converter refuses)
+        raise NotFound("Not Found")
     keys: Keys = state.api_keys
     inv: Invocations = state.invocations
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
@@ -74,10 +68,6 @@ async def _reply(state: Any, scope: Scope, receive: Receive, match: re.Match[str
     principal = await keys.authenticate(authorization)
     body = await _body(receive, state.max_body_bytes)
     return await pexec_reply(inv, principal, fid, version, scope, headers, body, receive)  # type: ignore[arg-type]
-
-
-def _not_found(scope: Scope) -> NvcfError:
-    return NotFound(f"Not Found: {scope['path']}")
 
 
 async def _body(receive: Receive, limit: int) -> bytes:
@@ -90,7 +80,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+            raise body_too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -100,8 +90,10 @@ async def _body(receive: Receive, limit: int) -> bytes:
 async def _send(send: Send, reply: Reply) -> None:
     status, headers, body, media = reply
     raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    if media is not None:
-        raw.append((b"content-type", media.encode("latin-1")))
+    # Litestar gives every answer with a body-allowing status a Content-Type (JSON when none is
+    # named), so the I3 poll and the framework's pexec route send one on an empty 202 or 302;
+    # the fast path does too, so a client sees the same headers whichever route answered.
+    raw.append((b"content-type", (media or "application/json").encode("latin-1")))
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

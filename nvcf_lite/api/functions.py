@@ -18,7 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.wire import Wire, to_wire
-from nvcf_lite.domain.function_rules import FunctionRequest, FunctionUpdate
+from nvcf_lite.domain.function_rules import FunctionInput, FunctionUpdate
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.models import FunctionVersion, Principal
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 # -- wire bodies (nested ones serve both requests and responses) ------------------------------
 
 
-class HealthDto(Wire):
+class HealthWire(Wire):
     protocol: str
     uri: str
     port: int
@@ -35,12 +35,12 @@ class HealthDto(Wire):
     expected_status_code: int
 
 
-class EnvVarDto(Wire):
+class EnvVarWire(Wire):
     key: str
     value: str
 
 
-class LlmConfigDto(Wire):
+class LlmConfigWire(Wire):
     uris: list[str] | None = None
     token_rate_limit: str | None = None
     input_token_rate_limit: str | None = None
@@ -49,25 +49,25 @@ class LlmConfigDto(Wire):
     routing_method: str | None = None
 
 
-class ModelDto(Wire):
+class ModelWire(Wire):
     name: str
     version: str | None = None
     uri: str | None = None
-    llm_config: LlmConfigDto | None = None
+    llm_config: LlmConfigWire | None = None
 
 
-class ResourceDto(Wire):
+class ResourceWire(Wire):
     name: str
     version: str
     uri: str
 
 
-class SecretDto(Wire):
+class SecretWire(Wire):
     name: str
     value: str | dict[str, Any]
 
 
-class RateLimitDto(Wire):
+class RateLimitWire(Wire):
     rate_limit: str | None = None
     exempted_nca_ids: list[str] | None = None
     per_nca_id_rate: dict[str, str] | None = None
@@ -75,22 +75,22 @@ class RateLimitDto(Wire):
     per_user_rate: str | None = None
 
 
-class PriorityDto(Wire):
+class PriorityWire(Wire):
     default_priority: int | None = None
     per_account_priority: dict[str, int] | None = None
 
 
-class LlmInvocationConfigDto(Wire):
-    priority: PriorityDto | None = None
+class LlmInvocationConfigWire(Wire):
+    priority: PriorityWire | None = None
 
 
-class TelemetriesDto(Wire):
+class TelemetriesWire(Wire):
     logs_telemetry_id: str | None = None
     metrics_telemetry_id: str | None = None
     traces_telemetry_id: str | None = None
 
 
-class InstanceDto(Wire):
+class ActiveInstanceWire(Wire):
     instance_id: str
     function_id: str
     function_version_id: str
@@ -111,35 +111,35 @@ class CreateFunctionRequest(Wire):
     name: str | None = None
     inference_url: str | None = None
     inference_port: int | None = None
-    health: HealthDto | None = None
+    health: HealthWire | None = None
     health_uri: str | None = None
     container_image: str | None = None
     container_args: str | None = None
-    container_environment: list[EnvVarDto] | None = None
-    models: list[ModelDto] | None = None
-    resources: list[ResourceDto] | None = None
+    container_environment: list[EnvVarWire] | None = None
+    models: list[ModelWire] | None = None
+    resources: list[ResourceWire] | None = None
     helm_chart: str | None = None
     helm_chart_service_name: str | None = None
     api_body_format: str | None = None
     function_type: str | None = None
     description: str | None = None
     tags: list[str] | None = None
-    secrets: list[SecretDto] | None = None
-    rate_limit: RateLimitDto | None = None
-    llm_invocation_config: LlmInvocationConfigDto | None = None
-    telemetries: TelemetriesDto | None = None
+    secrets: list[SecretWire] | None = None
+    rate_limit: RateLimitWire | None = None
+    llm_invocation_config: LlmInvocationConfigWire | None = None
+    telemetries: TelemetriesWire | None = None
 
 
-class LlmConfigUpdateDto(Wire):
+class LlmConfigUpdateWire(Wire):
     token_rate_limit: str | None = None
     routing_method: str | None = None
     input_token_rate_limit: str | None = None
     output_token_rate_limit: str | None = None
 
 
-class ModelUpdateDto(Wire):
+class ModelUpdateWire(Wire):
     model_name: str | None = None
-    llm_config: LlmConfigUpdateDto | None = None
+    llm_config: LlmConfigUpdateWire | None = None
 
 
 class UpdateFunctionRequest(Wire):
@@ -149,13 +149,13 @@ class UpdateFunctionRequest(Wire):
     `description` is an nvcf-lite extension."""
 
     tags: list[str] | None = None
-    rate_limit: RateLimitDto | UnsetType | None = UNSET
-    model_updates: list[ModelUpdateDto] | None = None
-    llm_invocation_config: LlmInvocationConfigDto | None = None
+    rate_limit: RateLimitWire | UnsetType | None = UNSET
+    model_updates: list[ModelUpdateWire] | None = None
+    llm_invocation_config: LlmInvocationConfigWire | None = None
     description: str | None = None
 
 
-class FunctionDto(Wire):
+class FunctionWire(Wire):
     function_id: str = msgspec.field(name="id")
     version_id: str
     nca_id: str
@@ -163,7 +163,7 @@ class FunctionDto(Wire):
     status: str
     inference_url: str
     health_uri: str
-    health: HealthDto
+    health: HealthWire
     created_at: str
     function_type: str
     api_body_format: str
@@ -171,26 +171,26 @@ class FunctionDto(Wire):
     inference_port: int | None = None
     container_image: str | None = None
     container_args: str | None = None
-    container_environment: list[EnvVarDto] | None = None
-    models: list[ModelDto] | None = None
-    resources: list[ResourceDto] | None = None
+    container_environment: list[EnvVarWire] | None = None
+    models: list[ModelWire] | None = None
+    resources: list[ResourceWire] | None = None
     helm_chart: str | None = None
     helm_chart_service_name: str | None = None
     tags: list[str] | None = None
-    rate_limit: RateLimitDto | None = None
-    llm_invocation_config: LlmInvocationConfigDto | None = None
-    telemetries: TelemetriesDto | None = None
+    rate_limit: RateLimitWire | None = None
+    llm_invocation_config: LlmInvocationConfigWire | None = None
+    telemetries: TelemetriesWire | None = None
     secrets: list[str] | None = None  # names only, never values
-    active_instances: list[InstanceDto] | None = None
+    active_instances: list[ActiveInstanceWire] | None = None
     owned_by_different_account: bool | None = None
 
 
 class FunctionResponse(Wire):
-    function: FunctionDto
+    function: FunctionWire
 
 
 class ListFunctionsResponse(Wire):
-    functions: list[FunctionDto]
+    functions: list[FunctionWire]
 
 
 class ListFunctionIdsResponse(Wire):
@@ -204,7 +204,7 @@ def to_domain(body: msgspec.Struct, domain_type: type[T]) -> T:
 
 
 def function_response(version: FunctionVersion) -> FunctionResponse:
-    return FunctionResponse(function=to_wire(version, FunctionDto))
+    return FunctionResponse(function=to_wire(version, FunctionWire))
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -234,9 +234,7 @@ class FunctionsController(Controller):
         principal: Caller,
         functions: FunctionsDep,
     ) -> FunctionResponse:
-        return function_response(
-            await functions.create(principal, to_domain(data, FunctionRequest))
-        )
+        return function_response(await functions.create(principal, to_domain(data, FunctionInput)))
 
     @post(
         "/functions/{function_id:str}/versions",
@@ -251,7 +249,7 @@ class FunctionsController(Controller):
         principal: Caller,
         functions: FunctionsDep,
     ) -> FunctionResponse:
-        request = to_domain(data, FunctionRequest)
+        request = to_domain(data, FunctionInput)
         return function_response(
             await functions.create_version(principal, str(function_id), request)
         )
@@ -264,7 +262,7 @@ class FunctionsController(Controller):
         visibility: VisibilityParam = None,
     ) -> ListFunctionsResponse:
         found = await functions.list_functions(principal, visibility)
-        return ListFunctionsResponse(functions=[to_wire(v, FunctionDto) for v in found])
+        return ListFunctionsResponse(functions=[to_wire(v, FunctionWire) for v in found])
 
     @get("/functions/ids", opt=LIST, summary="F4 list function ids")
     async def list_function_ids(
@@ -283,7 +281,7 @@ class FunctionsController(Controller):
         functions: FunctionsDep,
     ) -> ListFunctionsResponse:
         found = await functions.list_versions(principal, str(function_id))
-        return ListFunctionsResponse(functions=[to_wire(v, FunctionDto) for v in found])
+        return ListFunctionsResponse(functions=[to_wire(v, FunctionWire) for v in found])
 
     @get(VERSION_PATH, opt=LIST, summary="F6 get one version")
     async def get_version(

@@ -13,22 +13,22 @@ from litestar import Request, Response, get
 from nvcf_lite.api.wire import Wire
 
 
-class Component(Wire, kw_only=True):
+class ComponentWire(Wire, kw_only=True):
     status: str  # "ok" | "unavailable" | "degraded"
     detail: str | None = None
 
 
-class HealthReport(Wire, kw_only=True):
+class HealthResponse(Wire, kw_only=True):
     status: str
     version: str
-    store: Component
-    docker: Component
-    gpus: Component
+    store: ComponentWire
+    docker: ComponentWire
+    gpus: ComponentWire
 
 
 @get("/health", opt={}, summary="Server health (no auth)", tags=["health"])
-async def health(request: Request[Any, Any, Any]) -> Response[HealthReport]:
-    report: HealthReport = await request.app.state.health_report()
+async def health(request: Request[Any, Any, Any]) -> Response[HealthResponse]:
+    report: HealthResponse = await request.app.state.health_report()
     return Response(report, status_code=200 if report.store.status == "ok" else 503)
 
 

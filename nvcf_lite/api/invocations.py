@@ -24,7 +24,7 @@ from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocation_rules import client_path, poll_seconds, problem, status_header
 from nvcf_lite.domain.invocations import Invocations, Pending, StreamReply, Ticket
-from nvcf_lite.errors import NotFound
+from nvcf_lite.errors import GATEWAY_TIMEOUT, NotFound
 from nvcf_lite.models import Outcome, Principal, parse_uuid
 
 INVOKE = scopes("invoke_function")
@@ -33,7 +33,6 @@ QUICK_S = 0.05
 EXPOSE = {"Access-Control-Expose-Headers": "nvcf-reqid"}
 _SKIP = {"content-type", "content-length", "transfer-encoding", "connection"}
 Caller = NamedDependency[Principal]
-GATEWAY_TIMEOUT = "urn:nvcf-worker-service:problem-details:gateway-timeout"
 R = TypeVar("R")
 
 

@@ -24,7 +24,7 @@ from nvcf_lite.domain.registry import LocalImage, Registry
 from nvcf_lite.errors import NotFound, Unauthorized
 
 
-class CallerInfoForm(Wire):
+class CallerInfoRequest(Wire):
     credentials: str = ""
 
 
@@ -36,7 +36,7 @@ class CallerInfoForm(Wire):
 )
 async def get_caller_info(
     request: Request[Any, Any, Any],
-    data: Annotated[CallerInfoForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    data: Annotated[CallerInfoRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> dict[str, Any]:
     keys: Keys = request.app.state.api_keys
     if not data.credentials:

@@ -1,87 +1,51 @@
-"""The one place errors become RFC 9457 problem+json (spec §5)."""
+"""Exceptions become RFC 9457 problem+json here (spec §5), for the Litestar handlers and the
+pexec fast path alike: one ladder (`problem_of`) over the one renderer in `errors`."""
 
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from nvcf_lite import logs
-from nvcf_lite.errors import TYPE_PREFIX, NvcfError
+from nvcf_lite.errors import PROBLEM_JSON, NvcfError, PayloadTooLarge, problem_body
 
 log = logging.getLogger("nvcf_lite.api")
 
-PROBLEM_JSON = "application/problem+json"
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "body_too_large", "problem_of"]
 
-_KIND_BY_STATUS = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    409: "exists",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-    422: "unprocessable-entity",
-    429: "too-many-requests",
-    500: "internal-server-error",
-    503: "service-unavailable",
-}
+Problem = tuple[int, list[tuple[str, str]], bytes]  # status, headers, problem+json body
 
 
-def problem_body(
-    status: int,
-    detail: str,
-    *,
-    instance: str,
-    type_: str | None = None,
-    request_id: str | None = None,
-) -> bytes:
-    body: dict[str, Any] = {
-        "type": type_ or TYPE_PREFIX + _KIND_BY_STATUS.get(status, "error"),
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail or HTTPStatus(status).phrase,
-        "instance": instance,
-    }
-    if request_id:
-        body["requestId"] = request_id
-    return msgspec.json.encode(body)
+def problem_of(
+    exc: BaseException, method: str, instance: str, about: dict[str, Any] | None = None
+) -> Problem:
+    """The answer to `exc` on the request `method instance` (its path); an unexpected exception
+    is logged (with `about`, the request's ids) and answered 500 with its message."""
+    if isinstance(exc, NvcfError):
+        return _render(exc.status, exc.detail, instance, exc.type, exc.headers)
+    if isinstance(exc, HTTPException):
+        detail = exc.detail
+        if isinstance(exc, ValidationException) and exc.extra:
+            detail = f"{detail}: {_validation_text(exc.extra)}"
+        return _render(exc.status_code, detail, instance, None, exc.headers)
+    log.exception("unhandled error on %s %s", method, instance, exc_info=exc, extra=about or {})
+    return _render(500, f"Internal error: {exc}", instance, None, None)
 
 
-def problem_response(
-    status: int,
-    detail: str,
-    *,
-    instance: str,
-    type_: str | None = None,
-    headers: dict[str, str] | None = None,
-    request_id: str | None = None,
-) -> Response[bytes]:
-    body = problem_body(status, detail, instance=instance, type_=type_, request_id=request_id)
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+def _render(
+    status: int, detail: str, instance: str, type_: str | None, headers: dict[str, str] | None
+) -> Problem:
+    body = problem_body(status, detail, instance=instance, type_=type_)
+    return status, list((headers or {}).items()), body
 
 
-def _instance(request: Request[Any, Any, Any]) -> str:
-    return request.scope.get("path", "")
-
-
-def nvcf_error_handler(request: Request[Any, Any, Any], exc: NvcfError) -> Response[bytes]:
-    return problem_response(
-        exc.status, exc.detail, instance=_instance(request), type_=exc.type, headers=exc.headers
-    )
-
-
-def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    detail = exc.detail
-    if isinstance(exc, ValidationException) and exc.extra:
-        detail = f"{detail}: {_validation_text(exc.extra)}"
-    headers = dict(exc.headers or {})
-    return problem_response(exc.status_code, detail, instance=_instance(request), headers=headers)
+def body_too_large(limit: int) -> PayloadTooLarge:
+    """A request body over `server.max_body_bytes` (or a route's own limit)."""
+    return PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
 
 
 def _validation_text(extra: Any) -> str:
@@ -97,20 +61,20 @@ def _validation_text(extra: Any) -> str:
     return str(extra)
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     params = request.path_params
     about = logs.ids(
         function_id=str(params.get("function_id") or ""),
         version_id=str(params.get("version_id") or ""),
     )
-    log.exception(
-        "unhandled error on %s %s", request.method, _instance(request), exc_info=exc, extra=about
-    )
-    return problem_response(500, f"Internal error: {exc}", instance=_instance(request))
+    instance = request.scope.get("path", "")
+    if isinstance(exc, RequestEntityTooLarge):
+        # Litestar's detail is only the phrase; the fast path's names the limit, which is what
+        # a client needs to act on: both say the latter (spec §5.1, `detail` is the message).
+        limit = request.route_handler.resolve_request_max_body_size()
+        exc = body_too_large(limit) if limit else exc
+    status, headers, body = problem_of(exc, request.method, instance, about)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers))
 
 
-EXCEPTION_HANDLERS: Any = {
-    NvcfError: nvcf_error_handler,
-    HTTPException: http_error_handler,
-    Exception: internal_error_handler,
-}
+EXCEPTION_HANDLERS: Any = {Exception: _handler}

@@ -19,8 +19,8 @@ from nvcf_lite.api.functions import (
     VERSION_PATH,
     Caller,
     FunctionsDep,
-    RateLimitDto,
-    SecretDto,
+    RateLimitWire,
+    SecretWire,
     functions_of,
     to_domain,
 )
@@ -32,11 +32,11 @@ from nvcf_lite.models import RateLimit
 
 
 class UpdateSecretsRequest(Wire):
-    secrets: list[SecretDto]
+    secrets: list[SecretWire]
 
 
 class RateLimitRequest(Wire):
-    rate_limit: RateLimitDto
+    rate_limit: RateLimitWire
 
 
 class SecretsController(Controller):

@@ -10,7 +10,12 @@ T = TypeVar("T")
 
 
 class Wire(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
-    """Base of every request and response body. Unknown request fields are ignored."""
+    """Base of every request and response body. Unknown request fields are ignored.
+
+    Names: a whole body is `*Request` or `*Response`; every other wire struct is `*Wire`, named
+    after its domain twin where it has one (`HealthWire` for `HealthCheck`). The twins' field
+    sets are held equal by tests/test_struct_fields.py.
+    """
 
 
 def to_wire(obj: Any, wire_type: type[T]) -> T:

@@ -24,11 +24,11 @@ from nvcf_lite.domain.placement import Host
 from nvcf_lite.errors import Invalid, NotFound
 from nvcf_lite.models import (
     INSTANCE_STATUS,
+    ActiveInstance,
     Deployment,
     FunctionStatus,
     FunctionVersion,
     GpuSpec,
-    InstanceRecord,
     InstanceView,
     SpecState,
     new_id,
@@ -258,9 +258,9 @@ class Deployments:
             self.reconcile()
 
 
-def instance_record(view: InstanceView, nca_id: str) -> InstanceRecord:
+def active_instance(view: InstanceView, nca_id: str) -> ActiveInstance:
     """An instance as F6 `activeInstances` shows it (InstanceDto)."""
-    return InstanceRecord(
+    return ActiveInstance(
         instance_id=view.instance_id,
         function_id=view.function_id,
         function_version_id=view.version_id,

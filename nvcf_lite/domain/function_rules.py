@@ -1,6 +1,6 @@
 """Request rules of function create (F1/F2) and update (F8/F9), spec §2.1.1 and §2.1.5.
 
-`build_version` turns a `FunctionRequest` into a validated `FunctionVersion` with every default
+`build_version` turns a `FunctionInput` into a validated `FunctionVersion` with every default
 resolved; `apply_update` applies a `FunctionUpdate`. Each rule raises `Invalid` (400) with a
 message that names the field; where NVCF's own message is known it is used word for word.
 Empty collections are stored as absent, so a response never carries `[]` for them.
@@ -58,7 +58,7 @@ UPDATE_REQUIRED = (
 E = TypeVar("E", bound=StrEnum)
 
 
-class FunctionRequest(msgspec.Struct, frozen=True, kw_only=True):
+class FunctionInput(msgspec.Struct, frozen=True, kw_only=True):
     """The body of F1/F2 (`CreateFunctionRequest`), shapes checked, rules not yet."""
 
     name: str | None = None
@@ -109,7 +109,7 @@ class FunctionUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def build_version(
-    req: FunctionRequest, *, function_id: str, version_id: str, nca_id: str, created_at: str
+    req: FunctionInput, *, function_id: str, version_id: str, nca_id: str, created_at: str
 ) -> tuple[FunctionVersion, dict[str, Any]]:
     """A validated version (status INACTIVE) and its secret values, name -> value."""
     name = _name(req.name)
@@ -237,7 +237,7 @@ def _port(field: str, value: int) -> int:
     return value
 
 
-def _artifacts(req: FunctionRequest) -> tuple[str | None, str | None, str | None]:
+def _artifacts(req: FunctionInput) -> tuple[str | None, str | None, str | None]:
     image = (
         None if req.container_image is None else check_uri("containerImage", req.container_image)
     )
@@ -268,7 +268,7 @@ def _artifacts(req: FunctionRequest) -> tuple[str | None, str | None, str | None
     return image, helm, service
 
 
-def _health(req: FunctionRequest, inference_url: str) -> HealthCheck:
+def _health(req: FunctionInput, inference_url: str) -> HealthCheck:
     given = req.health
     if given is None:
         uri = (

@@ -23,24 +23,24 @@ from nvcf_lite.domain.auth import covers, require_function
 from nvcf_lite.domain.function_fields import SecretInput
 from nvcf_lite.domain.function_fields import secrets as validate_secrets
 from nvcf_lite.domain.function_rules import (
-    FunctionRequest,
+    FunctionInput,
     FunctionUpdate,
     apply_update,
     build_version,
 )
 from nvcf_lite.errors import Forbidden, Invalid, NotFound
 from nvcf_lite.models import (
+    ActiveInstance,
     FunctionStatus,
     FunctionType,
     FunctionVersion,
-    InstanceRecord,
     Principal,
     new_id,
     now_iso,
 )
 from nvcf_lite.store.functions import FunctionsRepo
 
-InstancesProvider = Callable[[str], Awaitable[list[InstanceRecord]]]
+InstancesProvider = Callable[[str], Awaitable[list[ActiveInstance]]]
 """version_id -> the instances of that version (for F6 `activeInstances`)."""
 BeforeDelete = Callable[[str, str], Awaitable[None]]
 """(function_id, version_id) -> None; called before a version is deleted."""
@@ -91,7 +91,7 @@ class Functions:
 
     # -- F1, F2 ---------------------------------------------------------------------------
 
-    async def create(self, principal: Principal, request: FunctionRequest) -> FunctionVersion:
+    async def create(self, principal: Principal, request: FunctionInput) -> FunctionVersion:
         """F1: a new function with its first version."""
         function_id = new_id()
         if not covers(principal.resources, function_id, None):
@@ -101,7 +101,7 @@ class Functions:
         return await self._register(principal, function_id, request)
 
     async def create_version(
-        self, principal: Principal, function_id: str, request: FunctionRequest
+        self, principal: Principal, function_id: str, request: FunctionInput
     ) -> FunctionVersion:
         """F2: a new version of an existing function (same id, new versionId)."""
         existing = await self._own_versions(principal, function_id)
@@ -115,7 +115,7 @@ class Functions:
         self,
         principal: Principal,
         function_id: str,
-        request: FunctionRequest,
+        request: FunctionInput,
         existing: list[FunctionVersion] | None = None,
     ) -> FunctionVersion:
         version, secrets = build_version(

@@ -4,11 +4,10 @@ header, which client headers reach the container, NVCF-STATUS, and problem+json 
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 
 import msgspec
 
-from nvcf_lite.errors import Invalid
+from nvcf_lite.errors import CONTAINER_PREFIX, PROBLEM_JSON, Invalid, kebab_phrase, problem_body
 from nvcf_lite.models import Outcome, RequestRecord
 
 HOP_BY_HOP = {
@@ -91,21 +90,9 @@ def status_header(status: int) -> str:
 
 
 def problem(status: int, type_: str, detail: str, instance: str, request_id: str) -> Outcome:
-    """A problem+json outcome (spec §4.4, §5.2)."""
-    body = {
-        "type": type_,
-        "title": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-        "requestId": request_id,
-    }
-    return Outcome(
-        status=status,
-        headers=[("content-type", "application/problem+json")],
-        body=msgspec.json.encode(body),
-        error=True,
-    )
+    """A problem+json outcome (spec §4.4, §5.2), rendered by the one renderer in `errors`."""
+    body = problem_body(status, detail, instance=instance, type_=type_, request_id=request_id)
+    return Outcome(status=status, headers=[("content-type", PROBLEM_JSON)], body=body, error=True)
 
 
 def container_error(status: int, body: bytes, instance: str, request_id: str) -> Outcome:
@@ -117,11 +104,9 @@ def container_error(status: int, body: bytes, instance: str, request_id: str) ->
             detail = parsed["error"]
     except msgspec.DecodeError:
         pass
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    kebab = phrase.lower().replace(" ", "-").replace("'", "")
-    return problem(
-        status, f"urn:inference-service:problem-details:{kebab}", detail, instance, request_id
-    )
+    # The reason phrase, not the control-plane kinds: a container's 409 is `conflict`.
+    type_ = CONTAINER_PREFIX + kebab_phrase(status)
+    return problem(status, type_, detail, instance, request_id)
 
 
 def client_path(record: RequestRecord) -> str:

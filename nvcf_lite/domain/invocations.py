@@ -21,7 +21,7 @@ from nvcf_lite.domain.auth import require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable, status_header
 from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
 from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, new_id, parse_uuid
-from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.requests import RequestsRepo
 
 INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
 # How long a poll window that ends while the outcome is being recorded waits for that write.
@@ -161,7 +161,7 @@ class Pending:
 class Invocations:
     def __init__(
         self,
-        store: RequestStore,
+        store: RequestsRepo,
         versions_of: VersionsOf,
         dispatch: Dispatch,
         *,

@@ -57,7 +57,7 @@ def _record(row: Row) -> RequestRecord:
     )
 
 
-class RequestStore:
+class RequestsRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pending: list[tuple[Op, asyncio.Future[None] | None]] = []

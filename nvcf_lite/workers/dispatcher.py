@@ -1,4 +1,4 @@
-"""The Dispatcher: per-version FIFO queues in memory, mirrored durably by the RequestStore.
+"""The Dispatcher: per-version FIFO queues in memory, mirrored durably by the RequestsRepo.
 
 Each ready instance has `slots` (maxRequestConcurrency); a request leaves its queue only for
 an instance with a free slot. A request that never reached its container goes back to the
@@ -21,8 +21,9 @@ from nvcf_lite import logs
 from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.domain.metrics import Metrics
+from nvcf_lite.errors import GONE, WORKER_ERROR
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
-from nvcf_lite.store.requests import RequestStore
+from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.scheduler import Scheduler
@@ -33,8 +34,6 @@ log = logging.getLogger("nvcf_lite.dispatcher")
 MAX_ATTEMPTS = 3
 LEASE_AFTER_S = 1.0
 WATCH_AFTER_S = 0.1
-GONE = "urn:nvcf-worker-service:problem-details:not-found"
-WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 SubjectOf = Callable[[RequestRecord], Awaitable[str]]
 
 
@@ -56,7 +55,7 @@ def cold_start(ticket: Ticket, inst: Instance) -> str | None:
 class Dispatcher:
     def __init__(
         self,
-        store: RequestStore,
+        store: RequestsRepo,
         scheduler: Scheduler,
         forwarder: Forwarder,
         request_ttl_s: float,

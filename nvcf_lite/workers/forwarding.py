@@ -25,7 +25,7 @@ from yarl import URL
 
 from nvcf_lite.domain.invocation_rules import HOP_BY_HOP, client_path, container_error, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
-from nvcf_lite.errors import NvcfError
+from nvcf_lite.errors import CONNECTION_ERROR, WORKER_ERROR, NvcfError
 from nvcf_lite.models import Outcome, new_id
 from nvcf_lite.workers.instances import INF_DIR, Instance
 
@@ -33,8 +33,6 @@ POOL_BATCH, POOL_LOW = 256, 128
 # A folder's mtime moves in coarse kernel ticks: only trust an unchanged one for folders made
 # well before the request (a file written in the same tick as the mkdir would not show).
 MTIME_SAFE_S = 0.05
-CONNECTION_ERROR = "urn:inference-connection:problem-details:internal-server-error"
-WORKER_ERROR = "urn:nvcf-worker-service:problem-details:internal-server-error"
 # The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
 _NO_COPY = HOP_BY_HOP
 

@@ -1,0 +1,76 @@
+"""The runtimes the runtime contract runs its assertions on (the FakeRuntime and Docker):
+`Kind`, `open_kind()` (the `kind` fixture of conftest), `spec()` and `healthy()`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from docker_support import (
+    ECHO_IMAGE,
+    EXIT_IMAGE,
+    docker_client_or_skip,
+    ensure_test_images,
+    http_request,
+)
+from fake_runtime import FakeRuntime
+
+from nvcf_lite.runtime.base import LABEL_INSTANCE_ID, ContainerRuntime, ContainerSpec
+
+LABEL = "nvcf-lite.contract"
+
+
+class Kind:
+    """One runtime under the contract: its name, the runtime, and its images by role."""
+
+    def __init__(self, name: str, runtime: ContainerRuntime, images: dict[str, str]) -> None:
+        self.name, self.runtime, self.images = name, runtime, images
+
+
+@asynccontextmanager
+async def open_kind(name: str) -> AsyncIterator[Kind]:
+    """The runtime `name` ("fake" or "docker") with its test images; on exit the containers
+    this run labelled are removed and the runtime closed."""
+    if name == "fake":
+        images = {"echo": "fake/echo", "exit": "fake/exit", "missing": "fake/missing"}
+        k = Kind("fake", FakeRuntime(), images)
+    else:
+        docker_client_or_skip()
+        await asyncio.to_thread(ensure_test_images)
+        from nvcf_lite.runtime.docker import DockerRuntime
+
+        images = {"echo": ECHO_IMAGE, "exit": EXIT_IMAGE, "missing": "nvcf-lite-test/none:1"}
+        k = Kind("docker", DockerRuntime.connect(None, pull_timeout_s=60), images)
+    run = uuid.uuid4().hex[:8]
+    k.images["run"] = run
+    try:
+        yield k
+    finally:
+        for c in await k.runtime.list_managed():
+            if c.labels.get(LABEL) == run:
+                await k.runtime.remove(c.id, stop_timeout_s=1)
+        await k.runtime.close()
+
+
+def spec(k: Kind, image: str, name: str) -> ContainerSpec:
+    return ContainerSpec(
+        name=f"contract-{k.images['run']}-{name}",
+        image=k.images[image],
+        labels={LABEL: k.images["run"], LABEL_INSTANCE_ID: name},
+        ports=[8000],
+        env={"GREETING": "hi"},
+    )
+
+
+async def healthy(port: int) -> bool:
+    for _ in range(200):
+        try:
+            answer = await asyncio.to_thread(http_request, f"http://127.0.0.1:{port}/health")
+            if answer.status == 200:
+                return True
+        except OSError:
+            pass
+        await asyncio.sleep(0.02)
+    return False

@@ -31,6 +31,7 @@ from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
 from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
+from nvcf_lite.api.services import services
 from nvcf_lite.api.status import STATUS_HANDLERS
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
@@ -40,7 +41,9 @@ class NvcfLite(Litestar):
     """Litestar, with the invocation hot path answered before the framework's routing
     (unless `server.fast_path` is off: then the Litestar route in api/invocations answers)."""
 
-    fast_path = True
+    def __init__(self, *, fast_path: bool, **litestar: Any) -> None:
+        super().__init__(**litestar)
+        self.fast_path = fast_path
 
     async def __call__(
         self,
@@ -51,7 +54,9 @@ class NvcfLite(Litestar):
         raw: Any = scope
         match = fastpath.claims(raw) if self.fast_path else None
         if match is not None:
-            await fastpath.serve(self.state, raw, cast(Any, receive), cast(Any, send), match)
+            await fastpath.serve(
+                services(self.state), raw, cast(Any, receive), cast(Any, send), match
+            )
             return
         await super().__call__(scope, receive, send)
 
@@ -65,7 +70,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.enter_context(_on_stop_signals(platform.begin_shutdown))
-            await platform.start(stack, app.state)
+            app.state.services = await platform.start(stack)
             try:
                 yield
             finally:
@@ -81,6 +86,7 @@ def create_app(
         *ASSET_HANDLERS,
     ]
     app = NvcfLite(
+        fast_path=config.server.fast_path,
         route_handlers=[
             swagger_assets(),
             health,
@@ -100,8 +106,7 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    app.fast_path = config.server.fast_path
-    app.state.platform = platform
+    app.state.platform = platform  # for tests and tools: the platform's own objects
     return app
 
 

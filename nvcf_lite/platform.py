@@ -1,7 +1,10 @@
 """The platform: store, drivers, domain services and workers, opened in one AsyncExitStack.
 
-`Platform.start` runs in the app's lifespan; everything long-lived is closed in reverse. A
-missing Docker engine or NVML is not fatal: the API serves and /health says what is missing.
+`Platform.start` runs in the app's lifespan: the one place objects are built, in dependency
+order, each collaborator handed in through its constructor (a Protocol or a callable the
+consumer's module names); it returns the `Services` the handlers read. Everything long-lived is
+closed in reverse. A missing Docker engine or NVML is not fatal: the API serves and /health says
+what is missing.
 """
 
 from __future__ import annotations
@@ -14,16 +17,28 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from litestar.datastructures import State
-
 from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
+from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
-from nvcf_lite.domain.deployments import Deployments, VersionRef, active_instance, version_ref
-from nvcf_lite.domain.functions import Functions
-from nvcf_lite.domain.invocations import CachedVersions, Invocations, Queues, VersionInfo
+from nvcf_lite.domain.deployments import (
+    Busy,
+    Deployments,
+    VersionLookup,
+    VersionRef,
+    active_instance,
+    version_ref,
+)
+from nvcf_lite.domain.functions import Functions, InstancesProvider
+from nvcf_lite.domain.invocations import (
+    CachedVersions,
+    Invocations,
+    Queues,
+    VersionInfo,
+    VersionsOf,
+)
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
@@ -41,10 +56,13 @@ from nvcf_lite.store.keys import KeysRepo
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
+from nvcf_lite.workers.backlog import Backlog
+from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.dispatcher import Dispatcher
 from nvcf_lite.workers.forwarding import Forwarder
 from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
+from nvcf_lite.workers.lifecycle import LaunchLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 
@@ -79,8 +97,12 @@ class Platform:
             log.info("shutting down: ending open log streams")
             self.stopping.set()
 
-    async def start(self, stack: AsyncExitStack, state: State) -> None:
-        config = self.config
+    async def start(self, stack: AsyncExitStack) -> Services:
+        """Build every object in dependency order, each collaborator handed in through its
+        constructor; start the workers; return what the handlers use. What is started is
+        closed by `stack`, in reverse."""
+        config, cfg = self.config, self.config.invocation
+        nca_id = config.account.nca_id
         data = config.data_path
         data.mkdir(parents=True, exist_ok=True)
         self.db = await Database.open(data / "nvcf-lite.db")
@@ -89,7 +111,7 @@ class Platform:
         self.signer = Signer(signing_key)
         self.keys = Keys(
             KeysRepo(self.db),
-            config.account.nca_id,
+            nca_id,
             config.auth.key_cache_seconds,
             tokens=TokenSigner(signing_key),
         )
@@ -100,141 +122,72 @@ class Platform:
             self.runtime = self.runtime_factory(config)
             if self.runtime is not None:
                 stack.push_async_callback(self.runtime.close)
-        self.registry = Registry(self.runtime)
-        self.functions = Functions(FunctionsRepo(self.db), config.account.nca_id)
-        state.functions = self.functions
-        await self._start_assets(stack)
-        state.assets = self.assets
-        await self._start_deployments(stack)
-        state.api_keys = self.keys
-        state.registry = self.registry
-        state.org_name = config.account.org_name
-        state.token_ttl_s = config.auth.token_ttl_s
-        state.platform = self
-        state.container_logs = self.container_logs
-        state.deployments = self.deployments
-        state.host = self.host
-        state.nca_id = config.account.nca_id
-        state.max_body_bytes = config.server.max_body_bytes
-        state.invocations = self.invocations
-        state.queues = Queues(self.invocations)
-        state.health_report = self.health_report
-        state.overview = Overview(
-            self.functions,
-            self.deployments,
-            self.host,
-            self.dispatcher.depth,
-            self.scheduler.held_units,
-        )
-        state.metrics_text = self.metrics_text
-
-    async def _start_assets(self, stack: AsyncExitStack) -> None:
-        """One signing key and one blob store for assets and large results; the sweeper."""
-        data = self.config.data_path
-        self.blobs = BlobStore(data / "blobs")
-        repo = AssetsRepo(self.db)
-        base_url = public_url(self.config)
-        self.assets = Assets(repo, self.blobs, self.signer, self.config.assets, base_url)
-        await self.assets.recover()
-        self.sweeper = Sweeper(self.config.assets.sweep_interval_s)
-        self.sweeper.add("assets", self.assets.sweep)
-        task = asyncio.create_task(self.sweeper.run(), name="sweeper")
-
-        async def stop() -> None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-        stack.push_async_callback(stop)
-
-    async def _start_deployments(self, stack: AsyncExitStack) -> None:
-        config = self.config
-        self.host, self.inventory = read_host(config)
-        functions = FunctionsRepo(self.db)
-        repo = DeploymentsRepo(self.db)
-
-        async def lookup(fid: str, vid: str) -> VersionRef | None:
-            version = await functions.get(fid, vid)
-            return version_ref(version) if version else None
-
-        async def launch(vid: str) -> LaunchInfo | None:
-            version = await functions.get_version(vid)
-            return launch_info(version, await functions.secrets(vid)) if version else None
-
-        self.deployments = Deployments(self.db, repo, self.host, lookup, config.account.nca_id)
         runtime = self.runtime or UnavailableRuntime(
             "no container engine is configured for this server"
         )
+        self.registry = Registry(self.runtime)
+        self.host, self.inventory = read_host(config)
+        functions_repo = FunctionsRepo(self.db)
+        deployments_repo = DeploymentsRepo(self.db)
+        store = RequestsRepo(self.db)
+        # One signing key and one blob store for assets and large results.
+        self.blobs = BlobStore(data / "blobs")
+        self.assets = Assets(
+            AssetsRepo(self.db), self.blobs, self.signer, config.assets, public_url(config)
+        )
+        self.sweeper = Sweeper(config.assets.sweep_interval_s)
         self.container_logs = ContainerLogs(
             runtime, config.docker.namespace, stopping=self.stopping
         )
         self.metrics = Metrics()
-        self.scheduler = Scheduler(config, repo, runtime, self.host, launch, self.metrics)
-        self.deployments.reconcile = self.scheduler.nudge
-        self.deployments.instances = self.scheduler.views
-        self.deployments.spec_states = self.scheduler.spec_states
-        self.functions.before_delete = self.deployments.force_remove
-        self.functions.after_secrets_change = self.scheduler.life.refresh_secrets
-        nca_id = config.account.nca_id
-
-        async def active_instances(vid: str) -> list[ActiveInstance]:
-            return [active_instance(v, nca_id) for v in self.scheduler.views(vid)]
-
-        self.functions.instances = active_instances
-        task = asyncio.create_task(self.scheduler.run(), name="scheduler")
-
-        async def stop() -> None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self.scheduler.shutdown(config.docker.keep_instances_on_shutdown)
-
-        stack.push_async_callback(stop)
-        await self._start_invocations(stack, functions)
-
-    async def _start_invocations(self, stack: AsyncExitStack, functions: FunctionsRepo) -> None:
-        cfg = self.config.invocation
-        store = RequestsRepo(self.db)
-        store.start()
-        stack.push_async_callback(store.close)
-        inf_dir = self.config.data_path / "inf"
-        forwarder = Forwarder(
-            inf_dir, cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
+        # Scheduler <-> Dispatcher (workers/capacity.py): the scheduler scales on the backlog
+        # (Demand) and fires `changed`; the dispatcher fills and drains the backlog and sees
+        # instances only as Capacity. Neither holds the other.
+        self.backlog = backlog = Backlog()
+        changed = CapacityChanged()
+        self.scheduler = scheduler = Scheduler(
+            config,
+            deployments_repo,
+            runtime,
+            self.host,
+            _launch_lookup(functions_repo),
+            self.metrics,
+            demand=backlog,
+            changed=changed,
         )
-        forwarder.start()
-        dispatcher = Dispatcher(store, self.scheduler, forwarder, cfg.request_ttl_s, self.metrics)
-        self.scheduler.queue_depth = dispatcher.depth
-        scheduler = self.scheduler
-
-        def busy(version_id: str) -> bool:
-            """Graceful undeploy waits only for queued or in-flight work (spec §2.2.4)."""
-            return dispatcher.depth(version_id) > 0 or any(
-                i.in_flight for i in scheduler.instances.values() if i.version_id == version_id
-            )
-
-        self.deployments.busy = busy
-        dispatcher.on_demand = lambda version_id: self.scheduler.nudge()
-        nca_id = self.config.account.nca_id
-
-        async def versions_of(fid: str) -> list[VersionInfo]:
-            return [
-                VersionInfo(v.function_id, v.version_id, v.name, v.status)
-                for v in await functions.list_versions(fid)
-                if v.nca_id == nca_id
-            ]
-
+        forwarder = Forwarder(
+            data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
+        )
+        self.dispatcher = dispatcher = Dispatcher(
+            store, backlog, scheduler, forwarder, cfg.request_ttl_s, self.metrics
+        )
         # The invocation hot path reads versions from memory; any status change clears it.
-        versions = CachedVersions(versions_of)
-        reconcile = self.scheduler.nudge
-
-        def changed() -> None:
-            versions.clear()
-            dispatcher.pump_all()
+        versions = CachedVersions(_versions_of(functions_repo, nca_id))
+        changed.subscribe(versions.clear)
+        changed.subscribe(dispatcher.pump_all)  # instances became ready or went: move requests
 
         def deployments_changed() -> None:
             versions.clear()
-            reconcile()
+            scheduler.nudge()
 
-        self.scheduler.on_change = changed
-        self.deployments.reconcile = deployments_changed
+        self.deployments = Deployments(
+            self.db,
+            deployments_repo,
+            self.host,
+            _version_lookup(functions_repo),
+            nca_id,
+            reconcile=deployments_changed,
+            instances=scheduler.views,
+            spec_states=scheduler.spec_states,
+            busy=_busy(dispatcher, scheduler),
+        )
+        self.functions = Functions(
+            functions_repo,
+            nca_id,
+            instances=_active_instances(scheduler, nca_id),
+            before_delete=self.deployments.force_remove,
+            after_secrets_change=scheduler.life.refresh_secrets,
+        )
         self.invocations = Invocations(
             store,
             versions,
@@ -242,37 +195,70 @@ class Platform:
             default_poll=cfg.default_poll_seconds,
             max_poll=cfg.max_poll_seconds,
             max_queue=cfg.max_queue_per_function,
+            new_request_id=forwarder.take_request_id,
+            release_request_id=forwarder.cleanup,
             stage_assets=self._stage_assets,
         )
-        self.invocations.new_request_id = forwarder.take_request_id
-        self.invocations.release_request_id = forwarder.cleanup
-        self.dispatcher = dispatcher
+        services = Services(
+            keys=self.keys,
+            functions=self.functions,
+            assets=self.assets,
+            deployments=self.deployments,
+            invocations=self.invocations,
+            queues=Queues(self.invocations),
+            registry=self.registry,
+            overview=Overview(
+                self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
+            ),
+            container_logs=self.container_logs,
+            host=self.host,
+            health_report=self.health_report,
+            metrics_text=self.metrics_text,
+            nca_id=nca_id,
+            org_name=config.account.org_name,
+            token_ttl_s=config.auth.token_ttl_s,
+            max_body_bytes=config.server.max_body_bytes,
+        )
+        await self._run_workers(stack, store, forwarder)
+        return services
 
-        async def subject_of(record: RequestRecord) -> str:
-            return f"apikey:{record.key_id}"
+    async def _run_workers(
+        self, stack: AsyncExitStack, store: RequestsRepo, forwarder: Forwarder
+    ) -> None:
+        """Recover what the last run left and start the workers, each stopped by `stack`."""
+        await self.assets.recover()
+        self.sweeper.add("assets", self.assets.sweep)
+        stack.push_async_callback(_cancel, asyncio.create_task(self.sweeper.run(), name="sweeper"))
+        scheduler, dispatcher = self.scheduler, self.dispatcher
+        task = asyncio.create_task(scheduler.run(), name="scheduler")
+        keep = self.config.docker.keep_instances_on_shutdown
 
+        async def stop_scheduler() -> None:
+            await _cancel(task)
+            await scheduler.shutdown(keep)
+
+        stack.push_async_callback(stop_scheduler)
+        store.start()
+        stack.push_async_callback(store.close)
+        forwarder.start()
         # The dispatcher fails requests of versions the scheduler does not know as deployed:
         # let it read the deployments once before the requests of the last run are queued
         # (else they race its first tick and may fail as "not deployed").
         try:
-            await self.scheduler.tick()
+            await scheduler.tick()
         except Exception:
             log.exception("first scheduler pass failed")
-        recovered = await dispatcher.recover(subject_of)
+        recovered = await dispatcher.recover(_subject_of)
         if recovered:
             log.info("re-queued %d request(s) accepted before the last stop", recovered)
         dispatcher.start()
-        ttl = cfg.request_ttl_s
+        ttl = self.config.invocation.request_ttl_s
 
         async def expire_results(now: float) -> object:
             return len(await store.expire_finished(now - ttl))
 
         self.sweeper.add("uncollected results", expire_results)
-
-        async def stop() -> None:
-            await dispatcher.close()
-
-        stack.push_async_callback(stop)
+        stack.push_async_callback(dispatcher.close)
 
     async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
         """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder
@@ -289,7 +275,7 @@ class Platform:
 
     def metrics_text(self) -> str:
         """GET /metrics: what the workers counted, and gauges of the live state."""
-        return self.metrics.render(live_gauges(self.scheduler, self.dispatcher))
+        return self.metrics.render(live_gauges(self.scheduler, self.backlog))
 
     async def health_report(self) -> HealthResponse:
         store_err = await self.db.check()
@@ -304,6 +290,59 @@ class Platform:
         return HealthResponse(
             status=overall, version=__version__, store=store, docker=docker, gpus=gpus
         )
+
+
+def _version_lookup(functions: FunctionsRepo) -> VersionLookup:
+    async def lookup(fid: str, vid: str) -> VersionRef | None:
+        version = await functions.get(fid, vid)
+        return version_ref(version) if version else None
+
+    return lookup
+
+
+def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
+    async def launch(vid: str) -> LaunchInfo | None:
+        version = await functions.get_version(vid)
+        return launch_info(version, await functions.secrets(vid)) if version else None
+
+    return launch
+
+
+def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
+    async def versions_of(fid: str) -> list[VersionInfo]:
+        return [
+            VersionInfo(v.function_id, v.version_id, v.name, v.status)
+            for v in await functions.list_versions(fid)
+            if v.nca_id == nca_id
+        ]
+
+    return versions_of
+
+
+def _busy(dispatcher: Dispatcher, scheduler: Scheduler) -> Busy:
+    def busy(version_id: str) -> bool:
+        """Graceful undeploy waits only for queued or in-flight work (spec §2.2.4)."""
+        return dispatcher.depth(version_id) > 0 or any(
+            i.in_flight for i in scheduler.instances.values() if i.version_id == version_id
+        )
+
+    return busy
+
+
+def _active_instances(scheduler: Scheduler, nca_id: str) -> InstancesProvider:
+    async def active_instances(vid: str) -> list[ActiveInstance]:
+        return [active_instance(v, nca_id) for v in scheduler.views(vid)]
+
+    return active_instances
+
+
+async def _subject_of(record: RequestRecord) -> str:
+    return f"apikey:{record.key_id}"
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _open_up(folder: Path) -> None:

@@ -28,6 +28,7 @@ from nvcf_lite.models import (
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.sqlite import Database
+from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.instances import launch_info
 from nvcf_lite.workers.scheduler import Scheduler
 
@@ -43,6 +44,16 @@ def sim(gpu: str, n: int, start: int = 0, physical: bool = False) -> list[GpuUni
     ]
 
 
+class StubDemand:
+    """The requests a test says are waiting: `depth_of(version_id)` (none unless it says)."""
+
+    def __init__(self) -> None:
+        self.depth_of: Callable[[str], int] = lambda version_id: 0
+
+    def depth(self, version_id: str) -> int:
+        return self.depth_of(version_id)
+
+
 class SchedulerBench:
     """A Scheduler and the Deployments over real SQLite repos, a FakeRuntime and a `host` of
     simulated GPUs; `until` ticks the scheduler until a condition holds."""
@@ -56,7 +67,20 @@ class SchedulerBench:
             v = await self.functions.get(fid, vid)
             return version_ref(v) if v else None
 
-        self.deployments = Deployments(db, self.repo, host, lookup, NCA)
+        # As before the wiring moved into constructors: the bench's deployments see the
+        # current scheduler's instances, nudge nothing, report no scaling state, and drain.
+        self.deployments = Deployments(
+            db,
+            self.repo,
+            host,
+            lookup,
+            NCA,
+            reconcile=lambda: None,
+            instances=lambda version_id: self.scheduler.views(version_id),
+            spec_states=lambda version_id: [],
+            busy=lambda version_id: True,
+        )
+        self.demand = StubDemand()
         self.scheduler = self.new_scheduler()
 
     def new_scheduler(self) -> Scheduler:
@@ -64,9 +88,15 @@ class SchedulerBench:
             v = await self.functions.get_version(vid)
             return launch_info(v, await self.functions.secrets(vid)) if v else None
 
-        s = Scheduler(self.config, self.repo, self.runtime, self.host, info)
-        self.deployments.instances = s.views
-        return s
+        return Scheduler(
+            self.config,
+            self.repo,
+            self.runtime,
+            self.host,
+            info,
+            demand=self.demand,
+            changed=CapacityChanged(),
+        )
 
     async def function(
         self, image: str = "fake/echo", secrets: dict[str, Any] | None = None

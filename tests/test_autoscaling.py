@@ -84,10 +84,10 @@ def test_busy_time_moves_with_load() -> None:
 
 async def test_burst_scales_up_to_max_then_back_to_min(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="CPU", min_instances=1, max_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
     queued = {"n": 5}
-    bench.scheduler.queue_depth = lambda v: queued["n"] if v == vid else 0
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    bench.demand.depth_of = lambda v: queued["n"] if v == vid else 0
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     queued["n"] = 0
     await bench.until(lambda: len(bench.runtime.containers) == 1, limit_s=5)
     assert await bench.status(vid) == FunctionStatus.ACTIVE
@@ -95,18 +95,18 @@ async def test_burst_scales_up_to_max_then_back_to_min(bench: SchedulerBench) ->
 
 async def test_in_flight_instances_are_drained_not_killed(bench: SchedulerBench) -> None:
     fid, vid = await bench.deploy(gpu="CPU", min_instances=1, max_instances=2)
-    bench.scheduler.queue_depth = lambda v: 2
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
-    busy, idle = bench.scheduler.ready_instances(vid)
+    bench.demand.depth_of = lambda v: 2
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
+    busy, idle = bench.scheduler.ready(vid)
     busy.in_flight = 1
-    bench.scheduler.queue_depth = lambda v: 0
+    bench.demand.depth_of = lambda v: 0
     # idle: the instance without work goes, the one serving a request stays
     await bench.until(lambda: idle.instance_id not in bench.scheduler.instances)
     assert busy.state == InstanceState.READY
     # forced down (max 1 and the busy one is extra): drained, never killed mid-request
-    bench.scheduler.queue_depth = lambda v: 1
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
-    for inst in bench.scheduler.ready_instances(vid):
+    bench.demand.depth_of = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
+    for inst in bench.scheduler.ready(vid):
         inst.in_flight = 1
     await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
     await bench.until(
@@ -123,17 +123,17 @@ async def test_in_flight_instances_are_drained_not_killed(bench: SchedulerBench)
 async def test_scale_to_zero_and_back(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1)
     assert await bench.status(vid) == FunctionStatus.ACTIVE
-    bench.scheduler.queue_depth = lambda v: 1
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
-    bench.scheduler.queue_depth = lambda v: 0
+    bench.demand.depth_of = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+    bench.demand.depth_of = lambda v: 0
     await bench.until(lambda: not bench.runtime.containers)
-    bench.scheduler.queue_depth = lambda v: 1
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    bench.demand.depth_of = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
 
 
 async def test_unstartable_scale_from_zero_reports_the_failure(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy("fake/missing", gpu="CPU", min_instances=0, max_instances=1)
-    bench.scheduler.queue_depth = lambda v: 1
+    bench.demand.depth_of = lambda v: 1
     await bench.until(lambda: bench.scheduler.start_failure(vid) is not None)
     _, why = bench.scheduler.start_failure(vid) or (0.0, "")
     assert "could not be pulled" in why
@@ -142,23 +142,23 @@ async def test_unstartable_scale_from_zero_reports_the_failure(bench: SchedulerB
 
 async def test_warm_pool_pauses_then_resumes(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=60)
-    bench.scheduler.queue_depth = lambda v: 1
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
-    (first,) = bench.scheduler.ready_instances(vid)
-    bench.scheduler.queue_depth = lambda v: 0
+    bench.demand.depth_of = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+    (first,) = bench.scheduler.ready(vid)
+    bench.demand.depth_of = lambda v: 0
     await bench.until(lambda: first.state == InstanceState.PAUSED)
     container = bench.runtime.containers[first.container_id or ""]
     assert container.state == "paused"
-    bench.scheduler.queue_depth = lambda v: 1
+    bench.demand.depth_of = lambda v: 1
     await bench.until(lambda: first.state == InstanceState.READY)
     assert first.cold_kind == "paused" and len(bench.runtime.created) == 1  # no new container
 
 
 async def test_warm_pool_expires(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="CPU", min_instances=0, max_instances=1, warm_pool_seconds=0.3)
-    bench.scheduler.queue_depth = lambda v: 1
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
-    bench.scheduler.queue_depth = lambda v: 0
+    bench.demand.depth_of = lambda v: 1
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+    bench.demand.depth_of = lambda v: 0
     await bench.until(lambda: not bench.runtime.containers, limit_s=5)
 
 
@@ -169,7 +169,7 @@ async def test_raising_min_stays_active_while_instances_start(bench: SchedulerBe
 
     async def ready() -> bool:
         seen.add(await bench.status(vid))
-        return len(bench.scheduler.ready_instances(vid)) == 1
+        return len(bench.scheduler.ready(vid)) == 1
 
     await bench.until(ready)
     assert seen == {FunctionStatus.ACTIVE}
@@ -187,7 +187,7 @@ async def test_raising_min_that_cannot_start_degrades(bench: SchedulerBench) -> 
 
 async def test_spec_states_say_what_each_specification_is_doing(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="L40", min_instances=2, max_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     (state,) = bench.scheduler.spec_states(vid)
     assert (state.state, state.target, state.ready) == ("ok", 2, 2)
     _, other = await bench.deploy(gpu="L40", min_instances=1, max_instances=1)
@@ -195,8 +195,8 @@ async def test_spec_states_say_what_each_specification_is_doing(bench: Scheduler
     assert "waiting for capacity" in (bench.scheduler.spec_states(other)[0].detail or "")
     _, looping = await bench.deploy(gpu="CPU", min_instances=1, max_instances=1)
     for _ in range(3):
-        await bench.until(lambda: len(bench.scheduler.ready_instances(looping)) == 1)
-        (inst,) = bench.scheduler.ready_instances(looping)
+        await bench.until(lambda: len(bench.scheduler.ready(looping)) == 1)
+        (inst,) = bench.scheduler.ready(looping)
         bench.runtime.crash(inst.container_id or "")
         await bench.until(lambda i=inst: i.instance_id not in bench.scheduler.instances)
     assert bench.scheduler.spec_states(looping)[0].state == "crash-looping"

@@ -99,7 +99,7 @@ def test_a_key_limited_to_one_function_sees_and_changes_only_it(
         assert denied in doc["detail"], name
     r = client.post(f"{PLAIN}/functions", json=BODY, headers=h)  # a new function is not "mine"
     assert "cannot register a new function" in problem(r, 403)["detail"]
-    # an unknown version is still 404, a known one of another function 403 (spec §8.11)
+    # an unknown version is still 404, a known one of another function 403 (spec §8 item 11)
     problem(client.get(f"{PLAIN}/functions/{other['id']}/versions", headers=h), 403)
     assert client.get(version_path(other), headers=bearer()).status_code == 200  # untouched
     assert client.delete(version_path(mine), headers=h).status_code == 204

@@ -198,7 +198,7 @@ def test_secret_names_only_and_values_never_returned(client: TestClient[Any]) ->
         texts.append(client.get(path, headers=h).text)
     texts.append(client.put(version_path(fn), json={"tags": ["t"]}, headers=h).text)
     assert not any(SECRET_VALUE in t for t in texts)
-    stored = call(client, client.app.state.functions.secrets, fn["versionId"])
+    stored = call(client, client.app.state.platform.functions.secrets, fn["versionId"])
     assert stored == {"A": SECRET_VALUE, "B": obj}
 
 
@@ -209,7 +209,7 @@ def test_include_secrets_must_be_a_boolean(client: TestClient[Any]) -> None:
 
 
 def test_delete_removes_secrets_and_calls_the_before_delete_hook(client: TestClient[Any]) -> None:
-    functions = client.app.state.functions
+    functions = client.app.state.platform.functions
     fn = create(client, body(secrets=[{"name": "A", "value": "v"}]))
     seen: list[tuple[str, str]] = []
 
@@ -261,7 +261,7 @@ def test_update_needs_at_least_one_field(client: TestClient[Any]) -> None:
 
 
 def test_update_keeps_the_status_the_scheduler_set(client: TestClient[Any]) -> None:
-    functions = client.app.state.functions
+    functions = client.app.state.platform.functions
     fn = create(client)
     call(client, functions.set_status, fn["versionId"], FunctionStatus.ACTIVE)
     r = client.put(version_path(fn), json={"tags": ["x"]}, headers=bearer())
@@ -318,7 +318,7 @@ def test_lists_are_empty_without_functions_and_ids_are_distinct(client: TestClie
 def test_active_instances_only_with_details_scope_and_a_provider(
     client: TestClient[Any], make_key: Callable[..., str]
 ) -> None:
-    functions = client.app.state.functions
+    functions = client.app.state.platform.functions
     fn = create(client)
     details, plain = make_key("list_functions_details"), make_key("list_functions")
     assert (
@@ -430,13 +430,14 @@ def test_functions_survive_a_restart(
     config = make_config(tmp_path / "persist")
     first = app_factory(config)
     fn = create(first, body(secrets=[{"name": "A", "value": "v"}], tags=["t"]))
-    call(first, first.app.state.functions.set_status, fn["versionId"], FunctionStatus.ERROR)
+    functions = first.app.state.platform.functions
+    call(first, functions.set_status, fn["versionId"], FunctionStatus.ERROR)
     first.__exit__(None, None, None)
 
     second = app_factory(config)
     got = second.get(version_path(fn), headers=bearer()).json()["function"]
     assert got == {**fn, "status": "ERROR"}
-    assert call(second, second.app.state.functions.secrets, fn["versionId"]) == {"A": "v"}
+    assert call(second, second.app.state.platform.functions.secrets, fn["versionId"]) == {"A": "v"}
     listed = second.get(f"{PLAIN}/functions", headers=bearer()).json()["functions"]
     assert [f["versionId"] for f in listed] == [fn["versionId"]]
 
@@ -445,7 +446,7 @@ def test_functions_survive_a_restart(
 
 
 def test_repo_api_for_deployments_and_scheduler(client: TestClient[Any]) -> None:
-    repo = client.app.state.functions.repo
+    repo = client.app.state.platform.functions.repo
     a = create(client, body(secrets=[{"name": "K", "value": {"nested": True}}]))
     a2 = add_version(client, a["id"])
     b = create(client)

@@ -290,6 +290,8 @@ def _invocations(versions: list[VersionInfo]) -> Invocations:
         default_poll=60,
         max_poll=3600,
         max_queue=10,
+        new_request_id=new_id,
+        release_request_id=lambda request_id: None,
     )
 
 
@@ -408,7 +410,7 @@ async def test_a_window_ending_while_the_outcome_is_recorded_answers_with_it() -
     inv = _invocations([])
     ticket = await _ticket()
     loop = asyncio.get_running_loop()
-    ticket.finished = True  # Dispatcher._finish began: keep = detached = False, writing
+    assert ticket.finishing() is False  # Dispatcher._finish began: not detached, writing
     loop.call_later(0.3, ticket.done.set_result, Outcome(status=200, body=b"late"))
     started = time.monotonic()
     result = await inv.wait(ticket, 0.05)

@@ -48,8 +48,8 @@ def states(bench: SchedulerBench) -> list[str]:
 
 
 async def crash_ready_instance(bench: SchedulerBench, vid: str) -> str:
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
-    (inst,) = bench.scheduler.ready_instances(vid)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+    (inst,) = bench.scheduler.ready(vid)
     assert inst.container_id is not None
     bench.runtime.crash(inst.container_id)
     await bench.until(lambda: inst.instance_id not in bench.scheduler.instances)

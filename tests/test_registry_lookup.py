@@ -1,4 +1,4 @@
-"""The NGC registry look-ups ngcsdk makes before creating a function (spec §9.4), in process.
+"""The NGC registry look-ups ngcsdk makes before creating a function (spec §9 item 4), in process.
 
 The same paths are exercised end to end by the real SDK in test_ngcsdk.py.
 """

@@ -2,7 +2,7 @@
 
 RequestsRepo: accept is committed before it returns, FIFO per version, lease / requeue / ack,
 lease expiry (and failing after too many attempts), purge, expiry of uncollected results.
-Dispatcher (a stub scheduler and forwarder, the real store): FIFO per version within the
+Dispatcher (stub capacity and forwarder, the real store): FIFO per version within the
 instances' slots, retry of a request that never reached its container on another instance,
 recovery after a crash, refusal for undeployed versions, the "why it waits" note, and the
 cancellation of abandoned requests (queued or in flight).
@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from capacity_support import StubCapacity
 
 from nvcf_lite.domain.invocation_rules import client_path
 from nvcf_lite.domain.invocations import Invocations, Ticket
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import (
     SCOPES,
-    Deployment,
-    GpuSpec,
-    InstanceState,
     KeyResource,
     Outcome,
     Principal,
@@ -37,6 +35,7 @@ from nvcf_lite.models import (
 )
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sqlite import Database
+from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.dispatcher import Dispatcher
 from nvcf_lite.workers.forwarding import NeverReached
 from nvcf_lite.workers.instances import Instance
@@ -210,62 +209,6 @@ async def test_uncollected_results_expire(db: Database, store: RequestsRepo) -> 
 # -- the dispatcher over the store, with stub instances -------------------------------------------
 
 
-class StubScheduler:
-    def __init__(self) -> None:
-        self.deployed: dict[str, Deployment] = {}
-        self.errors: dict[str, str] = {}
-        self.instances: dict[str, Instance] = {}
-        self.nudges = 0
-
-    def deploy(self, version_id: str, concurrency: int = 1) -> GpuSpec:
-        spec = GpuSpec(
-            gpu_specification_id=new_id(),
-            gpu="CPU",
-            instance_type="CPU.x1",
-            min_instances=1,
-            max_instances=2,
-            max_request_concurrency=concurrency,
-        )
-        self.deployed[version_id] = Deployment(
-            deployment_id=new_id(),
-            function_id=FID,
-            version_id=version_id,
-            nca_id="acct",
-            specs=[spec],
-            created_at="",
-            updated_at="",
-        )
-        return spec
-
-    def add_instance(self, version_id: str, spec: GpuSpec) -> Instance:
-        inst = Instance(
-            instance_id=new_id(),
-            deployment_id=self.deployed[version_id].deployment_id,
-            function_id=FID,
-            version_id=version_id,
-            spec_id=spec.gpu_specification_id,
-            gpu="CPU",
-            instance_type="CPU.x1",
-            units=[],
-        )
-        inst.set_state(InstanceState.READY)
-        self.instances[inst.instance_id] = inst
-        return inst
-
-    def ready_instances(self, version_id: str) -> list[Instance]:
-        return [
-            i
-            for i in self.instances.values()
-            if i.version_id == version_id and i.state == InstanceState.READY
-        ]
-
-    def start_failure(self, version_id: str) -> tuple[float, str] | None:
-        return None
-
-    def nudge(self) -> None:
-        self.nudges += 1
-
-
 class StubForwarder:
     """Records (request, instance) in arrival order; each call waits until released."""
 
@@ -298,15 +241,16 @@ class StubForwarder:
 
 
 class DispatcherBench:
-    """The real Dispatcher over the real store, between a StubScheduler and a StubForwarder."""
+    """The real Dispatcher over the real store, between a StubCapacity and a StubForwarder."""
 
     def __init__(self, store: RequestsRepo, root: Path, ttl: float = 3600.0) -> None:
         self.store = store
-        self.scheduler = StubScheduler()
+        self.capacity = StubCapacity(FID)
         self.forwarder = StubForwarder(root)
         self.dispatcher = Dispatcher(
             store,
-            self.scheduler,  # type: ignore[arg-type]
+            Backlog(),
+            self.capacity,
             self.forwarder,  # type: ignore[arg-type]
             ttl,
         )
@@ -334,9 +278,9 @@ async def dispatch(store: RequestsRepo, tmp_path: Path) -> AsyncIterator[Dispatc
 
 
 async def test_fifo_per_version_within_the_slots(dispatch: DispatcherBench) -> None:
-    spec = dispatch.scheduler.deploy(V1, concurrency=2)
-    dispatch.scheduler.deploy(V2)
-    inst = dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1, concurrency=2)
+    dispatch.capacity.deploy(V2)
+    inst = dispatch.capacity.add_instance(V1, spec)
     tickets = [await dispatch.submit(V1) for _ in range(5)]
     other = await dispatch.submit(V2)  # no instance for V2: it waits, with a reason
     await settle()
@@ -360,9 +304,9 @@ async def test_fifo_per_version_within_the_slots(dispatch: DispatcherBench) -> N
 
 
 async def test_never_reached_is_retried_on_another_instance(dispatch: DispatcherBench) -> None:
-    spec = dispatch.scheduler.deploy(V1)
-    dead = dispatch.scheduler.add_instance(V1, spec)
-    alive = dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dead = dispatch.capacity.add_instance(V1, spec)
+    alive = dispatch.capacity.add_instance(V1, spec)
     dispatch.forwarder.refuse.add(dead.instance_id)
     dispatch.forwarder.gate.set()
     ticket = await dispatch.submit(V1)
@@ -374,11 +318,11 @@ async def test_never_reached_is_retried_on_another_instance(dispatch: Dispatcher
 
 
 async def test_never_reached_anywhere_fails_after_max_attempts(dispatch: DispatcherBench) -> None:
-    spec = dispatch.scheduler.deploy(V1)
-    dead = dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dead = dispatch.capacity.add_instance(V1, spec)
     dispatch.forwarder.refuse.add(dead.instance_id)
     ticket = await dispatch.submit(V1)
-    ticket.detached = True  # its client left with a 202: the outcome waits for a poll
+    ticket.detach()  # its client left with a 202: the outcome waits for a poll
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 500 and outcome.error
     assert b"Inference connection error" in outcome.body
@@ -387,13 +331,13 @@ async def test_never_reached_anywhere_fails_after_max_attempts(dispatch: Dispatc
 
 
 async def test_undeployed_version_fails_its_queued_requests(dispatch: DispatcherBench) -> None:
-    spec = dispatch.scheduler.deploy(V1)
-    dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
     running = await dispatch.submit(V1)
     queued = await dispatch.submit(V1)
     await settle()
     assert not queued.done.done()
-    dispatch.scheduler.deployed.clear()
+    dispatch.capacity.deployed.clear()
     dispatch.dispatcher.pump_all()
     outcome = await asyncio.wait_for(queued.done, 5)
     assert outcome.status == 404 and outcome.error
@@ -417,8 +361,8 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
     store: RequestsRepo, tmp_path: Path
 ) -> None:
     before = DispatcherBench(store, tmp_path / "inf")
-    spec = before.scheduler.deploy(V1)
-    before.scheduler.add_instance(V1, spec)
+    spec = before.capacity.deploy(V1)
+    before.capacity.add_instance(V1, spec)
     finished = await before.submit(V1)
     before.forwarder.gate.set()
     await asyncio.wait_for(finished.done, 5)
@@ -432,8 +376,8 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
     await before.dispatcher._tasks.cancel()
 
     after = DispatcherBench(store, tmp_path / "inf")
-    spec = after.scheduler.deploy(V1)
-    after.scheduler.add_instance(V1, spec)
+    spec = after.capacity.deploy(V1)
+    after.capacity.add_instance(V1, spec)
     after.forwarder.gate.set()
 
     async def subject_of(rec: RequestRecord) -> str:
@@ -456,15 +400,16 @@ async def test_recovery_after_a_crash_requeues_in_order_and_never_reruns_finishe
 async def test_abandoned_requests_are_cancelled_queued_or_in_flight(
     dispatch: DispatcherBench,
 ) -> None:
-    spec = dispatch.scheduler.deploy(V1)
-    dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
     running = await dispatch.submit(V1, poll_seconds=1)
     queued = await dispatch.submit(V1, poll_seconds=1)
     polled = await dispatch.submit(V1, poll_seconds=1)
     await settle()
     long_ago = time.monotonic() - 11
     for ticket in (running, queued, polled):
-        ticket.detached, ticket.last_poll = True, long_ago
+        ticket.detach()
+        ticket.last_poll = long_ago
     polled.waiters = 1  # a status long-poll is waiting on it right now
     dispatch.dispatcher.sweep()
     for ticket in (running, queued):
@@ -483,12 +428,12 @@ async def test_done_tickets_are_forgotten_after_the_ttl(
     store: RequestsRepo, tmp_path: Path
 ) -> None:
     w = DispatcherBench(store, tmp_path / "inf", ttl=0.2)
-    spec = w.scheduler.deploy(V1)
-    w.scheduler.add_instance(V1, spec)
+    spec = w.capacity.deploy(V1)
+    w.capacity.add_instance(V1, spec)
     w.forwarder.gate.set()
     ticket = await w.submit(V1)
+    ticket.detach()  # its client left with a 202: the outcome is kept for a poll
     await asyncio.wait_for(ticket.done, 5)
-    ticket.detached = True
     w.dispatcher.sweep()
     assert w.dispatcher.ticket(ticket.request_id) is ticket
     await asyncio.sleep(0.3)
@@ -498,8 +443,8 @@ async def test_done_tickets_are_forgotten_after_the_ttl(
 
 
 async def test_client_cancel_of_a_queued_request(dispatch: DispatcherBench) -> None:
-    spec = dispatch.scheduler.deploy(V1)
-    dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
     first = await dispatch.submit(V1)
     second = await dispatch.submit(V1)
     await settle()
@@ -514,7 +459,7 @@ async def test_client_cancel_of_a_queued_request(dispatch: DispatcherBench) -> N
 
 
 async def test_queue_position_is_capped_at_1000(dispatch: DispatcherBench) -> None:
-    dispatch.scheduler.deploy(V1)  # no instance: everything waits
+    dispatch.capacity.deploy(V1)  # no instance: everything waits
     loop = asyncio.get_running_loop()
     tickets = []
     for _ in range(1003):
@@ -540,6 +485,8 @@ async def test_a_stored_result_is_served_once(store: RequestsRepo) -> None:
         default_poll=1,
         max_poll=10,
         max_queue=10,
+        new_request_id=new_id,
+        release_request_id=lambda request_id: None,
     )
     principal = Principal(
         key_id="k1",
@@ -557,8 +504,8 @@ async def test_a_failed_write_of_the_end_still_answers_the_client(
     dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store error while recording the end must not leave the waiting client hanging."""
-    spec = dispatch.scheduler.deploy(V1)
-    dispatch.scheduler.add_instance(V1, spec)
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
 
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")

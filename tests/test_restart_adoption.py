@@ -1,4 +1,4 @@
-"""A restarted server adopts its running containers (DESIGN §1 "Restart", README "Deployments").
+"""A restarted server adopts its running containers (docs/ARCHITECTURE.md, README "Deployments").
 
 A real `nvcf-lite serve` process (plain HTTP) in a Docker namespace of its own: deploy the echo
 image, stop the server (SIGKILL, as after a crash, or SIGTERM), start it again over the same

@@ -18,7 +18,7 @@ from nvcf_lite.runtime.base import LABEL_DEPLOYMENT, LABEL_INSTANCE_ID, Containe
 async def test_places_instances_on_distinct_simulated_gpus(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(min_instances=2)
     await bench.until(lambda: bench.status(vid), limit_s=3)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     assert await bench.status(vid) == FunctionStatus.ACTIVE
     units = [u for i in bench.scheduler.views(vid) for u in i.gpu_uuids]
     assert sorted(units) == ["SIM-L40-0", "SIM-L40-1"]
@@ -30,7 +30,7 @@ async def test_places_instances_on_distinct_simulated_gpus(bench: SchedulerBench
 
 async def test_a_deployment_that_does_not_fit_is_reported(bench: SchedulerBench) -> None:
     _, first = await bench.deploy(min_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(first)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(first)) == 2)
     _, second = await bench.deploy(min_instances=1)
     await bench.until(lambda: bench.repo.by_version(second))
     await bench.scheduler.tick()
@@ -40,7 +40,7 @@ async def test_a_deployment_that_does_not_fit_is_reported(bench: SchedulerBench)
     assert bench.live(second) == []
     # freeing the GPUs lets it start
     await bench.deployments.undeploy(*(await _ids(bench, first)), graceful=False)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(second)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(second)) == 1)
 
 
 async def _ids(bench: SchedulerBench, vid: str) -> tuple[str, str]:
@@ -51,20 +51,20 @@ async def _ids(bench: SchedulerBench, vid: str) -> tuple[str, str]:
 
 async def test_mig_devices_are_separate_units(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="A100_MIG_1g.5gb", instance_type="A100_MIG_1g.5gb.GPU.2x")
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
     (inst,) = bench.scheduler.views(vid)
     assert sorted(inst.gpu_uuids) == ["SIM-A100_MIG_1g.5gb-0", "SIM-A100_MIG_1g.5gb-1"]
 
 
 async def test_physical_gpus_get_a_device_request(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="H100", max_instances=1)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
     assert bench.runtime.created[-1].gpu_device_ids == ["SIM-H100-0"]
 
 
 async def test_cpu_instances_request_no_devices(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(gpu="CPU", instance_type="CPU.x1", min_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     assert all(
         s.gpu_device_ids is None and "NVIDIA_VISIBLE_DEVICES" not in s.env
         for s in bench.runtime.created
@@ -126,7 +126,7 @@ async def test_lost_instance_degrades_and_is_replaced_with_backoff(bench: Schedu
     history = bench.scheduler.history[inst.gpu_specification_id]
     assert history.failures == 1 and history.next_attempt > 0
     await bench.until(lambda: _is(bench, vid, FunctionStatus.ACTIVE))
-    (new,) = bench.scheduler.ready_instances(vid)
+    (new,) = bench.scheduler.ready(vid)
     assert new.instance_id != inst.instance_id
 
 
@@ -134,8 +134,8 @@ async def test_crash_loop_is_reported_and_backs_off(bench: SchedulerBench) -> No
     _, vid = await bench.deploy(min_instances=1, max_instances=1)
     await bench.until(lambda: _is(bench, vid, FunctionStatus.ACTIVE))
     for _ in range(3):
-        await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
-        (inst,) = bench.scheduler.ready_instances(vid)
+        await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+        (inst,) = bench.scheduler.ready(vid)
         bench.runtime.crash(inst.container_id or "")
         await bench.until(lambda i=inst: i.instance_id not in bench.scheduler.instances)
     d = await bench.repo.by_version(vid)
@@ -158,13 +158,13 @@ async def test_strangers_are_reaped(bench: SchedulerBench) -> None:
 
 async def test_restart_adopts_running_instances_without_duplicates(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(min_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     before = {c.id for c in bench.runtime.containers.values()}
     created = len(bench.runtime.created)
     # a new scheduler (nvcf-lite restarted after SIGKILL) over the same store and engine
     await bench.scheduler.shutdown(keep_instances=True)
     bench.scheduler = bench.new_scheduler()
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     assert {c.id for c in bench.runtime.containers.values()} == before
     assert len(bench.runtime.created) == created
     units = sorted(u for i in bench.scheduler.views(vid) for u in i.gpu_uuids)
@@ -180,7 +180,7 @@ async def test_min_zero_is_active_with_no_containers(bench: SchedulerBench) -> N
 
 async def test_update_min_removes_extras_and_undeploy_removes_all(bench: SchedulerBench) -> None:
     fid, vid = await bench.deploy(min_instances=2)
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 2)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
     await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=2)])
     await bench.until(lambda: len(bench.runtime.containers) == 1)
     assert await bench.status(vid) == FunctionStatus.ACTIVE
@@ -199,7 +199,7 @@ async def test_secrets_are_mounted_read_only(bench: SchedulerBench) -> None:
     await bench.deployments.create(
         fid, vid, [SpecInput(gpu="CPU", min_instances=1, max_instances=1)]
     )
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
     spec = bench.runtime.created[-1]
     (mount,) = [m for m in spec.mounts if m.target == "/var/secrets"]
     assert mount.read_only
@@ -222,7 +222,7 @@ async def test_secrets_updated_while_an_instance_starts_reach_it(bench: Schedule
     await bench.deployments.create(
         fid, vid, [SpecInput(gpu="CPU", min_instances=1, max_instances=1)]
     )
-    await bench.until(lambda: len(bench.scheduler.ready_instances(vid)) == 1)
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
     (mount,) = [m for m in bench.runtime.created[-1].mounts if m.target == "/var/secrets"]
     secrets_json = Path(mount.source) / "secrets.json"
     assert await asyncio.to_thread(secrets_json.read_text) == '{"token":"new"}'
@@ -245,7 +245,7 @@ async def test_a_pull_counts_against_no_deadline_and_shows_in_views_and_scaling(
     (scaling,) = bench.scheduler.spec_states(vid)
     assert scaling.image_pull is not None and scaling.state == "scaling"
     assert scaling.detail is not None and scaling.detail.startswith("pulling image fake/pull-model")
-    await bench.until(lambda: bench.scheduler.ready_instances(vid))
+    await bench.until(lambda: bench.scheduler.ready(vid))
     (ready,) = bench.scheduler.views(vid)
     assert ready.instance_id == inst.instance_id and ready.image_pull is None
     assert bench.scheduler.history[scaling.gpu_specification_id].failures == 0

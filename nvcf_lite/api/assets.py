@@ -20,6 +20,7 @@ from litestar.response import Stream
 from litestar.types import ControllerRouterHandler
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import BLOB_PATH, UPLOAD_PATH, Assets
 from nvcf_lite.errors import Invalid
@@ -70,8 +71,7 @@ def _wire(asset: Asset) -> AssetWire:
 
 
 def _assets(request: Request[Any, Any, Any]) -> Assets:
-    assets: Assets = request.app.state.assets
-    return assets
+    return services_of(request).assets
 
 
 ASSETS = {"assets": Provide(_assets, sync_to_thread=False)}

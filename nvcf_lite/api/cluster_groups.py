@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, get
 
 from nvcf_lite.api.security import scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.placement import CPU, Host
 
@@ -57,8 +58,8 @@ def _gpu(host: Host, gpu: str) -> GpuWire:
 
 @get("/clusterGroups", opt=scopes("list_cluster_groups"), tags=["cluster groups"])
 async def cluster_groups(request: Request[Any, Any, Any]) -> ClusterGroupsResponse:
-    host: Host = request.app.state.host
-    nca_id: str = request.app.state.nca_id
+    host: Host = services_of(request).host
+    nca_id: str = services_of(request).nca_id
     hostname = socket.gethostname()
     group = ClusterGroupWire(
         id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"nvcf-lite.{nca_id}.{hostname}")),
@@ -73,7 +74,7 @@ async def cluster_groups(request: Request[Any, Any, Any]) -> ClusterGroupsRespon
 
 @get("/supportedGpus", opt=scopes("register_function"), tags=["cluster groups"])
 async def supported_gpus(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
-    host: Host = request.app.state.host
+    host: Host = services_of(request).host
     return [{"gpu": g, "backend": "local"} for g in host.gpu_names()]
 
 

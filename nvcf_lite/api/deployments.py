@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from nvcf_lite.api.functions import FunctionResponse, function_response
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.auth import covers, require_function
 from nvcf_lite.domain.deployment_rules import SpecInput
@@ -198,8 +199,7 @@ async def _render(deployments: Deployments, d: Deployment) -> DeploymentWire:
 
 
 def _deployments(request: Request[Any, Any, Any]) -> Deployments:
-    deployments: Deployments = request.app.state.deployments
-    return deployments
+    return services_of(request).deployments
 
 
 def _covered(principal: Principal, function_id: UUID, version_id: UUID) -> tuple[str, str]:
@@ -266,7 +266,7 @@ class DeploymentsController(Controller):
     ) -> FunctionResponse:
         fid, vid = _covered(principal, function_id, version_id)
         await _deployments(request).undeploy(fid, vid, graceful)
-        functions: Functions = request.app.state.functions
+        functions: Functions = services_of(request).functions
         return function_response(await functions.version(fid, vid))
 
     @get("/{deployment_id:str}", opt=DEPLOY)

@@ -16,8 +16,7 @@ from typing import Any
 from nvcf_lite import logs
 from nvcf_lite.api.invocations import Reply, pexec_reply
 from nvcf_lite.api.problems import PROBLEM_JSON, body_too_large, problem_of
-from nvcf_lite.domain.auth import Keys
-from nvcf_lite.domain.invocations import Invocations
+from nvcf_lite.api.services import Services
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import parse_uuid
 
@@ -44,10 +43,10 @@ def claims(scope: Scope) -> re.Match[str] | None:
 
 
 async def serve(
-    state: Any, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
+    services: Services, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
 ) -> None:
     try:
-        reply = await _reply(state, scope, receive, match)
+        reply = await _reply(services, scope, receive, match)
     except Exception as exc:  # the same ladder as the Litestar route's exception handler
         about = logs.ids(function_id=match.group(1), version_id=match.group(2))
         status, headers, body = problem_of(exc, "POST", scope["path"], about)
@@ -55,18 +54,17 @@ async def serve(
     await _send(send, reply)
 
 
-async def _reply(state: Any, scope: Scope, receive: Receive, match: re.Match[str]) -> Reply:
+async def _reply(services: Services, scope: Scope, receive: Receive, match: re.Match[str]) -> Reply:
     fid, vid = parse_uuid(match.group(1)), match.group(2)
     version = parse_uuid(vid) if vid else None
     if fid is None or (vid and version is None):
         # what the framework answers for a path no route matches (its uuid converter refuses)
         raise NotFound("Not Found")
-    keys: Keys = state.api_keys
-    inv: Invocations = state.invocations
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     authorization = next((v for k, v in headers if k.lower() == "authorization"), None)
-    principal = await keys.authenticate(authorization)
-    body = await _body(receive, state.max_body_bytes)
+    principal = await services.keys.authenticate(authorization)
+    body = await _body(receive, services.max_body_bytes)
+    inv = services.invocations
     return await pexec_reply(inv, principal, fid, version, scope, headers, body, receive)  # type: ignore[arg-type]
 
 

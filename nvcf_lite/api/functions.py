@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.function_rules import FunctionInput, FunctionUpdate
 from nvcf_lite.domain.functions import Functions
@@ -218,8 +219,7 @@ VERSION_PATH = "/functions/{function_id:str}/versions/{version_id:str}"
 
 
 def functions_of(request: Request[Any, Any, Any]) -> Functions:
-    functions: Functions = request.app.state.functions
-    return functions
+    return services_of(request).functions
 
 
 class FunctionsController(Controller):

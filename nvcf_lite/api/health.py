@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 
 
@@ -28,7 +29,7 @@ class HealthResponse(Wire, kw_only=True):
 
 @get("/health", opt={}, summary="Server health (no auth)", tags=["health"])
 async def health(request: Request[Any, Any, Any]) -> Response[HealthResponse]:
-    report: HealthResponse = await request.app.state.health_report()
+    report: HealthResponse = await services_of(request).health_report()
     return Response(report, status_code=200 if report.store.status == "ok" else 503)
 
 
@@ -37,5 +38,5 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8"
 
 @get("/metrics", opt={}, summary="Prometheus metrics (no auth)", tags=["health"])
 async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
-    text: str = request.app.state.metrics_text()
+    text: str = services_of(request).metrics_text()
     return Response(text, media_type=PROMETHEUS_TEXT)

@@ -21,6 +21,7 @@ from litestar.types import Receive, Scope
 
 from nvcf_lite.api.queues import QUEUE_HANDLERS
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocation_rules import client_path, poll_seconds, problem, status_header
 from nvcf_lite.domain.invocations import Invocations, Pending, StreamReply, Ticket
@@ -41,8 +42,7 @@ def _headers(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
 
 
 def _invocations(request: Request[Any, Any, Any]) -> Invocations:
-    inv: Invocations = request.app.state.invocations
-    return inv
+    return services_of(request).invocations
 
 
 def reply_parts(request_id: str, result: Outcome | Pending) -> Reply:
@@ -258,7 +258,7 @@ async def _caller(request: Request[Any, Any, Any]) -> Principal:
     """The invocation routes authenticate in the handler, not through the app-wide guard and
     dependency injection: on the hot path that machinery costs more than the check itself.
     (401 without a valid key; the invoke_function scope is checked by the domain.)"""
-    keys: Keys = request.app.state.api_keys
+    keys: Keys = services_of(request).keys
     authorization = next(
         (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"authorization"), None
     )
@@ -315,7 +315,7 @@ async def path_invocation(
     fid = request.headers.get("function-id")
     if not fid:
         raise NotFound("Not Found")
-    principal = await request.app.state.api_keys.authenticate(request.headers.get("authorization"))
+    principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))
     function_id = parse_uuid(fid)
     if function_id is None:
         raise NotFound(f"Function id '{fid}' is not a function id")

@@ -29,6 +29,7 @@ from litestar.types import ControllerRouterHandler
 from nvcf_lite import logs
 from nvcf_lite.api.functions import Caller, FunctionsDep, functions_of
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.errors import Invalid, NotFound, NvcfError
 
 log = logging.getLogger("nvcf_lite.api")
@@ -126,7 +127,7 @@ async def _answer(
 ) -> Stream:
     if tail is not None and tail < 0:
         raise Invalid(f"Invalid request: 'tail' must be a number of lines >= 0, not {tail}")
-    source: LogSource = request.app.state.container_logs
+    source: LogSource = services_of(request).container_logs
     targets = await source.targets(function_id, version_ids, instance_id)
     if instance_id and not targets:
         raise NotFound(

@@ -18,6 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 
 from nvcf_lite.api.security import scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.registry import LocalImage, Registry
@@ -38,11 +39,11 @@ async def get_caller_info(
     request: Request[Any, Any, Any],
     data: Annotated[CallerInfoRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> dict[str, Any]:
-    keys: Keys = request.app.state.api_keys
+    keys: Keys = services_of(request).keys
     if not data.credentials:
         raise Unauthorized("form field 'credentials' with an API key is required")
     principal = await keys.verify(data.credentials.strip())
-    org: str = request.app.state.org_name
+    org: str = services_of(request).org_name
     return {
         "type": "SERVICE_KEY",
         "orgName": org,
@@ -61,9 +62,9 @@ async def get_caller_info(
 async def token(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """NGC's `GET /token?service=ngc&scope=...` (spec §7.1); the query is accepted and ignored:
     the token acts with its key's scopes and resources."""
-    keys: Keys = request.app.state.api_keys
+    keys: Keys = services_of(request).keys
     credential = _credential(request.headers.get("authorization"))
-    value, expires_in = await keys.token(credential, request.app.state.token_ttl_s)
+    value, expires_in = await keys.token(credential, services_of(request).token_ttl_s)
     return {"token": value, "expires_in": expires_in}
 
 
@@ -93,7 +94,7 @@ async def products() -> dict[str, Any]:
 
 @get("/v2/orgs", opt=scopes(), summary="NGC organizations of the caller", tags=["ngc"])
 async def orgs(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    org: str = request.app.state.org_name
+    org: str = services_of(request).org_name
     return {
         "organizations": [{"name": org, "displayName": org, "type": "ENTERPRISE"}],
         "paginationInfo": {"index": 0, "size": 1, "totalPages": 1, "totalResults": 1},
@@ -176,7 +177,7 @@ def _image_answer(found: LocalImage, kind: str, tagged: bool) -> dict[str, Any]:
 async def registry_image(
     request: Request[Any, Any, Any], org: FromPath[str], rest: FromPath[str]
 ) -> dict[str, Any]:
-    registry: Registry = request.app.state.registry
+    registry: Registry = services_of(request).registry
     where = parse_registry_path(rest)
     if where is None or not where.repo:
         raise NotFound(f"no NGC registry resource at /v2/org/{org}{rest}")

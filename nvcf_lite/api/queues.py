@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.invocations import Queues
 from nvcf_lite.models import Principal
@@ -42,7 +43,7 @@ QUEUE = scopes("queue_details")
 async def _depths(
     request: Request[Any, Any, Any], principal: Principal, fid: str, vid: str | None
 ) -> QueuesResponse:
-    queues: Queues = request.app.state.queues
+    queues: Queues = services_of(request).queues
     entries = await queues.depths(principal, fid, vid)
     return QueuesResponse(
         function_id=fid,
@@ -84,7 +85,7 @@ async def version_queue(
 async def queue_position(
     request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
 ) -> PositionResponse:
-    queues: Queues = request.app.state.queues
+    queues: Queues = services_of(request).queues
     record, position = queues.position(principal, request_id)
     return PositionResponse(
         function_id=record.function_id,

@@ -16,6 +16,7 @@ from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ControllerRouterHandler
 
+from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import Keys, require_scope
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import Principal
@@ -36,7 +37,7 @@ async def authorize(
     needed: Sequence[str] | None = handler.opt.get("scopes")
     if needed is None:
         return
-    keys: Keys = connection.app.state.api_keys
+    keys: Keys = services_of(connection).keys
     principal = await keys.authenticate(connection.headers.get("authorization"))
     connection.state.principal = principal
     if needed:
@@ -45,7 +46,7 @@ async def authorize(
 
 def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     org = connection.path_params.get("org")
-    expected: str = connection.app.state.org_name
+    expected: str = services_of(connection).org_name
     if org is not None and org != expected:
         raise NotFound(f"Org '{org}' not found (this server serves org '{expected}')")
 

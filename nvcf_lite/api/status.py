@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 
 from nvcf_lite.api.deployments import InstanceWire, SpecStateWire
 from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.functions import DETAILS_SCOPE
 from nvcf_lite.domain.status import Overview
@@ -59,7 +60,7 @@ class StatusResponse(Wire, kw_only=True):
     tags=["nvcf-lite"],
 )
 async def status(request: Request[Any, Any, Any], principal: Caller) -> StatusResponse:
-    overview: Overview = request.app.state.overview
+    overview: Overview = services_of(request).overview
     return to_wire(await overview.report(principal), StatusResponse)
 
 

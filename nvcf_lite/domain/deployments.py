@@ -69,6 +69,14 @@ def version_ref(version: FunctionVersion) -> VersionRef:
 
 
 VersionLookup = Callable[[str, str], Awaitable[VersionRef | None]]
+Reconcile = Callable[[], None]
+"""Desired state changed: make the containers match it (the Scheduler's nudge)."""
+InstancesOf = Callable[[str], list[InstanceView]]
+"""version_id -> the running instances of that version (the Scheduler's views)."""
+SpecStatesOf = Callable[[str], list[SpecState]]
+"""version_id -> the autoscaling state of each of its specifications."""
+Busy = Callable[[str], bool]
+"""version_id -> whether it has queued or in-flight requests (graceful undeploy waits)."""
 
 
 class Deployments:
@@ -79,18 +87,21 @@ class Deployments:
         host: Host,
         lookup: VersionLookup,
         nca_id: str,
+        *,
+        reconcile: Reconcile,
+        instances: InstancesOf,
+        spec_states: SpecStatesOf,
+        busy: Busy,
     ) -> None:
         self._db = db
         self._repo = repo
         self.host = host
         self._lookup = lookup
         self._nca_id = nca_id
-        self.reconcile: Callable[[], None] = lambda: None
-        self.instances: Callable[[str], list[InstanceView]] = lambda version_id: []
-        # Whether a version has queued or in-flight requests (wired to the dispatcher by the
-        # app); until it is wired every graceful undeploy drains.
-        self.busy: Callable[[str], bool] = lambda version_id: True
-        self.spec_states: Callable[[str], list[SpecState]] = lambda version_id: []
+        self._reconcile = reconcile
+        self.instances = instances
+        self.spec_states = spec_states
+        self._busy = busy
 
     async def version(self, fid: str, vid: str) -> VersionRef:
         ref = await self._lookup(fid, vid)
@@ -126,7 +137,7 @@ class Deployments:
             self._refuse_redeploy(fid, vid, current, existing)
             await self._repo.insert(tx, deployment)
             await self._repo.set_version_status(tx, vid, status, now)
-        self.reconcile()
+        self._reconcile()
         return deployment
 
     @staticmethod
@@ -227,7 +238,7 @@ class Deployments:
         deployment.updated_at = now_iso()
         async with self._db.transaction() as tx:
             await self._repo.save(tx, deployment)
-        self.reconcile()
+        self._reconcile()
         return deployment
 
     async def undeploy(self, fid: str, vid: str, graceful: bool) -> None:
@@ -240,13 +251,13 @@ class Deployments:
             if deployment is None or deployment.draining:
                 raise NotFound(f"{where(fid, vid)}: Deployment not found")
             await self._repo.set_version_status(tx, vid, FunctionStatus.INACTIVE, now_iso())
-            if graceful and self.busy(vid):
+            if graceful and self._busy(vid):
                 deployment.draining = True
                 deployment.updated_at = now_iso()
                 await self._repo.save(tx, deployment)
             else:
                 await self._repo.delete(tx, deployment.deployment_id)
-        self.reconcile()
+        self._reconcile()
 
     async def force_remove(self, fid: str, vid: str) -> None:
         """Before a version is deleted (spec §2.1.4): drop its deployment, if any."""
@@ -255,7 +266,7 @@ class Deployments:
             if deployment is not None:
                 await self._repo.delete(tx, deployment.deployment_id)
         if deployment is not None:
-            self.reconcile()
+            self._reconcile()
 
 
 def active_instance(view: InstanceView, nca_id: str) -> ActiveInstance:

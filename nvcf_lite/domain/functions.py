@@ -5,7 +5,7 @@ Who may see what: a version is visible to a key when it is the key's account's o
 (spec §6.3). nvcf-lite has one account and no sharing yet, so `authorized` and `public` add
 nothing today; the union below is written so that they will when sharing arrives.
 
-Deployments plug in through optional hooks: `instances` (F6 `activeInstances`),
+Deployments plug in through the constructor: `instances` (F6 `activeInstances`),
 `before_delete` (F7 force-removes the deployment of a version before it is deleted) and
 `after_secrets_change` (running instances get the new secret values).
 """
@@ -76,15 +76,15 @@ class Functions:
         repo: FunctionsRepo,
         nca_id: str,
         *,
-        instances: InstancesProvider | None = None,
-        before_delete: BeforeDelete | None = None,
+        instances: InstancesProvider,
+        before_delete: BeforeDelete,
+        after_secrets_change: SecretsChanged,
     ) -> None:
         self.repo = repo
         self.nca_id = nca_id
-        # Public so the deployments code can plug in after construction.
         self.instances = instances
         self.before_delete = before_delete
-        self.after_secrets_change: SecretsChanged | None = None
+        self.after_secrets_change = after_secrets_change
         # One rewrite of a version's record at a time (F8, secrets, rate limits read, change
         # and write it back): two at once would each drop the other's change.
         self._rewrites = asyncio.Lock()
@@ -181,7 +181,7 @@ class Functions:
         changes: dict[str, Any] = {}
         if not include_secrets:
             changes["secrets"] = None
-        if self.instances is not None and DETAILS_SCOPE in principal.scopes:
+        if DETAILS_SCOPE in principal.scopes:
             # an undeployed version has none: omitted like every other empty field
             changes["active_instances"] = tuple(await self.instances(version_id)) or None
         return msgspec.structs.replace(version, **changes) if changes else version
@@ -226,14 +226,13 @@ class Functions:
             updated = msgspec.structs.replace(version, secrets=names)
             if not await self.repo.update_secrets(updated, merged):
                 raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
-            if self.after_secrets_change is not None:  # in order: the last update wins
-                await self.after_secrets_change(version_id, merged)
+            # in order: the last update wins
+            await self.after_secrets_change(version_id, merged)
 
     async def delete(self, principal: Principal, function_id: str, version_id: str) -> None:
         """F7: force-removes the version's deployment (hook) first; secrets go with the row."""
         await self.find(principal, function_id, version_id)
-        if self.before_delete is not None:
-            await self.before_delete(function_id, version_id)
+        await self.before_delete(function_id, version_id)
         if not await self.repo.delete(function_id, version_id):
             raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
 

@@ -1,9 +1,10 @@
 """Invocations (spec §2.3, §2.4): accept durably, wait on a future, answer or 202.
 
 `Invocations` validates a call, picks the version, records the request in the durable queue,
-hands a `Ticket` to the dispatcher (through the `Dispatch` protocol, implemented in workers/)
-and waits on the ticket's future up to the poll window. Nothing here polls SQLite. The
-stateless rules (headers, statuses, problem bodies) are in `invocation_rules`.
+hands a `Ticket` (its lifecycle is in `tickets`) to the dispatcher (through the `Dispatch`
+protocol, implemented in workers/) and waits on the ticket's future up to the poll window.
+Nothing here polls SQLite. The stateless rules (headers, statuses, problem bodies) are in
+`invocation_rules`.
 """
 
 from __future__ import annotations
@@ -12,88 +13,30 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from nvcf_lite.domain.auth import require_function, require_scope
-from nvcf_lite.domain.invocation_rules import forwardable, status_header
+from nvcf_lite.domain.invocation_rules import forwardable
+from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
+
+__all__ = [
+    "MAX_UNREAD_PROGRESS",
+    "Dispatch",
+    "Invocations",
+    "Pending",
+    "Progress",
+    "StreamReply",
+    "Ticket",
+]
 from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
-from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, new_id, parse_uuid
+from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, parse_uuid
 from nvcf_lite.store.requests import RequestsRepo
 
 INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
 # How long a poll window that ends while the outcome is being recorded waits for that write.
 FINISH_WAIT_S = 10.0
-# Unread partial responses kept per request; older ones are dropped (spec §2.3.4).
-MAX_UNREAD_PROGRESS = 256
-
-
-@dataclass
-class Progress:
-    percent: int
-    body: bytes
-    seq: int
-
-
-@dataclass
-class StreamReply:
-    """A pass-through answer (SSE or path-preserving): headers now, body as it arrives."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    chunks: AsyncIterator[bytes]
-    close: Callable[[], Awaitable[None]]
-
-
-@dataclass(eq=False)
-class Ticket:
-    """The in-memory side of one accepted request."""
-
-    record: RequestRecord
-    subject: str
-    done: asyncio.Future[Outcome]
-    stream: asyncio.Future[StreamReply | Outcome] | None = None
-    started: bool = False
-    progress: Progress | None = None  # the latest partial response
-    unread: deque[Progress] = field(default_factory=lambda: deque(maxlen=MAX_UNREAD_PROGRESS))
-    wake: asyncio.Future[None] | None = None  # resolved on progress or when done
-    kept: bool = False  # the outcome was stored for a later status poll
-    leased: bool = False  # a lease was written (it ran long enough to count an attempt)
-    watcher: asyncio.Task[None] | None = None  # watches its progress file once it runs long
-    detached: bool = False
-    last_poll: float = field(default_factory=time.monotonic)
-    waiters: int = 0  # handlers long-polling it right now (never abandoned meanwhile)
-    note: str | None = None  # why it waits (e.g. "waiting for an instance to start")
-    cancelled: str | None = None  # why it was cancelled (client left), once it was
-    tried: set[str] = field(default_factory=set)  # instances that never received it
-    finished: bool = False  # its outcome is being recorded (only the first one counts)
-    queued_at: float = field(default_factory=time.monotonic)
-    dispatched_at: float = 0.0
-    first_byte_at: float = 0.0
-
-    def add_progress(self, percent: int, body: bytes) -> None:
-        seq = self.progress.seq + 1 if self.progress else 1
-        self.progress = Progress(percent=max(0, min(100, percent)), body=body, seq=seq)
-        self.unread.append(self.progress)
-        self.notify()
-
-    def notify(self) -> None:
-        """Wake a handler waiting on this request (a partial response, or the end)."""
-        wake = self.wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    @property
-    def request_id(self) -> str:
-        return self.record.request_id
-
-    @property
-    def nvcf_status(self) -> str:
-        if self.done.done():
-            return status_header(self.done.result().status)
-        return "in-progress" if self.started else "pending-evaluation"
 
 
 class Dispatch(Protocol):
@@ -148,6 +91,10 @@ class CachedVersions:
 
 
 StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]
+NewRequestId = Callable[[], str]
+"""A fresh request id (the forwarder's, whose folder for the request is made ahead)."""
+ReleaseRequestId = Callable[[str], None]
+"""request_id -> None: an id taken but not used (its premade folder goes)."""
 
 
 @dataclass
@@ -168,6 +115,8 @@ class Invocations:
         default_poll: int,
         max_poll: int,
         max_queue: int,
+        new_request_id: NewRequestId,
+        release_request_id: ReleaseRequestId,
         stage_assets: StageAssets | None = None,
     ) -> None:
         self.store = store
@@ -177,8 +126,8 @@ class Invocations:
         self.max_poll = max_poll
         self.max_queue = max_queue
         self.stage_assets = stage_assets
-        self.new_request_id: Callable[[], str] = new_id
-        self.release_request_id: Callable[[str], None] = lambda request_id: None
+        self.new_request_id = new_request_id
+        self.release_request_id = release_request_id
 
     async def choose(self, principal: Principal, fid: str, vid: str | None) -> VersionInfo:
         require_scope(principal, "invoke_function")
@@ -302,7 +251,7 @@ class Invocations:
             ticket.last_poll = time.monotonic()
         if ticket.done.done():
             return ticket.done.result()
-        ticket.detached = True
+        ticket.detach()
         progress = ticket.unread.popleft() if ticket.unread else ticket.progress
         return Pending(ticket, progress)
 

@@ -1,4 +1,4 @@
-"""Answers to the NGC registry look-ups the SDKs make before creating a function (spec §9.4).
+"""Answers to the NGC registry look-ups the SDKs make before creating a function (spec §9 item 4).
 
 ngcsdk 4.37.0 parses a container image `org/[team/]name:tag` (registry prefix removed) and asks
 `GET /v2/org/{org}[/team/{team}]/repos/{name}/images/{tag}`, then, when that is found,

@@ -1,4 +1,5 @@
-"""The Dispatcher: per-version FIFO queues in memory, mirrored durably by the RequestsRepo.
+"""The Dispatcher: moves requests from their version's queue (the Backlog, in memory,
+mirrored durably by the RequestsRepo) onto instances the Scheduler offers (`Capacity`).
 
 Each ready instance has `slots` (maxRequestConcurrency); a request leaves its queue only for
 an instance with a free slot. A request that never reached its container goes back to the
@@ -21,12 +22,13 @@ from nvcf_lite import logs
 from nvcf_lite.domain.invocation_rules import client_path, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.domain.metrics import Metrics
-from nvcf_lite.errors import GONE, WORKER_ERROR
+from nvcf_lite.errors import WORKER_ERROR
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestsRepo
+from nvcf_lite.workers.backlog import Backlog
+from nvcf_lite.workers.capacity import Capacity, Refusal
 from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
-from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.tasks import TaskSet
 
 log = logging.getLogger("nvcf_lite.dispatcher")
@@ -56,68 +58,68 @@ class Dispatcher:
     def __init__(
         self,
         store: RequestsRepo,
-        scheduler: Scheduler,
+        backlog: Backlog,
+        capacity: Capacity,
         forwarder: Forwarder,
         request_ttl_s: float,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
-        self.scheduler = scheduler
+        self.capacity = capacity
         self.forwarder = forwarder
         self.ttl = request_ttl_s
-        self.queues: dict[str, deque[Ticket]] = {}
-        self.tickets: dict[str, Ticket] = {}
-        self.per_function: Counter[str] = Counter()
+        self.backlog = backlog
+        self._tickets: dict[str, Ticket] = {}
+        self._per_function: Counter[str] = Counter()
         self._tasks = TaskSet(log, "dispatcher")
-        self.running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
+        self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
         self._housekeeping: asyncio.Future[None] | None = None
-        self.on_demand: Callable[[str], None] = lambda version_id: None
 
     # -- Dispatch protocol -------------------------------------------------------------
 
     def submit(self, ticket: Ticket) -> None:
         rec = ticket.record
-        self.tickets[rec.request_id] = ticket
-        self.per_function[rec.function_id] += 1
-        self.queues.setdefault(rec.version_id, deque()).append(ticket)
+        self._tickets[rec.request_id] = ticket
+        self._per_function[rec.function_id] += 1
+        self.backlog.queue(rec.version_id).append(ticket)
         self.pump(rec.version_id)
 
     def ticket(self, request_id: str) -> Ticket | None:
-        return self.tickets.get(request_id)
+        return self._tickets.get(request_id)
 
     def forget(self, request_id: str) -> None:
-        self.tickets.pop(request_id, None)
+        self._tickets.pop(request_id, None)
 
     def depth(self, version_id: str) -> int:
-        return len(self.queues.get(version_id, ()))
+        return self.backlog.depth(version_id)
 
     def position(self, request_id: str) -> int | None:
-        ticket = self.tickets.get(request_id)
+        ticket = self._tickets.get(request_id)
         if ticket is None or ticket.done.done():
             return None
-        queue = self.queues.get(ticket.record.version_id, deque())
+        queue = self.backlog.get(ticket.record.version_id) or ()
         for index, queued in enumerate(queue):
             if queued is ticket:
                 return min(index + 1, 1000)
         return 0  # in progress
 
     def queued_for_function(self, function_id: str) -> int:
-        return self.per_function[function_id]
+        return self._per_function[function_id]
 
     def cancel(self, request_id: str, reason: str) -> None:
         """Stop a request nobody waits for any more: out of its queue, or its forwarding
         cancelled (which drops the connection to the container)."""
-        ticket = self.tickets.get(request_id)
+        ticket = self._tickets.get(request_id)
         if ticket is None or ticket.done.done() or ticket.cancelled:
             return
-        ticket.cancelled = reason
-        queue = self.queues.get(ticket.record.version_id)
+        ticket.cancel(reason)
+        queue = self.backlog.get(ticket.record.version_id)
         if queue is not None and ticket in queue:
             queue.remove(ticket)
             self._tasks.spawn(self._finish(ticket, self._cancelled(ticket), failed=True))
-        elif request_id in self.running:
-            self.running[request_id].cancel()
+        elif request_id in self._running:
+            self._running[request_id].cancel()
 
     @staticmethod
     def _cancelled(ticket: Ticket) -> Outcome:
@@ -128,25 +130,21 @@ class Dispatcher:
     # -- moving work ----------------------------------------------------------------------
 
     def pump_all(self) -> None:
-        for version_id in list(self.queues):
+        for version_id in self.backlog.versions():
             self.pump(version_id)
 
     def pump(self, version_id: str) -> None:
-        queue = self.queues.get(version_id)
+        queue = self.backlog.get(version_id)
         if not queue:
             return
-        reason = self._refusal(version_id)
-        if reason is not None:
-            while queue:
-                ticket = queue.popleft()
-                rec = ticket.record
-                self._tasks.spawn(
-                    self._finish(ticket, problem(*reason, client_path(rec), rec.request_id))
-                )
-            return
-        ready = self.scheduler.ready_instances(version_id)
+        refusal = self.capacity.refusal(version_id, queue[0].queued_at)
+        if refusal is not None:
+            self._refuse(queue, refusal)
+            if not queue or refusal.queued_before == math.inf:
+                return
+        ready = self.capacity.ready(version_id)
         while queue:
-            free = [i for i in ready if i.in_flight < self._slots(i)]
+            free = [i for i in ready if i.in_flight < self.capacity.slots(i)]
             if not free:
                 self._note_waiting(version_id, queue, bool(ready))
                 return
@@ -155,50 +153,30 @@ class Dispatcher:
             fresh = [i for i in free if i.instance_id not in ticket.tried] or free
             inst = min(fresh, key=lambda i: i.in_flight)
             inst.in_flight += 1
-            ticket.started, ticket.note = True, None
+            ticket.start()
             ticket.dispatched_at = time.monotonic()
-            self.running[ticket.request_id] = self._tasks.spawn(self._run(ticket, inst))
+            self._running[ticket.request_id] = self._tasks.spawn(self._run(ticket, inst))
 
-    def _slots(self, inst: Instance) -> int:
-        """maxRequestConcurrency of the instance's spec (known before the scheduler copies it)."""
-        deployment = self.scheduler.deployed.get(inst.version_id)
-        for spec in deployment.specs if deployment else ():
-            if spec.gpu_specification_id == inst.spec_id:
-                return max(1, spec.max_request_concurrency)
-        return max(1, inst.slots)
-
-    def _refusal(self, version_id: str) -> tuple[int, str, str] | None:
-        failure = self.scheduler.start_failure(version_id)
-        queue = self.queues.get(version_id)
-        if failure is not None and queue and queue[0].queued_at < failure[0]:
-            # no instance could start for requests already waiting: fail them with why,
-            # instead of letting them wait out their lifetime (later ones try again)
-            while queue and queue[0].queued_at < failure[0]:
-                ticket = queue.popleft()
-                rec = ticket.record
-                detail = f"no instance could start for this request: {failure[1]}"
-                outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
-                self._tasks.spawn(self._finish(ticket, outcome, failed=True))
-            return None
-        error = self.scheduler.errors.get(version_id)
-        if error is not None and version_id in self.scheduler.deployed:
-            return 503, WORKER_ERROR, f"the function version cannot start: {error}"
-        if version_id not in self.scheduler.deployed:
-            detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"
-            return 404, GONE, detail
-        return None
+    def _refuse(self, queue: deque[Ticket], refusal: Refusal) -> None:
+        """End the queued requests the refusal covers (the oldest first) with its problem."""
+        while queue and queue[0].queued_at < refusal.queued_before:
+            ticket = queue.popleft()
+            rec = ticket.record
+            outcome = problem(
+                refusal.status, refusal.kind, refusal.detail, client_path(rec), rec.request_id
+            )
+            self._tasks.spawn(self._finish(ticket, outcome, failed=refusal.failed))
 
     def _note_waiting(self, version_id: str, queue: deque[Ticket], any_ready: bool) -> None:
-        starting = any(i.version_id == version_id for i in self.scheduler.instances.values())
         if any_ready:
             note = "waiting for a free instance slot"
-        elif starting:
+        elif self.capacity.has_instances(version_id):
             note = "waiting for an instance to start"
         else:
             note = "waiting for an instance (none is running)"
         for ticket in queue:
             ticket.note = note
-        self.on_demand(version_id)
+        self.capacity.nudge()
 
     def watch_running(self) -> None:
         """Every 0.1 s: requests running for a while get a progress watcher and a lease.
@@ -207,8 +185,8 @@ class Dispatcher:
         lease counts the attempts a restart sees (a request that finished needs none).
         """
         now = time.monotonic()
-        for request_id in self.running:
-            ticket = self.tickets.get(request_id)
+        for request_id in self._running:
+            ticket = self._tickets.get(request_id)
             if ticket is None or ticket.finished:
                 continue
             age = now - ticket.dispatched_at
@@ -216,7 +194,7 @@ class Dispatcher:
                 out_dir, _ = self.forwarder.dirs(request_id)
                 ticket.watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
             if not ticket.leased and age >= LEASE_AFTER_S:
-                ticket.leased = True
+                ticket.lease()
                 self.store.lease(request_id, time.time() + self.ttl)
 
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
@@ -250,13 +228,13 @@ class Dispatcher:
             if not ticket.done.done():
                 await self._finish(ticket, outcome, failed=True)
         finally:
-            self.running.pop(ticket.request_id, None)
+            self._running.pop(ticket.request_id, None)
             if ticket.watcher is not None:
                 ticket.watcher.cancel()
                 ticket.watcher = None
             inst.in_flight -= 1
             if inst.state != InstanceState.READY:
-                self.scheduler.nudge()  # a draining instance may be removable now
+                self.capacity.nudge()  # a draining instance may be removable now
             if not requeued:
                 self.forwarder.cleanup(ticket.request_id)
             self.pump(ticket.record.version_id)
@@ -272,9 +250,9 @@ class Dispatcher:
                 )
             )
             return False
-        ticket.started = False
+        ticket.requeue()
         self.store.requeue(rec.request_id)
-        self.queues.setdefault(rec.version_id, deque()).appendleft(ticket)
+        self.backlog.queue(rec.version_id).appendleft(ticket)
         return True
 
     async def _stream(self, ticket: Ticket, reply: StreamReply) -> None:
@@ -307,12 +285,11 @@ class Dispatcher:
     async def _finish(self, ticket: Ticket, outcome: Outcome, failed: bool = False) -> None:
         if ticket.finished:  # a cancel racing the end: the first outcome stands
             return
-        ticket.finished = True
+        keep = ticket.finishing()
         rec = ticket.record
         if not ticket.dispatched_at:
             self.forwarder.cleanup(rec.request_id)  # never ran: its premade folder goes
-        keep = ticket.detached
-        # From here (`finished`) no handler detaches it: one whose window ends during this
+        # From here (FINISHING) no handler detaches it: one whose window ends during this
         # write waits for it and answers with the outcome (Invocations.wait), so a request
         # whose row is deleted here is always answered on its connection, never by a 202.
         try:
@@ -321,8 +298,8 @@ class Dispatcher:
             # The answer still reaches the client (on its connection, or from memory when it
             # polls); the row keeps its last state, so a restart may run the request again.
             log.exception("recording the end of a request failed", extra=_ids(ticket))
-        ticket.kept = keep
-        self.per_function[rec.function_id] -= 1
+        ticket.finished_as(kept=keep)
+        self._per_function[rec.function_id] -= 1
         self.metrics.invocations.inc(rec.function_id, rec.version_id, str(outcome.status))
         self.metrics.invocation_seconds.observe(
             time.monotonic() - ticket.queued_at, rec.function_id, rec.version_id
@@ -356,20 +333,14 @@ class Dispatcher:
                 outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
                 await self.store.finish(rec.request_id, outcome, keep=True, failed=True)
                 continue
-            ticket = Ticket(
-                record=rec,
-                subject=await subject_of(rec),
-                done=loop.create_future(),
-                stream=None,
-                detached=True,
-            )
+            ticket = Ticket.recovered(rec, await subject_of(rec), loop.create_future())
             self.submit(ticket)
         return sum(1 for rec in pending if rec.mode == "pexec")
 
     def sweep(self) -> None:
         """Cancel detached requests whose client stopped polling (§2.3.4); drop stale tickets."""
         now = time.monotonic()
-        for ticket in list(self.tickets.values()):
+        for ticket in list(self._tickets.values()):
             idle = now - ticket.last_poll
             if ticket.done.done():
                 if idle > self.ttl:

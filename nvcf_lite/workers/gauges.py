@@ -1,13 +1,13 @@
-"""The gauges of GET /metrics, read from the live scheduler and dispatcher at scrape time."""
+"""The gauges of GET /metrics, read from the live scheduler and backlog at scrape time."""
 
 from __future__ import annotations
 
 from nvcf_lite.domain.metrics import Gauge
-from nvcf_lite.workers.dispatcher import Dispatcher
+from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.scheduler import Scheduler
 
 
-def live_gauges(scheduler: Scheduler, dispatcher: Dispatcher) -> list[Gauge]:
+def live_gauges(scheduler: Scheduler, backlog: Backlog) -> list[Gauge]:
     queued = Gauge(
         "nvcf_lite_queue_depth",
         "Requests waiting for an instance slot, by function and version.",
@@ -33,10 +33,8 @@ def live_gauges(scheduler: Scheduler, dispatcher: Dispatcher) -> list[Gauge]:
     for vid in functions:
         queued.set(0, functions[vid], vid)
         in_flight.set(0, functions[vid], vid)
-    for vid, queue in dispatcher.queues.items():
-        if queue:
-            fid = functions.get(vid) or queue[0].record.function_id
-            queued.set(len(queue), fid, vid)
+    for fid, vid, depth in backlog.queued():
+        queued.set(depth, functions.get(vid) or fid, vid)
     held: set[str] = set()
     for inst in scheduler.instances.values():
         instances.add(1, inst.function_id, inst.version_id, inst.state.value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from nvcf_lite import logs
 from nvcf_lite.config import Config
@@ -20,6 +19,7 @@ from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
 from nvcf_lite.domain.scheduling import SpecHistory, next_status, spec_health
+from nvcf_lite.errors import GONE, WORKER_ERROR
 from nvcf_lite.models import (
     Deployment,
     FunctionStatus,
@@ -42,6 +42,7 @@ from nvcf_lite.runtime.base import (
     RuntimeFailure,
 )
 from nvcf_lite.store.deployments import DeploymentsRepo
+from nvcf_lite.workers.capacity import CapacityChanged, Demand, Refusal
 from nvcf_lite.workers.instances import (
     LABEL_GPU,
     LABEL_INSTANCE_TYPE,
@@ -64,6 +65,9 @@ class Scheduler:
         host: Host,
         launch_info: LaunchLookup,
         metrics: Metrics | None = None,
+        *,
+        demand: Demand,
+        changed: CapacityChanged,
     ) -> None:
         self.cfg = config.scheduler
         self.namespace = config.docker.namespace
@@ -82,8 +86,8 @@ class Scheduler:
             config, runtime, launch_info, self.history, self._changed, self._tasks.spawn, metrics
         )
         self.instances: dict[str, Instance] = self.life.instances
-        self.on_change: Callable[[], None] = lambda: None
-        self.queue_depth: Callable[[str], int] = lambda version_id: 0
+        self.demand = demand  # requests waiting per version: scaled to, drained before undeploy
+        self.changed = changed  # fired when instances or version statuses change
         self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
         self.errors: dict[str, str] = {}  # version id -> why it is in ERROR
 
@@ -148,12 +152,40 @@ class Scheduler:
             image_pull=pull,
         )
 
-    def ready_instances(self, version_id: str) -> list[Instance]:
+    # -- Capacity (workers/capacity.py): what the dispatcher sees ---------------------------
+
+    def ready(self, version_id: str) -> list[Instance]:
         return [
             i
             for i in self.instances.values()
             if i.version_id == version_id and i.state == InstanceState.READY
         ]
+
+    def slots(self, inst: Instance) -> int:
+        """maxRequestConcurrency of the instance's spec (known before a tick copies it)."""
+        deployment = self.deployed.get(inst.version_id)
+        for spec in deployment.specs if deployment else ():
+            if spec.gpu_specification_id == inst.spec_id:
+                return max(1, spec.max_request_concurrency)
+        return max(1, inst.slots)
+
+    def refusal(self, version_id: str, queued_at: float) -> Refusal | None:
+        failure = self.start_failure(version_id)
+        if failure is not None and queued_at < failure[0]:
+            # no instance could start for requests already waiting: fail them with why,
+            # instead of letting them wait out their lifetime (later ones try again)
+            detail = f"no instance could start for this request: {failure[1]}"
+            return Refusal(503, WORKER_ERROR, detail, queued_before=failure[0], failed=True)
+        error = self.errors.get(version_id)
+        if error is not None and version_id in self.deployed:
+            return Refusal(503, WORKER_ERROR, f"the function version cannot start: {error}")
+        if version_id not in self.deployed:
+            detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"
+            return Refusal(404, GONE, detail)
+        return None
+
+    def has_instances(self, version_id: str) -> bool:
+        return any(i.version_id == version_id for i in self.instances.values())
 
     def start_failure(self, version_id: str) -> tuple[float, str] | None:
         """(when, why) of the last failed start, while the version has no live instance."""
@@ -304,7 +336,7 @@ class Scheduler:
             if inst.state == InstanceState.DRAINING and inst.in_flight == 0:
                 self.life.retire(inst, inst.error or "drained", keep_state=True)
         if deployment.draining:
-            if self.queue_depth(deployment.version_id):
+            if self.demand.depth(deployment.version_id):
                 return  # graceful: queued work is still served before the instances go
             for inst in mine:
                 if not inst.removing and inst.state != InstanceState.DRAINING:
@@ -312,7 +344,7 @@ class Scheduler:
             if not self.instances.keys() & {i.instance_id for i in mine}:
                 await self.repo.delete_now(deployment.deployment_id)
             return
-        queued = self.queue_depth(deployment.version_id)
+        queued = self.demand.depth(deployment.version_id)
         share = -(-queued // len(deployment.specs)) if queued else 0
         for spec in deployment.specs:
             await self._reconcile_spec(deployment, spec, mine, share)
@@ -436,7 +468,7 @@ class Scheduler:
                 if d.version_id in changes:
                     about = logs.ids(function_id=d.function_id, version_id=d.version_id)
                     log.info("version status %s", changes[d.version_id].value, extra=about)
-            self.on_change()
+            self.changed.fire()
 
     def _give_up(self, deployment: Deployment) -> None:
         """ERROR is final until an undeploy: stop retrying and remove what is left."""
@@ -448,7 +480,7 @@ class Scheduler:
 
     def _changed(self) -> None:
         self.nudge()
-        self.on_change()
+        self.changed.fire()
 
 
 def _kept_for_logs(c: ContainerInfo, deployments: dict[str, Deployment]) -> bool:

@@ -6,6 +6,8 @@
   closes the connection: an upload interrupted by the client.
 * `RssSampler` samples VmRSS of the server's whole process tree (granian runs the app in a
   worker process below the one we started) from /proc while a test runs.
+* `create()`, `upload()`, `local()` and `leftovers()` do the same in process, through the app's
+  Litestar test client (test_assets_api, test_assets).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from conftest import bearer
+from function_support import PLAIN
+from litestar.testing import TestClient
 from sdk_support import live_server, new_key
 from server_support import ServerProcess
 
@@ -145,3 +151,33 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.samples.append(rss_kib(self.pid))
+
+
+PNG = {"contentType": "image/png", "description": "red-cat-photo"}
+PNG_HEADERS = {"Content-Type": "image/png", DESCRIPTION_HEADER: "red-cat-photo"}
+Client = TestClient[Any]
+
+
+def create(client: Client, prefix: str = PLAIN, key: str | None = None, **body: str) -> Any:
+    r = client.post(f"{prefix}/assets", json=body or PNG, headers=bearer(key) if key else bearer())
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def local(url: str) -> str:
+    """The path and query of a URL on this server (the test client has its own host)."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def upload(client: Client, asset: dict[str, Any], data: bytes = b"\x89PNG cat", **hdrs: str) -> Any:
+    return client.put(local(asset["uploadUrl"]), content=data, headers={**PNG_HEADERS, **hdrs})
+
+
+def blob_dir(client: Client) -> Path:
+    return Path(client.app.state.platform.config.store.data_dir) / "blobs" / "assets"
+
+
+def leftovers(client: Client) -> list[str]:
+    folder = blob_dir(client)
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

@@ -15,43 +15,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from asset_support import PNG, PNG_HEADERS, Client, blob_dir, create, leftovers, local, upload
 from conftest import bearer, call, make_config
 from function_support import FAMILIES, ISO_INSTANT, PLAIN, UNKNOWN_ID, problem
-from litestar.testing import TestClient
 
 import nvcf_lite.store.blobs as blobs_module
 from nvcf_lite.domain.assets import DESCRIPTION_HEADER
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.store.keys import KeysRepo
-
-PNG = {"contentType": "image/png", "description": "red-cat-photo"}
-PNG_HEADERS = {"Content-Type": "image/png", DESCRIPTION_HEADER: "red-cat-photo"}
-Client = TestClient[Any]
-
-
-def create(client: Client, prefix: str = PLAIN, key: str | None = None, **body: str) -> Any:
-    r = client.post(f"{prefix}/assets", json=body or PNG, headers=bearer(key) if key else bearer())
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def local(url: str) -> str:
-    """The path and query of a URL on this server (the test client has its own host)."""
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
-
-
-def upload(client: Client, asset: dict[str, Any], data: bytes = b"\x89PNG cat", **hdrs: str) -> Any:
-    return client.put(local(asset["uploadUrl"]), content=data, headers={**PNG_HEADERS, **hdrs})
-
-
-def blob_dir(client: Client) -> Path:
-    return Path(client.app.state.platform.config.store.data_dir) / "blobs" / "assets"
-
-
-def leftovers(client: Client) -> list[str]:
-    folder = blob_dir(client)
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 @pytest.fixture

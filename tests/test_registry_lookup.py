@@ -1,6 +1,6 @@
 """The NGC registry look-ups ngcsdk makes before creating a function (spec §9 item 4), in process.
 
-The same paths are exercised end to end by the real SDK in test_ngcsdk.py.
+The same paths are exercised end to end by the real SDK in test_ngc_sdk.py.
 """
 
 from __future__ import annotations

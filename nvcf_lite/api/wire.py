@@ -14,7 +14,7 @@ class Wire(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
 
     Names: a whole body is `*Request` or `*Response`; every other wire struct is `*Wire`, named
     after its domain twin where it has one (`HealthWire` for `HealthCheck`). The twins' field
-    sets are held equal by tests/test_struct_fields.py.
+    sets are held equal by tests/test_wire_fields.py.
     """
 
 

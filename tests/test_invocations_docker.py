@@ -2,7 +2,7 @@
 
 The echo function (scripts/function_server.py) answers with what it received, so each test
 checks both sides: the client's answer and what the container saw. Streams are checked for
-content here (Litestar's TestClient buffers them); their timing is in test_invocation_live.
+content here (Litestar's TestClient buffers them); their timing is in test_invocations_live.
 """
 
 from __future__ import annotations

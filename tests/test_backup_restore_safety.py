@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_backup import add_request
+from backup_support import add_request
 
 from nvcf_lite.store import backup, restore
 from nvcf_lite.store.sqlite import migrate_file

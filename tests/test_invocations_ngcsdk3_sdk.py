@@ -2,7 +2,7 @@
 `nvcf-lite serve` over plain HTTP and a real function container (spec §7.1, §9 item 7).
 
 ngcsdk 3.x sends invocations to a hard-coded NVCF URL table; the script points its "prod"
-entry at the server (as test_ngcsdk3_assets does). Covered: a blocking 200, 202 then status
+entry at the server (as test_assets_ngcsdk3_sdk does). Covered: a blocking 200, 202 then status
 polls (sent with the SDK's `NVCF-POLL_SECONDS` spelling), a large result (302 -> the zip
 fetched without Authorization and saved), and streaming (`invoke_stream`).
 """

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from asset_support import PNG, create, leftovers, local, upload
 from conftest import bearer, call
 from function_support import PLAIN, UNKNOWN_ID
 from litestar.testing import TestClient
-from test_assets_api import PNG, create, leftovers, local, upload
 
 import nvcf_lite.store.blobs as blobs_module
 from nvcf_lite.domain.auth import Keys

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from backup_support import add_request
 from server_support import ServerProcess
 
 from nvcf_lite.store import backup, restore
@@ -51,18 +51,6 @@ def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
-
-
-def add_request(data_dir: Path, request_id: str, state: str, assets: list[str]) -> None:
-    """A request row in data_dir's database, as the durable queue writes it."""
-    with sqlite3.connect(data_dir / "nvcf-lite.db") as conn:
-        conn.execute(
-            "INSERT INTO requests (request_id, function_id, version_id, nca_id, key_id, state,"
-            " method, path, headers, body, poll_seconds, mode, assets, accepted_at)"
-            " VALUES (?, 'f', 'v', 'n', 'k', ?, 'POST', '/', '[]', x'', 5, 'pexec', ?, 0)",
-            (request_id, state, json.dumps(assets)),
-        )
-    conn.close()
 
 
 def server(workdir: Path) -> ServerProcess:

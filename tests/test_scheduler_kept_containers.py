@@ -1,6 +1,6 @@
 """The stopped containers of failed instances are kept for `nvcf-lite logs`: the newest
 `docker.failed_containers_kept` per version, the rest removed; undeploy removes them all; 0
-keeps none. Scheduler unit tests on the fake runtime (the Docker side: test_logs_docker)."""
+keeps none. Scheduler unit tests on the fake runtime (the Docker side: test_container_logs_live)."""
 
 from __future__ import annotations
 

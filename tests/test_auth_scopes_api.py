@@ -3,7 +3,7 @@
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
 endpoints (R1, R2) and the nvcf-lite extensions: status (X1) and container logs (L1, L2);
-functions (F1-F9) are in test_function_access.
+functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
 function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepted without one.

@@ -17,7 +17,12 @@ from docker_support import (
 )
 from fake_runtime import FakeRuntime
 
-from nvcf_lite.runtime.base import LABEL_INSTANCE_ID, ContainerRuntime, ContainerSpec
+from nvcf_lite.runtime.base import (
+    LABEL_INSTANCE_ID,
+    LABEL_NAMESPACE,
+    ContainerRuntime,
+    ContainerSpec,
+)
 
 LABEL = "nvcf-lite.contract"
 
@@ -58,7 +63,13 @@ def spec(k: Kind, image: str, name: str) -> ContainerSpec:
     return ContainerSpec(
         name=f"contract-{k.images['run']}-{name}",
         image=k.images[image],
-        labels={LABEL: k.images["run"], LABEL_INSTANCE_ID: name},
+        # A namespace of its own: a server of the default namespace on the same engine treats
+        # unlabelled managed containers as its leftovers and would reap these mid-test.
+        labels={
+            LABEL: k.images["run"],
+            LABEL_INSTANCE_ID: name,
+            LABEL_NAMESPACE: f"contract-{k.images['run']}",
+        },
         ports=[8000],
         env={"GREETING": "hi"},
     )

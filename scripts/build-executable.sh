@@ -9,6 +9,8 @@
 # pyproject.toml, from PyPI); it is reused until pyproject.toml or the interpreter changes. The
 # package itself is analysed from this source tree, so every file under nvcf_lite/ goes in.
 set -euo pipefail
+# shellcheck source=scripts/loopback.sh
+source "$(dirname "$0")/loopback.sh"
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -70,26 +72,6 @@ build() {
   echo "--- built in $((SECONDS - started)) s"
 }
 
-free_port() {
-  # A loopback port nothing listens on, below the kernel's ephemeral range (where outgoing
-  # connections and Docker's published ports take theirs); bash's /dev/tcp: refused means free.
-  local lo hi port
-  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-  for _ in $(seq 1 50); do
-    if [ "$lo" -gt 11000 ]; then
-      port=$((10000 + RANDOM % (lo - 10000)))
-    elif [ "$hi" -lt 65000 ]; then
-      port=$((hi + 1 + RANDOM % (65535 - hi)))
-    else
-      port=$((10000 + RANDOM % 22000))
-    fi
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  die "no free loopback port found"
-}
 
 now_ms() { date +%s%3N; }
 

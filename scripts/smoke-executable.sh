@@ -13,6 +13,8 @@
 # answers. Every process of the server must be the copied executable, its libpython the bundled
 # one. Uses curl and the docker CLI, never python. Cleans up its containers (namespace label).
 set -euo pipefail
+# shellcheck source=scripts/loopback.sh
+source "$(dirname "$0")/loopback.sh"
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 SOURCE=$(realpath "${1:-$HERE/dist/nvcf-lite}")
@@ -66,26 +68,6 @@ run_exe() {
   (cd "$WORK" && exec env -i "${env_vars[@]}" "$EXE" "$@")
 }
 
-free_port() {
-  # A loopback port nothing listens on, below the kernel's ephemeral range (where outgoing
-  # connections and Docker's published ports take theirs); bash's /dev/tcp: refused means free.
-  local lo hi port
-  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-  for _ in $(seq 1 50); do
-    if [ "$lo" -gt 11000 ]; then
-      port=$((10000 + RANDOM % (lo - 10000)))
-    elif [ "$hi" -lt 65000 ]; then
-      port=$((hi + 1 + RANDOM % (65535 - hi)))
-    else
-      port=$((10000 + RANDOM % 22000))
-    fi
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  fail "no free loopback port"
-}
 
 # api METHOD PATH [KEY] [JSON BODY]: sets STATUS and BODY (the response body).
 api() {
@@ -98,13 +80,7 @@ api() {
   BODY=$(cat "$WORK/body")
 }
 
-expect() {
-  [ "$STATUS" = "$1" ] || fail "$2: expected HTTP $1, got $STATUS: $BODY"
-}
 
-json_field() { # json_field NAME: the first "NAME":"value" in BODY
-  grep -o "\"$1\":\"[^\"]*\"" <<<"$BODY" | head -n 1 | cut -d'"' -f4
-}
 
 # Starts the server on a free port (again on another one if the port was taken meanwhile).
 start_server() {
@@ -170,19 +146,6 @@ assert_no_outside_python() {
   say "processes ${pids[*]}: all $EXE, libpython from the bundle only"
 }
 
-wait_active() {
-  local fid=$1 vid=$2 started=$SECONDS status
-  while :; do
-    api GET "/v2/nvcf/functions/$fid/versions/$vid"
-    expect 200 "get version"
-    status=$(json_field status)
-    [ "$status" = ACTIVE ] && break
-    [ "$status" != ERROR ] || fail "the deployment went to ERROR: $BODY"
-    [ $((SECONDS - started)) -lt 90 ] || fail "not ACTIVE within 90 s (status $status): $BODY"
-    sleep 0.5
-  done
-  say "deploy: ACTIVE after $((SECONDS - started)) s"
-}
 
 invoke() { # invoke FID KEY MARKER
   api POST "/v2/nvcf/pexec/functions/$1" "$2" "{\"smoke\":\"$3\"}"

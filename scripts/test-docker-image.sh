@@ -18,6 +18,8 @@
 #     still listed.
 # Uses curl and the docker CLI; removes what it made but the cached base image.
 set -euo pipefail
+# shellcheck source=scripts/loopback.sh
+source "$(dirname "$0")/loopback.sh"
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 SOURCE=$(realpath "${1:-$HERE/dist/nvcf-lite}")
@@ -54,26 +56,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  # A loopback port nothing listens on, below the kernel's ephemeral range (where outgoing
-  # connections and Docker's published ports take theirs); bash's /dev/tcp: refused means free.
-  local lo hi port
-  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-  for _ in $(seq 1 50); do
-    if [ "$lo" -gt 11000 ]; then
-      port=$((10000 + RANDOM % (lo - 10000)))
-    elif [ "$hi" -lt 65000 ]; then
-      port=$((hi + 1 + RANDOM % (65535 - hi)))
-    else
-      port=$((10000 + RANDOM % 22000))
-    fi
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  fail "no free loopback port"
-}
 
 # -- the base image ------------------------------------------------------------------------------
 
@@ -189,8 +171,6 @@ api() {
   HEADERS=$(tr -d '\r' <"$WORK/headers")
 }
 
-expect() { [ "$STATUS" = "$1" ] || fail "$2: expected HTTP $1, got $STATUS: $BODY"; }
-json_field() { grep -o "\"$1\":\"[^\"]*\"" <<<"$BODY" | head -n 1 | cut -d'"' -f4; }
 
 # wait_health: 0 once /health answers 200; 1 if the container exited because its port was
 # taken meanwhile; fails on anything else.
@@ -249,21 +229,12 @@ deploy_echo() {
   api POST "/v2/nvcf/deployments/functions/$FID/versions/$VID" \
     '{"deploymentSpecifications":[{"gpu":"CPU","instanceType":"CPU.x1","minInstances":1,"maxInstances":1}]}'
   expect 200 "deploy"
-  local started=$SECONDS status
-  while :; do
-    api GET "/v2/nvcf/functions/$FID/versions/$VID"
-    expect 200 "get version"
-    status=$(json_field status)
-    [ "$status" = ACTIVE ] && break
-    [ "$status" != ERROR ] || fail "the deployment went to ERROR: $BODY"
-    [ $((SECONDS - started)) -lt 90 ] || fail "not ACTIVE within 90 s ($status): $BODY"
-    sleep 0.5
-  done
+  wait_active "$FID" "$VID"
   local sibling
   sibling=$(docker ps -q --filter "label=nvcf-lite.namespace=$NAMESPACE" \
     --filter "label=nvcf-lite.function-id=$FID")
   [ -n "$sibling" ] || fail "no sibling container for $FID on the host's engine"
-  say "echo function $FID ACTIVE after $((SECONDS - started)) s (sibling container $sibling)"
+  say "echo function $FID runs as sibling container $sibling"
 }
 
 # The zip behind a 302's Location downloads (signed URL, no key) and holds NAME.

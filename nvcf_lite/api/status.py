@@ -16,10 +16,9 @@ from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.functions import DETAILS_SCOPE
-from nvcf_lite.domain.status import Overview
+from nvcf_lite.domain.status import STATUS_PATH, Overview
 from nvcf_lite.models import Principal
 
-STATUS_PATH = "/v2/nvcf-lite/status"
 Caller = NamedDependency[Principal]
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from nvcf_lite.api.status import STATUS_PATH
 from nvcf_lite.config import Config, ConfigSource, public_url
+from nvcf_lite.domain.status import STATUS_PATH
 
 KEY_VARIABLES = ("NVCF_LITE_API_KEY", "NGC_API_KEY")
 Doc = dict[str, Any]

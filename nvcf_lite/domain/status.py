@@ -26,6 +26,10 @@ from nvcf_lite.models import (
     now_iso,
 )
 
+# Where the API serves the overview (an nvcf-lite extension); `nvcf-lite status` reads it. Here,
+# not in api/status.py, so the CLI does not import the web framework to learn a path.
+STATUS_PATH = "/v2/nvcf-lite/status"
+
 
 class VersionStatus(msgspec.Struct, kw_only=True):
     version_id: str

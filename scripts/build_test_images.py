@@ -2,10 +2,13 @@
 
 The base image is a FROM-scratch root filesystem holding the host's own CPython (the resolved
 interpreter, its stdlib minus tests/GUI/packaging, the lib-dynload modules and every shared
-library `ldd` finds for them), /etc/passwd with `nobody`, /tmp, and scripts/function_server.py at
-/app/function_server.py. It is sent to the daemon as a tar stream (`docker import`); the
-variants are the same root filesystem committed with one more ENV. Each image carries the label
-`nvcf-lite.test-image-hash`, a digest of its inputs, so a re-run skips up-to-date images.
+library `ldd` finds for them), /etc/passwd with `nobody`, /tmp, scripts/function_server.py at
+/app/function_server.py and scripts/fast_function_server.py at /app/fast_function_server.py. It
+is sent to the daemon as a tar stream (`docker import`); the variants are the same root
+filesystem committed with one more ENV, or another CMD (`nvcf-lite-test/fast` runs the
+single-threaded asyncio server, the baseline of scripts/bench_invoke.py). Each image carries
+the label `nvcf-lite.test-image-hash`, a digest of its inputs, so a re-run skips up-to-date
+images.
 
     .venv/bin/python scripts/build_test_images.py [--force]
 """
@@ -36,6 +39,7 @@ except ImportError:
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "function_server.py"
+FAST_SERVER = HERE / "fast_function_server.py"
 LABEL = "nvcf-lite.test-image-hash"
 TAG = "1"
 BASE = "nvcf-lite-test/echo"
@@ -45,7 +49,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "nvcf-lite-test/crash": {"CRASH_AFTER_S": "2"},
     "nvcf-lite-test/slow-ready": {"READY_DELAY_S": "3"},
     "nvcf-lite-test/exit": {"EXIT_AT_START": "1"},
+    "nvcf-lite-test/fast": {},
 }
+# The server each image runs (the default: /app/function_server.py).
+COMMANDS: dict[str, str] = {"nvcf-lite-test/fast": "/app/fast_function_server.py"}
+DEFAULT_COMMAND = "/app/function_server.py"
 # Stdlib parts no test function needs (and most of the size).
 SKIP_DIRS = {
     "test",
@@ -102,14 +110,16 @@ class Interpreter:
 def inputs_hash(interp: Interpreter) -> str:
     """Digest of everything the base image is made of; variants add their env to it."""
     digest = hashlib.sha256()
-    for path in (Path(__file__).resolve(), SERVER):
+    for path in (Path(__file__).resolve(), SERVER, FAST_SERVER):
         digest.update(path.read_bytes())
     digest.update(interp.fingerprint().encode())
     return digest.hexdigest()
 
 
-def variant_hash(base_hash: str, env: dict[str, str]) -> str:
+def variant_hash(base_hash: str, env: dict[str, str], command: str = DEFAULT_COMMAND) -> str:
     extra = "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
+    if command != DEFAULT_COMMAND:
+        extra += f"CMD {command}\n"
     return hashlib.sha256(f"{base_hash}\n{extra}".encode()).hexdigest()
 
 
@@ -251,15 +261,18 @@ def build_rootfs(interp: Interpreter) -> bytes:
     rootfs.mkdir("/tmp", 0o1777)
     rootfs.mkdir("/var/tmp", 0o1777)
     rootfs.add_file("/app/function_server.py", SERVER, mode=0o644)
+    rootfs.add_file("/app/fast_function_server.py", FAST_SERVER, mode=0o644)
     return rootfs.close()
 
 
-def image_changes(interp: Interpreter, env: dict[str, str], label: str) -> list[str]:
+def image_changes(
+    interp: Interpreter, env: dict[str, str], label: str, command: str = DEFAULT_COMMAND
+) -> list[str]:
     """Dockerfile instructions applied on import/commit."""
     path = f"{interp.executable.parent}:/usr/local/bin:/usr/bin:/bin"
     base_env = {"PATH": path, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     return [
-        'CMD ["python3","/app/function_server.py"]',
+        f'CMD ["python3","{command}"]',
         "EXPOSE 8000",
         "WORKDIR /app",
         *(f"ENV {k}={v}" for k, v in {**base_env, **env}.items()),
@@ -295,12 +308,13 @@ def build(client: docker.DockerClient, force: bool) -> list[str]:
     stale_ids: list[str] = []
     for repo, env in VARIANTS.items():
         ref, started = f"{repo}:{TAG}", time.perf_counter()
-        want = variant_hash(base_hash, env)
+        command = COMMANDS.get(repo, DEFAULT_COMMAND)
+        want = variant_hash(base_hash, env, command)
         old_id, have = current_label(client, ref)
         if have == want and not force:
             print(f"{ref:32} up to date ({time.perf_counter() - started:.3f} s)")
             continue
-        changes = image_changes(interp, env, want)
+        changes = image_changes(interp, env, want, command)
         if repo == BASE:
             data = build_rootfs(interp)
             client.api.import_image_from_data(data, repository=repo, tag=TAG, changes=changes)

@@ -31,6 +31,7 @@ UNHEALTHY_IMAGE = "nvcf-lite-test/unhealthy:1"
 CRASH_IMAGE = "nvcf-lite-test/crash:1"
 SLOW_READY_IMAGE = "nvcf-lite-test/slow-ready:1"
 EXIT_IMAGE = "nvcf-lite-test/exit:1"
+FAST_IMAGE = "nvcf-lite-test/fast:1"  # scripts/fast_function_server.py, the bench baseline
 TEST_LABEL = "nvcf-lite.test"
 
 _client: docker.DockerClient | None = None

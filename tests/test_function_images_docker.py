@@ -18,6 +18,7 @@ from docker_support import (
     CRASH_IMAGE,
     ECHO_IMAGE,
     EXIT_IMAGE,
+    FAST_IMAGE,
     SLOW_READY_IMAGE,
     UNHEALTHY_IMAGE,
     RunningContainer,
@@ -329,3 +330,26 @@ def test_exit_image_exits_1(client: docker.DockerClient) -> None:
     with running_container(client, EXIT_IMAGE) as running:
         assert running.container.wait(timeout=20)["StatusCode"] == 1
         assert b"EXIT_AT_START" in running.container.logs()
+
+
+def test_fast_image_health_echo_and_keep_alive(client: docker.DockerClient) -> None:
+    """nvcf-lite-test/fast (the bench baseline): health, a JSON echo per POST, keep-alive."""
+    config = client.images.get(FAST_IMAGE).attrs["Config"]
+    assert config["Cmd"] == ["python3", "/app/fast_function_server.py"]
+    with running_container(client, FAST_IMAGE) as running:
+        wait_http(f"{running.url}/health", timeout_s=20)
+        assert http_request(f"{running.url}/v2/health/ready").status == 200
+        assert http_request(f"{running.url}/nope").status == 404
+        conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+        try:
+            for body in (b'{"a": 1}', b"x" * 70_000):
+                conn.request("POST", "/echo?q=1", body=body)
+                resp = conn.getresponse()
+                assert resp.status == 200
+                assert json.loads(resp.read()) == {"ok": True, "path": "/echo", "bytes": len(body)}
+            conn.request("POST", "/echo", body=b"{}", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            assert resp.getheader("Connection") == "close"
+            assert resp.read()
+        finally:
+            conn.close()

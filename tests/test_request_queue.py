@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -111,6 +112,52 @@ async def test_many_concurrent_accepts_share_commits_and_all_land(
     recs = [record(V1 if i % 2 else V2) for i in range(300)]
     await asyncio.gather(*(store.accept(r) for r in recs))
     assert len(raw_rows(db)) == 300
+
+
+async def test_an_accept_waits_off_the_loop_while_another_process_holds_the_write_lock(
+    db: Database, store: RequestsRepo
+) -> None:
+    """Batches commit on the event loop's thread; when an admin command (another process)
+    holds the write lock, the batch waits for it on the writer's thread instead: the loop
+    keeps running and the accept lands once the lock is free."""
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    rec = record()
+    accepted = asyncio.ensure_future(store.accept(rec))
+    ticks = 0
+    for _ in range(20):  # the loop is free while the accept waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not accepted.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(accepted, 10)
+    assert raw_rows(db)[rec.request_id]["state"] == "queued"
+
+
+async def test_the_wal_is_checkpointed_off_the_commits(
+    db: Database, store: RequestsRepo, tmp_path: Path
+) -> None:
+    """The server's writer never checkpoints inside a commit (a checkpoint writes and fsyncs
+    the database file); the checkpoint loop copies the WAL into the main file soon after."""
+    rec = record()
+    await store.accept(rec)
+    found = 0
+    deadline = time.monotonic() + 5
+    while not found and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        main_only = tmp_path / f"main-only-{time.monotonic_ns()}.db"
+        shutil.copyfile(db.path, main_only)  # without its -wal: what was checkpointed
+        copy = sqlite3.connect(main_only)
+        try:
+            found = copy.execute(
+                "SELECT count(*) FROM requests WHERE request_id = ?", (rec.request_id,)
+            ).fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema is in the main file yet
+            found = 0
+        finally:
+            copy.close()
+    assert found == 1
 
 
 async def test_pending_is_fifo_per_version(store: RequestsRepo) -> None:

@@ -9,6 +9,7 @@ This is the only module that imports aiosqlite.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -23,6 +24,8 @@ from urllib.parse import quote
 import aiosqlite
 
 from nvcf_lite.store.data_dir import BACKUPS_DIR, give_to_owner
+
+log = logging.getLogger("nvcf_lite.store")
 
 Row = sqlite3.Row
 Params = Sequence[Any] | dict[str, Any]
@@ -127,15 +130,24 @@ def _prepare(path: Path, create: bool) -> Path | None:
     return snapshot
 
 
+BUSY_TIMEOUT_MS = 10000
+# How often the server's WAL is checkpointed (its writer does not checkpoint inside a commit).
+CHECKPOINT_EVERY_S = 1.0
+
+
 async def _open(path: Path, *, must_exist: bool = False) -> aiosqlite.Connection:
-    # mode=rw: SQLite itself refuses to create a missing file (no race with a check)
+    # mode=rw: SQLite itself refuses to create a missing file (no race with a check).
+    # check_same_thread=False: the writer's connection is also used on the event loop's thread
+    # by `Database.write_batch` (always under the database's lock, never at the same time).
     target: Any = f"file:{quote(str(path))}?mode=rw" if must_exist else path
-    conn = await aiosqlite.connect(target, isolation_level=None, uri=must_exist)
+    conn = await aiosqlite.connect(
+        target, isolation_level=None, uri=must_exist, check_same_thread=False
+    )
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=10000")
+    await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
@@ -165,11 +177,26 @@ class Tx:
 class Database:
     """The SQLite file under data_dir: migrations, a writer and a reader."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        inline_writes: bool = False,
+    ):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        # The server writes request batches on the event loop's thread (see write_batch) and
+        # checkpoints the WAL from the reader's thread; admin commands do neither.
+        self._inline = inline_writes
+        self._raw: sqlite3.Connection = writer._conn
+        self._written = False
+        self._checkpointer: asyncio.Task[None] | None = None
+        if inline_writes:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpoint")
 
     @classmethod
     async def open(cls, path: Path, *, create: bool = True) -> Database:
@@ -183,16 +210,38 @@ class Database:
         try:
             await migrate(writer)
             reader = await _open(path, must_exist=not create)
+            if create:
+                # No checkpoint inside a commit (it writes the database file and fsyncs, which
+                # would stall the event loop under write_batch): _checkpoint_loop does it.
+                await writer.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             await writer.close()  # aiosqlite's thread would otherwise keep the process alive
             raise
         if create:
             await asyncio.to_thread(path.chmod, 0o600)  # key hashes and secrets live here
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, inline_writes=create)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
         await self._reader.close()
-        await self._writer.close()
+        await self._writer.close()  # the last connection to close checkpoints the WAL
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy committed pages from the WAL into the database file, off the event loop (on
+        the reader's thread), at most every CHECKPOINT_EVERY_S while there are writes.
+        PASSIVE: never waits for, nor blocks, readers or the writer."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            if not self._written:
+                continue
+            self._written = False
+            try:
+                await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                log.warning("WAL checkpoint failed; retrying in %s s", CHECKPOINT_EVERY_S)
+                self._written = True
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -206,10 +255,16 @@ class Database:
             await self._writer.execute("COMMIT")
 
     async def write_batch(self, ops: Sequence[tuple[str, Params]]) -> None:
-        """Run many writes as one BEGIN IMMEDIATE transaction in ONE hop to the writer's
-        thread (each awaited aiosqlite call is a thread hop of ~60 µs; a batch of 50
-        requests' writes would otherwise pay 50+ of them). Runs of the same statement go
-        through executemany. Uses aiosqlite's internal `_execute` (pinned version)."""
+        """Run many writes as one BEGIN IMMEDIATE transaction. Runs of the same statement go
+        through executemany.
+
+        In the server the batch runs right here on the event loop's thread: a small WAL
+        commit (synchronous=NORMAL, no checkpoint in it) takes ~20 µs, less than the hop to
+        aiosqlite's thread and back (~60 µs, and the GIL contention that comes with it), and
+        a group commit holds the writes of many requests. Only when another process (an
+        admin command) holds the write lock does it wait for it, on the writer's thread
+        (aiosqlite's internal `_execute`, pinned version), so the loop never blocks on a lock.
+        """
         groups: list[tuple[str, list[Params]]] = []
         for sql, params in ops:
             if groups and groups[-1][0] == sql:
@@ -217,7 +272,15 @@ class Database:
             else:
                 groups.append((sql, [params]))
         async with self._lock:
-            await self._writer._execute(_apply_batch, self._writer._conn, groups)  # type: ignore[no-untyped-call]
+            self._written = True
+            if self._inline:
+                try:
+                    _apply_batch(self._raw, groups, wait=False)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+            await self._writer._execute(_apply_batch, self._raw, groups, True)  # type: ignore[no-untyped-call]
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         async with self._reader.execute(sql, params) as cur:
@@ -283,9 +346,18 @@ async def migrate_file(path: Path) -> tuple[int, Path | None]:
         await asyncio.to_thread(give_to_owner, path.parent, path)
 
 
-def _apply_batch(conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]]) -> None:
-    """On the writer's own thread: the whole batch in one transaction, or nothing."""
-    conn.execute("BEGIN IMMEDIATE")
+def _apply_batch(
+    conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]], wait: bool
+) -> None:
+    """The whole batch in one transaction, or nothing. `wait=False`: SQLITE_BUSY at once
+    (instead of waiting up to the busy timeout) when another process holds the write lock."""
+    if not wait:
+        conn.execute("PRAGMA busy_timeout=0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        if not wait:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     try:
         for sql, rows in groups:
             conn.executemany(sql, rows)
@@ -293,6 +365,13 @@ def _apply_batch(conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    ) or ("locked" in str(exc) or "busy" in str(exc))
 
 
 def is_constraint_error(exc: BaseException) -> bool:

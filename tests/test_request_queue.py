@@ -280,7 +280,7 @@ class StubForwarder:
             raise
         return Outcome(status=200, body=ticket.request_id.encode())
 
-    def cleanup(self, request_id: str) -> None:
+    def cleanup(self, request_id: str, assets: bool = True) -> None:
         pass
 
     async def close(self) -> None:

@@ -236,7 +236,7 @@ class Dispatcher:
             if inst.state != InstanceState.READY:
                 self.capacity.nudge()  # a draining instance may be removable now
             if not requeued:
-                self.forwarder.cleanup(ticket.request_id)
+                self.forwarder.cleanup(ticket.request_id, bool(ticket.record.assets))
             self.pump(ticket.record.version_id)
 
     def _retry(self, ticket: Ticket, why: str) -> bool:
@@ -288,7 +288,7 @@ class Dispatcher:
         keep = ticket.finishing()
         rec = ticket.record
         if not ticket.dispatched_at:
-            self.forwarder.cleanup(rec.request_id)  # never ran: its premade folder goes
+            self.forwarder.cleanup(rec.request_id, bool(rec.assets))  # never ran
         # From here (FINISHING) no handler detaches it: one whose window ends during this
         # write waits for it and answers with the outcome (Invocations.wait), so a request
         # whose row is deleted here is always answered on its connection, never by a 202.

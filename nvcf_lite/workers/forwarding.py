@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 import zipfile
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -26,13 +24,10 @@ from yarl import URL
 from nvcf_lite.domain.invocation_rules import HOP_BY_HOP, client_path, container_error, problem
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.errors import CONNECTION_ERROR, WORKER_ERROR, NvcfError
-from nvcf_lite.models import Outcome, new_id
+from nvcf_lite.models import Outcome
 from nvcf_lite.workers.instances import INF_DIR, Instance
+from nvcf_lite.workers.request_folders import RequestFolders
 
-POOL_BATCH, POOL_LOW = 256, 128
-# A folder's mtime moves in coarse kernel ticks: only trust an unchanged one for folders made
-# well before the request (a file written in the same tick as the mkdir would not show).
-MTIME_SAFE_S = 0.05
 # The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
 _NO_COPY = HOP_BY_HOP
 
@@ -92,13 +87,7 @@ class Forwarder:
         self.ttl = request_ttl_s
         self.results = results
         self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._response_root = str(inf_dir / "response")
-        self._pool: deque[tuple[str, int, float]] = deque()  # (request id, mtime, made at)
-        self._premade: set[str] = set()  # ids handed out whose folder exists already
-        self._ready: dict[str, int] = {}  # request id -> its premade folder's mtime
-        self._refill: asyncio.Future[None] | None = None
-        self._trash: list[str] = []
-        self._sweeper: asyncio.Future[None] | None = None
+        self.folders = RequestFolders(str(inf_dir))
 
     def session(self, inst: Instance) -> aiohttp.ClientSession:
         s = self._sessions.get(inst.instance_id)
@@ -114,14 +103,7 @@ class Forwarder:
             await s.close()
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self._refill is not None:
-            await asyncio.gather(self._refill, return_exceptions=True)
-        self._trash.extend(request_id for request_id, _, _ in self._pool)
-        self._pool.clear()
-        await self.sweep_dirs()
+        await self.folders.close()
         for s in list(self._sessions.values()):
             await s.close()
         self._sessions.clear()
@@ -129,60 +111,13 @@ class Forwarder:
     def dirs(self, request_id: str) -> tuple[Path, Path]:
         return self.inf_dir / "response" / request_id, self.inf_dir / "inputAssets" / request_id
 
-    # -- per-request folders -------------------------------------------------------------
-    # Creating and deleting a directory costs more than anything else a small request does
-    # (and blocks the event loop). Request ids are handed out with their large-output folder
-    # made ahead, in batches on a thread; folders are deleted in batches too.
-
     def take_request_id(self) -> str:
         """A new request id whose large-output folder already exists, when one is ready."""
-        if len(self._pool) < POOL_LOW and self._refill is None:
-            self._refill = asyncio.ensure_future(self._premake())
-        if self._pool:
-            request_id, mtime_ns, made = self._pool.popleft()  # oldest first
-            self._premade.add(request_id)
-            if time.monotonic() - made > MTIME_SAFE_S:
-                self._ready[request_id] = mtime_ns
-            return request_id
-        return new_id()
-
-    async def _premake(self) -> None:
-        try:
-            made = await asyncio.to_thread(_premake, self._response_root, POOL_BATCH)
-            now = time.monotonic()
-            self._pool.extend((rid, mtime, now) for rid, mtime in made)
-        finally:
-            self._refill = None
-
-    def _make_out_dir(self, request_id: str) -> Path:
-        path = f"{self._response_root}/{request_id}"
-        if request_id in self._premade:
-            self._premade.discard(request_id)
-        else:
-            try:
-                os.mkdir(path)
-            except FileNotFoundError:
-                os.makedirs(path, exist_ok=True)
-            except FileExistsError:
-                pass  # a retry of the same request
-            os.chmod(path, 0o777)  # the container's user may not be root
-        return Path(path)
-
-    def _has_files(self, request_id: str, out_dir: Path) -> bool:
-        """Anything but the progress file in the output folder? A premade folder whose mtime
-        did not move has had nothing added (one stat instead of a directory scan)."""
-        mtime_ns = self._ready.pop(request_id, None)
-        if mtime_ns is not None:
-            try:
-                if os.stat(out_dir).st_mtime_ns == mtime_ns:
-                    return False
-            except OSError:
-                return False
-        return _has_files(out_dir)
+        return self.folders.take_request_id()
 
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record
-        out_dir = self._make_out_dir(rec.request_id)
+        out_dir = self.folders.out_dir(rec.request_id)
         path = rec.path if rec.mode == "path" else inst.inference_url
         # encoded=True: the client's path and query reach the container byte for byte
         url = URL(f"http://127.0.0.1:{inst.host_port}{_escaped(path)}", encoded=True)
@@ -218,9 +153,7 @@ class Forwarder:
         detail = f"Inference connection error while making inference request ({type(exc).__name__})"
         return problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
 
-    async def _collect(
-        self, ticket: Ticket, resp: aiohttp.ClientResponse, out_dir: Path
-    ) -> Outcome:
+    async def _collect(self, ticket: Ticket, resp: aiohttp.ClientResponse, out: str) -> Outcome:
         rec = ticket.record
         body = bytearray()
         spill: Path | None = None
@@ -228,7 +161,8 @@ class Forwarder:
             if spill is None:
                 body += chunk
                 if len(body) > self.max_bytes:
-                    spill = out_dir.parent / f"{rec.request_id}.response"
+                    spill = Path(f"{out}.response")
+                    self.folders.wrote_beside(rec.request_id)
                     await asyncio.to_thread(spill.write_bytes, bytes(body))
                     body.clear()
             else:
@@ -236,14 +170,16 @@ class Forwarder:
         if resp.status >= 400:
             data = bytes(body) if spill is None else b""
             return container_error(resp.status, data, client_path(rec), rec.request_id)
-        has_files = self._has_files(rec.request_id, out_dir)
+        has_files = self.folders.wrote_files(rec.request_id)
+        out_dir = Path(out)
         artifacts = await asyncio.to_thread(_artifacts, out_dir) if has_files else []
         if spill is None and not artifacts:
             return Outcome(status=resp.status, headers=_copy_headers(resp), body=bytes(body))
+        self.folders.wrote_beside(rec.request_id)
         if spill is None:
-            spill = out_dir.parent / f"{rec.request_id}.response"
+            spill = Path(f"{out}.response")
             await asyncio.to_thread(spill.write_bytes, bytes(body))
-        zip_path = out_dir.parent / f"{rec.request_id}.zip"
+        zip_path = Path(f"{out}.zip")
         await asyncio.to_thread(_zip, zip_path, rec.request_id, spill, out_dir, artifacts)
         spill.unlink(missing_ok=True)
         try:
@@ -252,78 +188,21 @@ class Forwarder:
             return problem(exc.status, WORKER_ERROR, exc.detail, client_path(rec), rec.request_id)
         return Outcome(status=302, headers=[], location=url)
 
-    def cleanup(self, request_id: str) -> None:
-        """Forget a request's folders. Deleted in batches off the event loop (`sweep_dirs`):
-        removing directories costs more than anything else a small request does."""
-        self._trash.append(request_id)
+    def cleanup(self, request_id: str, assets: bool = True) -> None:
+        """Forget a request's folders (removed in batches off the event loop); `assets=False`
+        when none were staged for it."""
+        self.folders.done(request_id, assets)
 
     def start(self) -> None:
-        # At start-up, before anything is served: empty folders left by a process that was
-        # killed (premade ones, or of requests that will run again and get a new one) go.
-        _remove_empty_dirs(self._response_root)
-        self._sweeper = asyncio.ensure_future(self._sweep_loop())
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            await self.sweep_dirs()
+        self.folders.start()
 
     async def sweep_dirs(self) -> None:
-        batch, self._trash = self._trash, []
-        if batch:
-            await asyncio.to_thread(_remove_request_dirs, self.inf_dir, batch)
+        await self.folders.sweep()
 
 
 def _escaped(target: str) -> str:
     """Percent-escape only what may not appear raw in a request target (spaces, non-ASCII)."""
     return quote(target.encode("latin-1", "replace"), safe="!#$%&'()*+,/:;=?@[]~")
-
-
-def _remove_empty_dirs(root: str) -> None:
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            try:
-                os.rmdir(entry.path)
-            except OSError:
-                pass  # not empty: it belongs to a request that will run again
-
-
-def _premake(root: str, count: int) -> list[tuple[str, int]]:
-    os.makedirs(root, exist_ok=True)
-    made = []
-    for _ in range(count):
-        request_id = new_id()
-        path = f"{root}/{request_id}"
-        os.mkdir(path)
-        os.chmod(path, 0o777)
-        made.append((request_id, os.stat(path).st_mtime_ns))
-    return made
-
-
-def _has_files(out_dir: Path) -> bool:
-    """Anything but the progress file in the output folder (cheap: usually it is empty)."""
-    try:
-        with os.scandir(out_dir) as entries:
-            return any(e.name != "progress" for e in entries)
-    except OSError:
-        return False
-
-
-def _remove_request_dirs(inf_dir: Path, request_ids: list[str]) -> None:
-    for request_id in request_ids:
-        for folder in (inf_dir / "response" / request_id, inf_dir / "inputAssets" / request_id):
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                shutil.rmtree(folder, ignore_errors=True)
-        for leftover in (f"{request_id}.response", f"{request_id}.zip"):
-            (inf_dir / "response" / leftover).unlink(missing_ok=True)
 
 
 def _append(path: Path, chunk: bytes) -> None:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from nvcf_lite.domain.invocation_rules import (
     container_error,
@@ -34,7 +35,7 @@ from nvcf_lite.models import (
     RequestRecord,
     new_id,
 )
-from nvcf_lite.workers.forwarding import container_headers
+from nvcf_lite.workers.forwarding import container_headers, instance_headers
 from nvcf_lite.workers.instances import Instance
 
 FID, VID = new_id(), new_id()
@@ -152,6 +153,17 @@ def _instance() -> Instance:
     return inst
 
 
+def _parsed(block: bytes) -> CIMultiDict[str]:
+    """The header block as the container reads it (each line `Name: value`, CRLF-ended)."""
+    assert block.endswith(b"\r\n") and b"\r\n\r\n" not in block
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in block.decode("latin-1").split("\r\n")[:-1]:
+        name, sep, value = line.partition(": ")
+        assert sep and name and "\n" not in value, line
+        headers.add(name, value)
+    return headers
+
+
 async def test_container_headers_are_the_platform_set_plus_the_clients() -> None:
     rec = _record(
         headers=[("x-custom", "a"), ("x-custom", "b"), ("accept", "text/plain")],
@@ -160,7 +172,9 @@ async def test_container_headers_are_the_platform_set_plus_the_clients() -> None
     )
     loop = asyncio.get_running_loop()
     ticket = Ticket(record=rec, subject="apikey:k1", done=loop.create_future())
-    headers = container_headers(ticket, _instance(), 5242880, time.time())
+    headers = _parsed(
+        container_headers(ticket, instance_headers(_instance(), 5242880), time.time())
+    )
     rid = rec.request_id
     expected = {
         "NVCF-REQID": rid,
@@ -191,7 +205,7 @@ async def test_container_headers_keep_the_clients_content_type() -> None:
     rec = _record(headers=[("content-type", "text/plain"), ("accept-encoding", "gzip")])
     loop = asyncio.get_running_loop()
     ticket = Ticket(record=rec, subject="s", done=loop.create_future())
-    headers = container_headers(ticket, _instance(), 100, time.time())
+    headers = _parsed(container_headers(ticket, instance_headers(_instance(), 100), time.time()))
     assert headers.getall("Content-Type") == ["text/plain"]
     assert headers["Accept-Encoding"] == "gzip"
     assert "NVCF-FUNCTION-ASSET-IDS" not in headers
@@ -417,3 +431,14 @@ async def test_a_window_ending_while_the_outcome_is_recorded_answers_with_it() -
     assert isinstance(result, Outcome) and result.body == b"late"
     assert not ticket.detached
     assert time.monotonic() - started >= 0.25
+
+
+async def test_a_client_header_of_a_platform_name_never_reaches_the_container() -> None:
+    """The accept filters them already (`forwardable`); the block builder drops them again,
+    so a record from an older queue cannot forge them either."""
+    rec = _record(headers=[("NVCF-REQID", "forged"), ("Host", "evil"), ("x-ok", "1")])
+    loop = asyncio.get_running_loop()
+    ticket = Ticket(record=rec, subject="s", done=loop.create_future())
+    headers = _parsed(container_headers(ticket, instance_headers(_instance(), 100), time.time()))
+    assert headers.getall("NVCF-REQID") == [rec.request_id]
+    assert "Host" not in headers and headers["x-ok"] == "1"

@@ -1,6 +1,8 @@
-"""Forwarding one request to one instance over a pooled keep-alive aiohttp session.
+"""Forwarding one request to one instance over a pooled keep-alive connection.
 
-Builds the NVCF container headers (§4.3), reads the answer (spilling to disk past
+Builds the NVCF container headers (§4.3) as one encoded block (the instance's part once per
+instance), sends them with `http_client` (a small HTTP/1.1 client on the httptools parser:
+aiohttp cost ~100 µs of Python per request), reads the answer (spilling to disk past
 NVCF-MAX-RESPONSE-SIZE-BYTES), turns it into an Outcome (wrapping errors, §4.4; zipping
 large results and large-output files, §2.3.7) or a pass-through StreamReply (SSE and
 path-preserving calls), and watches the progress file (§4.5).
@@ -16,20 +18,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
-from multidict import CIMultiDict
-from yarl import URL
 
-from nvcf_lite.domain.invocation_rules import HOP_BY_HOP, client_path, container_error, problem
+from nvcf_lite.domain.invocation_rules import (
+    HOP_BY_HOP,
+    WORKER_OWNED,
+    client_path,
+    container_error,
+    problem,
+)
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.errors import CONNECTION_ERROR, WORKER_ERROR, NvcfError
 from nvcf_lite.models import Outcome
+from nvcf_lite.workers.http_client import ConnectFailed, Pool, Response, UpstreamError
 from nvcf_lite.workers.instances import INF_DIR, Instance
 from nvcf_lite.workers.request_folders import RequestFolders
 
 # The body is passed on as the container sent it (no decompression), so Content-Encoding stays.
 _NO_COPY = HOP_BY_HOP
+# Never taken from the client: the platform's own (§4.3), and what the client sets itself.
+_NOT_FORWARDED = frozenset(HOP_BY_HOP | WORKER_OWNED)
 
 
 class NeverReached(Exception):
@@ -39,45 +47,61 @@ class NeverReached(Exception):
 ResultSink = Callable[[str, Path], Awaitable[str]]  # (request id, zip path) -> download URL
 
 
-def container_headers(
-    ticket: Ticket, inst: Instance, max_bytes: int, now: float
-) -> CIMultiDict[str]:
-    """The client's forwardable headers plus the platform's (§4.3), which always win."""
+def instance_headers(inst: Instance, max_bytes: int) -> bytes:
+    """The container headers that are the same for every request to `inst` (built once)."""
+    lines = (
+        f"NVCF-FUNCTION-NAME: {inst.function_name}\r\n"
+        f"NVCF-MAX-RESPONSE-SIZE-BYTES: {max_bytes}\r\n"
+        "NVCF-NSPECTID: nvcf-lite\r\n"
+        "NVCF-BACKEND: local\r\n"
+        f"NVCF-INSTANCETYPE: {inst.instance_type}\r\n"
+        "NVCF-REGION: local\r\n"
+        "NVCF-ENV: local\r\n"
+        "NVCF-INVOCATION-REGION: local\r\n"
+    )
+    return lines.encode("latin-1", "replace")
+
+
+def container_headers(ticket: Ticket, fixed: bytes, now: float) -> bytes:
+    """The header block sent to the container: the client's forwardable headers, then the
+    platform's (§4.3), which always win (a client header of a platform name is dropped),
+    then `fixed` (instance_headers). Host and Content-Length are the client's to add."""
     rec = ticket.record
     rid = rec.request_id
-    headers: CIMultiDict[str] = CIMultiDict(rec.headers)
-    headers.setdefault("Content-Type", "application/json")
-    # Without this aiohttp would ask for gzip, and a compressed body would reach a client
-    # that never asked for one.
-    headers.setdefault("Accept-Encoding", "identity")
+    lines: list[str] = []
+    content_type = accept_encoding = False
+    for name, value in rec.headers:
+        low = name.lower()
+        if low in _NOT_FORWARDED:
+            continue
+        if low == "content-type":
+            content_type = True
+        elif low == "accept-encoding":
+            accept_encoding = True
+        lines.append(f"{name}: {value}\r\n")
+    if not content_type:
+        lines.append("Content-Type: application/json\r\n")
+    if not accept_encoding:
+        # the answer is passed on as sent: ask for no compression the client did not ask for
+        lines.append("Accept-Encoding: identity\r\n")
     left = max(0, int(rec.poll_seconds - (now - rec.accepted_at)))
-    platform = {
-        "NVCF-REQID": rid,
-        "NVCF-SUB": ticket.subject,
-        "NVCF-NCAID": rec.nca_id,
-        "NVCF-FUNCTION-NAME": inst.function_name,
-        "NVCF-FUNCTION-ID": rec.function_id,
-        "NVCF-FUNCTION-VERSION-ID": rec.version_id,
-        "NVCF-ASSET-DIR": f"{INF_DIR}/inputAssets/{rid}",
-        "NVCF-LARGE-OUTPUT-DIR": f"{INF_DIR}/response/{rid}",
-        "NVCF-MAX-RESPONSE-SIZE-BYTES": str(max_bytes),
-        "NVCF-NSPECTID": "nvcf-lite",
-        "NVCF-BACKEND": "local",
-        "NVCF-INSTANCETYPE": inst.instance_type,
-        "NVCF-REGION": "local",
-        "NVCF-ENV": "local",
-        "NVCF-INVOCATION-REGION": "local",
-        "nvcf-poll-seconds": str(left),
-    }
+    lines.append(
+        f"NVCF-REQID: {rid}\r\n"
+        f"NVCF-SUB: {ticket.subject}\r\n"
+        f"NVCF-NCAID: {rec.nca_id}\r\n"
+        f"NVCF-FUNCTION-ID: {rec.function_id}\r\n"
+        f"NVCF-FUNCTION-VERSION-ID: {rec.version_id}\r\n"
+        f"NVCF-ASSET-DIR: {INF_DIR}/inputAssets/{rid}\r\n"
+        f"NVCF-LARGE-OUTPUT-DIR: {INF_DIR}/response/{rid}\r\n"
+        f"nvcf-poll-seconds: {left}\r\n"
+    )
     if rec.assets:
-        platform["NVCF-FUNCTION-ASSET-IDS"] = ",".join(rec.assets)
-    for name, value in platform.items():
-        headers[name] = value  # replaces any client header of that name
-    return headers
+        lines.append(f"NVCF-FUNCTION-ASSET-IDS: {','.join(rec.assets)}\r\n")
+    return "".join(lines).encode("latin-1", "replace") + fixed
 
 
-def _copy_headers(resp: aiohttp.ClientResponse) -> list[tuple[str, str]]:
-    return [(str(n), v) for n, v in resp.headers.items() if n.lower() not in _NO_COPY]
+def _copy_headers(resp: Response) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in resp.headers if n.lower() not in _NO_COPY]
 
 
 class Forwarder:
@@ -86,27 +110,30 @@ class Forwarder:
         self.max_bytes = max_bytes
         self.ttl = request_ttl_s
         self.results = results
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, tuple[Pool, bytes]] = {}  # instance id -> (pool, fixed headers)
         self.folders = RequestFolders(str(inf_dir))
 
-    def session(self, inst: Instance) -> aiohttp.ClientSession:
-        s = self._sessions.get(inst.instance_id)
-        if s is None or s.closed:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
-            s = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-            self._sessions[inst.instance_id] = s
-        return s
+    def pool(self, inst: Instance) -> tuple[Pool, bytes]:
+        """The instance's keep-alive connections and its fixed container headers."""
+        got = self._pools.get(inst.instance_id)
+        port = inst.host_port or 0
+        if got is None or got[0].port != port:
+            if got is not None:
+                got[0].close()
+            got = (Pool("127.0.0.1", port), instance_headers(inst, self.max_bytes))
+            self._pools[inst.instance_id] = got
+        return got
 
     async def drop(self, instance_id: str) -> None:
-        s = self._sessions.pop(instance_id, None)
-        if s is not None:
-            await s.close()
+        got = self._pools.pop(instance_id, None)
+        if got is not None:
+            got[0].close()
 
     async def close(self) -> None:
         await self.folders.close()
-        for s in list(self._sessions.values()):
-            await s.close()
-        self._sessions.clear()
+        for pool, _ in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     def dirs(self, request_id: str) -> tuple[Path, Path]:
         return self.inf_dir / "response" / request_id, self.inf_dir / "inputAssets" / request_id
@@ -118,18 +145,20 @@ class Forwarder:
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record
         out_dir = self.folders.out_dir(rec.request_id)
-        path = rec.path if rec.mode == "path" else inst.inference_url
-        # encoded=True: the client's path and query reach the container byte for byte
-        url = URL(f"http://127.0.0.1:{inst.host_port}{_escaped(path)}", encoded=True)
-        headers = container_headers(ticket, inst, self.max_bytes, time.time())
-        timeout = aiohttp.ClientTimeout(total=max(1.0, rec.accepted_at + self.ttl - time.time()))
+        # the client's path and query reach the container byte for byte (I5)
+        target = _escaped(rec.path if rec.mode == "path" else inst.inference_url)
+        pool, fixed = self.pool(inst)
+        now = time.time()
+        headers = container_headers(ticket, fixed, now)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1.0, rec.accepted_at + self.ttl - now)
         try:
-            resp = await self.session(inst).request(
-                rec.method, url, data=rec.body, headers=headers, timeout=timeout
+            resp = await pool.request(
+                rec.method, target.encode("latin-1"), headers, rec.body, deadline=deadline
             )
-        except aiohttp.ClientConnectorError as exc:
-            raise NeverReached(str(exc)) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ConnectFailed as exc:
+            raise NeverReached(str(exc) or "connection refused") from exc
+        except UpstreamError as exc:
             return self._connection_error(ticket, exc)
         ticket.first_byte_at = time.monotonic()
         if rec.mode != "pexec":
@@ -143,7 +172,7 @@ class Forwarder:
             )
         try:
             return await self._collect(ticket, resp, out_dir)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except UpstreamError as exc:
             return self._connection_error(ticket, exc)
         finally:
             resp.release()
@@ -153,11 +182,11 @@ class Forwarder:
         detail = f"Inference connection error while making inference request ({type(exc).__name__})"
         return problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
 
-    async def _collect(self, ticket: Ticket, resp: aiohttp.ClientResponse, out: str) -> Outcome:
+    async def _collect(self, ticket: Ticket, resp: Response, out: str) -> Outcome:
         rec = ticket.record
         body = bytearray()
         spill: Path | None = None
-        async for chunk in resp.content.iter_chunked(1 << 20):
+        async for chunk in resp:
             if spill is None:
                 body += chunk
                 if len(body) > self.max_bytes:
@@ -230,15 +259,15 @@ def _zip(zip_path: Path, request_id: str, body: Path, out_dir: Path, files: list
     os.replace(tmp, zip_path)
 
 
-async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _chunks(resp: Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp:
             yield chunk
     finally:
         resp.release()
 
 
-def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
+def _closer(resp: Response) -> Callable[[], Awaitable[None]]:
     async def close() -> None:
         resp.close()  # drops the upstream connection: the container sees the client leave
 

@@ -89,6 +89,10 @@ class RequestsRepo:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            # One more turn of the loop before committing: the writes of every request that
+            # turn handles join this commit (each commit writes the same few b-tree pages,
+            # whatever its size). Measured: less CPU per request at c=16/64, no cost at c=1.
+            await asyncio.sleep(0)
             self._wake.clear()
             batch, self._pending = self._pending, []
             if not batch:

@@ -140,6 +140,7 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
     os.environ["NVCF_LITE_SERVER__HOST"] = host
     os.environ["NVCF_LITE_SERVER__PORT"] = str(port)
     os.environ["NVCF_LITE_STORE__DATA_DIR"] = str(config.data_path)
+    _raise_open_files_limit()
     tls: dict[str, Any] = {}
     if config.server.tls_cert:
         tls = {"ssl_cert": Path(config.server.tls_cert), "ssl_key": Path(config.server.tls_key)}
@@ -151,6 +152,7 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
             port=port,
             interface=Interfaces.ASGI,
             workers=1,
+            backlog=config.server.backlog,
             log_access=config.server.access_log,
             log_level=config.server.log_level,  # type: ignore[arg-type]
             log_dictconfig=dict_config(config.server.log_level, config.server.log_format),
@@ -158,6 +160,20 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
             **tls,
         ).serve()
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Every client connection and every request's connection to its container is a file
+    descriptor: take the hard limit (systemd's default soft limit is 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _migrate(config: Config, source: ConfigSource) -> int:

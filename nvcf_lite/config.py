@@ -51,6 +51,7 @@ class ServerConfig(_Section):
     log_format: str = "text"
     access_log: bool = False
     fast_path: bool = True
+    backlog: int = 4096
 
 
 class StoreConfig(_Section):
@@ -263,6 +264,8 @@ def _check(config: Config) -> None:
         raise ConfigError("docker.failed_containers_kept must be >= 0")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be set together")
+    if not 1 <= config.server.backlog <= 65535:
+        raise ConfigError("server.backlog must be 1..65535")
     if config.invocation.default_poll_seconds < 1:
         raise ConfigError("invocation.default_poll_seconds must be >= 1")
     assets = config.assets

@@ -248,6 +248,9 @@ def test_bad_values_are_errors(tmp_path: Path) -> None:
     for ttl in ("0", "2592001"):
         with pytest.raises(ConfigError, match="token_ttl_s"):
             load_config(None, {"NVCF_LITE_AUTH__TOKEN_TTL_S": ttl})
+    for backlog in ("0", "65536"):
+        with pytest.raises(ConfigError, match="backlog"):
+            load_config(None, {"NVCF_LITE_SERVER__BACKLOG": backlog})
 
 
 def test_missing_and_malformed_files_are_errors(tmp_path: Path) -> None:

@@ -153,6 +153,9 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
             interface=Interfaces.ASGI,
             workers=1,
             backlog=config.server.backlog,
+            # granian's default (backlog / workers) would cap requests held open at once, and
+            # every request waiting out its poll window is one (202 comes after NVCF-POLL-SECONDS)
+            backpressure=config.server.max_requests_in_flight,
             log_access=config.server.access_log,
             log_level=config.server.log_level,  # type: ignore[arg-type]
             log_dictconfig=dict_config(config.server.log_level, config.server.log_format),

@@ -52,6 +52,7 @@ class ServerConfig(_Section):
     access_log: bool = False
     fast_path: bool = True
     backlog: int = 4096
+    max_requests_in_flight: int = 16384
 
 
 class StoreConfig(_Section):
@@ -266,6 +267,8 @@ def _check(config: Config) -> None:
         raise ConfigError("server.tls_cert and server.tls_key must be set together")
     if not 1 <= config.server.backlog <= 65535:
         raise ConfigError("server.backlog must be 1..65535")
+    if config.server.max_requests_in_flight < 1:
+        raise ConfigError("server.max_requests_in_flight must be >= 1")
     if config.invocation.default_poll_seconds < 1:
         raise ConfigError("invocation.default_poll_seconds must be >= 1")
     assets = config.assets

@@ -251,6 +251,8 @@ def test_bad_values_are_errors(tmp_path: Path) -> None:
     for backlog in ("0", "65536"):
         with pytest.raises(ConfigError, match="backlog"):
             load_config(None, {"NVCF_LITE_SERVER__BACKLOG": backlog})
+    with pytest.raises(ConfigError, match="max_requests_in_flight"):
+        load_config(None, {"NVCF_LITE_SERVER__MAX_REQUESTS_IN_FLIGHT": "0"})
 
 
 def test_missing_and_malformed_files_are_errors(tmp_path: Path) -> None:

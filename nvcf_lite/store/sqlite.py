@@ -229,19 +229,24 @@ class Database:
         await self._writer.close()  # the last connection to close checkpoints the WAL
 
     async def _checkpoint_loop(self) -> None:
-        """Copy committed pages from the WAL into the database file, off the event loop (on
-        the reader's thread), at most every CHECKPOINT_EVERY_S while there are writes.
-        PASSIVE: never waits for, nor blocks, readers or the writer."""
-        while True:
-            await asyncio.sleep(CHECKPOINT_EVERY_S)
-            if not self._written:
-                continue
-            self._written = False
-            try:
-                await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                log.warning("WAL checkpoint failed; retrying in %s s", CHECKPOINT_EVERY_S)
-                self._written = True
+        """Copy committed pages from the WAL into the database file, off the event loop (one
+        thread hop per run, on a connection of its own: the reader's may be inside a
+        statement), at most every CHECKPOINT_EVERY_S while there are writes. PASSIVE: never
+        waits for, nor blocks, readers or the writer."""
+        conn = await asyncio.to_thread(_checkpoint_connection, self.path)
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_EVERY_S)
+                if not self._written:
+                    continue
+                self._written = False
+                try:
+                    await asyncio.to_thread(_checkpoint, conn)
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed (%s); retrying soon", exc)
+                    self._written = True
+        finally:
+            conn.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -365,6 +370,16 @@ def _apply_batch(
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _checkpoint_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -10,12 +10,11 @@ Nothing here polls SQLite. The stateless rules (headers, statuses, problem bodie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from nvcf_lite.domain.auth import require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable
@@ -211,11 +210,8 @@ class Invocations:
     async def settle(self, ticket: Ticket, budget_s: float) -> Outcome | None:
         """The outcome if it arrives within `budget_s` (no 202 bookkeeping): the cheap first
         wait of a handler, since most requests finish in milliseconds."""
-        if not ticket.done.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(ticket.done), budget_s)
-            except TimeoutError:
-                return None
+        if not await _wait_done(ticket.done, budget_s):
+            return None
         return ticket.done.result()
 
     async def wait(self, ticket: Ticket, poll: float) -> Outcome | Pending:
@@ -235,17 +231,14 @@ class Invocations:
                     break
                 wake: asyncio.Future[None] = loop.create_future()
                 ticket.wake = wake
-                try:
-                    await asyncio.wait_for(wake, remaining)
-                except TimeoutError:
+                if not await _wait_done(wake, remaining):
                     break
             if ticket.finished and not ticket.done.done():
                 # Its outcome is being recorded, as "delivered on the connection" unless it
                 # was detached before: answering 202 now would leave the client to poll for a
                 # row that is being deleted (lost in a crash before that poll). The write
                 # takes one commit: wait for it (bounded) and answer with the outcome.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(ticket.done), FINISH_WAIT_S)
+                await _wait_done(ticket.done, FINISH_WAIT_S)
         finally:
             ticket.waiters -= 1
             ticket.last_poll = time.monotonic()
@@ -300,6 +293,30 @@ class Invocations:
         if record.nca_id != principal.nca_id:
             raise NotFound(f"Request id '{record.request_id}' not found")
         require_function(principal, record.function_id, record.version_id)
+
+
+async def _wait_done(fut: asyncio.Future[Any], timeout_s: float) -> bool:
+    """Wait until `fut` is done or `timeout_s` passes, whichever first; whether it is done.
+    `fut` is never cancelled. One timer and one callback: asyncio.wait_for(shield(...)) costs
+    several futures and, on a timeout, a cancel-and-wait round trip, for every request that
+    waits out its poll window."""
+    if fut.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout_s, wake)
+    fut.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        fut.remove_done_callback(wake)
+    return fut.done()
 
 
 @dataclass

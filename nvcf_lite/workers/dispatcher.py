@@ -174,7 +174,11 @@ class Dispatcher:
             note = "waiting for an instance to start"
         else:
             note = "waiting for an instance (none is running)"
-        for ticket in queue:
+        # newest first, up to the first that says so already: O(new arrivals), not O(queue)
+        # per request (the queue's notes change all at once, so the rest say it too)
+        for ticket in reversed(queue):
+            if ticket.note == note:
+                break
             ticket.note = note
         self.capacity.nudge()
 

@@ -180,10 +180,16 @@ class RequestFolders:
 
     def out_dir(self, request_id: str) -> str:
         """The request's large-output folder, made now if it was not ready (a request
-        recovered after a restart, or more at once than were ready)."""
+        recovered after a restart, or more accepted at once than were ready, as in a burst
+        of requests that queue): a free folder renamed when there is one, else a new one."""
         if request_id not in self._made:
             self.stats.on_path += 1
-            self._make(request_id)
+            try:
+                recycled = self._recycle(request_id)
+            except OSError:
+                recycled = False
+            if not recycled:
+                self._make(request_id)
         return f"{self.response_root}/{request_id}"
 
     def wrote_files(self, request_id: str) -> bool:

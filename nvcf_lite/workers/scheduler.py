@@ -56,6 +56,10 @@ from nvcf_lite.workers.tasks import TaskSet
 log = logging.getLogger("nvcf_lite.scheduler")
 
 
+# The shortest time between two scheduler ticks (nudges in between are served by the next).
+MIN_TICK_GAP_S = 0.2
+
+
 class Scheduler:
     def __init__(
         self,
@@ -190,18 +194,21 @@ class Scheduler:
     def start_failure(self, version_id: str) -> tuple[float, str] | None:
         """(when, why) of the last failed start, while the version has no live instance."""
         deployment = self.deployed.get(version_id)
-        if deployment is None or any(
-            i.live for i in self.instances.values() if i.version_id == version_id
-        ):
+        if deployment is None:
             return None
+        # asked on every pump of the queue: the (rare) failure first, the instances after
         for spec in deployment.specs:
             h = self.history.get(spec.gpu_specification_id)
             if h is not None and h.last_error and h.failed_at:
+                if any(i.live for i in self.instances.values() if i.version_id == version_id):
+                    return None
                 return h.failed_at, h.last_error
         return None
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.tick()
             except Exception:
@@ -210,6 +217,12 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_interval_s)
             except TimeoutError:
                 pass
+            # Nudges come with requests (a queue waiting for a slot nudges on every request):
+            # a tick reads the registry and lists the containers, so at most one per
+            # MIN_TICK_GAP_S; the first nudge after a quiet spell is served at once.
+            gap = MIN_TICK_GAP_S - (loop.time() - started)
+            if gap > 0:
+                await asyncio.sleep(gap)
             self._wake.clear()
 
     async def tick(self) -> None:

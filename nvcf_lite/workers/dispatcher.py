@@ -54,6 +54,9 @@ def cold_start(ticket: Ticket, inst: Instance) -> str | None:
     return f"{inst.cold_kind} start: {parts}"
 
 
+NUDGE_EVERY_S = 0.2  # a waiting queue nudges the scheduler at most this often
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -75,6 +78,7 @@ class Dispatcher:
         self._tasks = TaskSet(log, "dispatcher")
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
         self._housekeeping: asyncio.Future[None] | None = None
+        self._nudged: dict[str, float] = {}  # version id -> when its queue last nudged
 
     # -- Dispatch protocol -------------------------------------------------------------
 
@@ -174,13 +178,19 @@ class Dispatcher:
             note = "waiting for an instance to start"
         else:
             note = "waiting for an instance (none is running)"
+        # A tick of the scheduler reads the registry and lists the containers: nudge it when
+        # the queue's situation changes, and while it stays the same at most every
+        # NUDGE_EVERY_S (a queue waiting for a slot comes here on every request).
+        now = time.monotonic()
+        if queue[0].note != note or now - self._nudged.get(version_id, 0.0) >= NUDGE_EVERY_S:
+            self._nudged[version_id] = now
+            self.capacity.nudge()
         # newest first, up to the first that says so already: O(new arrivals), not O(queue)
         # per request (the queue's notes change all at once, so the rest say it too)
         for ticket in reversed(queue):
             if ticket.note == note:
                 break
             ticket.note = note
-        self.capacity.nudge()
 
     def watch_running(self) -> None:
         """Every 0.1 s: requests running for a while get a progress watcher and a lease.

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import msgspec
 
 from nvcf_lite.config import DockerConfig
@@ -30,6 +29,7 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
     Mount,
 )
+from nvcf_lite.workers.http_client import ConnectFailed, Pool, UpstreamError
 
 LABEL_SPEC_ID = "nvcf-lite.spec-id"
 LABEL_UNITS = "nvcf-lite.gpu-units"
@@ -236,32 +236,29 @@ def container_spec(
 
 
 class Prober:
-    """HTTP health probes against 127.0.0.1:<published port>."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=True)
-            )
-        return self._session
+    """HTTP health probes against 127.0.0.1:<published port> (a fresh connection each, so a
+    probe sees what a new client would)."""
 
     async def probe(self, port: int, health: HealthSpec) -> int | None:
         """The status code the health URI answered, or None when nothing answered."""
-        url = f"http://127.0.0.1:{port}{health.uri}"
+        pool = Pool("127.0.0.1", port)
+        deadline = asyncio.get_running_loop().time() + health.timeout_s
         try:
-            timeout = aiohttp.ClientTimeout(total=health.timeout_s)
-            async with self.session().get(url, timeout=timeout) as resp:
+            resp = await pool.request(
+                "GET", health.uri.encode("latin-1"), b"", b"", deadline=deadline
+            )
+            try:
                 await resp.read()
-                return resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            finally:
+                resp.close()
+            return resp.status
+        except (ConnectFailed, UpstreamError, OSError, UnicodeEncodeError):
             return None
+        finally:
+            pool.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        pass
 
 
 async def wait_ready(

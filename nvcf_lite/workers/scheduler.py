@@ -56,10 +56,6 @@ from nvcf_lite.workers.tasks import TaskSet
 log = logging.getLogger("nvcf_lite.scheduler")
 
 
-# The shortest time between two scheduler ticks (nudges in between are served by the next).
-MIN_TICK_GAP_S = 0.2
-
-
 class Scheduler:
     def __init__(
         self,
@@ -206,9 +202,7 @@ class Scheduler:
         return None
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            started = loop.time()
             try:
                 await self.tick()
             except Exception:
@@ -217,12 +211,6 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_interval_s)
             except TimeoutError:
                 pass
-            # Nudges come with requests (a queue waiting for a slot nudges on every request):
-            # a tick reads the registry and lists the containers, so at most one per
-            # MIN_TICK_GAP_S; the first nudge after a quiet spell is served at once.
-            gap = MIN_TICK_GAP_S - (loop.time() - started)
-            if gap > 0:
-                await asyncio.sleep(gap)
             self._wake.clear()
 
     async def tick(self) -> None:

@@ -1528,7 +1528,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-async-accepts", action="store_true", help="no async mode in a full run")
     p.add_argument("--strict", action="store_true", help="a performance FAIL fails the exit status")
-    p.add_argument("--async-duration", type=int, default=5, help="seconds of the async wrk run")
+    p.add_argument(
+        "--async-duration",
+        type=int,
+        default=10,
+        help="seconds of the async wrk run (the first burst of connections takes a few)",
+    )
     p.add_argument("--async-connections", type=int, default=6000, help="wrk connections")
     p.add_argument("--async-threads", type=int, default=2, help="wrk threads in async mode")
     p.add_argument("--async-slots", type=int, default=1024, help="maxRequestConcurrency of `slow`")

@@ -28,7 +28,7 @@ from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.request_folders import READY_TARGET
 
 # File-system audit events (https://docs.python.org/3/library/audit_events.html); os.stat has
-# none, which the folders' own `loop_calls` counter covers.
+# none, which the folders' own `on_path` counter covers.
 FS_EVENTS = frozenset(
     {
         "open",
@@ -189,7 +189,8 @@ async def test_premade_folders_cleanup_and_startup_sweep(tmp_path: Path) -> None
     mode = (await asyncio.to_thread(out.stat)).st_mode
     assert out == response / rid and oct(mode & 0o777) == "0o777"
     renamed = fw.folders.stats.renamed
-    fw.cleanup(rid)  # nothing was written into it: renamed for a later request
+    fw.folders.settled(rid)  # its container answered in full, nothing was written
+    fw.cleanup(rid)  # so it is renamed for a later request
     await asyncio.sleep(0.05)
     assert not (response / rid).exists() and fw.folders.stats.renamed == renamed + 1
     await fw.close()
@@ -278,3 +279,37 @@ async def test_without_inotify_the_folder_is_looked_at(
     container.write = write
     _, outcome = await forward(fw, inst, watched=False)
     assert outcome.status == 302 and fw.folders.stats.scans == 2
+
+
+async def test_a_folder_whose_answer_was_not_read_in_full_is_not_recycled(
+    rig: tuple[Forwarder, Container, Instance], tmp_path: Path
+) -> None:
+    """After a cancel, a timeout or a broken connection the container may still be writing
+    into the folder: it is removed, never handed to another request."""
+    fw, _, _ = rig
+    await pool_ready(fw)
+    rid = fw.take_request_id()
+    fw.folders.out_dir(rid)  # forwarded, but its answer never came in full
+    fw.cleanup(rid, assets=False)
+    assert rid not in fw.folders._free
+    await fw.sweep_dirs()
+    assert not (tmp_path / "inf" / "response" / rid).exists()
+
+
+async def test_a_recovered_requests_folder_with_output_is_looked_at(
+    rig: tuple[Forwarder, Container, Instance], tmp_path: Path
+) -> None:
+    """A request run again after a restart finds its first attempt's folder: it is not taken
+    for an empty one (its files count, and it is not recycled)."""
+    fw, _, inst = rig
+    await pool_ready(fw)
+    rid = "0b6b1d3e-0000-4000-8000-000000000001"
+    folder = tmp_path / "inf" / "response" / rid
+    folder.mkdir()
+    (folder / "partial.bin").write_bytes(b"first attempt")
+    free_before = len(fw.folders._free)
+    outcome = await fw.forward(ticket_for(rid), inst)
+    assert isinstance(outcome, Outcome) and outcome.status == 302  # its file is output
+    assert len(fw.folders._free) == free_before  # no free folder was spent on it
+    fw.cleanup(rid, assets=False)
+    assert rid not in fw.folders._free

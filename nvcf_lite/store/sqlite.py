@@ -133,6 +133,8 @@ def _prepare(path: Path, create: bool) -> Path | None:
 BUSY_TIMEOUT_MS = 10000
 # How often the server's WAL is checkpointed (its writer does not checkpoint inside a commit).
 CHECKPOINT_EVERY_S = 1.0
+# Batches writing more than this run on the writer's thread instead of the event loop.
+INLINE_MAX = 256 * 1024
 
 
 async def _open(path: Path, *, must_exist: bool = False) -> aiosqlite.Connection:
@@ -242,7 +244,7 @@ class Database:
                 self._written = False
                 try:
                     await asyncio.to_thread(_checkpoint, conn)
-                except sqlite3.Error as exc:
+                except Exception as exc:  # the loop must live on: the WAL grows without it
                     log.warning("WAL checkpoint failed (%s); retrying soon", exc)
                     self._written = True
         finally:
@@ -278,7 +280,10 @@ class Database:
                 groups.append((sql, [params]))
         async with self._lock:
             self._written = True
-            if self._inline:
+            # Not inline when the connection is still busy on aiosqlite's thread (a cancelled
+            # transaction() leaves its last statement running there) or for a batch of large
+            # bodies (megabytes of pages would hold up the loop): then on the thread, in turn.
+            if self._inline and not self._raw.in_transaction and _payload(groups) < INLINE_MAX:
                 try:
                     _apply_batch(self._raw, groups, wait=False)
                     return
@@ -366,10 +371,22 @@ def _apply_batch(
     try:
         for sql, rows in groups:
             conn.executemany(sql, rows)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def _payload(groups: list[tuple[str, list[Params]]]) -> int:
+    """Bytes of the blobs and texts a batch writes (request bodies, results)."""
+    return sum(
+        len(value)
+        for _, rows in groups
+        for params in rows
+        for value in (params.values() if isinstance(params, dict) else params)
+        if isinstance(value, bytes | str)
+    )
 
 
 def _checkpoint_connection(path: Path) -> sqlite3.Connection:

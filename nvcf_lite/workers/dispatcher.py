@@ -79,6 +79,11 @@ class Dispatcher:
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its forwarding task
         self._housekeeping: asyncio.Future[None] | None = None
         self._nudged: dict[str, float] = {}  # version id -> when its queue last nudged
+        self._trailing: asyncio.TimerHandle | None = None
+
+    def _trailing_nudge(self) -> None:
+        self._trailing = None
+        self.capacity.nudge()
 
     # -- Dispatch protocol -------------------------------------------------------------
 
@@ -185,6 +190,11 @@ class Dispatcher:
         if queue[0].note != note or now - self._nudged.get(version_id, 0.0) >= NUDGE_EVERY_S:
             self._nudged[version_id] = now
             self.capacity.nudge()
+        elif self._trailing is None:  # one more nudge after the burst, so none is lost
+            self._trailing = asyncio.get_running_loop().call_later(
+                NUDGE_EVERY_S, self._trailing_nudge
+            )
+        queue[0].note = note
         # newest first, up to the first that says so already: O(new arrivals), not O(queue)
         # per request (the queue's notes change all at once, so the rest say it too)
         for ticket in reversed(queue):
@@ -265,6 +275,7 @@ class Dispatcher:
             )
             return False
         ticket.requeue()
+        ticket.dispatched_at = 0.0  # not running: ending from the queue cleans its folders
         self.store.requeue(rec.request_id)
         self.backlog.queue(rec.version_id).appendleft(ticket)
         return True
@@ -383,6 +394,8 @@ class Dispatcher:
 
     async def close(self, grace_s: float = 10.0) -> None:
         """Give in-flight requests `grace_s` to finish; the rest run again after a restart."""
+        if self._trailing is not None:
+            self._trailing.cancel()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)

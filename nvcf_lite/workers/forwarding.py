@@ -72,8 +72,8 @@ def container_headers(ticket: Ticket, fixed: bytes, now: float) -> bytes:
     content_type = accept_encoding = False
     for name, value in rec.headers:
         low = name.lower()
-        if low in _NOT_FORWARDED:
-            continue
+        if low in _NOT_FORWARDED or "\n" in value or "\r" in value:
+            continue  # (the server's parser refuses CR/LF in values already)
         if low == "content-type":
             content_type = True
         elif low == "accept-encoding":
@@ -167,7 +167,7 @@ class Forwarder:
             return StreamReply(
                 status=resp.status,
                 headers=_copy_headers(resp),
-                chunks=_chunks(resp),
+                chunks=_chunks(resp, lambda: self.folders.settled(rec.request_id)),
                 close=_closer(resp),
             )
         try:
@@ -196,6 +196,7 @@ class Forwarder:
                     body.clear()
             else:
                 await asyncio.to_thread(_append, spill, chunk)
+        self.folders.settled(rec.request_id)
         if resp.status >= 400:
             data = bytes(body) if spill is None else b""
             return container_error(resp.status, data, client_path(rec), rec.request_id)
@@ -259,10 +260,11 @@ def _zip(zip_path: Path, request_id: str, body: Path, out_dir: Path, files: list
     os.replace(tmp, zip_path)
 
 
-async def _chunks(resp: Response) -> AsyncIterator[bytes]:
+async def _chunks(resp: Response, settled: Callable[[], None]) -> AsyncIterator[bytes]:
     try:
         async for chunk in resp:
             yield chunk
+        settled()  # read to its end
     finally:
         resp.release()
 

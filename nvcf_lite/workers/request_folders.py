@@ -69,6 +69,8 @@ class RequestFolders:
         self._touched: set[str] = set()  # ids whose folder had an entry created in it
         self._dirty: set[str] = set()  # ... other than the progress file
         self._extra: set[str] = set()  # ids with a <id>.response / <id>.zip file beside
+        # ids whose container answered in full: nothing of theirs can still be writing
+        self._settled: set[str] = set()
         # (id, remove its output folder, remove its staged assets), removed on a thread
         self._trash: list[tuple[str, bool, bool]] = []
         self._refilling = False
@@ -141,6 +143,8 @@ class RequestFolders:
 
     def _recycle(self, request_id: str) -> bool:
         """Rename a free folder to `request_id`; False when none is free."""
+        if self._free:
+            self._read_events()  # a write that raced the end of its request shows now
         while self._free:
             old = self._free.pop()
             if len(self._ready) >= MAX_READY or old in self._touched or old not in self._wd:
@@ -148,9 +152,12 @@ class RequestFolders:
                 continue
             try:
                 self._rename(old, request_id)
-            except OSError:
+            except FileNotFoundError:
                 self._discard(old)
                 continue
+            except OSError:  # the target exists (a recovered request's folder): keep `old`
+                self._free.append(old)
+                return False
             return True
         return False
 
@@ -169,7 +176,9 @@ class RequestFolders:
         except FileNotFoundError:
             os.makedirs(path, exist_ok=True)
         except FileExistsError:
-            pass  # a retry of the same request
+            # a request run again after a restart: what its first attempt left is in there
+            self._touched.add(request_id)
+            self._dirty.add(request_id)
         os.chmod(path, 0o777)  # the container's user may not be root
         self.stats.made += 1
         self._made.add(request_id)
@@ -199,6 +208,11 @@ class RequestFolders:
         self.stats.scans += 1
         self.stats.on_path += 1
         return _has_files(f"{self.response_root}/{request_id}")
+
+    def settled(self, request_id: str) -> None:
+        """The container's answer was read to its end: only such a folder is recycled (after
+        a cancel, a timeout or a broken connection the container may still be writing)."""
+        self._settled.add(request_id)
 
     def wrote_beside(self, request_id: str) -> None:
         """A `<id>.response` or `<id>.zip` file was written next to the folder."""
@@ -238,8 +252,11 @@ class RequestFolders:
         comes here too, with `assets=True`: some may have been staged)."""
         made = request_id in self._made
         self._made.discard(request_id)
+        settled = request_id in self._settled
+        self._settled.discard(request_id)
         clean = (
             made
+            and settled
             and request_id in self._wd
             and request_id not in self._touched
             and request_id not in self._extra
@@ -260,6 +277,7 @@ class RequestFolders:
         self._touched.discard(request_id)
         self._dirty.discard(request_id)
         self._extra.discard(request_id)
+        self._settled.discard(request_id)
         self._trash.append((request_id, True, assets))
         self.stats.removed += 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sys
 import threading
 import time
@@ -313,3 +314,31 @@ async def test_a_recovered_requests_folder_with_output_is_looked_at(
     assert len(fw.folders._free) == free_before  # no free folder was spent on it
     fw.cleanup(rid, assets=False)
     assert rid not in fw.folders._free
+
+
+async def test_progress_is_read_when_the_container_writes_it_not_by_polling(
+    rig: tuple[Forwarder, Container, Instance],
+) -> None:
+    """§4.5: each finished write of the progress file becomes one partial response, from the
+    inotify event (no watcher task polls the file)."""
+    fw, container, inst = rig
+    if fw.folders._inotify is None:
+        pytest.skip("no inotify on this kernel: progress files are polled instead")
+    await pool_ready(fw)
+    rid = fw.take_request_id()
+    ticket = ticket_for(rid)
+
+    def progress(folder: Path) -> None:
+        for percent in (30, 60):
+            doc = {"id": folder.name, "progress": percent, "partialResponse": {"p": percent}}
+            (folder / "progress").write_text(json.dumps(doc))
+            time.sleep(0.2)  # the platform reads it while the request still runs
+
+    container.write = progress
+    assert fw.progress_by_events(rid) is False
+    outcome = await fw.forward(ticket, inst)
+    assert isinstance(outcome, Outcome) and outcome.status == 200
+    assert [p.percent for p in ticket.unread] == [30, 60]  # once each, in order
+    assert ticket.progress is not None and ticket.progress.body == b'{"p":60}'
+    assert not fw.progress_by_events(rid)  # forgotten once the request ended
+    fw.cleanup(rid, assets=False)

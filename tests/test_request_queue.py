@@ -282,6 +282,9 @@ class StubForwarder:
     def cleanup(self, request_id: str, assets: bool = True) -> None:
         pass
 
+    def progress_by_events(self, request_id: str) -> bool:
+        return False
+
     async def close(self) -> None:
         pass
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("nvcf_lite.runtime")
 
+IN_CLOSE_WRITE = 0x00000008
 IN_CREATE = 0x00000100
 IN_MOVED_TO = 0x00000080
 IN_Q_OVERFLOW = 0x00004000
@@ -27,8 +28,9 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-padded name)
 
-Created = Callable[[int, str], None]
-"""(watch descriptor, entry name) for each entry created or moved into a watched folder."""
+Created = Callable[[int, str, bool], None]
+"""(watch descriptor, entry name, written) for each entry created or moved into a watched
+folder (written=False), and each file written and closed, or moved in, there (written=True)."""
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -42,7 +44,8 @@ def _libc() -> ctypes.CDLL | None:
 
 
 class Inotify:
-    """One inotify instance watching folders for created entries (IN_CREATE, IN_MOVED_TO).
+    """One inotify instance watching folders for created entries (IN_CREATE, IN_MOVED_TO) and
+    files written in them (IN_CLOSE_WRITE).
 
     `add` may be called from any thread (a batch of folders is made and watched on a worker
     thread); events are read on the event loop (`attach`), many per read.
@@ -95,7 +98,8 @@ class Inotify:
                     gone(wd)
                 else:
                     name = data[offset : offset + size].rstrip(b"\0")
-                    created(wd, name.decode("utf-8", "surrogateescape"))
+                    written = bool(mask & (IN_CLOSE_WRITE | IN_MOVED_TO))
+                    created(wd, name.decode("utf-8", "surrogateescape"), written)
                 offset += size
 
     def close(self) -> None:
@@ -105,7 +109,7 @@ class Inotify:
             pass
 
 
-_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
+_MASK = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR
 
 
 def _err() -> str:

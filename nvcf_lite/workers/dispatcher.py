@@ -214,7 +214,11 @@ class Dispatcher:
             if ticket is None or ticket.finished:
                 continue
             age = now - ticket.dispatched_at
-            if ticket.watcher is None and age >= WATCH_AFTER_S:
+            if (
+                ticket.watcher is None
+                and age >= WATCH_AFTER_S
+                and not self.forwarder.progress_by_events(request_id)
+            ):
                 out_dir, _ = self.forwarder.dirs(request_id)
                 ticket.watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
             if not ticket.leased and age >= LEASE_AFTER_S:

@@ -142,12 +142,19 @@ class Forwarder:
         """A new request id whose large-output folder already exists, when one is ready."""
         return self.folders.take_request_id()
 
+    def progress_by_events(self, request_id: str) -> bool:
+        """Its progress file is followed through inotify (no polling watcher needed)."""
+        return request_id in self.folders._progress
+
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record
         out_dir = self.folders.out_dir(rec.request_id)
         # the client's path and query reach the container byte for byte (I5)
         target = _escaped(rec.path if rec.mode == "path" else inst.inference_url)
         pool, fixed = self.pool(inst)
+        if rec.mode == "pexec":  # partial responses are for 202 polling (§4.5)
+            progress = f"{out_dir}/progress"
+            self.folders.on_progress(rec.request_id, lambda: read_progress(ticket, progress))
         now = time.time()
         headers = container_headers(ticket, fixed, now)
         loop = asyncio.get_running_loop()
@@ -157,9 +164,14 @@ class Forwarder:
                 rec.method, target.encode("latin-1"), headers, rec.body, deadline=deadline
             )
         except ConnectFailed as exc:
+            self.folders.no_progress(rec.request_id)
             raise NeverReached(str(exc) or "connection refused") from exc
         except UpstreamError as exc:
+            self.folders.no_progress(rec.request_id)
             return self._connection_error(ticket, exc)
+        except BaseException:
+            self.folders.no_progress(rec.request_id)
+            raise
         ticket.first_byte_at = time.monotonic()
         if rec.mode != "pexec":
             # SSE asked for (and path-preserving calls): no 202, no zip, no wrapping
@@ -176,6 +188,7 @@ class Forwarder:
             return self._connection_error(ticket, exc)
         finally:
             resp.release()
+            self.folders.no_progress(rec.request_id)
 
     def _connection_error(self, ticket: Ticket, exc: BaseException) -> Outcome:
         rec = ticket.record
@@ -276,8 +289,26 @@ def _closer(resp: Response) -> Callable[[], Awaitable[None]]:
     return close
 
 
+def read_progress(ticket: Ticket, path: str | Path) -> bool:
+    """Turn the progress file into ticket progress (§4.5); False when it is not (yet) valid
+    JSON of this request (ignored, as NVCF's worker does)."""
+    try:
+        with open(path, "rb") as f:
+            data = msgspec.json.decode(f.read())
+    except (OSError, msgspec.DecodeError):
+        return False
+    if not isinstance(data, dict) or data.get("id") != ticket.request_id:
+        return False
+    percent = data.get("progress")
+    ticket.add_progress(
+        int(percent) if isinstance(percent, int | float) else 0,
+        msgspec.json.encode(data.get("partialResponse")),
+    )
+    return True
+
+
 async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1) -> None:
-    """Turn writes of <large-output dir>/progress into ticket progress (§4.5).
+    """Poll <large-output dir>/progress (when its folder is not watched with inotify).
 
     A write is a new (inode, mtime, size) of the file: containers replace it by rename, which
     a same-second mtime alone would hide. Invalid JSON or another request's id is ignored.
@@ -294,14 +325,4 @@ async def watch_progress(ticket: Ticket, out_dir: Path, interval_s: float = 0.1)
         if signature == last:
             continue
         last = signature
-        try:
-            data = msgspec.json.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            continue
-        if not isinstance(data, dict) or data.get("id") != ticket.request_id:
-            continue
-        percent = data.get("progress")
-        ticket.add_progress(
-            int(percent) if isinstance(percent, int | float) else 0,
-            msgspec.json.encode(data.get("partialResponse")),
-        )
+        read_progress(ticket, path)

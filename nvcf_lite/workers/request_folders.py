@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nvcf_lite.models import new_id
@@ -71,6 +72,8 @@ class RequestFolders:
         self._extra: set[str] = set()  # ids with a <id>.response / <id>.zip file beside
         # ids whose container answered in full: nothing of theirs can still be writing
         self._settled: set[str] = set()
+        # id -> called when its container has written its progress file (spec §4.5)
+        self._progress: dict[str, Callable[[], object]] = {}
         # (id, remove its output folder, remove its staged assets), removed on a thread
         self._trash: list[tuple[str, bool, bool]] = []
         self._refilling = False
@@ -224,12 +227,27 @@ class RequestFolders:
         if self._inotify is not None:
             self._inotify.read(self._created, self._overflow, self._gone)
 
-    def _created(self, wd: int, name: str) -> None:
+    def _created(self, wd: int, name: str, written: bool) -> None:
         request_id = self._by_wd.get(wd)
         if request_id is not None:
             self._touched.add(request_id)
             if name != PROGRESS:
                 self._dirty.add(request_id)
+            elif written:
+                listener = self._progress.get(request_id)
+                if listener is not None:
+                    listener()
+
+    def on_progress(self, request_id: str, listener: Callable[[], object]) -> bool:
+        """Call `listener` each time the container finishes writing (or renames in) the
+        request's progress file; False when the folder is not watched (poll it instead)."""
+        if request_id not in self._wd or self._inotify is None:
+            return False
+        self._progress[request_id] = listener
+        return True
+
+    def no_progress(self, request_id: str) -> None:
+        self._progress.pop(request_id, None)
 
     def _overflow(self) -> None:
         # events were lost: every watched folder must be looked at, and none is reused

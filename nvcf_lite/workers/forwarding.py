@@ -144,7 +144,7 @@ class Forwarder:
 
     def progress_by_events(self, request_id: str) -> bool:
         """Its progress file is followed through inotify (no polling watcher needed)."""
-        return request_id in self.folders._progress
+        return self.folders.follows_progress(request_id)
 
     async def forward(self, ticket: Ticket, inst: Instance) -> Outcome | StreamReply:
         rec = ticket.record

@@ -324,12 +324,7 @@ class Response:
                 return b"".join(parts)
             if conn._exc is not None:
                 raise conn._exc
-            w = conn._waiter = conn._loop.create_future()
-            try:
-                await w
-            except BaseException:
-                conn._fail(UpstreamError("reading the body was cancelled"))
-                raise
+            await _more(conn)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """The body's chunks as the parser hands them over."""
@@ -351,12 +346,7 @@ class Response:
                 raise StopAsyncIteration
             if conn._exc is not None:
                 raise conn._exc
-            w = conn._waiter = conn._loop.create_future()
-            try:
-                await w
-            except BaseException:
-                conn._fail(UpstreamError("reading the body was cancelled"))
-                raise
+            await _more(conn)
 
     def release(self) -> None:
         """Done with the answer: the connection goes back to the pool if the body was read to
@@ -375,6 +365,17 @@ class Response:
         conn = self._conn
         if conn is not None:
             conn._fail(UpstreamError("the response was closed"))
+
+
+async def _more(conn: _Conn) -> None:
+    """Wait for the parser to hand over more of the body (or its end, or an error); a cancel
+    drops the connection, whose answer is then unusable."""
+    w = conn._waiter = conn._loop.create_future()
+    try:
+        await w
+    except BaseException:
+        conn._fail(UpstreamError("reading the body was cancelled"))
+        raise
 
 
 class Pool:

@@ -129,6 +129,7 @@ class RequestFolders:
         finished request for longer than a loop turn), then new ones made up to
         READY_TARGET. Runs on the loop between requests; reschedules itself while needed."""
         self._refilling = False
+        self._read_events()
         for _ in range(CHUNK):
             request_id = new_id()
             try:
@@ -145,9 +146,9 @@ class RequestFolders:
         self._refill_soon()
 
     def _recycle(self, request_id: str) -> bool:
-        """Rename a free folder to `request_id`; False when none is free."""
-        if self._free:
-            self._read_events()  # a write that raced the end of its request shows now
+        """Rename a free folder to `request_id`; False when none is free. The caller reads
+        pending inotify events first (once per batch), so a write that raced the end of its
+        request shows as `_touched`."""
         while self._free:
             old = self._free.pop()
             if len(self._ready) >= MAX_READY or old in self._touched or old not in self._wd:
@@ -196,6 +197,7 @@ class RequestFolders:
         of requests that queue): a free folder renamed when there is one, else a new one."""
         if request_id not in self._made:
             self.stats.on_path += 1
+            self._read_events()
             try:
                 recycled = self._recycle(request_id)
             except OSError:
@@ -248,6 +250,10 @@ class RequestFolders:
 
     def no_progress(self, request_id: str) -> None:
         self._progress.pop(request_id, None)
+
+    def follows_progress(self, request_id: str) -> bool:
+        """Its progress file is followed through inotify (see on_progress)."""
+        return request_id in self._progress
 
     def _overflow(self) -> None:
         # events were lost: every watched folder must be looked at, and none is reused

@@ -151,3 +151,60 @@ def test_raising_min_keeps_an_active_version_invocable(client: TestClient[Any]) 
     )
     assert r.status_code == 200, r.text
     assert r.json()["deployment"]["functionStatus"] == "ACTIVE"
+
+
+def test_an_error_status_is_never_read_without_its_health_info() -> None:
+    """The scheduler commits healthInfo, then the ERROR it explains; a reader that took the
+    deployment row first and the status second could show ERROR with no reason (a CI flake
+    in the stalled-pull test). `with_status` reads the status first, the row after."""
+    import asyncio
+    from typing import cast
+
+    import msgspec
+
+    from nvcf_lite.domain.deployments import Deployments, VersionRef
+    from nvcf_lite.models import Deployment, FunctionStatus, HealthInfo
+
+    stale = Deployment(
+        deployment_id="d",
+        function_id="f",
+        version_id="v",
+        nca_id="n",
+        specs=[],
+        created_at="t0",
+        updated_at="t0",
+    )
+    reason = HealthInfo(
+        icms_request_id="s",
+        gpu="CPU",
+        backend="local",
+        instance_type="CPU.x1",
+        error="pulling image 'x' stalled",
+    )
+    row = {"d": stale}
+
+    async def lookup(fid: str, vid: str) -> VersionRef:
+        # the scheduler's two commits land while the handler is reading
+        row["d"] = msgspec.structs.replace(stale, health_info=[reason])
+        return VersionRef(
+            function_id=fid, version_id=vid, nca_id="n", name="fn", status=FunctionStatus.ERROR
+        )
+
+    class Repo:
+        async def by_id(self, deployment_id: str) -> Deployment | None:
+            return row.get(deployment_id)
+
+    deployments = Deployments(
+        cast(Any, None),
+        cast(Any, Repo()),
+        cast(Any, None),
+        lookup,
+        "n",
+        reconcile=lambda: None,
+        instances=lambda v: [],
+        spec_states=lambda v: [],
+        busy=lambda v: False,
+    )
+    ref, fresh = asyncio.run(deployments.with_status(stale))
+    assert ref.status == FunctionStatus.ERROR
+    assert [h.error for h in fresh.health_info] == ["pulling image 'x' stalled"]

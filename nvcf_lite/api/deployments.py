@@ -191,7 +191,7 @@ def _specs(body: DeployRequest) -> list[SpecInput]:
 
 
 async def _render(deployments: Deployments, d: Deployment) -> DeploymentWire:
-    ref = await deployments.version(d.function_id, d.version_id)
+    ref, d = await deployments.with_status(d)
     vid = d.version_id
     return deployment_wire(
         d, ref.name, ref.status.value, deployments.instances(vid), deployments.spec_states(vid)

@@ -163,6 +163,17 @@ class Deployments:
             raise NotFound(f"{where(fid, vid)}: Deployment not found")
         return deployment
 
+    async def with_status(self, d: Deployment) -> tuple[VersionRef, Deployment]:
+        """The version's status and then the deployment row, read in that order.
+
+        The scheduler commits a deployment's healthInfo before the status it explains, so
+        reading the status first means an ERROR is never shown without its reason (a GET
+        that read the row first and the status after could see the ERROR but not why).
+        """
+        ref = await self.version(d.function_id, d.version_id)
+        fresh = await self._repo.by_id(d.deployment_id)
+        return ref, fresh or d
+
     async def by_id(self, deployment_id: str) -> Deployment:
         deployment = await self._repo.by_id(deployment_id)
         if deployment is None or deployment.nca_id != self._nca_id:

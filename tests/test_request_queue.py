@@ -11,6 +11,7 @@ cancellation of abandoned requests (queued or in flight).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import shutil
 import sqlite3
@@ -40,6 +41,7 @@ from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.dispatcher import Dispatcher
 from nvcf_lite.workers.forwarding import NeverReached
 from nvcf_lite.workers.instances import Instance
+from nvcf_lite.workers.tasks import TaskSet
 
 FID = new_id()
 V1, V2 = new_id(), new_id()
@@ -564,3 +566,37 @@ async def test_a_failed_write_of_the_end_still_answers_the_client(
     dispatch.forwarder.gate.set()
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 200
+
+
+async def test_closing_cancels_what_a_cancelled_task_spawns_on_its_way_out(
+    store: RequestsRepo, tmp_path: Path
+) -> None:
+    """A request cancelled at close frees its slot; nothing new may start in it, and a task
+    spawned by a cancelled one's clean-up is cancelled too (none is left pending when the
+    loop ends: it would be collected later, on any thread)."""
+    w = DispatcherBench(store, tmp_path / "inf")
+    spec = w.capacity.deploy(V1)
+    w.capacity.add_instance(V1, spec)
+    running = await w.submit(V1, poll_seconds=1)
+    queued = await w.submit(V1, poll_seconds=1)
+    await settle()
+    assert [c[0] for c in w.forwarder.calls] == [running.request_id]
+    await w.dispatcher.close(grace_s=0.05)
+    assert [c[0] for c in w.forwarder.calls] == [running.request_id]  # the queued one waits
+    assert not queued.done.done()
+    stored = await w.store.get(queued.request_id)
+    assert stored is not None and stored[0].state == RequestState.QUEUED  # runs after restart
+
+    tasks = TaskSet(logging.getLogger("test"), "test")
+    spawned: list[asyncio.Task[None]] = []
+
+    async def parent() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            spawned.append(tasks.spawn(asyncio.sleep(60)))
+
+    tasks.spawn(parent())
+    await asyncio.sleep(0)
+    await tasks.cancel()
+    assert spawned and spawned[0].cancelled()

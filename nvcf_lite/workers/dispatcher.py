@@ -80,6 +80,7 @@ class Dispatcher:
         self._housekeeping: asyncio.Future[None] | None = None
         self._nudged: dict[str, float] = {}  # version id -> when its queue last nudged
         self._trailing: asyncio.TimerHandle | None = None
+        self._closing = False  # past close()'s grace: nothing new is dispatched
 
     def _trailing_nudge(self) -> None:
         self._trailing = None
@@ -144,7 +145,7 @@ class Dispatcher:
 
     def pump(self, version_id: str) -> None:
         queue = self.backlog.get(version_id)
-        if not queue:
+        if not queue or self._closing:
             return
         refusal = self.capacity.refusal(version_id, queue[0].queued_at)
         if refusal is not None:
@@ -404,6 +405,7 @@ class Dispatcher:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
         await self._tasks.wait(grace_s)
+        self._closing = True  # a slot the cancels below free must not start another request
         await self._tasks.cancel()
         await self.forwarder.close()
 

@@ -113,9 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    from granian import Granian
-    from granian.constants import Interfaces
-
     from nvcf_lite.commands.database import EXIT_REFUSED, log, prepare_serve
     from nvcf_lite.logs import ACCESS_FORMAT, configure, dict_config
     from nvcf_lite.runtime.own_container import data_mount_problem
@@ -145,24 +142,59 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
     if config.server.tls_cert:
         tls = {"ssl_cert": Path(config.server.tls_cert), "ssl_key": Path(config.server.tls_key)}
     with lock:
-        Granian(
-            "nvcf_lite.app:serve_app",
-            factory=True,
+        _serve_embedded(
             address=host,
             port=port,
-            interface=Interfaces.ASGI,
-            workers=1,
             backlog=config.server.backlog,
             # granian's default (backlog / workers) would cap requests held open at once, and
             # every request waiting out its poll window is one (202 comes after NVCF-POLL-SECONDS)
             backpressure=config.server.max_requests_in_flight,
             log_access=config.server.access_log,
-            log_level=config.server.log_level,  # type: ignore[arg-type]
+            log_level=config.server.log_level,
             log_dictconfig=dict_config(config.server.log_level, config.server.log_format),
             log_access_format=ACCESS_FORMAT,
             **tls,
-        ).serve()
+        )
     return 0
+
+
+def _serve_embedded(**options: Any) -> None:
+    """Granian's server in this process, on this process's event loop (uvloop).
+
+    One process instead of granian's supervisor plus one worker: the supervisor held ~44 MB
+    of RSS (this module, config, the database check) to do nothing but wait, and nvcf-lite
+    runs exactly one worker anyway (the durable queue, the instances and the GPUs are owned
+    by one process). SIGTERM/SIGINT stop it as the supervisor did: no new connections, open
+    ones finish, then the app's shutdown (the lifespan) runs.
+    """
+    import logging
+    import signal
+
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    from nvcf_lite.app import serve_app
+
+    # granian warns on every start that embedding is experimental; we chose it (above) and
+    # test it (the live tests all run this server), so the line is noise in an operator's log
+    logging.getLogger("_granian").addFilter(
+        lambda record: record.getMessage() != "Embedded server is experimental!"
+    )
+    server = Server(serve_app, factory=True, interface=Interfaces.ASGI, **options)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()  # returns after the lifespan shutdown
+        logging.getLogger("nvcf_lite").info("shutdown completed")
+
+    try:
+        import uvloop
+    except ImportError:  # no uvloop wheel for this platform
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
 
 
 def _raise_open_files_limit() -> None:

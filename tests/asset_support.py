@@ -4,8 +4,8 @@
 * `put_stream()` PUTs a body produced chunk by chunk (never held whole) with http.client.
 * `put_half_then_close()` announces a Content-Length, sends half of it on a raw socket and
   closes the connection: an upload interrupted by the client.
-* `RssSampler` samples VmRSS of the server's whole process tree (granian runs the app in a
-  worker process below the one we started) from /proc while a test runs.
+* `RssSampler` samples VmRSS of the server's whole process tree (today one process, granian
+  embedded; any child would count) from /proc while a test runs.
 * `create()`, `upload()`, `local()` and `leftovers()` do the same in process, through the app's
   Litestar test client (test_assets_api, test_assets).
 """

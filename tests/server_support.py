@@ -136,7 +136,7 @@ class ServerProcess:
             self.process = None
 
     def stop(self) -> None:
-        """SIGTERM to the process group, then SIGKILL: granian's worker must not outlive a test."""
+        """SIGTERM to the process group, then SIGKILL: nothing it started may outlive a test."""
         if self.process is None:
             return
         try:

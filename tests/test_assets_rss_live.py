@@ -1,7 +1,7 @@
 """A 200 MB asset upload to a real `nvcf-lite serve` keeps the server's memory flat.
 
 The body is produced by a generator on the client and streamed to disk by the server in
-1 MiB pieces; VmRSS of the server's process tree (granian's supervisor and its worker) is
+1 MiB pieces; VmRSS of the server's process tree (one process: granian runs embedded) is
 sampled from /proc during the upload and compared with the value just before it.
 """
 

@@ -51,7 +51,7 @@ cleanup() {
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     local workers
     workers=$(ps -o pid= --ppid "$SERVER_PID" 2>/dev/null || true)
-    kill -TERM "$SERVER_PID" 2>/dev/null # granian stops its worker, then exits
+    kill -TERM "$SERVER_PID" 2>/dev/null # it drains open requests, then exits
     for _ in $(seq 1 50); do
       kill -0 "$SERVER_PID" 2>/dev/null || break
       sleep 0.2

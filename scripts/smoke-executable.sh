@@ -135,7 +135,8 @@ assert_no_outside_python() {
     done
     i=$((i + 1))
   done
-  [ "${#pids[@]}" -ge 3 ] || fail "expected the bootloader, granian and its worker: ${pids[*]}"
+  # the one-file bootloader and the server it unpacked (granian runs embedded in it)
+  [ "${#pids[@]}" -ge 2 ] || fail "expected the bootloader and the server: ${pids[*]}"
   for pid in "${pids[@]}"; do
     [ "$(readlink "/proc/$pid/exe")" = "$EXE" ] ||
       fail "process $pid runs $(readlink "/proc/$pid/exe"), not $EXE"

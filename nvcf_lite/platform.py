@@ -46,7 +46,7 @@ from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
-from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
+from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
 from nvcf_lite.store.blobs import BlobStore
@@ -54,6 +54,7 @@ from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
 from nvcf_lite.store.requests import RequestsRepo
+from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.backlog import Backlog
@@ -109,6 +110,7 @@ class Platform:
         stack.push_async_callback(self.db.close)
         signing_key = await asyncio.to_thread(load_signing_key, data)
         self.signer = Signer(signing_key)
+        self.secret_box = await asyncio.to_thread(SecretBox.in_data_dir, data)
         self.keys = Keys(
             KeysRepo(self.db),
             nca_id,
@@ -127,7 +129,9 @@ class Platform:
         )
         self.registry = Registry(self.runtime)
         self.host, self.inventory = read_host(config)
-        functions_repo = FunctionsRepo(self.db)
+        functions_repo = FunctionsRepo(self.db, self.secret_box)
+        if sealed := await functions_repo.seal_legacy():
+            log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
         store = RequestsRepo(self.db)
         # One signing key and one blob store for assets and large results.
@@ -303,7 +307,12 @@ def _version_lookup(functions: FunctionsRepo) -> VersionLookup:
 def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
     async def launch(vid: str) -> LaunchInfo | None:
         version = await functions.get_version(vid)
-        return launch_info(version, await functions.secrets(vid)) if version else None
+        if version is None:
+            return None
+        try:
+            return launch_info(version, await functions.secrets(vid))
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
 
     return launch
 

@@ -92,7 +92,11 @@ class Lifecycle:
 
     async def _launch(self, inst: Instance) -> None:
         logs.bind(**inst.log_ids())  # this task's lines (pulls, engine errors) carry its ids
-        info = await self.launch_info(inst.version_id)
+        try:
+            info = await self.launch_info(inst.version_id)
+        except RuntimeFailure as exc:  # its secrets do not open
+            await self.fail(inst, str(exc))
+            return
         if info is None:
             self.retire(inst, "function version gone")
             return

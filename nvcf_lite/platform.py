@@ -191,6 +191,7 @@ class Platform:
             instances=_active_instances(scheduler, nca_id),
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
+            after_update=versions.clear,
         )
         self.invocations = Invocations(
             store,
@@ -320,7 +321,7 @@ def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
 def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
     async def versions_of(fid: str) -> list[VersionInfo]:
         return [
-            VersionInfo(v.function_id, v.version_id, v.name, v.status)
+            VersionInfo(v.function_id, v.version_id, v.name, v.status, v.rate_limit)
             for v in await functions.list_versions(fid)
             if v.nca_id == nca_id
         ]

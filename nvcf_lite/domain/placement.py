@@ -58,7 +58,11 @@ class Host:
         """The CPU, memory and /dev/shm an instance of this type gets (None: no sizing)."""
         if self.sizing is None:
             return None
-        return self.sizing.limits(instance_type, units_per_instance(instance_type))
+        try:
+            units = units_per_instance(instance_type)
+        except ValueError:  # a label of another version's naming: one share
+            units = 1
+        return self.sizing.limits(instance_type, units)
 
     def all_instance_types(self) -> list[str]:
         return [t for g in self.gpu_names() for t in self.instance_types(g)]

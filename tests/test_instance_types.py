@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -163,12 +164,13 @@ def sized_host(cpu_millis: int = 2000, memory_mb: int = 1024) -> Host:
     return Host(sim("L40", 2), cpu_instance_max=4, sizing=sizing)
 
 
-@pytest.fixture
-async def sized(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
+@asynccontextmanager
+async def open_sized(tmp_path: Path, **env: str) -> AsyncIterator[SchedulerBench]:
     config = make_config(
         tmp_path / "data",
         NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S="0.05",
         NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S="2",
+        **env,
     )
     db = await Database.open(tmp_path / "data" / "db.sqlite")
     bench = SchedulerBench(config, db, sized_host(), FakeRuntime())
@@ -178,6 +180,12 @@ async def sized(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
         await bench.scheduler.shutdown(keep_instances=False)
         await bench.runtime.close()
         await db.close()
+
+
+@pytest.fixture
+async def sized(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
+    async with open_sized(tmp_path) as bench:
+        yield bench
 
 
 async def test_each_container_gets_its_instance_types_limits(sized: SchedulerBench) -> None:
@@ -257,3 +265,18 @@ async def test_adopted_containers_count_the_limits_they_were_given(
     await sized.until(lambda: len(sized.scheduler.ready(vid)) == 2)
     assert sized.scheduler.held_resources() == Resources(1000, 800)
     assert len(sized.runtime.created) == 2
+
+
+async def test_a_paused_warm_pool_instance_gives_its_cpu_and_memory_to_waiting_demand(
+    tmp_path: Path,
+) -> None:
+    async with open_sized(tmp_path, NVCF_LITE_SCHEDULER__WARM_POOL_S="600") as bench:
+        fid, vid = await bench.deploy(gpu="CPU", min_instances=2, max_instances=2)
+        await bench.until(lambda: len(bench.scheduler.ready(vid)) == 2)
+        await bench.deployments.update(fid, vid, [SpecInput(min_instances=1, max_instances=1)])
+        await bench.until(lambda: bench.scheduler.spec_states(vid)[0].paused == 1)
+        assert bench.scheduler.held_resources() == Resources(1000, 800)  # paused still holds
+        _, other = await bench.deploy(gpu="CPU", min_instances=1, max_instances=1)
+        await bench.until(lambda: len(bench.scheduler.ready(other)) == 1)
+        assert bench.scheduler.spec_states(vid)[0].paused == 0
+        assert bench.scheduler.held_resources() == Resources(1000, 800)

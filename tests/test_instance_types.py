@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -280,3 +280,30 @@ async def test_a_paused_warm_pool_instance_gives_its_cpu_and_memory_to_waiting_d
         await bench.until(lambda: len(bench.scheduler.ready(other)) == 1)
         assert bench.scheduler.spec_states(vid)[0].paused == 0
         assert bench.scheduler.held_resources() == Resources(1000, 800)
+
+
+async def test_a_type_that_no_longer_fits_the_host_waits_with_why_and_others_go_on(
+    sized: SchedulerBench,
+) -> None:
+    _, vid = await sized.deploy(gpu="CPU", min_instances=1, max_instances=1)
+    await sized.until(lambda: len(sized.scheduler.ready(vid)) == 1)
+    # the config changed under a running server's deployment (as after a restart)
+    too_big = InstanceTypeLimits(name="CPU.x1", memory_mb=4096)
+    assert sized.host.sizing is not None
+    sized.host.sizing.overrides["cpu.x1"] = too_big
+    (inst,) = sized.scheduler.ready(vid)
+    assert inst.container_id is not None
+    sized.runtime.crash(inst.container_id)
+
+    async def reason() -> str:
+        d = await sized.repo.by_version(vid)
+        return d.health_info[0].error if d and d.health_info else ""
+
+    await sized.until(lambda: _has(reason(), "cannot be placed on this host now"))
+    assert "needs 0.5 CPU cores and 4096 MiB of memory" in await reason()
+    _, gpu_vid = await sized.deploy(gpu="L40", min_instances=1, max_instances=1)
+    await sized.until(lambda: len(sized.scheduler.ready(gpu_vid)) == 1)  # ticks go on
+
+
+async def _has(text: Awaitable[str], part: str) -> bool:
+    return part in await text

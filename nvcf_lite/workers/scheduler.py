@@ -20,7 +20,7 @@ from nvcf_lite.domain.instance_types import Limits, Resources, total
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
 from nvcf_lite.domain.scheduling import SpecHistory, next_status, spec_health
-from nvcf_lite.errors import GONE, WORKER_ERROR
+from nvcf_lite.errors import GONE, WORKER_ERROR, Invalid
 from nvcf_lite.models import (
     Deployment,
     FunctionStatus,
@@ -399,7 +399,11 @@ class Scheduler:
         history = self.history.setdefault(spec.gpu_specification_id, SpecHistory())
         if history.gave_up or time.monotonic() < history.next_attempt:
             return
-        units_each = self.host.resolve(spec.gpu, spec.instance_type)[2]
+        try:
+            units_each = self.host.resolve(spec.gpu, spec.instance_type)[2]
+        except Invalid as exc:  # the host changed since the deploy (config, GPUs): say so
+            history.unschedulable = f"cannot be placed on this host now: {exc.detail}"
+            return
         limits = self.host.limits(spec.instance_type)
         for _ in range(missing):
             units = self._place(spec.gpu, units_each)

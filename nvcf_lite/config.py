@@ -82,6 +82,24 @@ class GpusConfig(_Section):
     cpu_instance_max: int = 8
 
 
+class InstanceTypeLimits(_Section):
+    """CPU, memory and shared memory for one instance type, instead of its share of the host."""
+
+    name: str
+    cpu_cores: float | None = None
+    memory_mb: int | None = None
+    shm_size_mb: int | None = None
+
+
+class ResourcesConfig(_Section):
+    cpu_cores: float = 0.0  # 0: detected (CPU affinity, own container's quota) less the reserve
+    memory_mb: int = 0  # 0: detected (MemTotal, own container's limit) less the reserve
+    reserved_cpu_cores: float = 0.0
+    reserved_memory_mb: int = 2048
+    shm_size_mb: int = 1024
+    instance_types: list[InstanceTypeLimits] = []
+
+
 class DockerConfig(_Section):
     base_url: str = ""
     pull_timeout_s: float = 120.0  # without progress: a progressing pull never times out
@@ -126,6 +144,7 @@ class Config(_Section):
     account: AccountConfig = msgspec.field(default_factory=AccountConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
@@ -281,6 +300,28 @@ def _check(config: Config) -> None:
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")
+    _check_resources(config.resources)
+
+
+def _check_resources(r: ResourcesConfig) -> None:
+    if min(r.cpu_cores, r.memory_mb, r.reserved_cpu_cores, r.reserved_memory_mb) < 0:
+        raise ConfigError(
+            "resources: cpu_cores, memory_mb, reserved_cpu_cores, reserved_memory_mb must be >= 0"
+        )
+    if r.shm_size_mb < 1:
+        raise ConfigError("resources.shm_size_mb must be >= 1")
+    seen: set[str] = set()
+    for t in r.instance_types:
+        if not t.name or t.name.lower() in seen:
+            raise ConfigError(f"resources.instance_types: name {t.name!r} is empty or repeated")
+        seen.add(t.name.lower())
+        # Docker's own floors: 0.01 CPU, 6 MiB of memory
+        floors = ((t.cpu_cores, 0.01), (t.memory_mb, 6), (t.shm_size_mb, 1))
+        if any(value is not None and value < floor for value, floor in floors):
+            raise ConfigError(
+                f"resources.instance_types {t.name}: cpu_cores must be >= 0.01, memory_mb >= 6 "
+                "and shm_size_mb >= 1"
+            )
 
 
 def public_url(config: Config) -> str:

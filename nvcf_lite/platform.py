@@ -213,7 +213,12 @@ class Platform:
             queues=Queues(self.invocations),
             registry=self.registry,
             overview=Overview(
-                self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
+                self.functions,
+                self.deployments,
+                self.host,
+                dispatcher.depth,
+                scheduler.held_units,
+                scheduler.held_resources,
             ),
             container_logs=self.container_logs,
             host=self.host,

@@ -20,6 +20,8 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
+
 from nvcf_lite.runtime.base import (
     LABEL_MANAGED,
     ContainerInfo,
@@ -33,6 +35,7 @@ IMAGES = {"fake/echo", "fake/unhealthy", "fake/exit"}
 PULLABLE = "fake/pull"
 LAYER_BYTES = 1000
 PULL_STEP_S = 0.05
+DOCKER_SHM_BYTES = 64 * 1024 * 1024  # /dev/shm when a spec sets no size, as Docker's default
 
 
 class _Container:
@@ -61,6 +64,9 @@ class _Container:
             exit_code=self.exit_code,
             host_ports=dict(self.host_ports),
             created=self.created,
+            nano_cpus=self.spec.nano_cpus,
+            memory_bytes=self.spec.memory_bytes,
+            shm_bytes=self.spec.shm_bytes or DOCKER_SHM_BYTES,
         )
 
 
@@ -148,7 +154,9 @@ class FakeRuntime:
 
     async def list_managed(self) -> list[ContainerInfo]:
         self._check()
-        return [c.info() for c in self.containers.values()]
+        # as Docker's listing: no limits (only inspect reads the HostConfig)
+        unlimited = {"nano_cpus": None, "memory_bytes": None, "shm_bytes": None}
+        return [msgspec.structs.replace(c.info(), **unlimited) for c in self.containers.values()]
 
     async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
         c = self.containers.pop(container_id, None)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip
 from registry_support import TestRegistry
@@ -26,6 +27,23 @@ async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> N
     assert len(listed) == 1 and listed[0].labels[LABEL] == kind.images["run"]
     again = await kind.runtime.inspect(info.id)
     assert again is not None and again.host_ports == info.host_ports
+
+
+async def test_limits_are_given_and_read_back_by_inspect_not_by_listing(kind: Kind) -> None:
+    mib = 1024 * 1024
+    limited = msgspec.structs.replace(
+        spec(kind, "echo", "limits"),
+        nano_cpus=250_000_000,
+        memory_bytes=96 * mib,
+        shm_bytes=32 * mib,
+    )
+    info = await kind.runtime.create_and_start(limited)
+    assert (info.nano_cpus, info.memory_bytes, info.shm_bytes) == (250_000_000, 96 * mib, 32 * mib)
+    plain = await kind.runtime.create_and_start(spec(kind, "echo", "no-limits"))
+    assert (plain.nano_cpus, plain.memory_bytes) == (None, None)
+    assert plain.shm_bytes == 64 * mib  # the engine's default /dev/shm
+    listed = [c for c in await kind.runtime.list_managed() if c.id == info.id]
+    assert [(c.nano_cpus, c.memory_bytes, c.shm_bytes) for c in listed] == [(None, None, None)]
 
 
 async def test_exiting_container_reports_its_exit_code(kind: Kind) -> None:

@@ -62,6 +62,7 @@ from nvcf_lite.api.queues import QueueWire
 from nvcf_lite.api.status import (
     FunctionStatusWire,
     GpuUsageWire,
+    ResourceUsageWire,
     StatusResponse,
     VersionStatusWire,
 )
@@ -76,7 +77,13 @@ from nvcf_lite.domain.function_rules import (
     ModelUpdate,
 )
 from nvcf_lite.domain.invocations import QueueEntry
-from nvcf_lite.domain.status import FunctionStatusView, GpuUsage, StatusReport, VersionStatus
+from nvcf_lite.domain.status import (
+    FunctionStatusView,
+    GpuUsage,
+    ResourceUsage,
+    StatusReport,
+    VersionStatus,
+)
 from nvcf_lite.models import (
     ActiveInstance,
     Asset,
@@ -260,6 +267,7 @@ TWINS: tuple[Twin, ...] = (
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    Twin(ResourceUsageWire, ResourceUsage, ENCODE),
 )
 
 # Wire structs with no domain twin, and why.

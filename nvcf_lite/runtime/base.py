@@ -56,6 +56,11 @@ class ContainerSpec(msgspec.Struct, frozen=True):
     gpu_device_ids: list[str] | None = None  # None: no DeviceRequest at all
     mounts: list[Mount] = []
     network_mode: str | None = None  # None: default bridge with published ports; "host" allowed
+    # Limits (None: the engine's default, no limit): a CFS quota in billionths of a CPU
+    # (Docker's NanoCpus), memory with no swap beyond it, and the size of /dev/shm.
+    nano_cpus: int | None = None
+    memory_bytes: int | None = None
+    shm_bytes: int | None = None
 
 
 class ContainerInfo(msgspec.Struct, frozen=True):
@@ -70,6 +75,10 @@ class ContainerInfo(msgspec.Struct, frozen=True):
     finished_at: str | None = None
     oom_killed: bool = False
     created: float = 0.0  # when the container was created, epoch seconds
+    # its limits as the engine holds them (inspect only; None: none, or a listing)
+    nano_cpus: int | None = None
+    memory_bytes: int | None = None
+    shm_bytes: int | None = None
 
 
 class ContainerRuntime(Protocol):

@@ -51,6 +51,7 @@ def create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
         binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         device_requests=devices,
         network_mode=spec.network_mode,
+        **_limits(spec),
     )
     created = api.create_container(
         spec.image,
@@ -78,6 +79,18 @@ def create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
     return info
 
 
+def _limits(spec: ContainerSpec) -> dict[str, int]:
+    """create_host_config's limit arguments; memswap = memory: no swap beyond the limit."""
+    limits: dict[str, int] = {}
+    if spec.nano_cpus is not None:
+        limits["nano_cpus"] = spec.nano_cpus
+    if spec.memory_bytes is not None:
+        limits["mem_limit"] = limits["memswap_limit"] = spec.memory_bytes
+    if spec.shm_bytes is not None:
+        limits["shm_size"] = spec.shm_bytes
+    return limits
+
+
 def inspect(api: Any, container_id: str) -> ContainerInfo | None:
     try:
         doc: Doc = api.inspect_container(container_id)
@@ -99,7 +112,17 @@ def inspect(api: Any, container_id: str) -> ContainerInfo | None:
         finished_at=docker_time(state.get("FinishedAt")),
         oom_killed=bool(state.get("OOMKilled")),
         created=epoch(doc.get("Created")),
+        **_held_limits(doc.get("HostConfig") or {}),
     )
+
+
+def _held_limits(host_config: Doc) -> dict[str, int | None]:
+    """NanoCpus, Memory and ShmSize; 0 (Docker's "none") is None."""
+    return {
+        "nano_cpus": host_config.get("NanoCpus") or None,
+        "memory_bytes": host_config.get("Memory") or None,
+        "shm_bytes": host_config.get("ShmSize") or None,
+    }
 
 
 def info_from_summary(row: Doc) -> ContainerInfo:

@@ -26,6 +26,7 @@ from nvcf_lite.api.invocations import (
     path_invocation,
     path_invocation_head,
 )
+from nvcf_lite.api.json_bodies import JsonRequest
 from nvcf_lite.api.logs import LOGS_HANDLERS
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
@@ -41,9 +42,10 @@ class NvcfLite(Litestar):
     """Litestar, with the invocation hot path answered before the framework's routing
     (unless `server.fast_path` is off: then the Litestar route in api/invocations answers)."""
 
-    def __init__(self, *, fast_path: bool, **litestar: Any) -> None:
+    def __init__(self, *, fast_path: bool, max_header_bytes: int, **litestar: Any) -> None:
         super().__init__(**litestar)
         self.fast_path = fast_path
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(
         self,
@@ -52,6 +54,9 @@ class NvcfLite(Litestar):
         send: Send | LifeSpanSend,
     ) -> None:
         raw: Any = scope
+        if raw["type"] == "http" and fastpath.head_size(raw) > self.max_header_bytes:
+            await fastpath.refuse_head(raw, cast(Any, send), self.max_header_bytes)
+            return
         match = fastpath.claims(raw) if self.fast_path else None
         if match is not None:
             await fastpath.serve(
@@ -87,6 +92,7 @@ def create_app(
     ]
     app = NvcfLite(
         fast_path=config.server.fast_path,
+        max_header_bytes=config.server.max_header_bytes,
         route_handlers=[
             swagger_assets(),
             health,
@@ -102,6 +108,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=config.server.max_body_bytes,
+        request_class=JsonRequest,
         openapi_config=openapi_config(),
         logging_config=None,
         debug=False,

@@ -47,6 +47,7 @@ class ServerConfig(_Section):
     tls_key: str = ""
     public_url: str = ""
     max_body_bytes: int = 5 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False

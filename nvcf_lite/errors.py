@@ -119,6 +119,10 @@ class PayloadTooLarge(NvcfError):
     status = 413
 
 
+class UnsupportedMediaType(NvcfError):
+    status = 415
+
+
 class Unprocessable(NvcfError):
     status = 422
 

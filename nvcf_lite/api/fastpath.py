@@ -18,6 +18,7 @@ from nvcf_lite.api.invocations import Reply, pexec_reply
 from nvcf_lite.api.problems import PROBLEM_JSON, body_too_large, problem_of
 from nvcf_lite.api.services import Services
 from nvcf_lite.domain.invocation_rules import require_uuid
+from nvcf_lite.errors import problem_body
 
 # Plain ASGI shapes: the raw messages are built and read here without the framework's types.
 Scope = dict[str, Any]
@@ -81,6 +82,18 @@ async def _body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def head_size(scope: Scope) -> int:
+    """Bytes of the request's header names and values together."""
+    return sum(len(name) + len(value) for name, value in scope["headers"])
+
+
+async def refuse_head(scope: Scope, send: Send, limit: int) -> None:
+    """431 problem+json for a request head over `server.max_header_bytes` (its body unread)."""
+    detail = f"Request header fields exceed the limit of {limit} bytes"
+    body = problem_body(431, detail, instance=scope["path"])
+    await _send(send, (431, [("Connection", "close")], body, PROBLEM_JSON))
 
 
 async def _send(send: Send, reply: Reply) -> None:

@@ -33,9 +33,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 REF = {"$ref": "#/components/schemas/Problem"}
 # What any caller can meet on any operation: a malformed request or id, a key that is
-# missing or lacks the scope, something absent, a body over the limit, too many requests.
-EVERYWHERE = (400, 401, 403, 404, 413, 429)
-CHANGES = (409,)  # a state that refuses the change (POST, PUT, PATCH, DELETE)
+# missing or lacks the scope, something absent, a body or a head over its limit, too many
+# requests.
+EVERYWHERE = (400, 401, 403, 404, 413, 429, 431)
+CHANGES = (409, 415)  # a state that refuses the change; a body that is not JSON
 INVOCATION = (502, 503, 504)  # the worker's outcomes on pexec and I5 (spec §5.2)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

@@ -41,6 +41,7 @@ from nvcf_lite.domain.invocations import (
 )
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
@@ -53,6 +54,7 @@ from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.registry_credentials import RegistryCredentialsRepo
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
@@ -128,6 +130,9 @@ class Platform:
             "no container engine is configured for this server"
         )
         self.registry = Registry(self.runtime)
+        self.registry_credentials = RegistryCredentials(
+            RegistryCredentialsRepo(self.db, self.secret_box), config.registry.mirrors
+        )
         self.host, self.inventory = read_host(config)
         functions_repo = FunctionsRepo(self.db, self.secret_box)
         if sealed := await functions_repo.seal_legacy():
@@ -211,6 +216,7 @@ class Platform:
             invocations=self.invocations,
             queues=Queues(self.invocations),
             registry=self.registry,
+            registry_credentials=self.registry_credentials,
             overview=Overview(
                 self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
             ),

@@ -46,7 +46,7 @@ from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
+from nvcf_lite.models import ActiveInstance, Principal, RegistryAuth, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
@@ -66,6 +66,7 @@ from nvcf_lite.workers.forwarding import Forwarder
 from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.lifecycle import LaunchLookup
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 
@@ -163,6 +164,7 @@ class Platform:
             self.metrics,
             demand=backlog,
             changed=changed,
+            pull_auth=_pull_auth(self.registry_credentials),
         )
         forwarder = Forwarder(
             data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
@@ -321,6 +323,16 @@ def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
             raise RuntimeFailure(str(exc)) from exc
 
     return launch
+
+
+def _pull_auth(credentials: RegistryCredentials) -> PullAuthLookup:
+    async def pull_auth(nca_id: str, image: str) -> RegistryAuth | None:
+        try:
+            return await credentials.pull_auth(nca_id, image)
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
+
+    return pull_auth
 
 
 def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:

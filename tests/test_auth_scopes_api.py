@@ -22,7 +22,7 @@ from function_support import PLAIN, create, problem
 from litestar.testing import TestClient
 
 from nvcf_lite.models import SCOPES
-from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, UnavailableRuntime
+from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, RegistryAuth, UnavailableRuntime
 
 CPU_SPEC = {"gpu": "CPU", "instanceType": "CPU.x1", "minInstances": 0, "maxInstances": 1}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -295,7 +295,7 @@ class StuckRuntime(UnavailableRuntime):
     async def image_exists(self, image: str) -> bool:
         return True
 
-    async def ensure_image(self, image: str) -> bool:
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
         return False
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:

@@ -148,6 +148,18 @@ class LocalRegistry:
         self.pushed.append(ref)
         return ref
 
+    def retag(self, name: str, tag: str, new_tag: str) -> str:
+        """The image `name:tag` also as `name:new_tag` (the same manifest); its reference."""
+        accept = {"Accept": MANIFEST_V2}
+        status, _, manifest = self._request("GET", f"/v2/{name}/manifests/{tag}", b"", accept)
+        assert status == 200, (status, manifest)
+        kind = {"Content-Type": MANIFEST_V2}
+        status, _, text = self._request("PUT", f"/v2/{name}/manifests/{new_tag}", manifest, kind)
+        assert status == 201, (status, text)
+        ref = f"{self.host}/{name}:{new_tag}"
+        self.pushed.append(ref)
+        return ref
+
     def forget(self, ref: str) -> None:
         """Remove a pulled image from the engine, so the next pull downloads it again."""
         try:

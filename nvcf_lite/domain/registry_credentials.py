@@ -191,15 +191,15 @@ class RegistryCredentials:
         current = await self.get(principal, credential_id)
         if upd.secret is None and not upd.artifact_type_enums:
             raise Invalid("Invalid request: at least one of 'secret' or 'artifactTypeEnums'")
-        name, plain = secret(upd.secret) if upd.secret is not None else (None, None)
-        added = (
-            artifact_types(upd.artifact_type_enums, "artifactTypeEnums")
-            if (upd.artifact_type_enums)
-            else ()
-        )
+        name, plain = current.registry_credential_name, None
+        if upd.secret is not None:
+            name, plain = secret(upd.secret)
+        added: tuple[str, ...] = ()
+        if upd.artifact_type_enums:
+            added = artifact_types(upd.artifact_type_enums, "artifactTypeEnums")
         updated = msgspec.structs.replace(
             current,
-            registry_credential_name=name or current.registry_credential_name,
+            registry_credential_name=name,
             artifact_types=tuple(dict.fromkeys((*current.artifact_types, *added))),
             last_updated_at=now_iso(),
         )
@@ -227,20 +227,17 @@ class RegistryCredentials:
         """The credential a pull of `image` (the reference pulled, after mirrors) sends: the
         account's CONTAINER credential for the image's registry host, else None. Raises
         SealBroken when its secret does not open."""
-        host = registry_host(image)
-        for credential in await self._repo.list_all(nca_id):
-            if credential.registry_hostname == host and "CONTAINER" in credential.artifact_types:
-                plain = await self._repo.secret_for(nca_id, host)
-                if plain is None:
-                    return None
-                user, _, password = plain.decode("utf-8", errors="replace").partition(":")
-                return RegistryAuth(
-                    registry=host,
-                    username=user,
-                    password=password,
-                    credential_id=credential.registry_credential_id,
-                )
-        return None
+        found = await self._repo.with_secret(nca_id, registry_host(image))
+        if found is None or "CONTAINER" not in found[0].artifact_types:
+            return None
+        credential, plain = found
+        user, _, password = plain.decode("utf-8", errors="replace").partition(":")
+        return RegistryAuth(
+            registry=credential.registry_hostname,
+            username=user,
+            password=password,
+            credential_id=credential.registry_credential_id,
+        )
 
     def _name_of(self, host: str) -> str:
         return next((name for name, known in WELL_KNOWN.items() if known == host), host)

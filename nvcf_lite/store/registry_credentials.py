@@ -92,14 +92,17 @@ class RegistryCredentialsRepo:
             )
         return changed > 0
 
-    async def secret_for(self, nca_id: str, registry_hostname: str) -> bytes | None:
-        """The opened secret of the account's credential for a registry host, else None.
-        Raises SealBroken when it does not open."""
+    async def with_secret(
+        self, nca_id: str, registry_hostname: str
+    ) -> tuple[RegistryCredential, bytes] | None:
+        """The account's credential for a registry host and its opened secret, else None.
+        Raises SealBroken when the secret does not open."""
         row = await self._db.fetch_one(
-            "SELECT registry_credential_id, secret FROM registry_credentials"
+            "SELECT registry_credential_id, spec, secret FROM registry_credentials"
             " WHERE nca_id = ? AND registry_hostname = ?",
             (nca_id, registry_hostname),
         )
         if row is None:
             return None
-        return self._box.open(row["secret"], _context(row["registry_credential_id"]))
+        plain = self._box.open(row["secret"], _context(row["registry_credential_id"]))
+        return _record(row), plain

@@ -10,6 +10,7 @@ secret, and the data_dir holds it only sealed. Every path family serves the same
 from __future__ import annotations
 
 import base64
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from function_support import FAMILIES, ISO_INSTANT, PLAIN, UNKNOWN_ID, problem
 from litestar.testing import TestClient
 
 from nvcf_lite.models import RegistryAuth
+from nvcf_lite.runtime.base import RuntimeFailure
 from nvcf_lite.store.sealing import KEY_FILE
 
 PASSWORD = "registry-password-never-shown-Qx93"
@@ -215,3 +217,24 @@ def test_a_credential_for_helm_only_is_not_used_for_container_pulls(api: TestCli
     add(api, artifactTypes=["HELM"])
     creds = api.app.state.platform.registry_credentials
     assert call(api, creds.pull_auth, "nvcf-lite-local", "127.0.0.1:5000/echo:1") is None
+
+
+def test_a_secret_that_does_not_open_fails_the_pull_with_why(
+    api: TestClient[Any], tmp_path: Path
+) -> None:
+    """A secret copied onto another credential's row (sealed for its own row) does not open:
+    the launch's credential lookup, as the scheduler has it, fails with the reason."""
+    mine = add(api)
+    other = add(api, registryHostname="other.example")
+    db = tmp_path / "data" / "nvcf-lite.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE registry_credentials SET secret = (SELECT secret FROM registry_credentials"
+            " WHERE registry_credential_id = ?) WHERE registry_credential_id = ?",
+            (mine["registryCredentialId"], other["registryCredentialId"]),
+        )
+    lookup = api.app.state.platform.scheduler.life.pulls.pull_auth
+    with pytest.raises(RuntimeFailure, match=r"registry-credential\) does not open with secrets"):
+        call(api, lookup, "nvcf-lite-local", "other.example/echo:1")
+    auth = call(api, lookup, "nvcf-lite-local", "127.0.0.1:5000/echo:1")  # its own still opens
+    assert auth is not None and auth.password == PASSWORD

@@ -30,6 +30,7 @@ from nvcf_lite.api.json_bodies import JsonRequest
 from nvcf_lite.api.logs import LOGS_HANDLERS
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
+from nvcf_lite.api.registry_credentials import REGISTRY_CREDENTIAL_HANDLERS
 from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.api.services import services
@@ -84,6 +85,7 @@ def create_app(
     nvcf_handlers: list[Any] = [
         *FUNCTION_HANDLERS,
         *SECRETS_HANDLERS,
+        *REGISTRY_CREDENTIAL_HANDLERS,
         *LOGS_HANDLERS,
         *DEPLOYMENT_HANDLERS,
         *CLUSTER_GROUP_HANDLERS,

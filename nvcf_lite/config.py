@@ -111,6 +111,10 @@ class DockerConfig(_Section):
     failed_containers_kept: int = 3
 
 
+class RegistryConfig(_Section):
+    mirrors: dict[str, str] = {}
+
+
 class SchedulerConfig(_Section):
     tick_interval_s: float = 2.0
     startup_deadline_s: float = 600.0
@@ -147,6 +151,7 @@ class Config(_Section):
     gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
     resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
     assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
@@ -298,6 +303,9 @@ def _check(config: Config) -> None:
         raise ConfigError("assets: max_asset_bytes must be >= 1 and sweep_interval_s > 0")
     if not 1 <= config.auth.token_ttl_s <= 30 * 24 * 3600:
         raise ConfigError("auth.token_ttl_s must be 1..2592000 (30 days)")
+    for prefix, target in config.registry.mirrors.items():
+        if not prefix.strip() or not target.strip():
+            raise ConfigError(f"registry.mirrors: {prefix!r} = {target!r}: both must be non-empty")
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")

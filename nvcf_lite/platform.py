@@ -41,11 +41,12 @@ from nvcf_lite.domain.invocations import (
 )
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
+from nvcf_lite.models import ActiveInstance, Principal, RegistryAuth, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
@@ -53,6 +54,7 @@ from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.registry_credentials import RegistryCredentialsRepo
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
@@ -64,6 +66,7 @@ from nvcf_lite.workers.forwarding import Forwarder
 from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.lifecycle import LaunchLookup
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 
@@ -128,6 +131,9 @@ class Platform:
             "no container engine is configured for this server"
         )
         self.registry = Registry(self.runtime)
+        self.registry_credentials = RegistryCredentials(
+            RegistryCredentialsRepo(self.db, self.secret_box), config.registry.mirrors
+        )
         self.host, self.inventory = read_host(config)
         functions_repo = FunctionsRepo(self.db, self.secret_box)
         if sealed := await functions_repo.seal_legacy():
@@ -158,6 +164,7 @@ class Platform:
             self.metrics,
             demand=backlog,
             changed=changed,
+            pull_auth=_pull_auth(self.registry_credentials),
         )
         forwarder = Forwarder(
             data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
@@ -212,6 +219,7 @@ class Platform:
             invocations=self.invocations,
             queues=Queues(self.invocations),
             registry=self.registry,
+            registry_credentials=self.registry_credentials,
             overview=Overview(
                 self.functions,
                 self.deployments,
@@ -321,6 +329,16 @@ def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
             raise RuntimeFailure(str(exc)) from exc
 
     return launch
+
+
+def _pull_auth(credentials: RegistryCredentials) -> PullAuthLookup:
+    async def pull_auth(nca_id: str, image: str) -> RegistryAuth | None:
+        try:
+            return await credentials.pull_auth(nca_id, image)
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
+
+    return pull_auth
 
 
 def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:

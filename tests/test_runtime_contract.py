@@ -1,6 +1,7 @@
 """The fake runtime of the scheduler unit tests is held to what the Docker runtime does:
 the same assertions run on both (labels, published loopback ports, exits, missing images,
-listing, pause/unpause, idempotent removal, pull progress while an image is pulled)."""
+listing, pause/unpause, idempotent removal, pull progress while an image is pulled, pulls
+from a registry that wants credentials)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from typing import Any
 import msgspec
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip
+from fake_runtime import PRIVATE_AUTH
 from registry_support import TestRegistry
 from runtime_support import LABEL, Kind, healthy, spec
 
-from nvcf_lite.runtime.base import LABEL_INSTANCE_ID, LABEL_MANAGED, ImageNotFound, PullProgress
+from nvcf_lite.runtime.base import (
+    LABEL_INSTANCE_ID,
+    LABEL_MANAGED,
+    ImageNotFound,
+    PullProgress,
+    PullRefused,
+    RegistryAuth,
+)
 
 
 async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> None:
@@ -113,3 +122,32 @@ async def test_a_pull_reports_layer_and_byte_progress_while_it_runs(kind: Kind) 
     done = [p.bytes_done for p in seen]
     assert done == sorted(done) and done[0] < done[-1] <= seen[-1].bytes_total
     assert 0 < len({p.bytes_done for p in seen if p.bytes_done < p.bytes_total})
+
+
+@contextmanager
+def private(k: Kind) -> Iterator[tuple[str, RegistryAuth]]:
+    """An image whose registry wants a username and password, and the right ones."""
+    if k.name == "fake":
+        yield f"fake/pull-private-{k.images['run']}", PRIVATE_AUTH
+        return
+    basic = ("puller", "right-password")
+    with TestRegistry(docker_client_or_skip(), ECHO_IMAGE, basic_auth=basic) as registry:
+        host = f"127.0.0.1:{registry.port}"
+        yield registry.image, RegistryAuth(registry=host, username=basic[0], password=basic[1])
+
+
+async def test_a_registry_that_wants_credentials_refuses_a_pull_without_the_right_ones(
+    kind: Kind,
+) -> None:
+    with private(kind) as (image, auth):
+        with pytest.raises(PullRefused) as refused:
+            await kind.runtime.ensure_image(image)
+        assert refused.value.auth is None and refused.value.image == image
+        wrong = RegistryAuth(registry=auth.registry, username=auth.username, password="wrong")
+        with pytest.raises(PullRefused) as rejected:
+            await kind.runtime.ensure_image(image, wrong)
+        assert rejected.value.auth == wrong
+        assert "wrong" not in str(rejected.value)  # the password is never in the reason
+        assert not await kind.runtime.image_exists(image)
+        assert await kind.runtime.ensure_image(image, auth) is True
+        assert await kind.runtime.image_exists(image)

@@ -59,6 +59,12 @@ from nvcf_lite.api.functions import (
     UpdateFunctionRequest,
 )
 from nvcf_lite.api.queues import QueueWire
+from nvcf_lite.api.registry_credentials import (
+    AddRegistryCredentialRequest,
+    RegistryCredentialWire,
+    RegistrySecretWire,
+    UpdateRegistryCredentialRequest,
+)
 from nvcf_lite.api.status import (
     FunctionStatusWire,
     GpuUsageWire,
@@ -77,6 +83,11 @@ from nvcf_lite.domain.function_rules import (
     ModelUpdate,
 )
 from nvcf_lite.domain.invocations import QueueEntry
+from nvcf_lite.domain.registry_credentials import (
+    RegistryCredentialInput,
+    RegistryCredentialUpdate,
+    RegistrySecretInput,
+)
 from nvcf_lite.domain.status import (
     FunctionStatusView,
     GpuUsage,
@@ -100,6 +111,7 @@ from nvcf_lite.models import (
     Priority,
     PullProgress,
     RateLimit,
+    RegistryCredential,
     ResourceRef,
     SpecState,
     Telemetries,
@@ -262,6 +274,11 @@ TWINS: tuple[Twin, ...] = (
             "queue_depth": "depth",
         },
     ),
+    # -- registry credentials (spec §2.8) ---------------------------------------------------
+    Twin(AddRegistryCredentialRequest, RegistryCredentialInput, DECODE),
+    Twin(UpdateRegistryCredentialRequest, RegistryCredentialUpdate, DECODE),
+    Twin(RegistrySecretWire, RegistrySecretInput, DECODE),
+    Twin(RegistryCredentialWire, RegistryCredential, ENCODE),
     # -- GET /v2/nvcf-lite/status ----------------------------------------------------------
     Twin(StatusResponse, StatusReport, ENCODE),
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
@@ -288,6 +305,10 @@ WIRE_ONLY: Mapping[str, str] = {
     "QueuesResponse": "function id around QueueWire",
     "PositionResponse": "ids and a number from Queues.position",
     "ClusterGroupsResponse": "envelope of ClusterGroupWire",
+    "RegistryCredentialResponse": "envelope of RegistryCredentialWire",
+    "ListRegistryCredentialsResponse": "envelope of RegistryCredentialWire",
+    "RecognizedRegistriesResponse": "artifact type -> RecognizedRegistryWire",
+    "RecognizedRegistryWire": "from the well-known registries, the mirrors and the credentials",
     # decoded and used directly: its fields are the handler's arguments
     "CreateAssetRequest": "its fields are Assets.create's arguments (test below)",
     "CallerInfoRequest": "one form field, the key to verify",

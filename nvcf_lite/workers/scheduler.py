@@ -53,6 +53,7 @@ from nvcf_lite.workers.instances import (
     labelled_limits,
 )
 from nvcf_lite.workers.lifecycle import LaunchLookup, Lifecycle
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.tasks import TaskSet
 
 log = logging.getLogger("nvcf_lite.scheduler")
@@ -70,6 +71,7 @@ class Scheduler:
         *,
         demand: Demand,
         changed: CapacityChanged,
+        pull_auth: PullAuthLookup | None = None,
     ) -> None:
         self.cfg = config.scheduler
         self.namespace = config.docker.namespace
@@ -85,7 +87,14 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(log, "scheduler")
         self.life = Lifecycle(
-            config, runtime, launch_info, self.history, self._changed, self._tasks.spawn, metrics
+            config,
+            runtime,
+            launch_info,
+            self.history,
+            self._changed,
+            self._tasks.spawn,
+            metrics,
+            pull_auth=pull_auth,
         )
         self.instances: dict[str, Instance] = self.life.instances
         self.demand = demand  # requests waiting per version: scaled to, drained before undeploy

@@ -116,3 +116,42 @@ def test_an_oversized_body_is_413_naming_the_limit(client: TestClient[Any]) -> N
     doc = problem(client.post(FUNCTIONS, json=payload, headers=bearer()), 413)
     assert "5242880 bytes" in doc["detail"]
     assert stored_count(client) == 0
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["../../etc/passwd", "/abs/path", "nvcr.io/../x:1", "Upper/Case:1", "x:tag:tag", "x:", "a//b"],
+)
+def test_an_image_that_is_no_reference_is_refused_at_registration(
+    client: TestClient[Any], image: str
+) -> None:
+    doc = problem(
+        client.post(FUNCTIONS, json={**BODY, "containerImage": image}, headers=bearer()), 400
+    )
+    assert f"'containerImage' '{image}' is not a container image reference" in doc["detail"]
+    assert stored_count(client) == 0
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "nvcr.io/org/team/echo:1.0",
+        "ubuntu",
+        "127.0.0.1:5000/nvcr/x:latest",
+        "localhost/x",
+        "[::1]:5000/x",
+        "x@sha256:" + "a" * 64,
+    ],
+)
+def test_image_references_docker_accepts_are_registered(
+    client: TestClient[Any], image: str
+) -> None:
+    assert create(client, {**BODY, "containerImage": image})["containerImage"] == image
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", "%2e%2e", "-x", "x" * 129])
+def test_names_that_could_reach_the_file_system_are_refused(
+    client: TestClient[Any], name: str
+) -> None:
+    problem(client.post(FUNCTIONS, json={**BODY, "name": name}, headers=bearer()), 400)
+    assert stored_count(client) == 0

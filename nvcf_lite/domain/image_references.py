@@ -13,10 +13,27 @@ Docker Hub image also matches in its full form (`docker.io/library/ubuntu:22.04`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+MAX_NAME = 255
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+def is_reference(image: str) -> bool:
+    """Whether `image` is a reference the Docker engine accepts (no `..`, no spaces, lower-case
+    repository, a tag of at most 128 characters, a name of at most 255)."""
+    name = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
+    return bool(_REFERENCE.fullmatch(image)) and len(name) <= MAX_NAME
 
 
 def canonical_host(host: str) -> str:

@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any, cast
 
 from litestar import Litestar
+from litestar.routes import HTTPRoute
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from nvcf_lite import logs
@@ -47,6 +48,14 @@ class NvcfLite(Litestar):
         super().__init__(**litestar)
         self.fast_path = fast_path
         self.max_header_bytes = max_header_bytes
+        # Litestar's automatic OPTIONS answer lists the methods of the route as it was when the
+        # first handler of a path was registered; the methods of the finished routes, by path
+        # (not the catch-all I5 route's: an OPTIONS call there is the container's to answer).
+        self.allow = {
+            route.path_format: ", ".join(sorted(route.methods))
+            for route in self.routes
+            if isinstance(route, HTTPRoute) and ":path}" not in route.path
+        }
 
     async def __call__(
         self,
@@ -58,6 +67,9 @@ class NvcfLite(Litestar):
         if raw["type"] == "http" and fastpath.head_size(raw) > self.max_header_bytes:
             await fastpath.refuse_head(raw, cast(Any, send), self.max_header_bytes)
             return
+        if raw["type"] == "http" and raw["method"] == "OPTIONS":
+            await super().__call__(scope, receive, self._with_allow(raw, send))
+            return
         match = fastpath.claims(raw) if self.fast_path else None
         if match is not None:
             await fastpath.serve(
@@ -65,6 +77,18 @@ class NvcfLite(Litestar):
             )
             return
         await super().__call__(scope, receive, send)
+
+    def _with_allow(self, scope: Any, send: Any) -> Any:
+        """`send`, with the `Allow` of an automatic OPTIONS answer set to the path's methods."""
+
+        async def allowed(message: Any) -> None:
+            allow = self.allow.get(scope.get("path_template", ""))
+            if message["type"] == "http.response.start" and allow:
+                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
+            await send(message)
+
+        return allowed
 
 
 def create_app(

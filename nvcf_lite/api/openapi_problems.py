@@ -16,6 +16,7 @@ from typing import Any
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from nvcf_lite.api.openapi_constraints import state_constraints
 from nvcf_lite.errors import PROBLEM_JSON, title
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -76,4 +77,4 @@ class ProblemsJsonPlugin(JsonRenderPlugin):
     """/openapi/openapi.json: Litestar's document with the problem answers of every operation."""
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
-        return super().render(request, document_problems(openapi_schema))
+        return super().render(request, state_constraints(document_problems(openapi_schema)))

@@ -4,7 +4,8 @@ A spec's history counts failed instance starts in a row. Backoff between attempt
 from `restart_backoff_initial_s` up to `restart_backoff_max_s`, so a crash-looping container
 is not restarted in a hot loop. The count resets once an instance has stayed ready for
 `STABLE_AFTER_S`. A version still DEPLOYING whose spec failed `deploy_attempts` starts in a
-row without ever becoming ready goes to ERROR and is not retried (undeploy to try again).
+row without ever becoming ready goes to ERROR and is not retried (undeploy to try again); so
+does one whose start failed `permanent`ly (a model missing from the store), at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class SpecHistory:
     unschedulable: str | None = None
     gave_up: bool = False
     failed_at: float = 0.0  # monotonic time of the last failed start
+    permanent: bool = False  # a start failed in a way no retry can fix (a missing model)
 
     def failed(self, reason: str, initial_s: float, max_s: float) -> float:
         """Record a failed start; returns the backoff before the next attempt."""
@@ -81,6 +83,8 @@ def next_status(
     for spec in specs:
         h = history.get(spec.gpu_specification_id)
         if spec.min_instances and h and not h.ever_ready and h.failures >= deploy_attempts:
+            return FunctionStatus.ERROR
+        if h and h.permanent and not h.ever_ready:
             return FunctionStatus.ERROR
     return FunctionStatus.DEPLOYING
 

@@ -334,7 +334,7 @@ def _launch_lookup(
         try:
             mounts = await artifacts.mounts(version)
         except ArtifactMissing as exc:
-            return launch_info(version, secrets, unresolved=exc.detail, model_server=model_server)
+            return launch_info(version, secrets, unresolved=str(exc), model_server=model_server)
         except OSError as exc:  # building a tree failed (a full disk): say so, not crash
             why = f"the model store could not build the trees to mount: {exc}"
             return launch_info(version, secrets, unresolved=why, model_server=model_server)

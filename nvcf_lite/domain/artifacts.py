@@ -44,9 +44,10 @@ DeployedVersions = Callable[[], Awaitable[list[FunctionVersion]]]
 """The function versions deployed now (their containers may mount artifacts)."""
 
 
-class ArtifactMissing(NotFound):
+class ArtifactMissing(LookupError):
     """A model or resource a function version names cannot be mounted: the store lacks it,
-    or its name is no folder name."""
+    or its name is no folder name. Not an NvcfError: no client request gets it; it is why an
+    instance cannot start (the version's healthInfo), `str(exc)` the reason."""
 
 
 class ModelServer(msgspec.Struct, frozen=True):

@@ -9,12 +9,13 @@ The 401/403 matrix of M1-M4 is in test_auth_scopes_api.
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from artifact_support import push, sha256, store_path, tar_body
+from artifact_support import make_tree, push, sha256, store_path, tar_body
 from conftest import bearer, make_config, wait_for
 from function_support import PLAIN, problem
 from litestar.testing import TestClient
@@ -80,6 +81,20 @@ def test_a_compressed_archive_is_accepted_and_equal_contents_share_one_blob(
     assert [p.name for p in (tmp_path / "data" / MODEL_BLOBS_DIR).iterdir()] == [sha256(b"same")]
 
 
+def test_an_archive_of_a_folder_made_by_tar_dash_c_dot_is_accepted(
+    api: TestClient[Any], tmp_path: Path
+) -> None:
+    src = make_tree(tmp_path / "resnet", {"1/model.onnx": b"onnx", "config.pbtxt": b"cfg"})
+    made = subprocess.run(["tar", "-C", str(src), "-cf", "-", "."], capture_output=True, check=True)
+    r = api.put(store_path("model", "resnet", "1"), content=made.stdout, headers=bearer())
+    assert r.status_code == 200, r.text
+    files = api.get(store_path("model", "resnet", "1"), headers=bearer()).json()["artifact"]
+    assert {f["path"]: f["sha256"] for f in files["files"]} == {
+        "1/model.onnx": sha256(b"onnx"),
+        "config.pbtxt": sha256(b"cfg"),
+    }
+
+
 def test_pushing_a_stored_version_again_is_409(api: TestClient[Any]) -> None:
     push(api, "model", "m", "1", {"f": b"1"})
     r = api.put(store_path("model", "m", "1"), content=tar_body({"f": b"2"}), headers=bearer())
@@ -94,6 +109,17 @@ def test_an_archive_past_max_push_bytes_is_413_and_leaves_nothing(
     assert "models.max_push_bytes" in problem(r, 413)["detail"]
     assert sorted(p.name for p in (tmp_path / "data" / ARTIFACTS_DIR).iterdir()) == [".lock"]
     assert problem(api.get(store_path("model", "big", "1"), headers=bearer()), 404)
+
+
+def test_a_small_archive_that_unpacks_past_max_push_bytes_is_413(
+    api: TestClient[Any], tmp_path: Path
+) -> None:
+    body = tar_body({"zeros": bytes(200_000)}, gz=True)  # ~200 kB of zeros: a tiny gzip
+    assert len(body) < 65536
+    r = api.put(store_path("model", "bomb", "1"), content=body, headers=bearer())
+    assert "unpacks to more than 65536 bytes" in problem(r, 413)["detail"]
+    assert sorted(p.name for p in (tmp_path / "data" / ARTIFACTS_DIR).iterdir()) == [".lock"]
+    assert not (tmp_path / "data" / MODEL_BLOBS_DIR).exists()  # nothing was ever committed
 
 
 def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
@@ -173,6 +199,22 @@ def test_a_missing_model_sends_the_version_to_error_naming_it(api: TestClient[An
     (error,) = _health_errors(api, fid, vid)
     assert "model 'absent' version '3' is not in the model store" in error
     assert "nvcf-lite models push absent 3" in error
+
+
+def test_with_min_instances_0_the_first_request_finds_the_model_missing_and_errors(
+    api: TestClient[Any],
+) -> None:
+    fid, vid = register(api, models=[{"name": "gone", "version": "1", "uri": "ngc://o/gone:1"}])
+    path = f"{PLAIN}/deployments/functions/{fid}/versions/{vid}"
+    spec = {**CPU, "minInstances": 0}
+    r = api.post(path, json={"deploymentSpecifications": [spec]}, headers=bearer())
+    assert r.status_code == 200, r.text
+    wait_for(lambda: _status(api, fid, vid) == "ACTIVE", timeout=15, what="ACTIVE at min 0")
+    headers = {**bearer(), "NVCF-POLL-SECONDS": "1"}
+    r = api.post(f"{PLAIN}/pexec/functions/{fid}", json={}, headers=headers)
+    assert r.status_code != 200, r.text  # nothing can answer it
+    wait_for(lambda: _status(api, fid, vid) == "ERROR", timeout=15, what="ERROR")
+    assert "model 'gone' version '1'" in _health_errors(api, fid, vid)[0]
 
 
 def test_a_model_only_function_is_registered_and_deployable(api: TestClient[Any]) -> None:

@@ -14,13 +14,21 @@ one that a deployed function version mounts is a 409 naming the version (undeplo
 
 from __future__ import annotations
 
+import errno
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
 
-from nvcf_lite.errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from nvcf_lite.errors import (
+    Conflict,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+)
 from nvcf_lite.models import Artifact, ArtifactKind, FunctionVersion, new_id, now_iso
 from nvcf_lite.store.artifact_files import (
     ArtifactFiles,
@@ -146,19 +154,30 @@ class Artifacts:
     async def push_path(self, kind: ArtifactKind, name: str, version: str, src: Path) -> Artifact:
         """Store the folder (or file) `src` as kind/name/version (the CLI's push)."""
         await self._check_new(kind, name, version)
-        try:
-            staged = await self._files.stage_path(src)
-        except FileNotFoundError:
-            raise Invalid(f"{src}: no such file or folder") from None
-        except Refused as exc:
-            raise Invalid(str(exc)) from None
-        return await self._commit(kind, name, version, staged)
+        with _disk_full():
+            try:
+                staged = await self._files.stage_path(src)
+            except FileNotFoundError:
+                raise Invalid(f"{src}: no such file or folder") from None
+            except PermissionError as exc:
+                raise Invalid(
+                    f"{exc.filename or src}: cannot be read (permission denied)"
+                ) from None
+            except Refused as exc:
+                raise Invalid(str(exc)) from None
+            return await self._commit(kind, name, version, staged)
 
     async def push_archive(
         self, kind: ArtifactKind, name: str, version: str, body: AsyncIterator[bytes]
     ) -> Artifact:
         """Store an uploaded tar (optionally gzip, bzip2 or xz compressed) as the tree."""
         await self._check_new(kind, name, version)
+        with _disk_full():
+            return await self._push_archive(kind, name, version, body)
+
+    async def _push_archive(
+        self, kind: ArtifactKind, name: str, version: str, body: AsyncIterator[bytes]
+    ) -> Artifact:
         try:
             archive = await self._files.receive(body, self.max_push_bytes)
         except TooLarge:
@@ -166,9 +185,11 @@ class Artifacts:
                 f"the archive is larger than models.max_push_bytes ({self.max_push_bytes} bytes)"
             ) from None
         try:
-            staged = await self._files.stage_archive(archive)
+            staged = await self._files.stage_archive(archive, self.max_push_bytes)
         except Refused as exc:
             raise Invalid(str(exc)) from None
+        except TooLarge as exc:
+            raise PayloadTooLarge(f"{exc} (models.max_push_bytes)") from None
         return await self._commit(kind, name, version, staged)
 
     async def _check_new(self, kind: ArtifactKind, name: str, version: str) -> None:
@@ -201,8 +222,13 @@ class Artifacts:
         try:
             async with self._files.lock():
                 await self._files.commit(staged)
-                async with self._db.transaction() as tx:
-                    await self._repo.insert(tx, artifact)
+                try:
+                    async with self._db.transaction() as tx:
+                        await self._repo.insert(tx, artifact)
+                except BaseException:  # the blobs this push added belong to no one
+                    digests = {f.sha256 for f in files}
+                    await self._files.remove_blobs(await self._repo.unreferenced(digests))
+                    raise
         except ArtifactExists:
             raise self._exists(kind, name, version) from None
         finally:
@@ -269,6 +295,19 @@ class Artifacts:
             return await self._files.prune(
                 await self._repo.ids(), await self._repo.blob_digests(), STAGING_MAX_AGE_S
             )
+
+
+@contextmanager
+def _disk_full() -> Iterator[None]:
+    """A full file system is 507, not a crash: nothing of the push was kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(
+                "the model store's file system is full: nothing of this push was kept"
+            ) from exc
+        raise
 
 
 def deployed_versions(deployments: DeploymentsRepo, functions: FunctionsRepo) -> DeployedVersions:

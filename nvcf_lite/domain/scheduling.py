@@ -61,6 +61,10 @@ def next_status(
     """The version's status given its specs, its instances and their histories."""
     if current in (FunctionStatus.INACTIVE, FunctionStatus.ERROR, FunctionStatus.DELETED):
         return current
+    for spec in specs:  # even with minInstances 0: no instance of it can ever serve
+        h = history.get(spec.gpu_specification_id)
+        if h and h.permanent and not h.ever_ready:
+            return FunctionStatus.ERROR
     ready = {s.gpu_specification_id: 0 for s in specs}
     starting = dict(ready)
     for inst in instances:
@@ -83,8 +87,6 @@ def next_status(
     for spec in specs:
         h = history.get(spec.gpu_specification_id)
         if spec.min_instances and h and not h.ever_ready and h.failures >= deploy_attempts:
-            return FunctionStatus.ERROR
-        if h and h.permanent and not h.ever_ready:
             return FunctionStatus.ERROR
     return FunctionStatus.DEPLOYING
 

@@ -158,19 +158,23 @@ class ArtifactFiles:
         out.close()
         return path
 
-    async def stage_archive(self, archive: Path) -> Staged:
+    async def stage_archive(self, archive: Path, max_bytes: int) -> Staged:
         """Copy and hash the files of a (tar, optionally compressed) archive received by
-        `receive`, into its folder; Refused (and the folder removed)."""
-        return await asyncio.to_thread(self._stage_archive, archive)
+        `receive`, into its folder; Refused, or TooLarge when its files add up to more than
+        `max_bytes` (a small compressed body may unpack to a lot); the folder is removed."""
+        return await asyncio.to_thread(self._stage_archive, archive, max_bytes)
 
-    def _stage_archive(self, archive: Path) -> Staged:
+    def _stage_archive(self, archive: Path, max_bytes: int) -> Staged:
         staged = Staged(archive.parent)
         try:
             with tarfile.open(archive, "r:*") as tar:
                 for member in tar:
                     if member.isdir():
-                        check_path(member.name)
+                        if member.name.strip("/") not in ("", "."):  # `tar -C dir .` has ./
+                            check_path(member.name.rstrip("/"))
                         continue
+                    if member.isfile() and staged.size_bytes + member.size > max_bytes:
+                        raise TooLarge(f"the archive unpacks to more than {max_bytes} bytes")
                     if not member.isfile():
                         raise Refused(
                             f"{member.name!r} in the archive is not a file or a folder (links"
@@ -280,6 +284,8 @@ class ArtifactFiles:
                 target = tmp / check_path(f.path)
                 _make_parents(tmp, target)
                 _place(self.blob(f.sha256), target, f)
+            for folder, _, _ in os.walk(tmp):
+                os.chmod(folder, 0o755)  # mounted: the container's user may not be root
             os.rename(tmp, dest)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -114,6 +114,16 @@ class ArtifactsRepo:
                 unused.append(str(row["sha256"]))
         return unused
 
+    async def unreferenced(self, digests: set[str]) -> list[str]:
+        """Which of these blob digests no artifact holds."""
+        if not digests:
+            return []
+        marks = ",".join("?" * len(digests))
+        rows = await self._db.fetch_all(
+            f"SELECT DISTINCT sha256 FROM artifact_files WHERE sha256 IN ({marks})", list(digests)
+        )
+        return sorted(digests - {r["sha256"] for r in rows})
+
     async def blob_digests(self) -> set[str]:
         rows = await self._db.fetch_all("SELECT DISTINCT sha256 FROM artifact_files")
         return {r["sha256"] for r in rows}

@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 from artifact_support import make_tree, sha256
 
-from nvcf_lite.domain.artifacts import (
-    ArtifactMissing,
-    Artifacts,
-    ModelServer,
-    container_command,
-    deployed_versions,
-)
+from nvcf_lite.domain.artifact_refs import ArtifactMissing, ModelServer, container_command
+from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.errors import Conflict, Invalid, NotFound
 from nvcf_lite.models import (
     ArtifactKind,

@@ -21,7 +21,8 @@ from nvcf_lite.api.assets import request_chunks
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
-from nvcf_lite.domain.artifacts import Artifacts, store_uri
+from nvcf_lite.domain.artifact_refs import store_uri
+from nvcf_lite.domain.artifacts import Artifacts
 from nvcf_lite.models import Artifact, ArtifactKind
 
 STORE_PATH = "/v2/nvcf-lite"

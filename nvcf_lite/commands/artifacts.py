@@ -17,7 +17,8 @@ from typing import Any
 
 from nvcf_lite.commands.database import open_existing, refuse
 from nvcf_lite.config import Config, ConfigSource
-from nvcf_lite.domain.artifacts import Artifacts, deployed_versions, store_uri
+from nvcf_lite.domain.artifact_refs import store_uri
+from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.errors import NvcfError
 from nvcf_lite.models import Artifact, ArtifactKind
 from nvcf_lite.store.artifact_files import LOCK, ArtifactFiles

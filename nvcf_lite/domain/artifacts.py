@@ -1,27 +1,30 @@
-"""The model store: models and resources by name and version, and what a container mounts.
-
-A function's `models[]` and `resources[]` (spec §2.1.1) are mounted read-only at
-`/config/models/{name}` and `/config/resources/{name}` (spec §4.1). Each entry is resolved at
-deploy time, when an instance starts: a `uri` of the form `nvcf-lite://models/NAME/VERSION`
-(or `nvcf-lite://resources/NAME/VERSION`) names the stored artifact itself; any other uri (an
-NGC one, kept as registered) is matched by the entry's own name and version. An entry the
-store lacks is `ArtifactMissing`, and the version goes to ERROR naming it. A model-only
-function (no containerImage) runs `models.default_image` with `models.default_args`.
+"""The model store: models and resources pushed by name and version, listed, removed, and
+turned into the read-only mounts of a function version's containers (spec §4.1).
 
 An artifact is immutable: pushing a (kind, name, version) that exists is a 409, and removing
 one that a deployed function version mounts is a 409 naming the version (undeploy first).
+`mounts` resolves a version's entries (the rules are `domain/artifact_refs.py`) at deploy time,
+when an instance starts; an entry the store lacks is `ArtifactMissing`, and the version goes to
+ERROR naming it.
 """
 
 from __future__ import annotations
 
 import errno
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import msgspec
-
+from nvcf_lite.domain.artifact_refs import (
+    MOUNT_ROOT,
+    NAME_RE,
+    ArtifactMissing,
+    ArtifactMount,
+    check_name,
+    missing_reason,
+    refs,
+    refs_or_none,
+)
 from nvcf_lite.errors import (
     Conflict,
     InsufficientStorage,
@@ -30,109 +33,17 @@ from nvcf_lite.errors import (
     PayloadTooLarge,
 )
 from nvcf_lite.models import Artifact, ArtifactKind, FunctionVersion, new_id, now_iso
-from nvcf_lite.store.artifact_files import (
-    ArtifactFiles,
-    BlobGone,
-    Refused,
-    Staged,
-    TooLarge,
-    tree_digest,
-)
+from nvcf_lite.store.artifact_files import ArtifactFiles, BlobGone
+from nvcf_lite.store.artifact_staging import Refused, Staged, TooLarge, tree_digest
 from nvcf_lite.store.artifacts import ArtifactExists, ArtifactsRepo
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.sqlite import Database
 
-URI_SCHEME = "nvcf-lite://"
-MOUNT_ROOT = "/config"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STAGING_MAX_AGE_S = 6 * 3600.0
 
 DeployedVersions = Callable[[], Awaitable[list[FunctionVersion]]]
 """The function versions deployed now (their containers may mount artifacts)."""
-
-
-class ArtifactMissing(LookupError):
-    """A model or resource a function version names cannot be mounted: the store lacks it,
-    or its name is no folder name. Not an NvcfError: no client request gets it; it is why an
-    instance cannot start (the version's healthInfo), `str(exc)` the reason."""
-
-
-class ModelServer(msgspec.Struct, frozen=True):
-    """What a model-only function runs (spec §4.1): the `[models]` defaults."""
-
-    image: str
-    args: str
-
-
-class ArtifactMount(msgspec.Struct, frozen=True):
-    source: str  # the tree on this host
-    target: str  # /config/models/{name} or /config/resources/{name}
-
-
-class Ref(msgspec.Struct, frozen=True):
-    """One models[] or resources[] entry: the artifact it resolves to and where it goes."""
-
-    kind: ArtifactKind
-    name: str
-    version: str | None
-    mount_kind: ArtifactKind
-    mount_name: str
-
-
-def store_uri(kind: ArtifactKind, name: str, version: str) -> str:
-    return f"{URI_SCHEME}{kind.plural}/{name}/{version}"
-
-
-def container_command(
-    version: FunctionVersion, server: ModelServer | None
-) -> tuple[str, str | None]:
-    """The image and args a version runs: its own, or the model server's for model-only."""
-    if version.container_image or not version.models or server is None:
-        return version.container_image or "", version.container_args
-    return server.image, version.container_args or server.args
-
-
-def refs(version: FunctionVersion) -> list[Ref]:
-    """What the version mounts: its models[], then its resources[]; each is mounted under the
-    entry's own name, whichever stored artifact its uri names."""
-    entries = [(ArtifactKind.MODEL, m.name, m.version, m.uri) for m in version.models or ()]
-    entries += [(ArtifactKind.RESOURCE, r.name, r.version, r.uri) for r in version.resources or ()]
-    out = []
-    for kind, name, wanted, uri in entries:
-        stored_kind, stored_name = kind, name
-        if uri and uri.startswith(URI_SCHEME):
-            stored_kind, stored_name, wanted = _parse_uri(kind, uri)
-        out.append(
-            Ref(
-                kind=stored_kind,
-                name=stored_name,
-                version=wanted,
-                mount_kind=kind,
-                mount_name=name,
-            )
-        )
-    return out
-
-
-def _parse_uri(kind: ArtifactKind, uri: str) -> tuple[ArtifactKind, str, str]:
-    parts = uri[len(URI_SCHEME) :].split("/")
-    kinds = {k.plural: k for k in ArtifactKind}
-    if len(parts) != 3 or parts[0] not in kinds or not all(parts):
-        raise ArtifactMissing(
-            f"{kind} uri {uri!r} is not of the form {URI_SCHEME}models/NAME/VERSION or "
-            f"{URI_SCHEME}resources/NAME/VERSION"
-        )
-    return kinds[parts[0]], parts[1], parts[2]
-
-
-def check_name(field: str, value: str) -> str:
-    if not NAME_RE.fullmatch(value):
-        raise Invalid(
-            f"{field} {value!r} must match {NAME_RE.pattern} (it becomes a folder name under"
-            f" {MOUNT_ROOT})"
-        )
-    return value
 
 
 class Artifacts:
@@ -277,7 +188,7 @@ class Artifacts:
             if ref.version is not None:
                 found = await self._repo.get(ref.kind, ref.name, ref.version)
             if found is None:
-                raise ArtifactMissing(_missing(ref))
+                raise ArtifactMissing(missing_reason(ref))
             try:
                 tree = await self._files.tree(found)
             except BlobGone as exc:
@@ -318,23 +229,3 @@ def deployed_versions(deployments: DeploymentsRepo, functions: FunctionsRepo) ->
         return [v for v in found if v is not None]
 
     return deployed
-
-
-def refs_or_none(version: FunctionVersion) -> Sequence[Ref]:
-    """The version's refs; none when one is malformed (it mounts nothing then)."""
-    try:
-        return refs(version)
-    except ArtifactMissing:
-        return ()
-
-
-def _missing(ref: Ref) -> str:
-    if ref.version is None:
-        return (
-            f"{ref.kind} '{ref.name}' has no version: the model store matches models by name"
-            " and version"
-        )
-    return (
-        f"{ref.kind} '{ref.name}' version '{ref.version}' is not in the model store (push it: "
-        f"nvcf-lite {ref.kind.plural} push {ref.name} {ref.version} PATH)"
-    )

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from nvcf_lite.config import DockerConfig
-from nvcf_lite.domain.artifacts import ArtifactMount, ModelServer, container_command
+from nvcf_lite.domain.artifact_refs import ArtifactMount, ModelServer, container_command
 from nvcf_lite.domain.function_fields import duration_seconds
 from nvcf_lite.domain.placement import GpuUnit
 from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, PullProgress, now_iso

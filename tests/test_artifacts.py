@@ -20,6 +20,7 @@ from nvcf_lite.models import (
     FunctionStatus,
     FunctionVersion,
     HealthCheck,
+    LlmConfig,
     ModelRef,
     ResourceRef,
 )
@@ -182,6 +183,8 @@ async def test_a_function_uri_into_the_store_is_honoured_else_name_and_version_m
     bad_uri = version(models=(ModelRef(name="m", version="1", uri="nvcf-lite://tiny/7"),))
     with pytest.raises(ArtifactMissing, match="is not of the form"):
         await store.mounts(bad_uri)
+    llm = version(models=(ModelRef(name="llama", llm_config=LlmConfig(uris=("/v1/chat",))),))
+    assert await store.mounts(llm) == []  # no version, no store uri: nothing to mount
     bad_name = version(
         models=(ModelRef(name="../etc", version="7", uri="nvcf-lite://models/tiny/7"),)
     )

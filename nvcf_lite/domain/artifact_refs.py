@@ -11,7 +11,6 @@ runs the `[models]` model server.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 import msgspec
 
@@ -42,13 +41,15 @@ class ArtifactMount(msgspec.Struct, frozen=True):
 
 
 class Ref(msgspec.Struct, frozen=True):
-    """One models[] or resources[] entry: the artifact it resolves to and where it goes."""
+    """One models[] or resources[] entry: the artifact it resolves to and where it goes;
+    `problem` says why it cannot name one (a malformed nvcf-lite uri)."""
 
     kind: ArtifactKind
     name: str
-    version: str | None
+    version: str
     mount_kind: ArtifactKind
     mount_name: str
+    problem: str | None = None
 
 
 def store_uri(kind: ArtifactKind, name: str, version: str) -> str:
@@ -66,34 +67,43 @@ def container_command(
 
 def refs(version: FunctionVersion) -> list[Ref]:
     """What the version mounts: its models[], then its resources[]; each is mounted under the
-    entry's own name, whichever stored artifact its uri names."""
+    entry's own name, whichever stored artifact its uri names. An entry with neither a
+    version nor an nvcf-lite uri (an LLM function's model may have neither) names nothing to
+    mount, and is skipped."""
     entries = [(ArtifactKind.MODEL, m.name, m.version, m.uri) for m in version.models or ()]
     entries += [(ArtifactKind.RESOURCE, r.name, r.version, r.uri) for r in version.resources or ()]
     out = []
     for kind, name, wanted, uri in entries:
-        stored_kind, stored_name = kind, name
+        stored_kind, stored_name, problem = kind, name, None
         if uri and uri.startswith(URI_SCHEME):
-            stored_kind, stored_name, wanted = _parse_uri(kind, uri)
+            parsed = _parse_uri(uri)
+            if parsed is None:
+                problem = (
+                    f"{kind} '{name}': uri {uri!r} is not of the form {URI_SCHEME}models/NAME/"
+                    f"VERSION or {URI_SCHEME}resources/NAME/VERSION"
+                )
+            else:
+                stored_kind, stored_name, wanted = parsed
+        if wanted is None and problem is None:
+            continue
         out.append(
             Ref(
                 kind=stored_kind,
                 name=stored_name,
-                version=wanted,
+                version=wanted or "",
                 mount_kind=kind,
                 mount_name=name,
+                problem=problem,
             )
         )
     return out
 
 
-def _parse_uri(kind: ArtifactKind, uri: str) -> tuple[ArtifactKind, str, str]:
+def _parse_uri(uri: str) -> tuple[ArtifactKind, str, str] | None:
     parts = uri[len(URI_SCHEME) :].split("/")
     kinds = {k.plural: k for k in ArtifactKind}
     if len(parts) != 3 or parts[0] not in kinds or not all(parts):
-        raise ArtifactMissing(
-            f"{kind} uri {uri!r} is not of the form {URI_SCHEME}models/NAME/VERSION or "
-            f"{URI_SCHEME}resources/NAME/VERSION"
-        )
+        return None
     return kinds[parts[0]], parts[1], parts[2]
 
 
@@ -106,20 +116,7 @@ def check_name(field: str, value: str) -> str:
     return value
 
 
-def refs_or_none(version: FunctionVersion) -> Sequence[Ref]:
-    """The version's refs; none when one is malformed (it mounts nothing then)."""
-    try:
-        return refs(version)
-    except ArtifactMissing:
-        return ()
-
-
 def missing_reason(ref: Ref) -> str:
-    if ref.version is None:
-        return (
-            f"{ref.kind} '{ref.name}' has no version: the model store matches models by name"
-            " and version"
-        )
     return (
         f"{ref.kind} '{ref.name}' version '{ref.version}' is not in the model store (push it: "
         f"nvcf-lite {ref.kind.plural} push {ref.name} {ref.version} PATH)"

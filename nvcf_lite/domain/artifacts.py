@@ -23,7 +23,6 @@ from nvcf_lite.domain.artifact_refs import (
     check_name,
     missing_reason,
     refs,
-    refs_or_none,
 )
 from nvcf_lite.errors import (
     Conflict,
@@ -160,8 +159,8 @@ class Artifacts:
         mounts it."""
         artifact = await self.get(kind, name, version)
         for deployed in await self._deployed():
-            for ref in refs_or_none(deployed):
-                if (ref.kind, ref.name, ref.version) == (kind, name, version):
+            for ref in refs(deployed):
+                if not ref.problem and (ref.kind, ref.name, ref.version) == (kind, name, version):
                     raise Conflict(
                         f"{kind} '{name}' version '{version}' is mounted by function "
                         f"{deployed.function_id} version {deployed.version_id}, which is "
@@ -184,9 +183,9 @@ class Artifacts:
                     f"{ref.mount_kind} name {ref.mount_name!r} cannot be mounted: it must match"
                     f" {NAME_RE.pattern} to be a folder under {MOUNT_ROOT}/{ref.mount_kind.plural}"
                 )
-            found = None
-            if ref.version is not None:
-                found = await self._repo.get(ref.kind, ref.name, ref.version)
+            if ref.problem:
+                raise ArtifactMissing(ref.problem)
+            found = await self._repo.get(ref.kind, ref.name, ref.version)
             if found is None:
                 raise ArtifactMissing(missing_reason(ref))
             try:

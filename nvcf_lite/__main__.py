@@ -243,6 +243,16 @@ def _gpus(config: Config, source: ConfigSource) -> int:
     print("deployable (gpu: instance types):")
     for name in host.gpu_names():
         print(f"  {name}: {', '.join(host.instance_types(name))}")
+    sizing = host.sizing
+    if sizing is not None:
+        print(f"instances share {sizing.totals.text()} ({sizing.source})")
+        print("each instance gets (CPU quota, memory limit, shared memory):")
+        for itype in host.all_instance_types():
+            limits = host.limits(itype)
+            assert limits is not None
+            print(f"  {itype}: {limits.text()}")
+        for name in sizing.unused_overrides(host.all_instance_types()):
+            print(f"resources.instance_types {name}: not an instance type of this host (unused)")
     return 0
 
 

@@ -422,6 +422,46 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str | None = None
 
 
+# --- Registry credentials (spec §2.8) --------------------------------------------------------
+
+ARTIFACT_TYPES: tuple[str, ...] = ("CONTAINER", "HELM", "MODEL", "RESOURCE")
+
+
+class RegistryCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """A registry credential as NVCF shows it (RegistryCredentialDetailsDto): never its secret.
+
+    `registry_credential_name` is the name given with the secret; the secret value (base64 of
+    `username:password`) is kept sealed by the store and opened only for a pull.
+    """
+
+    registry_credential_id: str
+    nca_id: str
+    registry_credential_name: str
+    registry_name: str  # the recognized registry's name (NGC, DockerHub, ...) or the host
+    registry_hostname: str
+    artifact_types: tuple[str, ...]
+    tags: tuple[str, ...] | None = None
+    description: str | None = None
+    provisioned_by: str = "USER"
+    created_at: str
+    last_updated_at: str
+
+
+class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True):
+    """What an engine needs to pull from one registry: its host and a username and password.
+
+    `repr` leaves the password out, so a log line or a traceback that shows one reveals nothing.
+    """
+
+    registry: str  # host[:port], as image references name it
+    username: str
+    password: str
+    credential_id: str = ""  # the registry credential it came from, for a reason to show
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth(registry={self.registry!r}, username={self.username!r}, password=***)"
+
+
 # --- The model store (models and resources mounted under /config, spec §4.1) ------------------
 
 

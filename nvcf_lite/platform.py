@@ -43,12 +43,13 @@ from nvcf_lite.domain.invocations import (
 )
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
-from nvcf_lite.runtime.base import ContainerRuntime, UnavailableRuntime
+from nvcf_lite.models import ActiveInstance, Principal, RegistryAuth, RequestRecord
+from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.artifact_files import ArtifactFiles
 from nvcf_lite.store.artifacts import ArtifactsRepo
@@ -57,7 +58,9 @@ from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.registry_credentials import RegistryCredentialsRepo
 from nvcf_lite.store.requests import RequestsRepo
+from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.backlog import Backlog
@@ -67,6 +70,7 @@ from nvcf_lite.workers.forwarding import Forwarder
 from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.lifecycle import LaunchLookup
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 
@@ -113,6 +117,7 @@ class Platform:
         stack.push_async_callback(self.db.close)
         signing_key = await asyncio.to_thread(load_signing_key, data)
         self.signer = Signer(signing_key)
+        self.secret_box = await asyncio.to_thread(SecretBox.in_data_dir, data)
         self.keys = Keys(
             KeysRepo(self.db),
             nca_id,
@@ -130,8 +135,13 @@ class Platform:
             "no container engine is configured for this server"
         )
         self.registry = Registry(self.runtime)
+        self.registry_credentials = RegistryCredentials(
+            RegistryCredentialsRepo(self.db, self.secret_box), config.registry.mirrors
+        )
         self.host, self.inventory = read_host(config)
-        functions_repo = FunctionsRepo(self.db)
+        functions_repo = FunctionsRepo(self.db, self.secret_box)
+        if sealed := await functions_repo.seal_legacy():
+            log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
         store = RequestsRepo(self.db)
         # One signing key and one blob store for assets and large results.
@@ -170,6 +180,7 @@ class Platform:
             self.metrics,
             demand=backlog,
             changed=changed,
+            pull_auth=_pull_auth(self.registry_credentials),
         )
         forwarder = Forwarder(
             data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
@@ -203,6 +214,7 @@ class Platform:
             instances=_active_instances(scheduler, nca_id),
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
+            after_update=versions.clear,
         )
         self.invocations = Invocations(
             store,
@@ -224,8 +236,14 @@ class Platform:
             invocations=self.invocations,
             queues=Queues(self.invocations),
             registry=self.registry,
+            registry_credentials=self.registry_credentials,
             overview=Overview(
-                self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
+                self.functions,
+                self.deployments,
+                self.host,
+                dispatcher.depth,
+                scheduler.held_units,
+                scheduler.held_resources,
             ),
             container_logs=self.container_logs,
             host=self.host,
@@ -331,7 +349,10 @@ def _launch_lookup(
         version = await functions.get_version(vid)
         if version is None:
             return None
-        secrets = await functions.secrets(vid)
+        try:
+            secrets = await functions.secrets(vid)
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
         try:
             mounts = await artifacts.mounts(version)
         except ArtifactMissing as exc:
@@ -344,10 +365,20 @@ def _launch_lookup(
     return launch
 
 
+def _pull_auth(credentials: RegistryCredentials) -> PullAuthLookup:
+    async def pull_auth(nca_id: str, image: str) -> RegistryAuth | None:
+        try:
+            return await credentials.pull_auth(nca_id, image)
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
+
+    return pull_auth
+
+
 def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
     async def versions_of(fid: str) -> list[VersionInfo]:
         return [
-            VersionInfo(v.function_id, v.version_id, v.name, v.status)
+            VersionInfo(v.function_id, v.version_id, v.name, v.status, v.rate_limit)
             for v in await functions.list_versions(fid)
             if v.nca_id == nca_id
         ]

@@ -27,6 +27,7 @@ from nvcf_lite.models import (
 )
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
+from nvcf_lite.store.sealing import SecretBox
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.instances import launch_info
@@ -60,7 +61,7 @@ class SchedulerBench:
 
     def __init__(self, config: Config, db: Database, host: Host, runtime: FakeRuntime) -> None:
         self.config, self.db, self.host, self.runtime = config, db, host, runtime
-        self.functions = FunctionsRepo(db)
+        self.functions = FunctionsRepo(db, SecretBox(bytes(32)))
         self.repo = DeploymentsRepo(db)
 
         async def lookup(fid: str, vid: str) -> Any:

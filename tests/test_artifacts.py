@@ -30,6 +30,7 @@ from nvcf_lite.store.artifacts import ArtifactsRepo
 from nvcf_lite.store.data_dir import ARTIFACTS_DIR, MODEL_BLOBS_DIR
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
+from nvcf_lite.store.sealing import SecretBox
 from nvcf_lite.store.sqlite import Database
 
 MODEL, RESOURCE = ArtifactKind.MODEL, ArtifactKind.RESOURCE
@@ -39,7 +40,7 @@ WEIGHTS = b"\x00weights\xff" * 1000
 async def open_store(data: Path) -> tuple[Database, Artifacts]:
     await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True)
     db = await Database.open(data / "nvcf-lite.db")
-    deployed = deployed_versions(DeploymentsRepo(db), FunctionsRepo(db))
+    deployed = deployed_versions(DeploymentsRepo(db), FunctionsRepo(db, SecretBox(bytes(32))))
     return db, Artifacts(db, ArtifactsRepo(db), ArtifactFiles(data), deployed, max_push_bytes=10)
 
 

@@ -1,7 +1,8 @@
 """Log hygiene of a real `nvcf-lite serve` at `log_level=debug` with the access log on, in text
 and in JSON: after traffic that carries every kind of credential (the admin key, a minted bearer
 token, Basic credentials, signed upload/download/large-result URLs, secret values registered and
-updated and read by the function), none of them appears anywhere in the server's stdout+stderr,
+updated and read by the function, registry credentials added, replaced and sent with a pull),
+none of them appears anywhere in the server's stdout+stderr,
 while the lines about functions and instances carry their ids."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.docker
 SECRET = "first-secret-value-Zq81"
 NEW_SECRET = "second-secret-value-Kp27"
 BASIC = base64.b64encode(f"$oauthtoken:{ADMIN_KEY}".encode()).decode()
+REGISTRY_PASSWORDS = ("registry-password-Fq40", "registry-password-rotated-Zn83")
 
 
 class Client:
@@ -148,7 +150,37 @@ def traffic(api: Client) -> tuple[str, str, list[str]]:
         "GET", f"/v2/nvcf/functions/{fid}/logs?tail=5", None, f"Bearer {token}"
     )
     assert status == 200 and b"listening" in data
+    leaks += registry_traffic(api)
     return fid, vid, leaks
+
+
+def registry_traffic(api: Client) -> list[str]:
+    """A registry credential added and replaced, then sent with a pull (that cannot reach its
+    registry); returns the passwords and their base64 forms."""
+    host = "127.0.0.1:1"  # nothing listens: the pull fails at once
+    values = [base64.b64encode(f"puller:{p}".encode()).decode() for p in REGISTRY_PASSWORDS]
+    body = {
+        "registryHostname": host,
+        "secret": {"name": "lab", "value": values[0]},
+        "artifactTypes": ["CONTAINER"],
+    }
+    cid = api.json("POST", "/v2/nvcf/registry-credentials", body)["registryCredential"][
+        "registryCredentialId"
+    ]
+    patch = {"secret": {"name": "lab", "value": values[1]}}
+    api.json("PATCH", f"/v2/nvcf/registry-credentials/{cid}", patch)
+    fn = api.json("POST", "/v2/nvcf/functions", function_body("private", f"{host}/hygiene:1"))[
+        "function"
+    ]
+    path = f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
+    api.json("POST", path, deploy_body())
+
+    def pull_failed() -> bool:
+        deployment = api.json("GET", path)["deployment"]
+        return bool(deployment.get("healthInfo"))
+
+    wait_for(pull_failed, what="the private image's pull to fail")
+    return [*REGISTRY_PASSWORDS, *values]
 
 
 @pytest.fixture
@@ -173,6 +205,7 @@ def test_no_credential_or_secret_reaches_the_log(server: ServerProcess) -> None:
     for leak in leaks:
         assert leak not in text, f"{leak[:12]}... is in the log"
     assert "nvapi-" not in text.replace("nvapi-[REDACTED]", "")
+    assert "pulling image 127.0.0.1:1/hygiene:1" in text  # the pull that sent a credential
     json_mode = server.env["NVCF_LITE_SERVER__LOG_FORMAT"] == "json"
     lines = [line for line in text.splitlines() if line.strip()]
     if json_mode:

@@ -60,9 +60,16 @@ from nvcf_lite.api.functions import (
     UpdateFunctionRequest,
 )
 from nvcf_lite.api.queues import QueueWire
+from nvcf_lite.api.registry_credentials import (
+    AddRegistryCredentialRequest,
+    RegistryCredentialWire,
+    RegistrySecretWire,
+    UpdateRegistryCredentialRequest,
+)
 from nvcf_lite.api.status import (
     FunctionStatusWire,
     GpuUsageWire,
+    ResourceUsageWire,
     StatusResponse,
     VersionStatusWire,
 )
@@ -77,7 +84,18 @@ from nvcf_lite.domain.function_rules import (
     ModelUpdate,
 )
 from nvcf_lite.domain.invocations import QueueEntry
-from nvcf_lite.domain.status import FunctionStatusView, GpuUsage, StatusReport, VersionStatus
+from nvcf_lite.domain.registry_credentials import (
+    RegistryCredentialInput,
+    RegistryCredentialUpdate,
+    RegistrySecretInput,
+)
+from nvcf_lite.domain.status import (
+    FunctionStatusView,
+    GpuUsage,
+    ResourceUsage,
+    StatusReport,
+    VersionStatus,
+)
 from nvcf_lite.models import (
     ActiveInstance,
     Artifact,
@@ -96,6 +114,7 @@ from nvcf_lite.models import (
     Priority,
     PullProgress,
     RateLimit,
+    RegistryCredential,
     ResourceRef,
     SpecState,
     Telemetries,
@@ -266,11 +285,17 @@ TWINS: tuple[Twin, ...] = (
             "queue_depth": "depth",
         },
     ),
+    # -- registry credentials (spec §2.8) ---------------------------------------------------
+    Twin(AddRegistryCredentialRequest, RegistryCredentialInput, DECODE),
+    Twin(UpdateRegistryCredentialRequest, RegistryCredentialUpdate, DECODE),
+    Twin(RegistrySecretWire, RegistrySecretInput, DECODE),
+    Twin(RegistryCredentialWire, RegistryCredential, ENCODE),
     # -- GET /v2/nvcf-lite/status ----------------------------------------------------------
     Twin(StatusResponse, StatusReport, ENCODE),
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    Twin(ResourceUsageWire, ResourceUsage, ENCODE),
 )
 
 # Wire structs with no domain twin, and why.
@@ -293,6 +318,10 @@ WIRE_ONLY: Mapping[str, str] = {
     "ClusterGroupsResponse": "envelope of ClusterGroupWire",
     "ArtifactResponse": "envelope of ArtifactWire",
     "ListArtifactsResponse": "envelope of ArtifactWire",
+    "RegistryCredentialResponse": "envelope of RegistryCredentialWire",
+    "ListRegistryCredentialsResponse": "envelope of RegistryCredentialWire",
+    "RecognizedRegistriesResponse": "artifact type -> RecognizedRegistryWire",
+    "RecognizedRegistryWire": "from the well-known registries, the mirrors and the credentials",
     # decoded and used directly: its fields are the handler's arguments
     "CreateAssetRequest": "its fields are Assets.create's arguments (test below)",
     "CallerInfoRequest": "one form field, the key to verify",

@@ -18,6 +18,7 @@ from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import Invocations, Queues
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.status import Overview
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Services:
     invocations: Invocations
     queues: Queues
     registry: Registry
+    registry_credentials: RegistryCredentials
     overview: Overview
     container_logs: LogSource
     host: Host

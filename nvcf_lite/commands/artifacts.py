@@ -26,6 +26,8 @@ from nvcf_lite.store.artifacts import ArtifactsRepo
 from nvcf_lite.store.data_dir import ARTIFACTS_DIR, BLOBS_DIR, MODEL_BLOBS_DIR, give_to_owner
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
+from nvcf_lite.store.sealing import KEY_FILE as SECRETS_KEY_FILE
+from nvcf_lite.store.sealing import SecretBox
 from nvcf_lite.store.sqlite import Database
 
 VERBS = {k.plural: k for k in ArtifactKind}
@@ -75,11 +77,15 @@ async def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -
 
 async def _act(config: Config, db: Database, kind: ArtifactKind, args: argparse.Namespace) -> int:
     data = config.data_path
+    # the server's own secrets key (the database exists, so this is its data_dir; the first
+    # writer of secrets.key wins), though listing deployed versions opens no secret
+    box = await asyncio.to_thread(SecretBox.in_data_dir, data)
+    give_to_owner(data, data / SECRETS_KEY_FILE)
     store = Artifacts(
         db,
         ArtifactsRepo(db),
         ArtifactFiles(data),
-        deployed_versions(DeploymentsRepo(db), FunctionsRepo(db)),
+        deployed_versions(DeploymentsRepo(db), FunctionsRepo(db, box)),
         max_push_bytes=config.models.max_push_bytes,
     )
     action = args.store_command

@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from nvcf_lite.domain.function_fields import (
     SecretInput,
+    check_image,
     check_uri,
     environment,
     health_timeout,
@@ -247,7 +248,7 @@ def _port(field: str, value: int) -> int:
 
 def _artifacts(req: FunctionInput) -> tuple[str | None, str | None, str | None]:
     image = (
-        None if req.container_image is None else check_uri("containerImage", req.container_image)
+        None if req.container_image is None else check_image("containerImage", req.container_image)
     )
     helm = None if req.helm_chart is None else check_uri("helmChart", req.helm_chart)
     if image is None and not req.models and helm is None:

@@ -46,6 +46,8 @@ BeforeDelete = Callable[[str, str], Awaitable[None]]
 """(function_id, version_id) -> None; called before a version is deleted."""
 SecretsChanged = Callable[[str, dict[str, Any]], Awaitable[None]]
 """(version_id, all secret values) -> None; called after a version's secrets changed."""
+Updated = Callable[[], None]
+"""Called after a version's record changed (F8: its rate limit applies to the next call)."""
 
 DETAILS_SCOPE = "list_functions_details"
 
@@ -79,12 +81,14 @@ class Functions:
         instances: InstancesProvider,
         before_delete: BeforeDelete,
         after_secrets_change: SecretsChanged,
+        after_update: Updated,
     ) -> None:
         self.repo = repo
         self.nca_id = nca_id
         self.instances = instances
         self.before_delete = before_delete
         self.after_secrets_change = after_secrets_change
+        self.after_update = after_update
         # One rewrite of a version's record at a time (F8, secrets, rate limits read, change
         # and write it back): two at once would each drop the other's change.
         self._rewrites = asyncio.Lock()
@@ -195,6 +199,7 @@ class Functions:
             updated = apply_update(version, update)
             if not await self.repo.update_spec(updated):
                 raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+            self.after_update()
         return await self.find(principal, function_id, version_id)
 
     async def update_secrets(

@@ -2,7 +2,8 @@
 
 The registered record is kept as msgspec JSON in `spec`; `status` has its own column and is
 the truth (the scheduler changes it with `set_status` while an update may rewrite `spec`, so
-neither can undo the other). Secret values live only in `function_secrets`, read by `secrets`.
+neither can undo the other). Secret values live only in `function_secrets`, read by `secrets`,
+sealed (store/sealing.py) for their version: the database file holds no secret in plain text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 
 from nvcf_lite.models import FunctionStatus, FunctionVersion, now_iso
+from nvcf_lite.store.sealing import SecretBox, is_sealed
 from nvcf_lite.store.sqlite import Database, Row
 
 _SELECT = "SELECT version_id, status, spec FROM function_versions"
@@ -30,9 +32,17 @@ def _spec(version: FunctionVersion) -> str:
     return msgspec.json.encode(msgspec.structs.replace(version, active_instances=None)).decode()
 
 
+def _context(version_id: str) -> str:
+    return f"function-secrets:{version_id}"
+
+
 class FunctionsRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
+        self._box = box
+
+    def _sealed(self, version_id: str, secrets: dict[str, Any]) -> str:
+        return self._box.seal(msgspec.json.encode(secrets), _context(version_id))
 
     async def insert(self, version: FunctionVersion, secrets: dict[str, Any] | None = None) -> None:
         """Store a new version and (in the same transaction) its secret values."""
@@ -54,7 +64,7 @@ class FunctionsRepo:
             if secrets:
                 await tx.execute(
                     "INSERT INTO function_secrets (version_id, secrets) VALUES (?, ?)",
-                    (version.version_id, msgspec.json.encode(secrets).decode()),
+                    (version.version_id, self._sealed(version.version_id, secrets)),
                 )
 
     async def get(self, function_id: str, version_id: str) -> FunctionVersion | None:
@@ -104,7 +114,7 @@ class FunctionsRepo:
             if changed:
                 await tx.execute(
                     "INSERT OR REPLACE INTO function_secrets (version_id, secrets) VALUES (?, ?)",
-                    (version.version_id, msgspec.json.encode(secrets).decode()),
+                    (version.version_id, self._sealed(version.version_id, secrets)),
                 )
         return changed > 0
 
@@ -136,4 +146,21 @@ class FunctionsRepo:
         row = await self._db.fetch_one(
             "SELECT secrets FROM function_secrets WHERE version_id = ?", (version_id,)
         )
-        return _secrets_decoder.decode(row["secrets"]) if row else {}
+        if row is None:
+            return {}
+        return _secrets_decoder.decode(self._box.open(row["secrets"], _context(version_id)))
+
+    async def seal_legacy(self) -> int:
+        """Seal the secrets stored in plain text before sealing existed; how many were."""
+        rows = await self._db.fetch_all("SELECT version_id, secrets FROM function_secrets")
+        plain = [(r["version_id"], r["secrets"]) for r in rows if not is_sealed(r["secrets"])]
+        if not plain:
+            return 0
+        async with self._db.transaction() as tx:
+            for version_id, value in plain:
+                sealed = self._box.seal(value.encode(), _context(version_id))
+                await tx.execute(
+                    "UPDATE function_secrets SET secrets = ? WHERE version_id = ? AND secrets = ?",
+                    (sealed, version_id, value),
+                )
+        return len(plain)

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     from nvcf_lite.commands import logs
 
     logs.add_parser(sub, common)
+    from nvcf_lite.commands import artifacts
+
+    artifacts.add_parsers(sub, common)
     return p
 
 
@@ -109,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nvcf_lite.commands import logs
 
         return logs.run(config, source, args)
+    if command in ("models", "resources"):
+        from nvcf_lite.commands import artifacts
+
+        return artifacts.run(config, source, args)
     raise AssertionError(f"verb {command} has no handler")
 
 

@@ -16,6 +16,7 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 
 from nvcf_lite import logs
 from nvcf_lite.api import fastpath
+from nvcf_lite.api.artifacts import ARTIFACT_HANDLERS
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
@@ -126,6 +127,7 @@ def create_app(
             *NGC_HANDLERS,
             *SIGNED_HANDLERS,
             *STATUS_HANDLERS,
+            *ARTIFACT_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,
             path_invocation_head,

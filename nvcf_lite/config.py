@@ -143,6 +143,14 @@ class AssetsConfig(_Section):
     sweep_interval_s: float = 60.0
 
 
+class ModelsConfig(_Section):
+    default_image: str = "nvcr.io/nvidia/tritonserver:24.08-py3"
+    default_args: str = (
+        "tritonserver --model-repository /config/models --http-header-forward-pattern NVCF-.*"
+    )
+    max_push_bytes: int = 100 * 1024**3
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
@@ -155,6 +163,7 @@ class Config(_Section):
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
     assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -301,6 +310,8 @@ def _check(config: Config) -> None:
         raise ConfigError("assets: upload_url_ttl_s, asset_ttl_s, download_url_ttl_s must be > 0")
     if assets.max_asset_bytes < 1 or assets.sweep_interval_s <= 0:
         raise ConfigError("assets: max_asset_bytes must be >= 1 and sweep_interval_s > 0")
+    if config.models.max_push_bytes < 1 or not config.models.default_image.strip():
+        raise ConfigError("models: max_push_bytes must be >= 1 and default_image not empty")
     if not 1 <= config.auth.token_ttl_s <= 30 * 24 * 3600:
         raise ConfigError("auth.token_ttl_s must be 1..2592000 (30 days)")
     for prefix, target in config.registry.mirrors.items():

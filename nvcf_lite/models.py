@@ -460,3 +460,42 @@ class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         return f"RegistryAuth(registry={self.registry!r}, username={self.username!r}, password=***)"
+
+
+# --- The model store (models and resources mounted under /config, spec §4.1) ------------------
+
+
+class ArtifactKind(StrEnum):
+    """What a stored tree is mounted as: /config/models/{name} or /config/resources/{name}."""
+
+    MODEL = "model"
+    RESOURCE = "resource"
+
+    @property
+    def plural(self) -> str:
+        return f"{self.value}s"
+
+
+class ArtifactFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a stored tree: its relative path and its content's sha256 (its blob)."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    executable: bool = False
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    """A model or a resource in the local store: an immutable tree of files, by name and
+    version. `sha256` digests its file list (paths, modes and contents), so two artifacts with
+    the same digest hold the same tree. `files` is filled in when one artifact is read."""
+
+    artifact_id: str
+    kind: ArtifactKind
+    name: str
+    version: str
+    size_bytes: int
+    file_count: int
+    sha256: str
+    created_at: str
+    files: tuple[ArtifactFile, ...] | None = None

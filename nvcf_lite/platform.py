@@ -21,6 +21,8 @@ from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
+from nvcf_lite.domain.artifact_refs import ArtifactMissing, ModelServer
+from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import (
@@ -49,6 +51,8 @@ from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import ActiveInstance, Principal, RegistryAuth, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
+from nvcf_lite.store.artifact_files import ArtifactFiles
+from nvcf_lite.store.artifacts import ArtifactsRepo
 from nvcf_lite.store.assets import AssetsRepo
 from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
@@ -145,6 +149,14 @@ class Platform:
         self.assets = Assets(
             AssetsRepo(self.db), self.blobs, self.signer, config.assets, public_url(config)
         )
+        # The model store: trees mounted at /config/models|resources/{name} (spec §4.1).
+        self.artifacts = Artifacts(
+            self.db,
+            ArtifactsRepo(self.db),
+            ArtifactFiles(data),
+            deployed_versions(deployments_repo, functions_repo),
+            max_push_bytes=config.models.max_push_bytes,
+        )
         self.sweeper = Sweeper(config.assets.sweep_interval_s)
         self.container_logs = ContainerLogs(
             runtime, config.docker.namespace, stopping=self.stopping
@@ -160,7 +172,11 @@ class Platform:
             deployments_repo,
             runtime,
             self.host,
-            _launch_lookup(functions_repo),
+            _launch_lookup(
+                functions_repo,
+                self.artifacts,
+                ModelServer(image=config.models.default_image, args=config.models.default_args),
+            ),
             self.metrics,
             demand=backlog,
             changed=changed,
@@ -213,6 +229,7 @@ class Platform:
         )
         services = Services(
             keys=self.keys,
+            artifacts=self.artifacts,
             functions=self.functions,
             assets=self.assets,
             deployments=self.deployments,
@@ -245,6 +262,13 @@ class Platform:
     ) -> None:
         """Recover what the last run left and start the workers, each stopped by `stack`."""
         await self.assets.recover()
+        try:
+            pruned = await self.artifacts.prune()
+        except OSError as exc:
+            log.warning("could not clean up the model store: %s", exc)
+        else:
+            if pruned:
+                log.info("model store: removed %d leftover tree(s), folder(s) or blob(s)", pruned)
         self.sweeper.add("assets", self.assets.sweep)
         stack.push_async_callback(_cancel, asyncio.create_task(self.sweeper.run(), name="sweeper"))
         scheduler, dispatcher = self.scheduler, self.dispatcher
@@ -318,15 +342,25 @@ def _version_lookup(functions: FunctionsRepo) -> VersionLookup:
     return lookup
 
 
-def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
+def _launch_lookup(
+    functions: FunctionsRepo, artifacts: Artifacts, model_server: ModelServer
+) -> LaunchLookup:
     async def launch(vid: str) -> LaunchInfo | None:
         version = await functions.get_version(vid)
         if version is None:
             return None
         try:
-            return launch_info(version, await functions.secrets(vid))
+            secrets = await functions.secrets(vid)
         except SealBroken as exc:  # the instance fails with why, like an engine error
             raise RuntimeFailure(str(exc)) from exc
+        try:
+            mounts = await artifacts.mounts(version)
+        except ArtifactMissing as exc:
+            return launch_info(version, secrets, unresolved=str(exc), model_server=model_server)
+        except OSError as exc:  # building a tree failed (a full disk): say so, not crash
+            why = f"the model store could not build the trees to mount: {exc}"
+            return launch_info(version, secrets, unresolved=why, model_server=model_server)
+        return launch_info(version, secrets, mounts=mounts, model_server=model_server)
 
     return launch
 

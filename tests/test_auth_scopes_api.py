@@ -3,7 +3,8 @@
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
 endpoints (R1, R2), registry credentials (C1-C6: add, list, get, update, delete, recognized
-registries) and the nvcf-lite extensions: status (X1) and container logs (L1, L2);
+registries) and the nvcf-lite extensions: status (X1), container logs (L1, L2) and the model
+store (M1-M4);
 functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from artifact_support import tar_body
 from conftest import bearer
 from function_support import PLAIN, create, problem
 from litestar.testing import TestClient
@@ -68,6 +70,10 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "X1": (("list_functions_details",), 200),
     "L1": (("list_functions_details",), 200),  # nvcf-lite extension: container logs
     "L2": (("list_functions_details",), 200),
+    "M1": (("list_functions", "list_functions_details"), 200),  # nvcf-lite: the model store
+    "M2": (("list_functions", "list_functions_details"), 404),  # nothing pushed
+    "M3": (("register_function",), 200),
+    "M4": (("delete_function",), 404),
 }
 
 
@@ -193,7 +199,13 @@ def request(
         "X1": ("GET", "/v2/nvcf-lite/status", None),
         "L1": ("GET", f"{PLAIN}/functions/{live['id']}/logs", None),
         "L2": ("GET", f"{PLAIN}/functions/{new['id']}/versions/{new['versionId']}/logs", None),
+        "M1": ("GET", "/v2/nvcf-lite/models", None),
+        "M2": ("GET", "/v2/nvcf-lite/models/m/versions/1", None),
+        "M3": ("PUT", "/v2/nvcf-lite/resources/r/versions/1", tar_body({"f": b"x"})),
+        "M4": ("DELETE", "/v2/nvcf-lite/models/m/versions/1", None),
     }[name]
+    if isinstance(payload, bytes):
+        return client.request(method, path, content=payload, headers=headers)
     return client.request(method, path, json=payload, headers=headers)
 
 

@@ -27,6 +27,7 @@ import pytest
 
 import nvcf_lite.api
 import nvcf_lite.store
+from nvcf_lite.api.artifacts import ArtifactFileWire, ArtifactWire
 from nvcf_lite.api.assets import (
     AssetWire,
     CreateAssetRequest,
@@ -97,6 +98,8 @@ from nvcf_lite.domain.status import (
 )
 from nvcf_lite.models import (
     ActiveInstance,
+    Artifact,
+    ArtifactFile,
     Asset,
     Deployment,
     EnvVar,
@@ -262,6 +265,14 @@ TWINS: tuple[Twin, ...] = (
             "sha256": ASSET_INTERNAL,
         },
     ),
+    # -- the model store (M1-M4) -----------------------------------------------------------
+    Twin(
+        ArtifactWire,
+        Artifact,
+        ENCODE,  # by hand in api/artifacts.artifact_wire
+        left_only={"uri": "derived: nvcf-lite://{kind}s/{name}/{version}, what a function names"},
+    ),
+    Twin(ArtifactFileWire, ArtifactFile, ENCODE),
     # -- queues (Q1/Q2) --------------------------------------------------------------------
     Twin(
         QueueWire,
@@ -305,6 +316,8 @@ WIRE_ONLY: Mapping[str, str] = {
     "QueuesResponse": "function id around QueueWire",
     "PositionResponse": "ids and a number from Queues.position",
     "ClusterGroupsResponse": "envelope of ClusterGroupWire",
+    "ArtifactResponse": "envelope of ArtifactWire",
+    "ListArtifactsResponse": "envelope of ArtifactWire",
     "RegistryCredentialResponse": "envelope of RegistryCredentialWire",
     "ListRegistryCredentialsResponse": "envelope of RegistryCredentialWire",
     "RecognizedRegistriesResponse": "artifact type -> RecognizedRegistryWire",

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nvcf_lite.domain.artifacts import Artifacts
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import Deployments
@@ -33,6 +34,7 @@ class Services:
     """The domain services and settings the api layer needs, all of them."""
 
     keys: Keys
+    artifacts: Artifacts
     functions: Functions
     assets: Assets
     deployments: Deployments

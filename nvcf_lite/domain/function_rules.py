@@ -56,6 +56,14 @@ UPDATE_REQUIRED = (
     "Invalid request: at least one of 'tags', 'rateLimit', 'modelUpdates', or "
     "'llmInvocationConfig' must be specified"
 )
+# NVCF installs a helmChart function's chart into a Kubernetes cluster; nvcf-lite runs each
+# function as Docker containers on this host and has no cluster to install a chart into. The
+# well-formedness rules above come first, so a malformed body gets NVCF's own message.
+HELM_REFUSED = (
+    "Invalid request: 'helmChart' functions need Kubernetes (NVCF installs the Helm chart into"
+    " a Kubernetes cluster), and nvcf-lite runs functions as Docker containers on one host,"
+    " without Kubernetes: register a 'containerImage' or 'models' function instead"
+)
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -266,6 +274,8 @@ def _artifacts(req: FunctionInput) -> tuple[str | None, str | None, str | None]:
             "Invalid request: Either both or none of 'helmChart' and 'helmChartServiceName' "
             "properties must be specified"
         )
+    if helm is not None:
+        raise Invalid(HELM_REFUSED)
     return image, helm, service
 
 

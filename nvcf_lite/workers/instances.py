@@ -11,12 +11,13 @@ import asyncio
 import re
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
 from nvcf_lite.config import DockerConfig
+from nvcf_lite.domain.artifact_refs import ArtifactMount, ModelServer, container_command
 from nvcf_lite.domain.function_fields import duration_seconds
 from nvcf_lite.domain.instance_types import Limits
 from nvcf_lite.domain.placement import GpuUnit
@@ -68,18 +69,30 @@ class LaunchInfo(msgspec.Struct, frozen=True):
     inference_port: int
     health: HealthSpec
     secrets: dict[str, object]
+    # its models and resources, mounted read-only under /config (spec §4.1)
+    mounts: tuple[ArtifactMount, ...] = ()
+    # why it can never start as registered (a model missing from the store), if so
+    unresolved: str | None = None
 
 
-def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchInfo:
+def launch_info(
+    version: FunctionVersion,
+    secrets: dict[str, object],
+    *,
+    mounts: Sequence[ArtifactMount] = (),
+    unresolved: str | None = None,
+    model_server: ModelServer | None = None,
+) -> LaunchInfo:
     health = version.health
+    image, args = container_command(version, model_server)
     return LaunchInfo(
         function_id=version.function_id,
         version_id=version.version_id,
         nca_id=version.nca_id,
         name=version.name,
         inference_url=version.inference_url,
-        image=version.container_image or "",
-        args=version.container_args,
+        image=image,
+        args=args,
         env={e.key: e.value for e in version.container_environment or ()},
         inference_port=version.effective_port,
         health=HealthSpec(
@@ -90,6 +103,8 @@ def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchI
             expected_status=health.expected_status_code,
         ),
         secrets=secrets,
+        mounts=tuple(mounts),
+        unresolved=unresolved,
     )
 
 
@@ -220,6 +235,7 @@ def container_spec(
         # The folder, not the file: an update renames a new secrets.json into it, which a
         # file bind mount would not show (it keeps the old inode).
         mounts.append(Mount(source=str(secrets_dir), target=SECRETS_DIR, read_only=True))
+    mounts += [Mount(source=m.source, target=m.target, read_only=True) for m in info.mounts]
     ports = list(dict.fromkeys([info.inference_port, info.health.port]))
     slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", info.name)[:40]
     limits = inst.limits

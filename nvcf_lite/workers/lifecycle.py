@@ -103,6 +103,9 @@ class Lifecycle:
         if info is None:
             self.retire(inst, "function version gone")
             return
+        if info.unresolved:  # no retry can help: the version goes to ERROR at once
+            await self.fail(inst, info.unresolved, permanent=True)
+            return
         inst.launch_t0 = time.monotonic()
         try:
             secrets = await asyncio.to_thread(self._write_secrets, inst, info)
@@ -233,7 +236,8 @@ class Lifecycle:
 
     # -- the end ------------------------------------------------------------------------
 
-    async def fail(self, inst: Instance, reason: str) -> None:
+    async def fail(self, inst: Instance, reason: str, *, permanent: bool = False) -> None:
+        """The instance failed; `permanent`: so will every start of its version."""
         if not inst.live and inst.state != InstanceState.PAUSED:
             return
         log.warning("instance failed: %s", reason, extra=inst.log_ids())
@@ -241,6 +245,7 @@ class Lifecycle:
         inst.set_state(InstanceState.FAILED, reason)
         history = self.history.setdefault(inst.spec_id, SpecHistory())
         history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)
+        history.permanent = history.permanent or permanent
         self.retire(inst, reason, keep_state=True)
 
     def drain(self, inst: Instance, reason: str) -> None:

@@ -163,12 +163,10 @@ def _fields(components: dict[str, Any]) -> None:
     for name, dependent in DEPENDENT.items():
         if name in components:
             components[name]["dependentSchemas"] = dependent
-    for name in ("CreateFunctionRequest",):
-        if name in components:  # both or neither (spec §2.1.1)
-            components[name]["dependentRequired"] = {
-                "helmChart": ["helmChartServiceName"],
-                "helmChartServiceName": ["helmChart"],
-            }
+    create = components.get("CreateFunctionRequest", {}).get("properties", {})
+    for field in ("helmChart", "helmChartServiceName"):  # Helm needs Kubernetes: always a 400
+        if field in create:
+            create[field] = {"not": {}, "description": "not accepted: Helm charts need Kubernetes"}
 
 
 def _parameters(paths: dict[str, Any]) -> None:

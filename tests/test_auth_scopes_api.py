@@ -51,7 +51,7 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "A2": (INVOKE, 200),
     "A3": (INVOKE, 200),
     "A4": (INVOKE, 204),
-    "A5": (INVOKE, 400),  # the asset was reserved but never uploaded
+    "A5": (INVOKE, 409),  # the asset was reserved but never uploaded
     "I1": (INVOKE, 404),  # an INACTIVE function is not invocable
     "I2": (INVOKE, 404),
     "I3": (INVOKE, 404),  # an unknown request id

@@ -146,7 +146,7 @@ async def test_a_shared_pull_logs_no_instances_ids() -> None:
     async def absent(image: str) -> bool:
         return False
 
-    async def pull(image: str) -> None:
+    async def pull(image: str, auth: Any = None) -> None:
         logger.info("pulling %s", image)
         await asyncio.sleep(0.05)
 

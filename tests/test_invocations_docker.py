@@ -182,7 +182,7 @@ def test_202_then_status_polls_to_200_then_404(api: TestClient[Any]) -> None:
     doc = problem(status(api, rid), 404)  # collected: purged
     assert rid in doc["detail"]
     problem(status(api, "00000000-0000-4000-8000-000000000000"), 404)
-    problem(status(api, "not-a-request-id"), 404)
+    problem(status(api, "not-a-request-id"), 400)  # malformed: named in a 400
 
 
 def _other(api: TestClient[Any]) -> str:
@@ -504,8 +504,8 @@ def test_path_preserving_invocation_reaches_the_container_unchanged(api: TestCli
     problem(api.get("/v1/models", headers={**route, **bearer(mint(api, "list_functions"))}), 403)
     other = mint(api, "invoke_function", functions=(f"{_other(api)}/*",))
     problem(api.get("/v1/models", headers={**route, **bearer(other)}), 403)
-    problem(api.get("/v1/models", headers={**bearer(), "Function-ID": "nope"}), 404)
+    problem(api.get("/v1/models", headers={**bearer(), "Function-ID": "nope"}), 400)
     unknown = {**bearer(), "Function-ID": "00000000-0000-4000-8000-000000000000"}
     problem(api.get("/v1/models", headers=unknown), 404)
-    problem(api.get("/v1/models", headers={**route, "Function-Version-ID": "bad"}), 404)
+    problem(api.get("/v1/models", headers={**route, "Function-Version-ID": "bad"}), 400)
     problem(api.get("/no/such/route", headers=bearer()), 404)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import msgspec
+
 from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
@@ -43,6 +45,7 @@ from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
+from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
@@ -57,6 +60,7 @@ from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
+from nvcf_lite.store.telemetries import TelemetriesRepo
 from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.dispatcher import Dispatcher
@@ -134,6 +138,9 @@ class Platform:
             log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
         store = RequestsRepo(self.db)
+        self.telemetries = TelemetryEndpoints(
+            TelemetriesRepo(self.db, self.secret_box), users=_telemetry_users(functions_repo)
+        )
         # One signing key and one blob store for assets and large results.
         self.blobs = BlobStore(data / "blobs")
         self.assets = Assets(
@@ -191,6 +198,7 @@ class Platform:
             instances=_active_instances(scheduler, nca_id),
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
+            check_telemetries=self.telemetries.check_version,
         )
         self.invocations = Invocations(
             store,
@@ -211,6 +219,7 @@ class Platform:
             invocations=self.invocations,
             queues=Queues(self.invocations),
             registry=self.registry,
+            telemetries=self.telemetries,
             overview=Overview(
                 self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
             ),
@@ -326,6 +335,17 @@ def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
         ]
 
     return versions_of
+
+
+def _telemetry_users(functions: FunctionsRepo) -> UsersOf:
+    async def users(nca_id: str, telemetry_id: str) -> list[tuple[str, str]]:
+        return [
+            (v.function_id, v.version_id)
+            for v in await functions.list_all(nca_id)
+            if v.telemetries is not None and telemetry_id in msgspec.structs.astuple(v.telemetries)
+        ]
+
+    return users
 
 
 def _busy(dispatcher: Dispatcher, scheduler: Scheduler) -> Busy:

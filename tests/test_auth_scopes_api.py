@@ -2,8 +2,8 @@
 
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
-endpoints (R1, R2) and the nvcf-lite extensions: status (X1) and container logs (L1, L2);
-functions (F1-F9) are in test_auth_functions_api.
+endpoints (R1, R2), telemetries (E1-E5) and the nvcf-lite extensions: status (X1) and
+container logs (L1, L2); functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
 function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepted without one.
@@ -20,6 +20,7 @@ import pytest
 from conftest import bearer
 from function_support import PLAIN, create, problem
 from litestar.testing import TestClient
+from telemetry_support import create_telemetry, telemetry_body
 
 from nvcf_lite.models import SCOPES
 from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, UnavailableRuntime
@@ -55,6 +56,11 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "S1": (("update_secrets",), 400),  # the targets' functions were made without secrets
     "R1": (("update_function",), 204),
     "R2": (("update_function",), 204),
+    "E1": (("manage_telemetries",), 200),
+    "E2": (("manage_telemetries",), 200),
+    "E3": (("manage_telemetries",), 200),
+    "E4": (("manage_telemetries",), 204),  # the target telemetry is used by no version
+    "E5": (("update_secrets",), 204),
     "X1": (("list_functions_details",), 200),
     "L1": (("list_functions_details",), 200),  # nvcf-lite extension: container logs
     "L2": (("list_functions_details",), 200),
@@ -63,12 +69,13 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 @dataclass
 class Targets:
-    """What the matrix calls address: two functions, a deployment and an asset."""
+    """What the matrix calls address: two functions, a deployment, an asset, a telemetry."""
 
     fresh: dict[str, Any]  # registered, not deployed
     deployed: dict[str, Any]  # deployed on CPU (min 0: ACTIVE at once)
     deployment: dict[str, Any]
     asset_id: str
+    telemetry_id: str
 
     @property
     def spec_id(self) -> str:
@@ -93,7 +100,8 @@ def make_targets(client: TestClient[Any]) -> Targets:
         f"{PLAIN}/assets", json={"contentType": "text/plain", "description": "x"}, headers=bearer()
     )
     assert r.status_code == 200, r.text
-    return Targets(fresh, deployed, deployment, r.json()["assetId"])
+    telemetry = create_telemetry(client)
+    return Targets(fresh, deployed, deployment, r.json()["assetId"], telemetry["telemetryId"])
 
 
 def request(
@@ -159,6 +167,15 @@ def request(
             "DELETE",
             f"{PLAIN}/ratelimit/functions/{new['id']}/versions/{new['versionId']}",
             None,
+        ),
+        "E1": ("POST", f"{PLAIN}/telemetries", telemetry_body()),
+        "E2": ("GET", f"{PLAIN}/telemetries", None),
+        "E3": ("GET", f"{PLAIN}/telemetries/{targets.telemetry_id}", None),
+        "E4": ("DELETE", f"{PLAIN}/telemetries/{targets.telemetry_id}", None),
+        "E5": (
+            "PUT",
+            f"{PLAIN}/secrets/telemetries/{targets.telemetry_id}",
+            {"secret": {"name": "otel", "value": "new"}},
         ),
         "X1": ("GET", "/v2/nvcf-lite/status", None),
         "L1": ("GET", f"{PLAIN}/functions/{live['id']}/logs", None),

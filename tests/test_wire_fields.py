@@ -65,6 +65,7 @@ from nvcf_lite.api.status import (
     StatusResponse,
     VersionStatusWire,
 )
+from nvcf_lite.api.telemetries import TelemetryRequest, TelemetryWire
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.deployment_rules import SpecInput
@@ -77,6 +78,7 @@ from nvcf_lite.domain.function_rules import (
 )
 from nvcf_lite.domain.invocations import QueueEntry
 from nvcf_lite.domain.status import FunctionStatusView, GpuUsage, StatusReport, VersionStatus
+from nvcf_lite.domain.telemetries import TelemetryInput
 from nvcf_lite.models import (
     ActiveInstance,
     Asset,
@@ -96,6 +98,7 @@ from nvcf_lite.models import (
     ResourceRef,
     SpecState,
     Telemetries,
+    Telemetry,
 )
 
 DECODE = "decode"  # left -> right: a request body into its domain input (`to_domain`)
@@ -260,6 +263,9 @@ TWINS: tuple[Twin, ...] = (
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    # -- telemetries (E1-E5) ---------------------------------------------------------------
+    Twin(TelemetryRequest, TelemetryInput, DECODE),
+    Twin(TelemetryWire, Telemetry, ENCODE),
 )
 
 # Wire structs with no domain twin, and why.
@@ -280,6 +286,9 @@ WIRE_ONLY: Mapping[str, str] = {
     "QueuesResponse": "function id around QueueWire",
     "PositionResponse": "ids and a number from Queues.position",
     "ClusterGroupsResponse": "envelope of ClusterGroupWire",
+    "TelemetryResponse": "envelope of TelemetryWire",
+    "ListTelemetryResponse": "envelope of TelemetryWire",
+    "UpdateTelemetrySecretRequest": "envelope of SecretWire",
     # decoded and used directly: its fields are the handler's arguments
     "CreateAssetRequest": "its fields are Assets.create's arguments (test below)",
     "CallerInfoRequest": "one form field, the key to verify",

@@ -18,6 +18,7 @@ from nvcf_lite.domain.invocations import Invocations, Queues
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.status import Overview
+from nvcf_lite.domain.telemetries import TelemetryEndpoints
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -38,6 +39,7 @@ class Services:
     invocations: Invocations
     queues: Queues
     registry: Registry
+    telemetries: TelemetryEndpoints
     overview: Overview
     container_logs: LogSource
     host: Host

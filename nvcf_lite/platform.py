@@ -48,7 +48,7 @@ from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, Principal, RequestRecord
+from nvcf_lite.models import ActiveInstance, FunctionStatus, Principal, RequestRecord
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.assets import AssetsRepo
@@ -70,6 +70,7 @@ from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.lifecycle import LaunchLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
+from nvcf_lite.workers.telemetry_shipping import ShippedVersion, TelemetryShipping, VersionsToShip
 
 log = logging.getLogger("nvcf_lite")
 
@@ -176,10 +177,19 @@ class Platform:
         versions = CachedVersions(_versions_of(functions_repo, nca_id))
         changed.subscribe(versions.clear)
         changed.subscribe(dispatcher.pump_all)  # instances became ready or went: move requests
+        self.shipping = TelemetryShipping(
+            config.telemetry,
+            _versions_to_ship(functions_repo, nca_id),
+            self.telemetries.endpoint_of,
+            self.container_logs,
+            lambda: [*self.metrics.families(), *live_gauges(scheduler, backlog)],
+            self.metrics,
+        )
 
         def deployments_changed() -> None:
             versions.clear()
             scheduler.nudge()
+            self.shipping.nudge()  # start following a deployed version's output at once
 
         self.deployments = Deployments(
             self.db,
@@ -272,6 +282,15 @@ class Platform:
 
         self.sweeper.add("uncollected results", expire_results)
         stack.push_async_callback(dispatcher.close)
+        if self.config.telemetry.enabled:
+            shipping = self.shipping
+            shipper = asyncio.create_task(shipping.run(), name="telemetry")
+
+            async def stop_shipping() -> None:
+                await _cancel(shipper)
+                await shipping.close()
+
+            stack.push_async_callback(stop_shipping)
 
     async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
         """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder
@@ -335,6 +354,24 @@ def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
         ]
 
     return versions_of
+
+
+def _versions_to_ship(functions: FunctionsRepo, nca_id: str) -> VersionsToShip:
+    async def versions() -> list[ShippedVersion]:
+        return [
+            ShippedVersion(
+                nca_id=v.nca_id,
+                function_id=v.function_id,
+                version_id=v.version_id,
+                name=v.name,
+                logs_telemetry_id=v.telemetries.logs_telemetry_id,
+                metrics_telemetry_id=v.telemetries.metrics_telemetry_id,
+            )
+            for v in await functions.list_all(nca_id)
+            if v.telemetries is not None and v.status is not FunctionStatus.INACTIVE
+        ]
+
+    return versions
 
 
 def _telemetry_users(functions: FunctionsRepo) -> UsersOf:

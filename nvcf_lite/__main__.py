@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     from nvcf_lite.commands import logs
 
     logs.add_parser(sub, common)
+    from nvcf_lite.commands import artifacts
+
+    artifacts.add_parsers(sub, common)
     return p
 
 
@@ -109,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nvcf_lite.commands import logs
 
         return logs.run(config, source, args)
+    if command in ("models", "resources"):
+        from nvcf_lite.commands import artifacts
+
+        return artifacts.run(config, source, args)
     raise AssertionError(f"verb {command} has no handler")
 
 
@@ -236,6 +243,16 @@ def _gpus(config: Config, source: ConfigSource) -> int:
     print("deployable (gpu: instance types):")
     for name in host.gpu_names():
         print(f"  {name}: {', '.join(host.instance_types(name))}")
+    sizing = host.sizing
+    if sizing is not None:
+        print(f"instances share {sizing.totals.text()} ({sizing.source})")
+        print("each instance gets (CPU quota, memory limit, shared memory):")
+        for itype in host.all_instance_types():
+            limits = host.limits(itype)
+            assert limits is not None
+            print(f"  {itype}: {limits.text()}")
+        for name in sizing.unused_overrides(host.all_instance_types()):
+            print(f"resources.instance_types {name}: not an instance type of this host (unused)")
     return 0
 
 

@@ -11,10 +11,12 @@ from types import FrameType
 from typing import Any, cast
 
 from litestar import Litestar
+from litestar.routes import HTTPRoute
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from nvcf_lite import logs
 from nvcf_lite.api import fastpath
+from nvcf_lite.api.artifacts import ARTIFACT_HANDLERS
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
@@ -26,9 +28,11 @@ from nvcf_lite.api.invocations import (
     path_invocation,
     path_invocation_head,
 )
+from nvcf_lite.api.json_bodies import JsonRequest
 from nvcf_lite.api.logs import LOGS_HANDLERS
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
+from nvcf_lite.api.registry_credentials import REGISTRY_CREDENTIAL_HANDLERS
 from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.api.services import services
@@ -42,9 +46,18 @@ class NvcfLite(Litestar):
     """Litestar, with the invocation hot path answered before the framework's routing
     (unless `server.fast_path` is off: then the Litestar route in api/invocations answers)."""
 
-    def __init__(self, *, fast_path: bool, **litestar: Any) -> None:
+    def __init__(self, *, fast_path: bool, max_header_bytes: int, **litestar: Any) -> None:
         super().__init__(**litestar)
         self.fast_path = fast_path
+        self.max_header_bytes = max_header_bytes
+        # Litestar's automatic OPTIONS answer lists the methods of the route as it was when the
+        # first handler of a path was registered; the methods of the finished routes, by path
+        # (not the catch-all I5 route's: an OPTIONS call there is the container's to answer).
+        self.allow = {
+            route.path_format: ", ".join(sorted(route.methods))
+            for route in self.routes
+            if isinstance(route, HTTPRoute) and ":path}" not in route.path
+        }
 
     async def __call__(
         self,
@@ -53,6 +66,12 @@ class NvcfLite(Litestar):
         send: Send | LifeSpanSend,
     ) -> None:
         raw: Any = scope
+        if raw["type"] == "http" and fastpath.head_size(raw) > self.max_header_bytes:
+            await fastpath.refuse_head(raw, cast(Any, send), self.max_header_bytes)
+            return
+        if raw["type"] == "http" and raw["method"] == "OPTIONS":
+            await super().__call__(scope, receive, self._with_allow(raw, send))
+            return
         match = fastpath.claims(raw) if self.fast_path else None
         if match is not None:
             await fastpath.serve(
@@ -60,6 +79,18 @@ class NvcfLite(Litestar):
             )
             return
         await super().__call__(scope, receive, send)
+
+    def _with_allow(self, scope: Any, send: Any) -> Any:
+        """`send`, with the `Allow` of an automatic OPTIONS answer set to the path's methods."""
+
+        async def allowed(message: Any) -> None:
+            allow = self.allow.get(scope.get("path_template", ""))
+            if message["type"] == "http.response.start" and allow:
+                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
+            await send(message)
+
+        return allowed
 
 
 def create_app(
@@ -81,6 +112,7 @@ def create_app(
         *FUNCTION_HANDLERS,
         *SECRETS_HANDLERS,
         *TELEMETRY_HANDLERS,
+        *REGISTRY_CREDENTIAL_HANDLERS,
         *LOGS_HANDLERS,
         *DEPLOYMENT_HANDLERS,
         *CLUSTER_GROUP_HANDLERS,
@@ -89,6 +121,7 @@ def create_app(
     ]
     app = NvcfLite(
         fast_path=config.server.fast_path,
+        max_header_bytes=config.server.max_header_bytes,
         route_handlers=[
             swagger_assets(),
             health,
@@ -96,6 +129,7 @@ def create_app(
             *NGC_HANDLERS,
             *SIGNED_HANDLERS,
             *STATUS_HANDLERS,
+            *ARTIFACT_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,
             path_invocation_head,
@@ -104,6 +138,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=config.server.max_body_bytes,
+        request_class=JsonRequest,
         openapi_config=openapi_config(),
         logging_config=None,
         debug=False,

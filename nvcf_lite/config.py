@@ -47,6 +47,7 @@ class ServerConfig(_Section):
     tls_key: str = ""
     public_url: str = ""
     max_body_bytes: int = 5 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
@@ -82,6 +83,24 @@ class GpusConfig(_Section):
     cpu_instance_max: int = 8
 
 
+class InstanceTypeLimits(_Section):
+    """CPU, memory and shared memory for one instance type, instead of its share of the host."""
+
+    name: str
+    cpu_cores: float | None = None
+    memory_mb: int | None = None
+    shm_size_mb: int | None = None
+
+
+class ResourcesConfig(_Section):
+    cpu_cores: float = 0.0  # 0: detected (CPU affinity, own container's quota) less the reserve
+    memory_mb: int = 0  # 0: detected (MemTotal, own container's limit) less the reserve
+    reserved_cpu_cores: float = 0.0
+    reserved_memory_mb: int = 2048
+    shm_size_mb: int = 1024
+    instance_types: list[InstanceTypeLimits] = []
+
+
 class DockerConfig(_Section):
     base_url: str = ""
     pull_timeout_s: float = 120.0  # without progress: a progressing pull never times out
@@ -90,6 +109,10 @@ class DockerConfig(_Section):
     container_name_prefix: str = "nvcf-lite"
     namespace: str = "default"
     failed_containers_kept: int = 3
+
+
+class RegistryConfig(_Section):
+    mirrors: dict[str, str] = {}
 
 
 class SchedulerConfig(_Section):
@@ -120,6 +143,14 @@ class AssetsConfig(_Section):
     sweep_interval_s: float = 60.0
 
 
+class ModelsConfig(_Section):
+    default_image: str = "nvcr.io/nvidia/tritonserver:24.08-py3"
+    default_args: str = (
+        "tritonserver --model-repository /config/models --http-header-forward-pattern NVCF-.*"
+    )
+    max_push_bytes: int = 100 * 1024**3
+
+
 class TelemetryConfig(_Section):
     enabled: bool = True
     scan_interval_s: float = 5.0
@@ -139,11 +170,14 @@ class Config(_Section):
     account: AccountConfig = msgspec.field(default_factory=AccountConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
     assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -290,6 +324,8 @@ def _check(config: Config) -> None:
         raise ConfigError("assets: upload_url_ttl_s, asset_ttl_s, download_url_ttl_s must be > 0")
     if assets.max_asset_bytes < 1 or assets.sweep_interval_s <= 0:
         raise ConfigError("assets: max_asset_bytes must be >= 1 and sweep_interval_s > 0")
+    if config.models.max_push_bytes < 1 or not config.models.default_image.strip():
+        raise ConfigError("models: max_push_bytes must be >= 1 and default_image not empty")
     if not 1 <= config.auth.token_ttl_s <= 30 * 24 * 3600:
         raise ConfigError("auth.token_ttl_s must be 1..2592000 (30 days)")
     tele = config.telemetry
@@ -300,9 +336,34 @@ def _check(config: Config) -> None:
         raise ConfigError(
             "telemetry: batch_max_records, max_buffered_records, retry_attempts must be >= 1"
         )
+    for prefix, target in config.registry.mirrors.items():
+        if not prefix.strip() or not target.strip():
+            raise ConfigError(f"registry.mirrors: {prefix!r} = {target!r}: both must be non-empty")
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")
+    _check_resources(config.resources)
+
+
+def _check_resources(r: ResourcesConfig) -> None:
+    if min(r.cpu_cores, r.memory_mb, r.reserved_cpu_cores, r.reserved_memory_mb) < 0:
+        raise ConfigError(
+            "resources: cpu_cores, memory_mb, reserved_cpu_cores, reserved_memory_mb must be >= 0"
+        )
+    if r.shm_size_mb < 1:
+        raise ConfigError("resources.shm_size_mb must be >= 1")
+    seen: set[str] = set()
+    for t in r.instance_types:
+        if not t.name or t.name.lower() in seen:
+            raise ConfigError(f"resources.instance_types: name {t.name!r} is empty or repeated")
+        seen.add(t.name.lower())
+        # Docker's own floors: 0.01 CPU, 6 MiB of memory
+        floors = ((t.cpu_cores, 0.01), (t.memory_mb, 6), (t.shm_size_mb, 1))
+        if any(value is not None and value < floor for value, floor in floors):
+            raise ConfigError(
+                f"resources.instance_types {t.name}: cpu_cores must be >= 0.01, memory_mb >= 6 "
+                "and shm_size_mb >= 1"
+            )
 
 
 def public_url(config: Config) -> str:

@@ -40,6 +40,7 @@ KINDS = {
     415: "unsupported-media-type",
     422: "unprocessable-entity",
     429: "too-many-requests",
+    431: "request-header-fields-too-large",
     500: "internal-server-error",
     503: "service-unavailable",
     507: "insufficient-storage",
@@ -117,6 +118,10 @@ class Conflict(NvcfError):
 
 class PayloadTooLarge(NvcfError):
     status = 413
+
+
+class UnsupportedMediaType(NvcfError):
+    status = 415
 
 
 class Unprocessable(NvcfError):

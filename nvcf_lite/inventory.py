@@ -1,10 +1,13 @@
-"""The placeable GPU units of this host: NVML's GPUs and MIG devices, and simulated GPUs."""
+"""What this host can place: NVML's GPUs and MIG devices, simulated GPUs, and the CPU cores
+and memory instances share (the machine's totals, or the config's)."""
 
 from __future__ import annotations
 
 from nvcf_lite.api.health import ComponentWire
 from nvcf_lite.config import Config
+from nvcf_lite.domain.instance_types import MILLI, Resources, Sizing
 from nvcf_lite.domain.placement import GpuUnit, Host
+from nvcf_lite.runtime.machine import MachineTotals, read_machine
 from nvcf_lite.runtime.nvml import GpuInventory, gpu_short_name, read_inventory
 from nvcf_lite.runtime.own_container import in_container
 
@@ -18,8 +21,11 @@ def read_host(config: Config) -> tuple[Host, GpuInventory]:
     return build_host(config, inventory), inventory
 
 
-def build_host(config: Config, inventory: GpuInventory) -> Host:
-    """Placeable units: whole GPUs, MIG devices (each its own unit), simulated GPUs."""
+def build_host(
+    config: Config, inventory: GpuInventory, machine: MachineTotals | None = None
+) -> Host:
+    """Placeable units: whole GPUs, MIG devices (each its own unit), simulated GPUs; and the
+    CPU and memory each instance type gets."""
     units: list[GpuUnit] = []
     for gpu in inventory.gpus:
         short = gpu_short_name(gpu.name)
@@ -48,7 +54,35 @@ def build_host(config: Config, inventory: GpuInventory) -> Host:
                     physical=False,
                 )
             )
-    return Host(units, config.gpus.cpu_instance_max, inventory.error)
+    sizing = build_sizing(config, machine or read_machine(), len(units))
+    return Host(units, config.gpus.cpu_instance_max, inventory.error, sizing)
+
+
+def build_sizing(config: Config, machine: MachineTotals, gpu_units: int) -> Sizing:
+    """The placeable totals: configured, else detected less the reserve."""
+    r = config.resources
+    if r.cpu_cores:
+        cores, cpu_source = r.cpu_cores, "resources.cpu_cores"
+    else:
+        cores = max(0.0, machine.cpu_cores - r.reserved_cpu_cores)
+        cpu_source = f"{machine.cpu_cores:g} from {machine.cpu_source}"
+        if r.reserved_cpu_cores:
+            cpu_source += f", less resources.reserved_cpu_cores {r.reserved_cpu_cores:g}"
+    if r.memory_mb:
+        memory, memory_source = r.memory_mb, "resources.memory_mb"
+    else:
+        memory = max(0, machine.memory_mb - r.reserved_memory_mb)
+        memory_source = f"{machine.memory_mb} MiB from {machine.memory_source}"
+        if r.reserved_memory_mb:
+            memory_source += f", less resources.reserved_memory_mb {r.reserved_memory_mb}"
+    return Sizing(
+        Resources(round(cores * MILLI), memory),
+        gpu_units=gpu_units,
+        cpu_instance_max=config.gpus.cpu_instance_max,
+        shm_mb=r.shm_size_mb,
+        overrides=r.instance_types,
+        source=f"CPU: {cpu_source}; memory: {memory_source}",
+    )
 
 
 def gpus_component(host: Host, inventory: GpuInventory) -> ComponentWire:

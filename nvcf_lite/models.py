@@ -458,3 +458,82 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     uploaded_at: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
+
+
+# --- Registry credentials (spec §2.8) --------------------------------------------------------
+
+ARTIFACT_TYPES: tuple[str, ...] = ("CONTAINER", "HELM", "MODEL", "RESOURCE")
+
+
+class RegistryCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """A registry credential as NVCF shows it (RegistryCredentialDetailsDto): never its secret.
+
+    `registry_credential_name` is the name given with the secret; the secret value (base64 of
+    `username:password`) is kept sealed by the store and opened only for a pull.
+    """
+
+    registry_credential_id: str
+    nca_id: str
+    registry_credential_name: str
+    registry_name: str  # the recognized registry's name (NGC, DockerHub, ...) or the host
+    registry_hostname: str
+    artifact_types: tuple[str, ...]
+    tags: tuple[str, ...] | None = None
+    description: str | None = None
+    provisioned_by: str = "USER"
+    created_at: str
+    last_updated_at: str
+
+
+class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True):
+    """What an engine needs to pull from one registry: its host and a username and password.
+
+    `repr` leaves the password out, so a log line or a traceback that shows one reveals nothing.
+    """
+
+    registry: str  # host[:port], as image references name it
+    username: str
+    password: str
+    credential_id: str = ""  # the registry credential it came from, for a reason to show
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth(registry={self.registry!r}, username={self.username!r}, password=***)"
+
+
+# --- The model store (models and resources mounted under /config, spec §4.1) ------------------
+
+
+class ArtifactKind(StrEnum):
+    """What a stored tree is mounted as: /config/models/{name} or /config/resources/{name}."""
+
+    MODEL = "model"
+    RESOURCE = "resource"
+
+    @property
+    def plural(self) -> str:
+        return f"{self.value}s"
+
+
+class ArtifactFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a stored tree: its relative path and its content's sha256 (its blob)."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    executable: bool = False
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    """A model or a resource in the local store: an immutable tree of files, by name and
+    version. `sha256` digests its file list (paths, modes and contents), so two artifacts with
+    the same digest hold the same tree. `files` is filled in when one artifact is read."""
+
+    artifact_id: str
+    kind: ArtifactKind
+    name: str
+    version: str
+    size_bytes: int
+    file_count: int
+    sha256: str
+    created_at: str
+    files: tuple[ArtifactFile, ...] | None = None

@@ -23,6 +23,8 @@ from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
+from nvcf_lite.domain.artifact_refs import ArtifactMissing, ModelServer
+from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import (
@@ -43,19 +45,29 @@ from nvcf_lite.domain.invocations import (
 )
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, FunctionStatus, Principal, RequestRecord
+from nvcf_lite.models import (
+    ActiveInstance,
+    FunctionStatus,
+    Principal,
+    RegistryAuth,
+    RequestRecord,
+)
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
+from nvcf_lite.store.artifact_files import ArtifactFiles
+from nvcf_lite.store.artifacts import ArtifactsRepo
 from nvcf_lite.store.assets import AssetsRepo
 from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
 from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.registry_credentials import RegistryCredentialsRepo
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
@@ -68,6 +80,7 @@ from nvcf_lite.workers.forwarding import Forwarder
 from nvcf_lite.workers.gauges import live_gauges
 from nvcf_lite.workers.instances import LaunchInfo, launch_info
 from nvcf_lite.workers.lifecycle import LaunchLookup
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 from nvcf_lite.workers.telemetry_shipping import ShippedVersion, TelemetryShipping, VersionsToShip
@@ -133,6 +146,9 @@ class Platform:
             "no container engine is configured for this server"
         )
         self.registry = Registry(self.runtime)
+        self.registry_credentials = RegistryCredentials(
+            RegistryCredentialsRepo(self.db, self.secret_box), config.registry.mirrors
+        )
         self.host, self.inventory = read_host(config)
         functions_repo = FunctionsRepo(self.db, self.secret_box)
         if sealed := await functions_repo.seal_legacy():
@@ -146,6 +162,14 @@ class Platform:
         self.blobs = BlobStore(data / "blobs")
         self.assets = Assets(
             AssetsRepo(self.db), self.blobs, self.signer, config.assets, public_url(config)
+        )
+        # The model store: trees mounted at /config/models|resources/{name} (spec §4.1).
+        self.artifacts = Artifacts(
+            self.db,
+            ArtifactsRepo(self.db),
+            ArtifactFiles(data),
+            deployed_versions(deployments_repo, functions_repo),
+            max_push_bytes=config.models.max_push_bytes,
         )
         self.sweeper = Sweeper(config.assets.sweep_interval_s)
         self.container_logs = ContainerLogs(
@@ -162,10 +186,15 @@ class Platform:
             deployments_repo,
             runtime,
             self.host,
-            _launch_lookup(functions_repo),
+            _launch_lookup(
+                functions_repo,
+                self.artifacts,
+                ModelServer(image=config.models.default_image, args=config.models.default_args),
+            ),
             self.metrics,
             demand=backlog,
             changed=changed,
+            pull_auth=_pull_auth(self.registry_credentials),
         )
         forwarder = Forwarder(
             data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
@@ -209,6 +238,7 @@ class Platform:
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
             check_telemetries=self.telemetries.check_version,
+            after_update=versions.clear,
         )
         self.invocations = Invocations(
             store,
@@ -223,6 +253,7 @@ class Platform:
         )
         services = Services(
             keys=self.keys,
+            artifacts=self.artifacts,
             functions=self.functions,
             assets=self.assets,
             deployments=self.deployments,
@@ -230,8 +261,14 @@ class Platform:
             queues=Queues(self.invocations),
             registry=self.registry,
             telemetries=self.telemetries,
+            registry_credentials=self.registry_credentials,
             overview=Overview(
-                self.functions, self.deployments, self.host, dispatcher.depth, scheduler.held_units
+                self.functions,
+                self.deployments,
+                self.host,
+                dispatcher.depth,
+                scheduler.held_units,
+                scheduler.held_resources,
             ),
             container_logs=self.container_logs,
             host=self.host,
@@ -250,6 +287,13 @@ class Platform:
     ) -> None:
         """Recover what the last run left and start the workers, each stopped by `stack`."""
         await self.assets.recover()
+        try:
+            pruned = await self.artifacts.prune()
+        except OSError as exc:
+            log.warning("could not clean up the model store: %s", exc)
+        else:
+            if pruned:
+                log.info("model store: removed %d leftover tree(s), folder(s) or blob(s)", pruned)
         self.sweeper.add("assets", self.assets.sweep)
         stack.push_async_callback(_cancel, asyncio.create_task(self.sweeper.run(), name="sweeper"))
         scheduler, dispatcher = self.scheduler, self.dispatcher
@@ -332,23 +376,43 @@ def _version_lookup(functions: FunctionsRepo) -> VersionLookup:
     return lookup
 
 
-def _launch_lookup(functions: FunctionsRepo) -> LaunchLookup:
+def _launch_lookup(
+    functions: FunctionsRepo, artifacts: Artifacts, model_server: ModelServer
+) -> LaunchLookup:
     async def launch(vid: str) -> LaunchInfo | None:
         version = await functions.get_version(vid)
         if version is None:
             return None
         try:
-            return launch_info(version, await functions.secrets(vid))
+            secrets = await functions.secrets(vid)
+        except SealBroken as exc:  # the instance fails with why, like an engine error
+            raise RuntimeFailure(str(exc)) from exc
+        try:
+            mounts = await artifacts.mounts(version)
+        except ArtifactMissing as exc:
+            return launch_info(version, secrets, unresolved=str(exc), model_server=model_server)
+        except OSError as exc:  # building a tree failed (a full disk): say so, not crash
+            why = f"the model store could not build the trees to mount: {exc}"
+            return launch_info(version, secrets, unresolved=why, model_server=model_server)
+        return launch_info(version, secrets, mounts=mounts, model_server=model_server)
+
+    return launch
+
+
+def _pull_auth(credentials: RegistryCredentials) -> PullAuthLookup:
+    async def pull_auth(nca_id: str, image: str) -> RegistryAuth | None:
+        try:
+            return await credentials.pull_auth(nca_id, image)
         except SealBroken as exc:  # the instance fails with why, like an engine error
             raise RuntimeFailure(str(exc)) from exc
 
-    return launch
+    return pull_auth
 
 
 def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
     async def versions_of(fid: str) -> list[VersionInfo]:
         return [
-            VersionInfo(v.function_id, v.version_id, v.name, v.status)
+            VersionInfo(v.function_id, v.version_id, v.name, v.status, v.rate_limit)
             for v in await functions.list_versions(fid)
             if v.nca_id == nca_id
         ]

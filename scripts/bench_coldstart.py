@@ -37,6 +37,13 @@ IMAGE = "nvcf-lite-test/echo:1"
 KEY = "nvapi-" + "B" * 60 + "bnch"
 
 
+CPUS = len(os.sched_getaffinity(0))
+UNTHROTTLED = {
+    "NVCF_LITE_RESOURCES__CPU_CORES": str(16 * CPUS),
+    "NVCF_LITE_RESOURCES__INSTANCE_TYPES": json.dumps([{"name": "CPU.x1", "cpu_cores": CPUS}]),
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,6 +99,10 @@ class Server:
                 "NVCF_LITE_SCHEDULER__SCALE_DOWN_IDLE_S": "0.3",
                 "NVCF_LITE_SCHEDULER__TICK_INTERVAL_S": "0.2",
                 "NVCF_LITE_SERVER__LOG_LEVEL": "warning",
+                # The functions run unthrottled, as before instance types had limits: a
+                # CPU.x1 quota of every core (the baseline must not be slowed down), and
+                # totals large enough that every deployment of the run is placed.
+                **UNTHROTTLED,
             }
         )
         script = Path(sys.executable).with_name("nvcf-lite")

@@ -148,6 +148,13 @@ DOCKER_SOCK = "/var/run/docker.sock"
 MB = 1e6
 
 
+CPUS = len(os.sched_getaffinity(0))
+UNTHROTTLED = {
+    "NVCF_LITE_RESOURCES__CPU_CORES": str(16 * CPUS),
+    "NVCF_LITE_RESOURCES__INSTANCE_TYPES": json.dumps([{"name": "CPU.x1", "cpu_cores": CPUS}]),
+}
+
+
 def _fast_server_module() -> Any:
     """scripts/fast_function_server.py, for the exact SSE body it answers."""
     path = ROOT / "scripts" / "fast_function_server.py"
@@ -655,6 +662,10 @@ class Server:
                 "NVCF_LITE_SERVER__ACCESS_LOG": "false",
                 "NVCF_LITE_SERVER__HOST": "127.0.0.1",
                 "NVCF_LITE_GPUS__USE_NVML": "false",
+                # The functions run unthrottled, as before instance types had limits: a
+                # CPU.x1 quota of every core (the baseline must not be slowed down), and
+                # totals large enough that every deployment of the run is placed.
+                **UNTHROTTLED,
             }
         )
         env.update(self.extra_env)

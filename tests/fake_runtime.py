@@ -7,7 +7,9 @@ prober talks to it. The image name picks the behaviour:
 - `fake/exit`: the container exits at once with code 1;
 - `fake/missing`: the image does not exist (ImageNotFound);
 - `fake/pull...`: not present until `ensure_image` "pulls" it: two layers over ~0.4 s, with
-  `pull_progress` reporting them meanwhile (then it runs like `fake/echo`).
+  `pull_progress` reporting them meanwhile (then it runs like `fake/echo`);
+- `fake/pull-private...`: the same, but its registry wants `PRIVATE_AUTH`'s username and
+  password (PullRefused without them or with others).
 `contract` tests hold this fake to the same assertions as DockerRuntime.
 """
 
@@ -20,19 +22,26 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
+
 from nvcf_lite.runtime.base import (
     LABEL_MANAGED,
     ContainerInfo,
     ContainerSpec,
     ImageNotFound,
     PullProgress,
+    PullRefused,
+    RegistryAuth,
     RuntimeFailure,
 )
 
 IMAGES = {"fake/echo", "fake/unhealthy", "fake/exit"}
 PULLABLE = "fake/pull"
+PRIVATE = "fake/pull-private"
+PRIVATE_AUTH = RegistryAuth(registry="docker.io", username="puller", password="right")
 LAYER_BYTES = 1000
 PULL_STEP_S = 0.05
+DOCKER_SHM_BYTES = 64 * 1024 * 1024  # /dev/shm when a spec sets no size, as Docker's default
 
 
 class _Container:
@@ -61,6 +70,9 @@ class _Container:
             exit_code=self.exit_code,
             host_ports=dict(self.host_ports),
             created=self.created,
+            nano_cpus=self.spec.nano_cpus,
+            memory_bytes=self.spec.memory_bytes,
+            shm_bytes=self.spec.shm_bytes or DOCKER_SHM_BYTES,
         )
 
 
@@ -79,12 +91,15 @@ class FakeRuntime:
     async def image_exists(self, image: str) -> bool:
         return image in IMAGES or image in self.pulled
 
-    async def ensure_image(self, image: str) -> bool:
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
         self._check()
         if await self.image_exists(image):
             return False
         if not image.startswith(PULLABLE):
             raise ImageNotFound(f"image '{image}' is not present locally and could not be pulled")
+        given = (auth.username, auth.password) if auth else None
+        if image.startswith(PRIVATE) and given != (PRIVATE_AUTH.username, PRIVATE_AUTH.password):
+            raise PullRefused(image, auth, "unauthorized: authentication required")
         for done in range(1, 9):  # two layers of LAYER_BYTES, a quarter at a time
             await asyncio.sleep(PULL_STEP_S)
             self.pulls[image] = PullProgress(
@@ -148,7 +163,9 @@ class FakeRuntime:
 
     async def list_managed(self) -> list[ContainerInfo]:
         self._check()
-        return [c.info() for c in self.containers.values()]
+        # as Docker's listing: no limits (only inspect reads the HostConfig)
+        unlimited = {"nano_cpus": None, "memory_bytes": None, "shm_bytes": None}
+        return [msgspec.structs.replace(c.info(), **unlimited) for c in self.containers.values()]
 
     async def remove(self, container_id: str, *, stop_timeout_s: float = 5.0) -> None:
         c = self.containers.pop(container_id, None)

@@ -7,6 +7,9 @@ are new to the engine (it has to download every byte, no "Already exists"). It a
 `GET/HEAD /v2/`, `/v2/<name>/manifests/<tag|digest>` (schema 2) and `/v2/<name>/blobs/<digest>`.
 The Docker engine treats registries on 127.0.0.0/8 as insecure (plain HTTP) by default.
 
+Auth: with `basic_auth=(username, password)` every request needs those Basic credentials; any
+other gets 401 with a Basic challenge, as a registry behind htpasswd answers.
+
 Throttling: `rate_bytes_s` sends layer blobs at that rate, in small chunks, so a pull can take
 longer than a stall window while progressing all the time. `stall_after_bytes` sends that much
 of the largest layer and then nothing more until the registry closes (a hung registry).
@@ -14,6 +17,7 @@ of the largest layer and then nothing more until the registry closes (a hung reg
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -118,8 +122,10 @@ class TestRegistry:
         tag: str = "1",
         rate_bytes_s: float | None = None,
         stall_after_bytes: int | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         self.client, self.name, self.tag = client, name, tag
+        self.basic_auth = basic_auth
         self.rate_bytes_s, self.stall_after_bytes = rate_bytes_s, stall_after_bytes
         self.built = build_image(*saved_image(client, source))
         self.closing = threading.Event()
@@ -176,6 +182,10 @@ class TestRegistry:
                     time.sleep(ahead)
 
 
+def _basic(credentials: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+
+
 def _handler(registry: TestRegistry) -> type[BaseHTTPRequestHandler]:
     built = registry.built
     prefix = f"/v2/{registry.name}/"
@@ -194,6 +204,12 @@ def _handler(registry: TestRegistry) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: bool) -> None:
             registry.requests.append(f"{self.command} {self.path}")
+            if registry.basic_auth and self.headers.get("Authorization") != _basic(
+                registry.basic_auth
+            ):
+                error = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+                self.close_connection = True
+                return self._send(401, json.dumps(error).encode(), "application/json", body)
             path = self.path.split("?")[0]
             if path in ("/v2", "/v2/"):
                 return self._send(200, b"{}", "application/json", body)
@@ -217,6 +233,8 @@ def _handler(registry: TestRegistry) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="nvcf-lite-test"')
             if ref:
                 self.send_header("Docker-Content-Digest", ref)
             self.end_headers()

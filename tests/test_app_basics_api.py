@@ -77,3 +77,14 @@ def test_malformed_authorization_is_401(client: TestClient[Any]) -> None:
     for header in ("Basic abc", "Bearer", "Bearer nvapi-short", ADMIN_KEY):
         r = client.get("/v2/products", headers={"Authorization": header})
         assert r.status_code == 401, header
+
+
+def test_options_lists_every_method_of_the_path(client: TestClient[Any]) -> None:
+    # Litestar's own answer named only the methods of the first handler registered on a path
+    for path, allow in [
+        ("/v2/nvcf/functions", "GET, OPTIONS, POST"),
+        ("/v2/orgs/local/nvcf/functions", "GET, OPTIONS, POST"),
+        (f"/v2/nvcf/assets/{'0' * 8}-0000-4000-8000-{'0' * 12}", "DELETE, GET, OPTIONS"),
+    ]:
+        r = client.options(path)
+        assert r.status_code == 204 and r.headers["allow"] == allow, (path, r.headers)

@@ -152,10 +152,10 @@ def test_a4_twice_is_404_and_removes_the_file(client: Client) -> None:
     )
 
 
-def test_a5_before_upload_is_400(client: Client) -> None:
+def test_a5_before_upload_is_409(client: Client) -> None:
     created = create(client)
     doc = problem(
-        client.get(f"{PLAIN}/assets/{created['assetId']}/content-redirect", headers=bearer()), 400
+        client.get(f"{PLAIN}/assets/{created['assetId']}/content-redirect", headers=bearer()), 409
     )
     assert "not been uploaded" in doc["detail"]
 

@@ -2,8 +2,10 @@
 
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
-endpoints (R1, R2), telemetries (E1-E5) and the nvcf-lite extensions: status (X1) and
-container logs (L1, L2); functions (F1-F9) are in test_auth_functions_api.
+endpoints (R1, R2), registry credentials (C1-C6: add, list, get, update, delete, recognized
+registries), telemetries (E1-E5) and the nvcf-lite extensions: status (X1), container logs
+(L1, L2) and the model store (M1-M4);
+functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
 function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepted without one.
@@ -12,24 +14,28 @@ function-scoped endpoints. No Docker is needed: a deployment on `CPU` is accepte
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from artifact_support import tar_body
 from conftest import bearer
 from function_support import PLAIN, create, problem
 from litestar.testing import TestClient
 from telemetry_support import create_telemetry, telemetry_body
 
 from nvcf_lite.models import SCOPES
-from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, UnavailableRuntime
+from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, RegistryAuth, UnavailableRuntime
 
 CPU_SPEC = {"gpu": "CPU", "instanceType": "CPU.x1", "minInstances": 0, "maxInstances": 1}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 DEPLOY = ("deploy_function",)
 INVOKE = ("invoke_function",)
 QUEUE = ("queue_details",)
+REGISTRY = ("manage_registry_credentials",)
+CREDS = base64.b64encode(b"puller:registry-password").decode()
 
 # endpoint -> (the scopes that open it, the status the opening scope gets)
 ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
@@ -46,7 +52,7 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "A2": (INVOKE, 200),
     "A3": (INVOKE, 200),
     "A4": (INVOKE, 204),
-    "A5": (INVOKE, 400),  # the asset was reserved but never uploaded
+    "A5": (INVOKE, 409),  # the asset was reserved but never uploaded
     "I1": (INVOKE, 404),  # an INACTIVE function is not invocable
     "I2": (INVOKE, 404),
     "I3": (INVOKE, 404),  # an unknown request id
@@ -61,20 +67,32 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "E3": (("manage_telemetries",), 200),
     "E4": (("manage_telemetries",), 204),  # the target telemetry is used by no version
     "E5": (("update_secrets",), 204),
+    "C1": (REGISTRY, 200),
+    "C2": (REGISTRY, 200),
+    "C3": (REGISTRY, 200),
+    "C4": (REGISTRY, 200),
+    "C5": (REGISTRY, 204),
+    "C6": (REGISTRY, 200),
     "X1": (("list_functions_details",), 200),
     "L1": (("list_functions_details",), 200),  # nvcf-lite extension: container logs
     "L2": (("list_functions_details",), 200),
+    "M1": (("list_functions", "list_functions_details"), 200),  # nvcf-lite: the model store
+    "M2": (("list_functions", "list_functions_details"), 404),  # nothing pushed
+    "M3": (("register_function",), 200),
+    "M4": (("delete_function",), 404),
 }
 
 
 @dataclass
 class Targets:
-    """What the matrix calls address: two functions, a deployment, an asset, a telemetry."""
+    """What the matrix calls address: two functions, a deployment, an asset, a registry
+    credential and a telemetry."""
 
     fresh: dict[str, Any]  # registered, not deployed
     deployed: dict[str, Any]  # deployed on CPU (min 0: ACTIVE at once)
     deployment: dict[str, Any]
     asset_id: str
+    credential_id: str
     telemetry_id: str
 
     @property
@@ -100,8 +118,19 @@ def make_targets(client: TestClient[Any]) -> Targets:
         f"{PLAIN}/assets", json={"contentType": "text/plain", "description": "x"}, headers=bearer()
     )
     assert r.status_code == 200, r.text
-    telemetry = create_telemetry(client)
-    return Targets(fresh, deployed, deployment, r.json()["assetId"], telemetry["telemetryId"])
+    asset_id = r.json()["assetId"]
+    r = client.post(
+        f"{PLAIN}/registry-credentials", json=credential("lab.example"), headers=bearer()
+    )
+    assert r.status_code == 200, r.text
+    credential_id = r.json()["registryCredential"]["registryCredentialId"]
+    telemetry_id = create_telemetry(client)["telemetryId"]
+    return Targets(fresh, deployed, deployment, asset_id, credential_id, telemetry_id)
+
+
+def credential(host: str) -> dict[str, Any]:
+    secret = {"name": "lab", "value": CREDS}
+    return {"registryHostname": host, "secret": secret, "artifactTypes": ["CONTAINER"]}
 
 
 def request(
@@ -119,6 +148,7 @@ def request(
     new, live = fresh or targets.fresh, deployed or targets.deployed
     dep = f"{PLAIN}/deployments/functions/{live['id']}/versions/{live['versionId']}"
     update = {**CPU_SPEC, "gpuSpecificationId": targets.spec_id, "maxInstances": 2}
+    cred = f"{PLAIN}/registry-credentials/{targets.credential_id}"
     method, path, payload = {
         "D1": (
             "POST",
@@ -177,10 +207,22 @@ def request(
             f"{PLAIN}/secrets/telemetries/{targets.telemetry_id}",
             {"secret": {"name": "otel", "value": "new"}},
         ),
+        "C1": ("POST", f"{PLAIN}/registry-credentials", credential("other.example")),
+        "C2": ("GET", f"{PLAIN}/registry-credentials", None),
+        "C3": ("GET", cred, None),
+        "C4": ("PATCH", cred, {"secret": {"name": "lab", "value": CREDS}}),
+        "C5": ("DELETE", cred, None),
+        "C6": ("GET", f"{PLAIN}/recognized-registries", None),
         "X1": ("GET", "/v2/nvcf-lite/status", None),
         "L1": ("GET", f"{PLAIN}/functions/{live['id']}/logs", None),
         "L2": ("GET", f"{PLAIN}/functions/{new['id']}/versions/{new['versionId']}/logs", None),
+        "M1": ("GET", "/v2/nvcf-lite/models", None),
+        "M2": ("GET", "/v2/nvcf-lite/models/m/versions/1", None),
+        "M3": ("PUT", "/v2/nvcf-lite/resources/r/versions/1", tar_body({"f": b"x"})),
+        "M4": ("DELETE", "/v2/nvcf-lite/models/m/versions/1", None),
     }[name]
+    if isinstance(payload, bytes):
+        return client.request(method, path, content=payload, headers=headers)
     return client.request(method, path, json=payload, headers=headers)
 
 
@@ -312,7 +354,7 @@ class StuckRuntime(UnavailableRuntime):
     async def image_exists(self, image: str) -> bool:
         return True
 
-    async def ensure_image(self, image: str) -> bool:
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
         return False
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:

@@ -123,7 +123,8 @@ def test_backup_holds_the_database_keys_and_blobs_with_a_manifest(
     assert f"in {root / 'bk'}" in backed_up["dir"].stdout
     manifest = json.loads((root / "bk" / "manifest.json").read_text())
     aid = backed_up["asset"]["assetId"]
-    assert set(manifest["files"]) == {"nvcf-lite.db", "signing.key", f"blobs/assets/{aid}"}
+    keys = {"signing.key", "secrets.key"}  # secrets.key: what function secrets are sealed with
+    assert set(manifest["files"]) == {"nvcf-lite.db", *keys, f"blobs/assets/{aid}"}
     assert manifest["schema_version"] == latest_version() and manifest["format"] == 1
     assert manifest["nvcf_lite_version"] and manifest["created_at"].endswith("+00:00")
     entry = manifest["files"][f"blobs/assets/{aid}"]
@@ -133,7 +134,8 @@ def test_backup_holds_the_database_keys_and_blobs_with_a_manifest(
     with tarfile.open(root / "bk.tar.gz") as tar:
         names = {m.name for m in tar.getmembers() if m.isfile()}
     assert names == {*manifest["files"], "manifest.json"}
-    assert (root / "bk" / "signing.key").stat().st_mode & 0o777 == 0o600
+    for key in keys:
+        assert (root / "bk" / key).stat().st_mode & 0o777 == 0o600
 
 
 def test_restore_brings_back_functions_assets_keys_and_signed_urls(
@@ -147,7 +149,8 @@ def test_restore_brings_back_functions_assets_keys_and_signed_urls(
     done = cli(target, "restore", str(root / "bk.tar.gz"))
     assert done.returncode == 0, done.stderr
     assert f"into {target}" in done.stdout
-    assert (target / "signing.key").read_bytes() == (root / "a/data/signing.key").read_bytes()
+    for key in ("signing.key", "secrets.key"):
+        assert (target / key).read_bytes() == (root / "a/data" / key).read_bytes()
     restored = server(root / "b").start()
     try:
         fid = backed_up["fn"]["id"]

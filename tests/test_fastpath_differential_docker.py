@@ -117,9 +117,11 @@ def test_refusals_are_the_same_on_both_paths(bare: TestClient[Any]) -> None:
     status, _, body = same_three_ways(send, UNKNOWN)
     assert status == 404 and UNKNOWN in body["detail"]
     assert same_three_ways(send, UNKNOWN, vid=UNKNOWN)[0] == 404
-    for malformed in ("-" * 36, "0" * 36):  # the fast path's pattern, no uuid: no route
-        assert same_three_ways(send, malformed)[2]["detail"] == "Not Found"
-        assert same_three_ways(send, UNKNOWN, vid=malformed)[0] == 404
+    for malformed in ("-" * 36, "0" * 36):  # the fast path's pattern, no uuid: a 400
+        status, _, body = same_three_ways(send, malformed)
+        assert status == 400 and body["detail"].endswith(f"'{malformed}' is not a UUID")
+        assert same_three_ways(send, UNKNOWN, vid=malformed)[0] == 400
+        assert same_three_ways(send, malformed, key=None)[0] == 401  # the key comes first
     for bad in ("x", "-1.5", "99999"):
         status, _, body = same_three_ways(send, UNKNOWN, headers={"NVCF-POLL-SECONDS": bad})
         assert status == 400 and "NVCF-POLL-SECONDS" in body["detail"], bad

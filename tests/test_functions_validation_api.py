@@ -98,6 +98,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("helm without service", body(containerImage=..., helmChart="c"), "'helmChartServiceName'"),
     ("service without helm", body(helmChartServiceName="svc"), "'helmChartServiceName'"),
+    (
+        "helm chart: nvcf-lite has no Kubernetes",
+        body(containerImage=..., helmChart="ngc://c", helmChartServiceName="svc"),
+        "'helmChart' functions need Kubernetes",
+    ),
     # containerEnvironment
     ("env missing value", body(containerEnvironment=[{"key": "A"}]), "value"),
     ("env missing key", body(containerEnvironment=[{"value": "1"}]), "key"),
@@ -309,11 +314,6 @@ VALID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "models alone",
         body(containerImage=..., models=[{"name": "m", "version": "1", "uri": "u"}]),
         {"models": [{"name": "m", "version": "1", "uri": "u"}]},
-    ),
-    (
-        "helm chart",
-        body(containerImage=..., helmChart="ngc://c", helmChartServiceName="svc"),
-        {"helmChart": "ngc://c", "helmChartServiceName": "svc"},
     ),
     (
         "resources dedupe",

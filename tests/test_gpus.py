@@ -60,7 +60,34 @@ def test_gpus_command_prints_the_nvml_reason_and_simulated_gpus(tmp_path: Path) 
         for gpu in inventory.gpus:
             assert f"GPU {gpu.index}: {gpu.name} {gpu.uuid} {gpu.memory_mb} MiB" in lines
     assert "simulated: 2 x L40 (46068 MiB)" in lines
-    assert lines[-2:] == ["  L40: L40.GPU.1x, L40.GPU.2x", "  CPU: CPU.x1"]
+    at = lines.index("deployable (gpu: instance types):")
+    assert lines[at + 1 : at + 3] == ["  L40: L40.GPU.1x, L40.GPU.2x", "  CPU: CPU.x1"]
+
+
+def test_gpus_command_prints_what_each_instance_type_gets(tmp_path: Path) -> None:
+    overrides = json.dumps([{"name": "CPU.x1", "cpu_cores": 0.5}, {"name": "T4.GPU.1x"}])
+    env = clean_env(
+        tmp_path,
+        NVCF_LITE_GPUS__SIMULATED=SIMULATED,
+        NVCF_LITE_GPUS__CPU_INSTANCE_MAX="4",
+        NVCF_LITE_RESOURCES__CPU_CORES="4",
+        NVCF_LITE_RESOURCES__MEMORY_MB="8192",
+        NVCF_LITE_RESOURCES__INSTANCE_TYPES=overrides,
+    )
+    done = nvcf_lite("gpus", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    at = lines.index("each instance gets (CPU quota, memory limit, shared memory):")
+    assert lines[at - 1] == (
+        "instances share 4 CPU cores and 8192 MiB of memory "
+        "(CPU: resources.cpu_cores; memory: resources.memory_mb)"
+    )
+    assert lines[at + 1 :] == [
+        "  L40.GPU.1x: 2 CPU cores, 4096 MiB memory, 1024 MiB /dev/shm",
+        "  L40.GPU.2x: 4 CPU cores, 8192 MiB memory, 1024 MiB /dev/shm",
+        "  CPU.x1: 0.5 CPU cores, 2048 MiB memory, 1024 MiB /dev/shm",
+        "resources.instance_types T4.GPU.1x: not an instance type of this host (unused)",
+    ]
 
 
 def test_gpus_command_honours_use_nvml(tmp_path: Path) -> None:
@@ -83,6 +110,9 @@ def simulated(app_factory: Callable[..., TestClient[Any]], tmp_path: Path) -> Te
         NVCF_LITE_GPUS__USE_NVML="false",
         NVCF_LITE_GPUS__SIMULATED=SIMULATED,
         NVCF_LITE_GPUS__CPU_INSTANCE_MAX="4",
+        NVCF_LITE_RESOURCES__CPU_CORES="4",
+        NVCF_LITE_RESOURCES__MEMORY_MB="16384",
+        NVCF_LITE_RESOURCES__SHM_SIZE_MB="2048",
     )
     return app_factory(config)
 
@@ -99,12 +129,35 @@ def test_cluster_groups_name_simulated_gpus_and_cpu(
     assert group["id"] and group["clusters"][0]["id"] == "local"
     gpus = {g["name"]: g["instanceTypes"] for g in group["gpus"]}
     assert list(gpus) == ["L40", "CPU"]
+    # names as clients read them; what an instance gets in words and in nvcf-lite's fields
     assert gpus["L40"] == [
-        {"name": "L40.GPU.1x", "description": "1x L40 (44 GiB each)", "default": True},
-        {"name": "L40.GPU.2x", "description": "2x L40 (44 GiB each)", "default": False},
+        {
+            "name": "L40.GPU.1x",
+            "description": "1x L40 (44 GiB each); 2 CPU cores, 8192 MiB memory, 2048 MiB /dev/shm",
+            "default": True,
+            "cpuCores": 2.0,
+            "memoryMb": 8192,
+            "shmSizeMb": 2048,
+        },
+        {
+            "name": "L40.GPU.2x",
+            "description": "2x L40 (44 GiB each); 4 CPU cores, 16.0 GiB memory, 2048 MiB /dev/shm",
+            "default": False,
+            "cpuCores": 4.0,
+            "memoryMb": 16384,
+            "shmSizeMb": 2048,
+        },
     ]
     assert gpus["CPU"] == [
-        {"name": "CPU.x1", "description": "one container with no GPU", "default": True}
+        {
+            "name": "CPU.x1",
+            "description": "one container with no GPU; 1 CPU core, 4096 MiB memory, "
+            "2048 MiB /dev/shm",
+            "default": True,
+            "cpuCores": 1.0,
+            "memoryMb": 4096,
+            "shmSizeMb": 2048,
+        }
     ]
 
 

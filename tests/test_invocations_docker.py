@@ -345,6 +345,27 @@ def test_not_invocable_functions_are_404(api: TestClient[Any]) -> None:
 # -- queues: 202 pending-evaluation, depth, position, 429 (§2.4) --------------------------------
 
 
+def test_a_rate_limit_refuses_beyond_it_with_429_and_retry_after(api: TestClient[Any]) -> None:
+    fid, vid = echo(api)
+    path = f"/v2/nvcf/functions/{fid}/versions/{vid}"
+    # A day's window, so the test never straddles a boundary (but at midnight UTC).
+    limit = {"rateLimit": {"rateLimit": "2-D", "perUserRate": "1-D"}}
+    assert api.put(path, json=limit, headers=bearer()).status_code == 200
+    other = mint(api, "invoke_function")  # a second key of the same account
+    assert invoke(api, fid, {"n": 1}).status_code == 200
+    doc = problem(invoke(api, fid, {"n": 2}), 429)  # this key's one a day is used
+    assert "caller rate limit of 1 per day" in doc["detail"], doc
+    assert invoke(api, fid, {"n": 3}, headers=bearer(other)).status_code == 200
+    r = invoke(api, fid, {"n": 4}, headers=bearer(other), vid=vid)
+    doc = problem(r, 429)  # the account's two a day are used
+    assert "account rate limit of 2 per day (2-D)" in doc["detail"], doc
+    assert 1 <= int(r.headers["retry-after"]) <= 86400
+    # a refused call never reached the container, and clearing the limit applies at once
+    assert api.put(path, json={"rateLimit": None}, headers=bearer()).status_code == 200
+    r = invoke(api, fid, {"n": 5})
+    assert r.status_code == 200 and r.json()["body"] == {"n": 5}
+
+
 def test_queue_depth_position_and_429_while_saturated(
     start: Callable[..., TestClient[Any]],
 ) -> None:

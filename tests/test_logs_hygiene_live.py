@@ -1,9 +1,9 @@
 """Log hygiene of a real `nvcf-lite serve` at `log_level=debug` with the access log on, in text
 and in JSON: after traffic that carries every kind of credential (the admin key, a minted bearer
 token, Basic credentials, signed upload/download/large-result URLs, secret values registered and
-updated and read by the function, a telemetry token sent to a refusing endpoint), none of them
-appears anywhere in the server's stdout+stderr, while the lines about functions and instances
-carry their ids."""
+updated and read by the function, registry credentials added, replaced and sent with a pull, a
+telemetry token sent to a refusing endpoint), none of them appears anywhere in the server's
+stdout+stderr, while the lines about functions and instances carry their ids."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ NEW_SECRET = "second-secret-value-Kp27"
 TELEMETRY_SECRET = "telemetry-token-Wm40"
 TELEMETRY_NEW = "telemetry-token-Hx93"
 BASIC = base64.b64encode(f"$oauthtoken:{ADMIN_KEY}".encode()).decode()
+REGISTRY_PASSWORDS = ("registry-password-Fq40", "registry-password-rotated-Zn83")
 
 
 class Client:
@@ -174,7 +175,37 @@ def traffic(api: Client) -> tuple[str, str, list[str]]:
         lambda: "export failed" in api.log_path.read_text(errors="replace"),
         what="the telemetry export failure in the log",
     )
+    leaks += registry_traffic(api)
     return fid, vid, leaks
+
+
+def registry_traffic(api: Client) -> list[str]:
+    """A registry credential added and replaced, then sent with a pull (that cannot reach its
+    registry); returns the passwords and their base64 forms."""
+    host = "127.0.0.1:1"  # nothing listens: the pull fails at once
+    values = [base64.b64encode(f"puller:{p}".encode()).decode() for p in REGISTRY_PASSWORDS]
+    body = {
+        "registryHostname": host,
+        "secret": {"name": "lab", "value": values[0]},
+        "artifactTypes": ["CONTAINER"],
+    }
+    cid = api.json("POST", "/v2/nvcf/registry-credentials", body)["registryCredential"][
+        "registryCredentialId"
+    ]
+    patch = {"secret": {"name": "lab", "value": values[1]}}
+    api.json("PATCH", f"/v2/nvcf/registry-credentials/{cid}", patch)
+    fn = api.json("POST", "/v2/nvcf/functions", function_body("private", f"{host}/hygiene:1"))[
+        "function"
+    ]
+    path = f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
+    api.json("POST", path, deploy_body())
+
+    def pull_failed() -> bool:
+        deployment = api.json("GET", path)["deployment"]
+        return bool(deployment.get("healthInfo"))
+
+    wait_for(pull_failed, what="the private image's pull to fail")
+    return [*REGISTRY_PASSWORDS, *values]
 
 
 @pytest.fixture
@@ -199,6 +230,7 @@ def test_no_credential_or_secret_reaches_the_log(server: ServerProcess) -> None:
     for leak in leaks:
         assert leak not in text, f"{leak[:12]}... is in the log"
     assert "nvapi-" not in text.replace("nvapi-[REDACTED]", "")
+    assert "pulling image 127.0.0.1:1/hygiene:1" in text  # the pull that sent a credential
     json_mode = server.env["NVCF_LITE_SERVER__LOG_FORMAT"] == "json"
     lines = [line for line in text.splitlines() if line.strip()]
     if json_mode:

@@ -58,3 +58,28 @@ def test_the_vendored_files_are_the_pinned_release(client: TestClient[Any]) -> N
         assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == digest, name
     assert client.get("/openapi/static/swagger-ui/nothing.js").status_code == 404
     assert client.get("/openapi/openapi.json").json()["info"]["title"] == "nvcf-lite"
+
+
+def test_every_operation_documents_its_problem_answers(client: TestClient[Any]) -> None:
+    doc = client.get("/openapi/openapi.json").json()
+    assert doc["components"]["schemas"]["Problem"]["required"] == [
+        "type",
+        "title",
+        "status",
+        "detail",
+    ]
+    operations = 0
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch"):
+                continue
+            operations += 1
+            responses = operation["responses"]
+            for code in ("400", "401", "403", "404", "413", "429", "default"):
+                content = responses[code]["content"]
+                assert list(content) == ["application/problem+json"], (path, method, code)
+            if method != "get":
+                assert "409" in responses, (path, method)
+            if "/pexec/" in path:
+                assert {"502", "503", "504"} <= set(responses), (path, method)
+    assert operations > 100

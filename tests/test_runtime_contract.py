@@ -1,6 +1,7 @@
 """The fake runtime of the scheduler unit tests is held to what the Docker runtime does:
 the same assertions run on both (labels, published loopback ports, exits, missing images,
-listing, pause/unpause, idempotent removal, pull progress while an image is pulled)."""
+listing, pause/unpause, idempotent removal, pull progress while an image is pulled, pulls
+from a registry that wants credentials)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip
+from fake_runtime import PRIVATE_AUTH
 from registry_support import TestRegistry
 from runtime_support import LABEL, Kind, healthy, spec
 
-from nvcf_lite.runtime.base import LABEL_INSTANCE_ID, LABEL_MANAGED, ImageNotFound, PullProgress
+from nvcf_lite.runtime.base import (
+    LABEL_INSTANCE_ID,
+    LABEL_MANAGED,
+    ImageNotFound,
+    PullProgress,
+    PullRefused,
+    RegistryAuth,
+)
 
 
 async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> None:
@@ -26,6 +36,23 @@ async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> N
     assert len(listed) == 1 and listed[0].labels[LABEL] == kind.images["run"]
     again = await kind.runtime.inspect(info.id)
     assert again is not None and again.host_ports == info.host_ports
+
+
+async def test_limits_are_given_and_read_back_by_inspect_not_by_listing(kind: Kind) -> None:
+    mib = 1024 * 1024
+    limited = msgspec.structs.replace(
+        spec(kind, "echo", "limits"),
+        nano_cpus=250_000_000,
+        memory_bytes=96 * mib,
+        shm_bytes=32 * mib,
+    )
+    info = await kind.runtime.create_and_start(limited)
+    assert (info.nano_cpus, info.memory_bytes, info.shm_bytes) == (250_000_000, 96 * mib, 32 * mib)
+    plain = await kind.runtime.create_and_start(spec(kind, "echo", "no-limits"))
+    assert (plain.nano_cpus, plain.memory_bytes) == (None, None)
+    assert plain.shm_bytes == 64 * mib  # the engine's default /dev/shm
+    listed = [c for c in await kind.runtime.list_managed() if c.id == info.id]
+    assert [(c.nano_cpus, c.memory_bytes, c.shm_bytes) for c in listed] == [(None, None, None)]
 
 
 async def test_exiting_container_reports_its_exit_code(kind: Kind) -> None:
@@ -95,3 +122,32 @@ async def test_a_pull_reports_layer_and_byte_progress_while_it_runs(kind: Kind) 
     done = [p.bytes_done for p in seen]
     assert done == sorted(done) and done[0] < done[-1] <= seen[-1].bytes_total
     assert 0 < len({p.bytes_done for p in seen if p.bytes_done < p.bytes_total})
+
+
+@contextmanager
+def private(k: Kind) -> Iterator[tuple[str, RegistryAuth]]:
+    """An image whose registry wants a username and password, and the right ones."""
+    if k.name == "fake":
+        yield f"fake/pull-private-{k.images['run']}", PRIVATE_AUTH
+        return
+    basic = ("puller", "right-password")
+    with TestRegistry(docker_client_or_skip(), ECHO_IMAGE, basic_auth=basic) as registry:
+        host = f"127.0.0.1:{registry.port}"
+        yield registry.image, RegistryAuth(registry=host, username=basic[0], password=basic[1])
+
+
+async def test_a_registry_that_wants_credentials_refuses_a_pull_without_the_right_ones(
+    kind: Kind,
+) -> None:
+    with private(kind) as (image, auth):
+        with pytest.raises(PullRefused) as refused:
+            await kind.runtime.ensure_image(image)
+        assert refused.value.auth is None and refused.value.image == image
+        wrong = RegistryAuth(registry=auth.registry, username=auth.username, password="wrong")
+        with pytest.raises(PullRefused) as rejected:
+            await kind.runtime.ensure_image(image, wrong)
+        assert rejected.value.auth == wrong
+        assert "wrong" not in str(rejected.value)  # the password is never in the reason
+        assert not await kind.runtime.image_exists(image)
+        assert await kind.runtime.ensure_image(image, auth) is True
+        assert await kind.runtime.image_exists(image)

@@ -3,13 +3,15 @@
 The server deploys the echo function on a simulated L40 (Docker containers for real); the
 status table and `--json` show the version ACTIVE with its instance (its GPU unit, the same
 one Docker's container was given), its age, the requests in flight and queued while two slow
-requests share its one slot, and the host's GPU units used and free. An unreachable server,
+requests share its one slot, the host's GPU units used and free, and the CPU and memory its
+instances hold. An unreachable server,
 a refused key and a missing key are clear errors with a non-zero exit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -30,6 +32,8 @@ EXE = str(Path(sys.executable).with_name("nvcf-lite"))
 def status(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`nvcf-lite status ...` from a directory without a config, in a clean environment."""
     environ = {"PATH": "/usr/bin:/bin", "NVCF_LITE_SYSTEM_CONFIG": str(tmp_path / "none.toml")}
+    if os.environ.get("PYTHONPATH"):  # a checkout run through another checkout's venv
+        environ["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [EXE, "status", *args],
         cwd=tmp_path,
@@ -42,7 +46,12 @@ def status(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 @pytest.fixture
 def server(tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
-    env = docker_env(ns, NVCF_LITE_GPUS__SIMULATED=SIMULATED)
+    env = docker_env(
+        ns,
+        NVCF_LITE_GPUS__SIMULATED=SIMULATED,
+        NVCF_LITE_RESOURCES__CPU_CORES="2",  # a share of each L40 unit: 1 core, 2048 MiB
+        NVCF_LITE_RESOURCES__MEMORY_MB="4096",
+    )
     env["NVCF_LITE_SYSTEM_CONFIG"] = str(tmp_path / "none.toml")
     proc = ServerProcess(tmp_path / "server", env=env).start()
     yield proc
@@ -71,6 +80,7 @@ def test_status_shows_the_function_its_instance_queue_and_gpu_units(
     out = table.stdout
     assert f"at http://127.0.0.1:{port}: ok" in out and "docker ok" in out
     assert "GPU units: L40 1 used, 1 free (of 2)" in out
+    assert "CPU and memory held by instances: 1 of 2 cores, 2048 of 4096 MiB" in out
     (row,) = [line for line in out.splitlines() if vid in line]
     assert row.split()[:6] == ["status-echo", fid, vid, "ACTIVE", "0", "1/1"]
     (inst_row,) = [line for line in out.splitlines() if vid[:8] in line and vid not in line]
@@ -82,6 +92,12 @@ def test_status_shows_the_function_its_instance_queue_and_gpu_units(
     assert answer.returncode == 0, answer.stderr
     report = json.loads(answer.stdout)
     assert report["gpus"] == [{"gpu": "L40", "total": 2, "used": 1, "free": 1}]
+    assert report["resources"] == {
+        "cpuCores": 2.0,
+        "cpuCoresHeld": 1.0,
+        "memoryMb": 4096,
+        "memoryMbHeld": 2048,
+    }
     (fn,) = [f for f in report["functions"] if f["functionId"] == fid]
     (version,) = fn["versions"]
     assert version["status"] == "ACTIVE" and version["queueDepth"] == 0

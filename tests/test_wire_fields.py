@@ -27,6 +27,7 @@ import pytest
 
 import nvcf_lite.api
 import nvcf_lite.store
+from nvcf_lite.api.artifacts import ArtifactFileWire, ArtifactWire
 from nvcf_lite.api.assets import (
     AssetWire,
     CreateAssetRequest,
@@ -59,9 +60,16 @@ from nvcf_lite.api.functions import (
     UpdateFunctionRequest,
 )
 from nvcf_lite.api.queues import QueueWire
+from nvcf_lite.api.registry_credentials import (
+    AddRegistryCredentialRequest,
+    RegistryCredentialWire,
+    RegistrySecretWire,
+    UpdateRegistryCredentialRequest,
+)
 from nvcf_lite.api.status import (
     FunctionStatusWire,
     GpuUsageWire,
+    ResourceUsageWire,
     StatusResponse,
     VersionStatusWire,
 )
@@ -77,10 +85,23 @@ from nvcf_lite.domain.function_rules import (
     ModelUpdate,
 )
 from nvcf_lite.domain.invocations import QueueEntry
-from nvcf_lite.domain.status import FunctionStatusView, GpuUsage, StatusReport, VersionStatus
+from nvcf_lite.domain.registry_credentials import (
+    RegistryCredentialInput,
+    RegistryCredentialUpdate,
+    RegistrySecretInput,
+)
+from nvcf_lite.domain.status import (
+    FunctionStatusView,
+    GpuUsage,
+    ResourceUsage,
+    StatusReport,
+    VersionStatus,
+)
 from nvcf_lite.domain.telemetries import TelemetryInput
 from nvcf_lite.models import (
     ActiveInstance,
+    Artifact,
+    ArtifactFile,
     Asset,
     Deployment,
     EnvVar,
@@ -95,6 +116,7 @@ from nvcf_lite.models import (
     Priority,
     PullProgress,
     RateLimit,
+    RegistryCredential,
     ResourceRef,
     SpecState,
     Telemetries,
@@ -246,6 +268,14 @@ TWINS: tuple[Twin, ...] = (
             "sha256": ASSET_INTERNAL,
         },
     ),
+    # -- the model store (M1-M4) -----------------------------------------------------------
+    Twin(
+        ArtifactWire,
+        Artifact,
+        ENCODE,  # by hand in api/artifacts.artifact_wire
+        left_only={"uri": "derived: nvcf-lite://{kind}s/{name}/{version}, what a function names"},
+    ),
+    Twin(ArtifactFileWire, ArtifactFile, ENCODE),
     # -- queues (Q1/Q2) --------------------------------------------------------------------
     Twin(
         QueueWire,
@@ -258,6 +288,11 @@ TWINS: tuple[Twin, ...] = (
             "queue_depth": "depth",
         },
     ),
+    # -- registry credentials (spec §2.8) ---------------------------------------------------
+    Twin(AddRegistryCredentialRequest, RegistryCredentialInput, DECODE),
+    Twin(UpdateRegistryCredentialRequest, RegistryCredentialUpdate, DECODE),
+    Twin(RegistrySecretWire, RegistrySecretInput, DECODE),
+    Twin(RegistryCredentialWire, RegistryCredential, ENCODE),
     # -- GET /v2/nvcf-lite/status ----------------------------------------------------------
     Twin(StatusResponse, StatusReport, ENCODE),
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
@@ -266,6 +301,7 @@ TWINS: tuple[Twin, ...] = (
     # -- telemetries (E1-E5) ---------------------------------------------------------------
     Twin(TelemetryRequest, TelemetryInput, DECODE),
     Twin(TelemetryWire, Telemetry, ENCODE),
+    Twin(ResourceUsageWire, ResourceUsage, ENCODE),
 )
 
 # Wire structs with no domain twin, and why.
@@ -289,6 +325,12 @@ WIRE_ONLY: Mapping[str, str] = {
     "TelemetryResponse": "envelope of TelemetryWire",
     "ListTelemetryResponse": "envelope of TelemetryWire",
     "UpdateTelemetrySecretRequest": "envelope of SecretWire",
+    "ArtifactResponse": "envelope of ArtifactWire",
+    "ListArtifactsResponse": "envelope of ArtifactWire",
+    "RegistryCredentialResponse": "envelope of RegistryCredentialWire",
+    "ListRegistryCredentialsResponse": "envelope of RegistryCredentialWire",
+    "RecognizedRegistriesResponse": "artifact type -> RecognizedRegistryWire",
+    "RecognizedRegistryWire": "from the well-known registries, the mirrors and the credentials",
     # decoded and used directly: its fields are the handler's arguments
     "CreateAssetRequest": "its fields are Assets.create's arguments (test below)",
     "CallerInfoRequest": "one form field, the key to verify",

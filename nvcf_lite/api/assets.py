@@ -123,7 +123,8 @@ class AssetsController(Controller):
 ASSET_HANDLERS: list[ControllerRouterHandler] = [AssetsController]
 
 
-async def _body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+async def request_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+    """A streamed request body, chunk by chunk (asset uploads, model store pushes)."""
     try:
         async for chunk in request.stream():
             if chunk:
@@ -148,7 +149,7 @@ async def upload_asset(
 ) -> Response[bytes]:
     """The signed PUT of an asset's bytes (the A1 uploadUrl); 200 with an empty body, as S3."""
     query = dict(request.query_params.items())
-    asset = await assets.accept_upload(asset_id, query, request.headers, _body(request))
+    asset = await assets.accept_upload(asset_id, query, request.headers, request_chunks(request))
     return Response(b"", status_code=200, media_type="text/plain", headers=_etag(asset))
 
 

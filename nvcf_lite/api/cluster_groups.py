@@ -1,4 +1,8 @@
-"""G1 cluster groups and G2 supported GPUs (spec §2.6), derived from this host's inventory."""
+"""G1 cluster groups and G2 supported GPUs (spec §2.6), derived from this host's inventory.
+
+Each instance type also says what an instance of it gets: in its `description` text, and in
+the nvcf-lite fields `cpuCores`, `memoryMb` and `shmSizeMb` (clients read only the names).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from litestar import Request, get
 from nvcf_lite.api.security import scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
+from nvcf_lite.domain.instance_types import MILLI
 from nvcf_lite.domain.placement import CPU, Host
 
 
@@ -18,6 +23,9 @@ class InstanceTypeWire(Wire, kw_only=True):
     name: str
     description: str
     default: bool
+    cpu_cores: float | None = None  # nvcf-lite: the CPU quota of each instance
+    memory_mb: int | None = None  # nvcf-lite: its memory limit, MiB
+    shm_size_mb: int | None = None  # nvcf-lite: its /dev/shm, MiB
 
 
 class GpuWire(Wire, kw_only=True):
@@ -52,7 +60,20 @@ def _gpu(host: Host, gpu: str) -> GpuWire:
         else:
             units = index + 1
             text = f"{units}x {gpu} ({host.memory_mb(gpu) // 1024} GiB each)"
-        types.append(InstanceTypeWire(name=name, description=text, default=index == 0))
+        limits = host.limits(name)
+        if limits is None:
+            types.append(InstanceTypeWire(name=name, description=text, default=index == 0))
+            continue
+        types.append(
+            InstanceTypeWire(
+                name=name,
+                description=f"{text}; {limits.text()}",
+                default=index == 0,
+                cpu_cores=limits.cpu_millis / MILLI,
+                memory_mb=limits.memory_mb,
+                shm_size_mb=limits.shm_mb,
+            )
+        )
     return GpuWire(name=gpu, instance_types=types)
 
 

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from nvcf_lite import __version__
+from nvcf_lite.api.openapi_problems import ProblemsJsonPlugin
 
 OPENAPI_PATH = "/openapi"
 STATIC_PATH = f"{OPENAPI_PATH}/static/swagger-ui"
@@ -45,5 +46,5 @@ def openapi_config() -> OpenAPIConfig:
         version=__version__,
         description="The NVIDIA Cloud Functions API on one machine",
         path=OPENAPI_PATH,
-        render_plugins=[swagger],
+        render_plugins=[swagger, ProblemsJsonPlugin()],  # the first one answers /openapi
     )

@@ -17,8 +17,8 @@ from nvcf_lite import logs
 from nvcf_lite.api.invocations import Reply, pexec_reply
 from nvcf_lite.api.problems import PROBLEM_JSON, body_too_large, problem_of
 from nvcf_lite.api.services import Services
-from nvcf_lite.errors import NotFound
-from nvcf_lite.models import parse_uuid
+from nvcf_lite.domain.invocation_rules import require_uuid
+from nvcf_lite.errors import problem_body
 
 # Plain ASGI shapes: the raw messages are built and read here without the framework's types.
 Scope = dict[str, Any]
@@ -55,14 +55,13 @@ async def serve(
 
 
 async def _reply(services: Services, scope: Scope, receive: Receive, match: re.Match[str]) -> Reply:
-    fid, vid = parse_uuid(match.group(1)), match.group(2)
-    version = parse_uuid(vid) if vid else None
-    if fid is None or (vid and version is None):
-        # what the framework answers for a path no route matches (its uuid converter refuses)
-        raise NotFound("Not Found")
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     authorization = next((v for k, v in headers if k.lower() == "authorization"), None)
     principal = await services.keys.authenticate(authorization)
+    # after the key, as the Litestar route does: a malformed id is a 400 that names it
+    fid = require_uuid(match.group(1), "function id")
+    vid = match.group(2)
+    version = require_uuid(vid, "function version id") if vid else None
     body = await _body(receive, services.max_body_bytes)
     inv = services.invocations
     return await pexec_reply(inv, principal, fid, version, scope, headers, body, receive)  # type: ignore[arg-type]
@@ -83,6 +82,18 @@ async def _body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def head_size(scope: Scope) -> int:
+    """Bytes of the request's header names and values together."""
+    return sum(len(name) + len(value) for name, value in scope["headers"])
+
+
+async def refuse_head(scope: Scope, send: Send, limit: int) -> None:
+    """431 problem+json for a request head over `server.max_header_bytes` (its body unread)."""
+    detail = f"Request header fields exceed the limit of {limit} bytes"
+    body = problem_body(431, detail, instance=scope["path"])
+    await _send(send, (431, [("Connection", "close")], body, PROBLEM_JSON))
 
 
 async def _send(send: Send, reply: Reply) -> None:

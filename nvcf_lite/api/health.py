@@ -36,7 +36,13 @@ async def health(request: Request[Any, Any, Any]) -> Response[HealthResponse]:
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8"
 
 
-@get("/metrics", opt={}, summary="Prometheus metrics (no auth)", tags=["health"])
+@get(
+    "/metrics",
+    opt={},
+    media_type=PROMETHEUS_TEXT,
+    summary="Prometheus metrics (no auth)",
+    tags=["health"],
+)
 async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
     text: str = services_of(request).metrics_text()
     return Response(text, media_type=PROMETHEUS_TEXT)

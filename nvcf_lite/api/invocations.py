@@ -10,7 +10,6 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
-from uuid import UUID
 
 from litestar import Request, Response, get, post, route
 from litestar.di import NamedDependency
@@ -23,10 +22,16 @@ from nvcf_lite.api.queues import QUEUE_HANDLERS
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import Keys
-from nvcf_lite.domain.invocation_rules import client_path, poll_seconds, problem, status_header
+from nvcf_lite.domain.invocation_rules import (
+    client_path,
+    poll_seconds,
+    problem,
+    require_uuid,
+    status_header,
+)
 from nvcf_lite.domain.invocations import Invocations, Pending, StreamReply, Ticket
 from nvcf_lite.errors import GATEWAY_TIMEOUT, NotFound
-from nvcf_lite.models import Outcome, Principal, parse_uuid
+from nvcf_lite.models import Outcome, Principal
 
 INVOKE = scopes("invoke_function")
 IN_HANDLER: dict[str, Any] = {"auth": "in the handler (invoke_function)"}
@@ -265,32 +270,37 @@ async def _caller(request: Request[Any, Any, Any]) -> Principal:
     return await keys.authenticate(authorization)
 
 
+# Ids are taken as text and checked after the key: a malformed one is a 400 problem that
+# names it, not the catch-all route's 404 (api/fastpath.py answers the same).
 @post(
-    "/pexec/functions/{function_id:uuid}",
+    "/pexec/functions/{function_id:str}",
     opt=IN_HANDLER,
     status_code=200,
     tags=["invocation"],
 )
 async def invoke_function(
-    request: Request[Any, Any, Any], function_id: FromPath[UUID]
+    request: Request[Any, Any, Any], function_id: FromPath[str]
 ) -> Response[Any]:
     principal = await _caller(request)
-    return await _invoke(request, principal, str(function_id), None, "pexec")
+    fid = require_uuid(function_id, "function id")
+    return await _invoke(request, principal, fid, None, "pexec")
 
 
 @post(
-    "/pexec/functions/{function_id:uuid}/versions/{version_id:uuid}",
+    "/pexec/functions/{function_id:str}/versions/{version_id:str}",
     opt=IN_HANDLER,
     status_code=200,
     tags=["invocation"],
 )
 async def invoke_version(
     request: Request[Any, Any, Any],
-    function_id: FromPath[UUID],
-    version_id: FromPath[UUID],
+    function_id: FromPath[str],
+    version_id: FromPath[str],
 ) -> Response[Any]:
     principal = await _caller(request)
-    return await _invoke(request, principal, str(function_id), str(version_id), "pexec")
+    fid = require_uuid(function_id, "function id")
+    vid = require_uuid(version_id, "function version id")
+    return await _invoke(request, principal, fid, vid, "pexec")
 
 
 @get("/pexec/status/{request_id:str}", opt=INVOKE, dependencies=PRINCIPAL, tags=["invocation"])
@@ -298,6 +308,7 @@ async def request_status(
     request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
 ) -> Response[bytes]:
     inv = _invocations(request)
+    request_id = require_uuid(request_id, "request id")
     lowered = {n.lower(): v for n, v in _headers(request)}
     poll = poll_seconds(lowered, inv.default_poll, inv.max_poll)
     result = await inv.poll(principal, request_id, poll)
@@ -316,13 +327,9 @@ async def path_invocation(
     if not fid:
         raise NotFound("Not Found")
     principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))
-    function_id = parse_uuid(fid)
-    if function_id is None:
-        raise NotFound(f"Function id '{fid}' is not a function id")
+    function_id = require_uuid(fid, "Function-ID header")
     vid_header = request.headers.get("function-version-id")
-    version_id = parse_uuid(vid_header) if vid_header else None
-    if vid_header and version_id is None:
-        raise NotFound(f"Function version id '{vid_header}' is not a version id")
+    version_id = require_uuid(vid_header, "Function-Version-ID header") if vid_header else None
     return await _invoke(request, principal, function_id, version_id, "path")
 
 

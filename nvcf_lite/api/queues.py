@@ -4,7 +4,6 @@ position. Registered with the invocation routes (INVOCATION_HANDLERS) in every p
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from litestar import Request, get
 from litestar.di import NamedDependency
@@ -13,6 +12,7 @@ from litestar.params import FromPath
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
+from nvcf_lite.domain.invocation_rules import require_uuid
 from nvcf_lite.domain.invocations import Queues
 from nvcf_lite.models import Principal
 
@@ -59,15 +59,16 @@ async def _depths(
     )
 
 
-@get("/queues/functions/{function_id:uuid}", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
+# Ids are checked after the key: a malformed one is a 400 problem (as on the pexec routes).
+@get("/queues/functions/{function_id:str}", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
 async def function_queues(
-    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[UUID]
+    request: Request[Any, Any, Any], principal: Caller, function_id: FromPath[str]
 ) -> QueuesResponse:
-    return await _depths(request, principal, str(function_id), None)
+    return await _depths(request, principal, require_uuid(function_id, "function id"), None)
 
 
 @get(
-    "/queues/functions/{function_id:uuid}/versions/{version_id:uuid}",
+    "/queues/functions/{function_id:str}/versions/{version_id:str}",
     opt=QUEUE,
     dependencies=PRINCIPAL,
     tags=["queues"],
@@ -75,10 +76,11 @@ async def function_queues(
 async def version_queue(
     request: Request[Any, Any, Any],
     principal: Caller,
-    function_id: FromPath[UUID],
-    version_id: FromPath[UUID],
+    function_id: FromPath[str],
+    version_id: FromPath[str],
 ) -> QueuesResponse:
-    return await _depths(request, principal, str(function_id), str(version_id))
+    fid = require_uuid(function_id, "function id")
+    return await _depths(request, principal, fid, require_uuid(version_id, "function version id"))
 
 
 @get("/queues/{request_id:str}/position", opt=QUEUE, dependencies=PRINCIPAL, tags=["queues"])
@@ -86,7 +88,7 @@ async def queue_position(
     request: Request[Any, Any, Any], principal: Caller, request_id: FromPath[str]
 ) -> PositionResponse:
     queues: Queues = services_of(request).queues
-    record, position = queues.position(principal, request_id)
+    record, position = queues.position(principal, require_uuid(request_id, "request id"))
     return PositionResponse(
         function_id=record.function_id,
         function_version_id=record.version_id,

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nvcf_lite.domain.artifacts import Artifacts
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.deployments import Deployments
@@ -17,6 +18,7 @@ from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import Invocations, Queues
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.domain.registry import Registry
+from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints
 
@@ -33,6 +35,7 @@ class Services:
     """The domain services and settings the api layer needs, all of them."""
 
     keys: Keys
+    artifacts: Artifacts
     functions: Functions
     assets: Assets
     deployments: Deployments
@@ -40,6 +43,7 @@ class Services:
     queues: Queues
     registry: Registry
     telemetries: TelemetryEndpoints
+    registry_credentials: RegistryCredentials
     overview: Overview
     container_logs: LogSource
     host: Host

@@ -1,8 +1,8 @@
 """GET /v2/nvcf-lite/status (an nvcf-lite extension, scope `list_functions_details`): every
 visible function version with its status and why, its instances (state, GPU units, age,
-in-flight requests, image pull progress), queue depth and scaling state, and the host's GPU
-units used and free. `nvcf-lite status` prints it; domain/status.py says where each figure
-comes from."""
+in-flight requests, image pull progress), queue depth and scaling state, the host's GPU
+units used and free, and the CPU and memory its instances hold. `nvcf-lite status` prints
+it; domain/status.py says where each figure comes from."""
 
 from __future__ import annotations
 
@@ -45,10 +45,18 @@ class GpuUsageWire(Wire, kw_only=True):
     free: int
 
 
+class ResourceUsageWire(Wire, kw_only=True):
+    cpu_cores: float
+    cpu_cores_held: float
+    memory_mb: int
+    memory_mb_held: int
+
+
 class StatusResponse(Wire, kw_only=True):
     generated_at: str
     functions: list[FunctionStatusWire]
     gpus: list[GpuUsageWire]
+    resources: ResourceUsageWire | None = None
 
 
 @get(

@@ -143,6 +143,12 @@ def render(url: str, health: Doc, report: Doc) -> list[str]:
             or "none (CPU deployments only)"
         )
     )
+    usage = report.get("resources")
+    if usage:
+        lines.append(
+            f"CPU and memory held by instances: {usage['cpuCoresHeld']:g} of "
+            f"{usage['cpuCores']:g} cores, {usage['memoryMbHeld']} of {usage['memoryMb']} MiB"
+        )
     versions, instances = _rows(report)
     lines.append("")
     if not versions:

@@ -118,8 +118,8 @@ class Assets:
     async def content_redirect(self, principal: Principal, asset_id: str) -> str:
         """A5: a signed GET URL of the uploaded bytes."""
         asset = await self.get(principal, asset_id)
-        if asset.uploaded_at is None:
-            raise Invalid(f"Asset '{asset_id}' has not been uploaded yet")
+        if asset.uploaded_at is None:  # its state, not the request, is wrong: 409
+            raise Conflict(f"Asset '{asset_id}' has not been uploaded yet")
         expires = min(math.ceil(self._now() + self._cfg.download_url_ttl_s), asset.expires_at)
         return self._download_url("assets", asset_id, int(expires))
 

@@ -54,8 +54,8 @@ def version_ref(version: FunctionVersion) -> VersionRef:
     reason = None
     if version.helm_chart:
         reason = "Helm chart functions cannot run on nvcf-lite (Docker only); use containerImage"
-    elif not version.container_image:
-        reason = "functions without a containerImage cannot run on nvcf-lite"
+    elif not version.container_image and not version.models:
+        reason = "functions without a containerImage or models cannot run on nvcf-lite"
     elif version.health.protocol.upper() != "HTTP":
         reason = "only HTTP health checks are supported by nvcf-lite (gRPC is not)"
     return VersionRef(

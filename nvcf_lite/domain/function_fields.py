@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from nvcf_lite.domain.image_references import is_reference
 from nvcf_lite.errors import Invalid
 from nvcf_lite.models import (
     EnvVar,
@@ -54,6 +55,18 @@ def check_uri(field: str, value: str) -> str:
         raise Invalid(f"Invalid request: '{field}' must not be blank")
     if _WHITESPACE.search(value):
         raise Invalid(f"Invalid request: '{field}' must be a URI without whitespace, got '{value}'")
+    return value
+
+
+def check_image(field: str, value: str) -> str:
+    """An image reference the Docker engine can pull: refused here, with why, rather than as
+    a failed deployment later (a `..`, an upper-case repository, a bad tag)."""
+    check_uri(field, value)
+    if not is_reference(value):
+        raise Invalid(
+            f"Invalid request: '{field}' '{value}' is not a container image reference"
+            " ([registry[:port]/]repository[:tag][@digest], repository in lower case)"
+        )
     return value
 
 

@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from nvcf_lite.domain.function_fields import (
     SecretInput,
+    check_image,
     check_uri,
     environment,
     health_timeout,
@@ -54,6 +55,14 @@ DEFAULT_PORT = 8000
 UPDATE_REQUIRED = (
     "Invalid request: at least one of 'tags', 'rateLimit', 'modelUpdates', or "
     "'llmInvocationConfig' must be specified"
+)
+# NVCF installs a helmChart function's chart into a Kubernetes cluster; nvcf-lite runs each
+# function as Docker containers on this host and has no cluster to install a chart into. The
+# well-formedness rules above come first, so a malformed body gets NVCF's own message.
+HELM_REFUSED = (
+    "Invalid request: 'helmChart' functions need Kubernetes (NVCF installs the Helm chart into"
+    " a Kubernetes cluster), and nvcf-lite runs functions as Docker containers on one host,"
+    " without Kubernetes: register a 'containerImage' or 'models' function instead"
 )
 E = TypeVar("E", bound=StrEnum)
 
@@ -239,7 +248,7 @@ def _port(field: str, value: int) -> int:
 
 def _artifacts(req: FunctionInput) -> tuple[str | None, str | None, str | None]:
     image = (
-        None if req.container_image is None else check_uri("containerImage", req.container_image)
+        None if req.container_image is None else check_image("containerImage", req.container_image)
     )
     helm = None if req.helm_chart is None else check_uri("helmChart", req.helm_chart)
     if image is None and not req.models and helm is None:
@@ -265,6 +274,8 @@ def _artifacts(req: FunctionInput) -> tuple[str | None, str | None, str | None]:
             "Invalid request: Either both or none of 'helmChart' and 'helmChartServiceName' "
             "properties must be specified"
         )
+    if helm is not None:
+        raise Invalid(HELM_REFUSED)
     return image, helm, service
 
 

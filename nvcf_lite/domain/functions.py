@@ -50,6 +50,8 @@ SecretsChanged = Callable[[str, dict[str, Any]], Awaitable[None]]
 """(version_id, all secret values) -> None; called after a version's secrets changed."""
 TelemetryCheck = Callable[[str, Telemetries | None], Awaitable[None]]
 """(nca_id, a new version's telemetries) -> None; raises Invalid for an id it cannot use."""
+Updated = Callable[[], None]
+"""Called after a version's record changed (F8: its rate limit applies to the next call)."""
 
 DETAILS_SCOPE = "list_functions_details"
 
@@ -84,6 +86,7 @@ class Functions:
         before_delete: BeforeDelete,
         after_secrets_change: SecretsChanged,
         check_telemetries: TelemetryCheck,
+        after_update: Updated,
     ) -> None:
         self.repo = repo
         self.nca_id = nca_id
@@ -91,6 +94,7 @@ class Functions:
         self.before_delete = before_delete
         self.after_secrets_change = after_secrets_change
         self.check_telemetries = check_telemetries
+        self.after_update = after_update
         # One rewrite of a version's record at a time (F8, secrets, rate limits read, change
         # and write it back): two at once would each drop the other's change.
         self._rewrites = asyncio.Lock()
@@ -202,6 +206,7 @@ class Functions:
             updated = apply_update(version, update)
             if not await self.repo.update_spec(updated):
                 raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+            self.after_update()
         return await self.find(principal, function_id, version_id)
 
     async def update_secrets(

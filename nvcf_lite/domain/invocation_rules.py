@@ -8,7 +8,7 @@ import re
 import msgspec
 
 from nvcf_lite.errors import CONTAINER_PREFIX, PROBLEM_JSON, Invalid, kebab_phrase, problem_body
-from nvcf_lite.models import Outcome, RequestRecord
+from nvcf_lite.models import Outcome, RequestRecord, parse_uuid
 
 HOP_BY_HOP = {
     "connection",
@@ -47,6 +47,15 @@ WORKER_OWNED = {
 }
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+
+
+def require_uuid(value: str, what: str) -> str:
+    """The canonical form of an id from a path or header; a 400 problem when it is no UUID
+    (never the catch-all 404: the route exists, the id is malformed)."""
+    canonical = parse_uuid(value)
+    if canonical is None:
+        raise Invalid(f"Invalid request: {what} '{value}' is not a UUID")
+    return canonical
 
 
 def poll_seconds(headers: dict[str, str], default: int, maximum: int) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from nvcf_lite.domain.auth import require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable
+from nvcf_lite.domain.rate_limits import RateLimiter
 from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
 
 __all__ = [
@@ -30,7 +31,14 @@ __all__ = [
     "Ticket",
 ]
 from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
-from nvcf_lite.models import FunctionStatus, Outcome, Principal, RequestRecord, parse_uuid
+from nvcf_lite.models import (
+    FunctionStatus,
+    Outcome,
+    Principal,
+    RateLimit,
+    RequestRecord,
+    parse_uuid,
+)
 from nvcf_lite.store.requests import RequestsRepo
 
 INVOCABLE = (FunctionStatus.ACTIVE, FunctionStatus.DEGRADING)
@@ -60,6 +68,7 @@ class VersionInfo:
     version_id: str
     name: str
     status: FunctionStatus
+    rate_limit: RateLimit | None = None
 
 
 VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
@@ -117,8 +126,10 @@ class Invocations:
         new_request_id: NewRequestId,
         release_request_id: ReleaseRequestId,
         stage_assets: StageAssets | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.store = store
+        self.rate_limiter = rate_limiter or RateLimiter()
         self.versions_of = versions_of
         self.dispatch = dispatch
         self.default_poll = default_poll
@@ -161,6 +172,10 @@ class Invocations:
             raise TooManyRequests(
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
                 headers={"Retry-After": "1"},
+            )
+        if version.rate_limit is not None:  # counts only what gets this far
+            self.rate_limiter.check(
+                version.version_id, version.rate_limit, principal.nca_id, principal.subject
             )
         request_id = self.new_request_id()
         try:

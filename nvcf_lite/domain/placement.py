@@ -8,6 +8,8 @@ Naming (documented in the README):
 - `CPU` with instance type `CPU.x1` requests no device at all (for hosts without GPUs), up to
   `gpus.cpu_instance_max` such instances at once.
 - Simulated GPUs (config) are units like real ones but make no DeviceRequest.
+- Each instance type also carries CPU cores, memory and shared memory (domain/instance_types):
+  an instance gets exactly those limits, and is placed only where they fit as well.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from nvcf_lite.domain.instance_types import Limits, Sizing
 from nvcf_lite.errors import Invalid
 
 CPU = "CPU"
@@ -40,11 +43,29 @@ class Host:
     """The placeable inventory of this machine."""
 
     def __init__(
-        self, units: Iterable[GpuUnit], cpu_instance_max: int = 8, gpu_error: str | None = None
+        self,
+        units: Iterable[GpuUnit],
+        cpu_instance_max: int = 8,
+        gpu_error: str | None = None,
+        sizing: Sizing | None = None,
     ) -> None:
         self.units = sorted(units, key=lambda u: u.index)
         self.cpu_instance_max = cpu_instance_max
         self.gpu_error = gpu_error
+        self.sizing = sizing  # None: instances get no CPU or memory limits (unit tests only)
+
+    def limits(self, instance_type: str) -> Limits | None:
+        """The CPU, memory and /dev/shm an instance of this type gets (None: no sizing)."""
+        if self.sizing is None:
+            return None
+        try:
+            units = units_per_instance(instance_type)
+        except ValueError:  # a label of another version's naming: one share
+            units = 1
+        return self.sizing.limits(instance_type, units)
+
+    def all_instance_types(self) -> list[str]:
+        return [t for g in self.gpu_names() for t in self.instance_types(g)]
 
     def gpu_names(self) -> list[str]:
         names = list(dict.fromkeys(u.gpu for u in self.units))
@@ -86,6 +107,11 @@ class Host:
                 f"instance type '{instance_type}' is not available for GPU '{match}'; "
                 f"this host offers: {', '.join(types) or 'none'}"
             )
+        limits = self.limits(chosen)
+        if self.sizing is not None and limits is not None:
+            too_big = self.sizing.too_big(chosen, limits)
+            if too_big:
+                raise Invalid(too_big)
         return match, chosen, units_per_instance(chosen)
 
     def place(self, gpu: str, units: int, used: set[str]) -> list[GpuUnit] | None:

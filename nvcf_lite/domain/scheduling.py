@@ -4,7 +4,8 @@ A spec's history counts failed instance starts in a row. Backoff between attempt
 from `restart_backoff_initial_s` up to `restart_backoff_max_s`, so a crash-looping container
 is not restarted in a hot loop. The count resets once an instance has stayed ready for
 `STABLE_AFTER_S`. A version still DEPLOYING whose spec failed `deploy_attempts` starts in a
-row without ever becoming ready goes to ERROR and is not retried (undeploy to try again).
+row without ever becoming ready goes to ERROR and is not retried (undeploy to try again); so
+does one whose start failed `permanent`ly (a model missing from the store), at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class SpecHistory:
     unschedulable: str | None = None
     gave_up: bool = False
     failed_at: float = 0.0  # monotonic time of the last failed start
+    permanent: bool = False  # a start failed in a way no retry can fix (a missing model)
 
     def failed(self, reason: str, initial_s: float, max_s: float) -> float:
         """Record a failed start; returns the backoff before the next attempt."""
@@ -59,6 +61,10 @@ def next_status(
     """The version's status given its specs, its instances and their histories."""
     if current in (FunctionStatus.INACTIVE, FunctionStatus.ERROR, FunctionStatus.DELETED):
         return current
+    for spec in specs:  # even with minInstances 0: no instance of it can ever serve
+        h = history.get(spec.gpu_specification_id)
+        if h and h.permanent and not h.ever_ready:
+            return FunctionStatus.ERROR
     ready = {s.gpu_specification_id: 0 for s in specs}
     starting = dict(ready)
     for inst in instances:

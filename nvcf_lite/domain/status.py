@@ -3,8 +3,8 @@
 Every figure comes from where the platform already keeps it: versions and their status from
 the functions store, desired state and health info from the deployments table, instances and
 scaling state from the Scheduler's live records (through `Deployments`), queue depths from
-the dispatcher, GPU units from the host inventory and the units instances hold. Nothing here
-keeps state of its own.
+the dispatcher, GPU units from the host inventory and the units instances hold, CPU and
+memory from the host's sizing and what instances hold. Nothing here keeps state of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import msgspec
 from nvcf_lite.domain.auth import require_scope
 from nvcf_lite.domain.deployments import Deployments
 from nvcf_lite.domain.functions import DETAILS_SCOPE, Functions
+from nvcf_lite.domain.instance_types import MILLI, Resources
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.models import (
     Deployment,
@@ -54,10 +55,20 @@ class GpuUsage(msgspec.Struct, kw_only=True):
     free: int
 
 
+class ResourceUsage(msgspec.Struct, kw_only=True):
+    """The CPU cores and memory all instances may use together, and what they hold now."""
+
+    cpu_cores: float
+    cpu_cores_held: float
+    memory_mb: int
+    memory_mb_held: int
+
+
 class StatusReport(msgspec.Struct, kw_only=True):
     generated_at: str
     functions: list[FunctionStatusView]
     gpus: list[GpuUsage]
+    resources: ResourceUsage | None = None  # None: a host without sizing
 
 
 class Overview:
@@ -68,12 +79,14 @@ class Overview:
         host: Host,
         queue_depth: Callable[[str], int],
         held_units: Callable[[], set[str]],
+        held_resources: Callable[[], Resources] = Resources,
     ) -> None:
         self._functions = functions
         self._deployments = deployments
         self._host = host
         self._queue_depth = queue_depth
         self._held_units = held_units
+        self._held_resources = held_resources
 
     async def report(self, principal: Principal) -> StatusReport:
         """The versions the key may see, with their live state; GPU units of the whole host."""
@@ -88,7 +101,10 @@ class Overview:
             )
             entry.versions.append(self._version(v, deployed.get(v.version_id)))
         return StatusReport(
-            generated_at=now_iso(), functions=list(by_function.values()), gpus=self._gpus()
+            generated_at=now_iso(),
+            functions=list(by_function.values()),
+            gpus=self._gpus(),
+            resources=self._resources(),
         )
 
     def _version(self, v: FunctionVersion, d: Deployment | None) -> VersionStatus:
@@ -120,6 +136,18 @@ class Overview:
             else:
                 usage.free += 1
         return list(out.values())
+
+    def _resources(self) -> ResourceUsage | None:
+        sizing = self._host.sizing
+        if sizing is None:
+            return None
+        held = self._held_resources()
+        return ResourceUsage(
+            cpu_cores=sizing.totals.cpu_millis / MILLI,
+            cpu_cores_held=held.cpu_millis / MILLI,
+            memory_mb=sizing.totals.memory_mb,
+            memory_mb_held=held.memory_mb,
+        )
 
 
 def _reason(d: Deployment, scaling: list[SpecState]) -> str | None:

@@ -14,6 +14,7 @@ from typing import Protocol
 import msgspec
 
 from nvcf_lite.models import PullProgress as PullProgress  # reported by runtimes
+from nvcf_lite.models import RegistryAuth as RegistryAuth  # sent with pulls
 
 LABEL_PREFIX = "nvcf-lite."
 LABEL_MANAGED = "nvcf-lite.managed"
@@ -38,6 +39,16 @@ class ImageNotFound(RuntimeFailure):
     """The image is neither local nor pullable."""
 
 
+class PullRefused(ImageNotFound):
+    """The registry refused the pull for authentication: it wants credentials, or it rejected
+    the ones sent (`auth`). `detail` is what the engine said."""
+
+    def __init__(self, image: str, auth: RegistryAuth | None, detail: str) -> None:
+        sent = f"with the credentials for {auth.registry}" if auth else "without credentials"
+        super().__init__(f"pull of {image} {sent} was refused by the registry: {detail}")
+        self.image, self.auth, self.detail = image, auth, detail
+
+
 class Mount(msgspec.Struct, frozen=True):
     source: str
     target: str
@@ -56,6 +67,11 @@ class ContainerSpec(msgspec.Struct, frozen=True):
     gpu_device_ids: list[str] | None = None  # None: no DeviceRequest at all
     mounts: list[Mount] = []
     network_mode: str | None = None  # None: default bridge with published ports; "host" allowed
+    # Limits (None: the engine's default, no limit): a CFS quota in billionths of a CPU
+    # (Docker's NanoCpus), memory with no swap beyond it, and the size of /dev/shm.
+    nano_cpus: int | None = None
+    memory_bytes: int | None = None
+    shm_bytes: int | None = None
 
 
 class ContainerInfo(msgspec.Struct, frozen=True):
@@ -70,6 +86,10 @@ class ContainerInfo(msgspec.Struct, frozen=True):
     finished_at: str | None = None
     oom_killed: bool = False
     created: float = 0.0  # when the container was created, epoch seconds
+    # its limits as the engine holds them (inspect only; None: none, or a listing)
+    nano_cpus: int | None = None
+    memory_bytes: int | None = None
+    shm_bytes: int | None = None
 
 
 class ContainerRuntime(Protocol):
@@ -79,12 +99,13 @@ class ContainerRuntime(Protocol):
 
     async def image_exists(self, image: str) -> bool: ...
 
-    async def ensure_image(self, image: str) -> bool:
-        """Make the image present locally, pulling it once if missing.
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
+        """Make the image present locally, pulling it once if missing (sending `auth` to its
+        registry when given).
 
-        Returns True when a pull was needed. Raises ImageNotFound / RuntimeFailure. A pull
-        fails only when it stops progressing (the engine's own stall window), never for
-        being slow.
+        Returns True when a pull was needed. Raises PullRefused when the registry refuses it
+        for authentication, ImageNotFound / RuntimeFailure otherwise. A pull fails only when
+        it stops progressing (the engine's own stall window), never for being slow.
         """
         ...
 
@@ -138,7 +159,7 @@ class UnavailableRuntime:
     async def image_exists(self, image: str) -> bool:
         raise RuntimeFailure(self.reason)
 
-    async def ensure_image(self, image: str) -> bool:
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
         raise RuntimeFailure(self.reason)
 
     def pull_progress(self, image: str) -> PullProgress | None:

@@ -27,6 +27,8 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
     ImageNotFound,
     PullProgress,
+    PullRefused,
+    RegistryAuth,
     RuntimeFailure,
     engine_url,
 )
@@ -90,8 +92,9 @@ class DockerRuntime:
     async def image_exists(self, image: str) -> bool:
         return await self._call("image inspect", calls.image_exists, image)
 
-    async def ensure_image(self, image: str) -> bool:
-        """Pull `image` unless it is local; concurrent callers for one image share one pull."""
+    async def ensure_image(self, image: str, auth: RegistryAuth | None = None) -> bool:
+        """Pull `image` unless it is local; concurrent callers for one image share one pull
+        (the first caller's `auth` is the one sent)."""
         pull = self._pulls.get(image)
         if pull is None:
             if await self.image_exists(image):
@@ -100,7 +103,7 @@ class DockerRuntime:
         if pull is None:
             # shared by every instance that needs the image: its lines carry none's ids
             pull = asyncio.get_running_loop().create_task(
-                self._pull(image), context=contextvars.Context()
+                self._pull(image, auth), context=contextvars.Context()
             )
             self._pulls[image] = pull
             pull.add_done_callback(lambda task: self._forget_pull(image, task))
@@ -223,7 +226,7 @@ class DockerRuntime:
         tracker = self._trackers.get(image)
         return tracker.snapshot() if tracker is not None else None
 
-    async def _pull(self, image: str) -> None:
+    async def _pull(self, image: str, auth: RegistryAuth | None) -> None:
         """Stream the pull; it fails only after `pull_timeout_s` without progress."""
         api = await self._client()
         tracker = PullTracker(image)
@@ -232,7 +235,7 @@ class DockerRuntime:
         log.info("pulling image %s (fails after %g s without progress)", image, self.pull_timeout_s)
         try:
             await asyncio.to_thread(
-                calls.pull, api, tracker, self._api_timeout_s, self.pull_timeout_s, stop
+                calls.pull, api, tracker, self._api_timeout_s, self.pull_timeout_s, stop, auth
             )
         except asyncio.CancelledError:
             stop.set()  # shuts the pull's socket down: the thread ends at once
@@ -259,6 +262,8 @@ class DockerRuntime:
             return
         finally:
             self._trackers.pop(image, None)
+        if calls.refused_for_auth(reason):
+            raise PullRefused(image, auth, reason)
         raise ImageNotFound(
             f"image {image!r} is not present locally and could not be pulled: {reason}"
         )

@@ -18,7 +18,7 @@ import docker.types
 import docker.utils
 import requests
 
-from nvcf_lite.runtime.base import LABEL_MANAGED, ContainerInfo, ContainerSpec
+from nvcf_lite.runtime.base import LABEL_MANAGED, ContainerInfo, ContainerSpec, RegistryAuth
 from nvcf_lite.runtime.pull_progress import PullStalled, PullStop, PullStopped, PullTracker
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
@@ -27,6 +27,13 @@ _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z$")
 _IPV4_ANY = ("127.0.0.1", "0.0.0.0", "")  # bindings reachable on 127.0.0.1
 Doc = dict[str, Any]
+# What engines say when a registry refuses a pull for its credentials: "no basic auth
+# credentials" (none sent), "unauthorized: authentication required" / "401 Unauthorized"
+# (none or wrong ones), Docker Hub's "pull access denied ... may require 'docker login'".
+_AUTH_REFUSED = re.compile(
+    r"(?i)no basic auth credentials|unauthorized|authentication required|pull access denied"
+    r"|denied: requested access|\b401\b"
+)
 
 
 def image_exists(api: Any, image: str) -> bool:
@@ -51,6 +58,7 @@ def create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
         binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         device_requests=devices,
         network_mode=spec.network_mode,
+        **_limits(spec),
     )
     created = api.create_container(
         spec.image,
@@ -78,6 +86,18 @@ def create_and_start(api: Any, spec: ContainerSpec) -> ContainerInfo:
     return info
 
 
+def _limits(spec: ContainerSpec) -> dict[str, int]:
+    """create_host_config's limit arguments; memswap = memory: no swap beyond the limit."""
+    limits: dict[str, int] = {}
+    if spec.nano_cpus is not None:
+        limits["nano_cpus"] = spec.nano_cpus
+    if spec.memory_bytes is not None:
+        limits["mem_limit"] = limits["memswap_limit"] = spec.memory_bytes
+    if spec.shm_bytes is not None:
+        limits["shm_size"] = spec.shm_bytes
+    return limits
+
+
 def inspect(api: Any, container_id: str) -> ContainerInfo | None:
     try:
         doc: Doc = api.inspect_container(container_id)
@@ -99,7 +119,17 @@ def inspect(api: Any, container_id: str) -> ContainerInfo | None:
         finished_at=docker_time(state.get("FinishedAt")),
         oom_killed=bool(state.get("OOMKilled")),
         created=epoch(doc.get("Created")),
+        **_held_limits(doc.get("HostConfig") or {}),
     )
+
+
+def _held_limits(host_config: Doc) -> dict[str, int | None]:
+    """NanoCpus, Memory and ShmSize; 0 (Docker's "none") is None."""
+    return {
+        "nano_cpus": host_config.get("NanoCpus") or None,
+        "memory_bytes": host_config.get("Memory") or None,
+        "shm_bytes": host_config.get("ShmSize") or None,
+    }
 
 
 def info_from_summary(row: Doc) -> ContainerInfo:
@@ -186,16 +216,18 @@ def pull(
     connect_timeout_s: float,
     stall_s: float,
     stop: PullStop,
+    auth: RegistryAuth | None = None,
 ) -> None:
     """POST /images/create streamed; raises PullStalled after `stall_s` without progress (also
     when nothing at all arrives for that long: the read timeout), PullStopped once `stop` is
-    set, and docker's APIError for an error line."""
+    set, and docker's APIError for an error line. `auth` goes to the registry; without it, the
+    credentials of this user's Docker config file for the image's registry, if any."""
     repo, tag = docker.utils.parse_repository_tag(tracker.image)
     registry, _ = docker.auth.resolve_repository_name(repo)
     headers = {}
-    auth = docker.auth.get_config_header(api, registry)
-    if auth:
-        headers["X-Registry-Auth"] = auth
+    header = registry_auth_header(auth) if auth else docker.auth.get_config_header(api, registry)
+    if header:
+        headers["X-Registry-Auth"] = header
     url = f"{api.base_url}/v{api.api_version}/images/create"
     params = {"fromImage": repo, "tag": tag or "latest"}
     timeout = (connect_timeout_s, stall_s)
@@ -215,6 +247,18 @@ def pull(
             raise PullStalled(_stalled(tracker, stall_s)) from exc
         if stop.is_set():  # the shut-down socket ended the stream early
             raise PullStopped(tracker.image)
+
+
+def registry_auth_header(auth: RegistryAuth) -> str:
+    """The engine's X-Registry-Auth header: base64url JSON (username, password, server)."""
+    config = {"username": auth.username, "password": auth.password, "serveraddress": auth.registry}
+    encoded: bytes = docker.auth.encode_header(config)
+    return encoded.decode("ascii")
+
+
+def refused_for_auth(engine_text: str) -> bool:
+    """Whether the engine's pull error says the registry wanted (other) credentials."""
+    return _AUTH_REFUSED.search(engine_text) is not None
 
 
 def _raw_socket(api: Any, resp: Any) -> Any:

@@ -2,11 +2,13 @@
 
 A backup holds what cannot be rebuilt: the database (an online copy through SQLite's backup
 API), every key file in data_dir (`signing.key`, and any other `*.key`), and the blob store
-(asset bytes and large results), the input-asset folders of queued requests (the queue is in
-the database, so those requests run again after a restore), plus `manifest.json`: versions,
-time and each file's size and sha256. It is a directory, or one `.tar.gz` file when DEST ends
-in `.tar.gz` or `.tgz`. Not kept, because the server rebuilds them: the response folders of
-requests in flight (`inf/response/`) and each instance's `secrets/` (written from the database).
+(asset bytes, large results and the model store's content-addressed files), the input-asset
+folders of queued requests (the queue is in the database, so those requests run again after a
+restore), plus `manifest.json`: versions, time and each file's size and sha256. It is a
+directory, or one `.tar.gz` file when DEST ends in `.tar.gz` or `.tgz`. Not kept, because the
+server rebuilds them: the response folders of requests in flight (`inf/response/`), each
+instance's `secrets/` (written from the database) and the model store's mounted trees
+(`artifacts/`, rebuilt from the database and the blobs).
 
 The database is copied first, then the blobs: blob files are immutable (written once, renamed
 into place), so every blob the copied database knows is still there unless the sweeper deleted

@@ -21,6 +21,11 @@ DB_SIDECARS = ("-wal", "-shm", "-journal")
 LOCK_FILE = "server.lock"
 KEY_SUFFIX = ".key"  # signing.key, and every other key file a feature keeps in data_dir
 BLOBS_DIR = "blobs"
+# The model store's content-addressed bytes live in blobs/ (so a backup keeps them); the
+# read-only trees mounted into containers are built from them under artifacts/ (not backed up:
+# rebuilt from the database and the blobs when a container needs one).
+MODEL_BLOBS_DIR = "blobs/models/sha256"
+ARTIFACTS_DIR = "artifacts"
 BACKUPS_DIR = "backups"  # pre-migrate snapshots, and what a forced restore replaced
 # The input assets of each accepted request (hard links of asset blobs), kept by a backup:
 # the queue is in the database, so a restored server runs those requests again.

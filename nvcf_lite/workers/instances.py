@@ -11,13 +11,15 @@ import asyncio
 import re
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
 from nvcf_lite.config import DockerConfig
+from nvcf_lite.domain.artifact_refs import ArtifactMount, ModelServer, container_command
 from nvcf_lite.domain.function_fields import duration_seconds
+from nvcf_lite.domain.instance_types import Limits
 from nvcf_lite.domain.placement import GpuUnit
 from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, PullProgress, now_iso
 from nvcf_lite.runtime.base import (
@@ -35,6 +37,12 @@ LABEL_SPEC_ID = "nvcf-lite.spec-id"
 LABEL_UNITS = "nvcf-lite.gpu-units"
 LABEL_GPU = "nvcf-lite.gpu"
 LABEL_INSTANCE_TYPE = "nvcf-lite.instance-type"
+# the limits it was given, so that an adopted container counts what it holds, whatever the
+# config says now
+LABEL_CPU_MILLIS = "nvcf-lite.cpu-millis"
+LABEL_MEMORY_MB = "nvcf-lite.memory-mb"
+LABEL_SHM_MB = "nvcf-lite.shm-mb"
+MIB = 1024 * 1024
 SECRETS_DIR = "/var/secrets"  # the container reads /var/secrets/secrets.json (spec §2.8)
 INF_DIR = "/var/inf"  # per-request asset and large-output folders live below this
 
@@ -61,18 +69,30 @@ class LaunchInfo(msgspec.Struct, frozen=True):
     inference_port: int
     health: HealthSpec
     secrets: dict[str, object]
+    # its models and resources, mounted read-only under /config (spec §4.1)
+    mounts: tuple[ArtifactMount, ...] = ()
+    # why it can never start as registered (a model missing from the store), if so
+    unresolved: str | None = None
 
 
-def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchInfo:
+def launch_info(
+    version: FunctionVersion,
+    secrets: dict[str, object],
+    *,
+    mounts: Sequence[ArtifactMount] = (),
+    unresolved: str | None = None,
+    model_server: ModelServer | None = None,
+) -> LaunchInfo:
     health = version.health
+    image, args = container_command(version, model_server)
     return LaunchInfo(
         function_id=version.function_id,
         version_id=version.version_id,
         nca_id=version.nca_id,
         name=version.name,
         inference_url=version.inference_url,
-        image=version.container_image or "",
-        args=version.container_args,
+        image=image,
+        args=args,
         env={e.key: e.value for e in version.container_environment or ()},
         inference_port=version.effective_port,
         health=HealthSpec(
@@ -83,6 +103,8 @@ def launch_info(version: FunctionVersion, secrets: dict[str, object]) -> LaunchI
             expected_status=health.expected_status_code,
         ),
         secrets=secrets,
+        mounts=tuple(mounts),
+        unresolved=unresolved,
     )
 
 
@@ -100,6 +122,7 @@ class Instance:
         gpu: str,
         instance_type: str,
         units: list[GpuUnit],
+        limits: Limits | None = None,
         container_id: str | None = None,
         host_port: int | None = None,
         health_port: int | None = None,
@@ -112,6 +135,7 @@ class Instance:
         self.gpu = gpu
         self.instance_type = instance_type
         self.units = units
+        self.limits = limits  # None: no CPU or memory limits (a host without sizing)
         self.container_id = container_id
         self.host_port = host_port
         self.health_port = health_port
@@ -211,8 +235,10 @@ def container_spec(
         # The folder, not the file: an update renames a new secrets.json into it, which a
         # file bind mount would not show (it keeps the old inode).
         mounts.append(Mount(source=str(secrets_dir), target=SECRETS_DIR, read_only=True))
+    mounts += [Mount(source=m.source, target=m.target, read_only=True) for m in info.mounts]
     ports = list(dict.fromkeys([info.inference_port, info.health.port]))
     slug = re.sub(r"[^a-zA-Z0-9_.-]", "-", info.name)[:40]
+    limits = inst.limits
     return ContainerSpec(
         name=f"{docker.container_name_prefix}-{slug}-{inst.instance_id[:8]}",
         image=info.image,
@@ -226,13 +252,39 @@ def container_spec(
             LABEL_GPU: inst.gpu,
             LABEL_INSTANCE_TYPE: inst.instance_type,
             LABEL_UNITS: ",".join(f"{u.unit_id}" for u in inst.units),
+            **limit_labels(limits),
         },
         env=env,
         args=shlex.split(info.args) if info.args else None,
         ports=ports,
         gpu_device_ids=physical or None,
         mounts=mounts,
+        nano_cpus=limits.cpu_millis * 1_000_000 if limits else None,
+        memory_bytes=limits.memory_mb * MIB if limits else None,
+        shm_bytes=limits.shm_mb * MIB if limits else None,
     )
+
+
+def limit_labels(limits: Limits | None) -> dict[str, str]:
+    if limits is None:
+        return {}
+    return {
+        LABEL_CPU_MILLIS: str(limits.cpu_millis),
+        LABEL_MEMORY_MB: str(limits.memory_mb),
+        LABEL_SHM_MB: str(limits.shm_mb),
+    }
+
+
+def labelled_limits(labels: dict[str, str]) -> Limits | None:
+    """The limits a container was created with, from its labels (None: it has none)."""
+    try:
+        return Limits(
+            cpu_millis=int(labels[LABEL_CPU_MILLIS]),
+            memory_mb=int(labels[LABEL_MEMORY_MB]),
+            shm_mb=int(labels[LABEL_SHM_MB]),
+        )
+    except (KeyError, ValueError):
+        return None
 
 
 class Prober:

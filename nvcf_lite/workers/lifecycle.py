@@ -20,11 +20,11 @@ import msgspec
 from nvcf_lite import logs
 from nvcf_lite.config import Config
 from nvcf_lite.domain.metrics import Metrics
-from nvcf_lite.domain.registry import local_image_candidates
 from nvcf_lite.domain.scheduling import STABLE_AFTER_S, SpecHistory
 from nvcf_lite.models import InstanceState
 from nvcf_lite.runtime.base import ContainerInfo, ContainerRuntime, RuntimeFailure
 from nvcf_lite.workers.instances import Instance, LaunchInfo, Prober, container_spec, wait_ready
+from nvcf_lite.workers.pulls import PullAuthLookup, Pulls
 
 # A secrets update is used by launches for this long (they read the store before writing).
 FRESH_S = 60.0
@@ -43,8 +43,11 @@ class Lifecycle:
         changed: Callable[[], None],
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
         metrics: Metrics | None = None,
+        *,
+        pull_auth: PullAuthLookup | None = None,
     ) -> None:
         self.cfg = config.scheduler
+        self.pulls = Pulls(runtime, config.registry.mirrors, pull_auth)
         self.metrics = metrics or Metrics()
         self.docker_cfg = config.docker
         self.runtime = runtime
@@ -100,13 +103,17 @@ class Lifecycle:
         if info is None:
             self.retire(inst, "function version gone")
             return
+        if info.unresolved:  # no retry can help: the version goes to ERROR at once
+            await self.fail(inst, info.unresolved, permanent=True)
+            return
         inst.launch_t0 = time.monotonic()
         try:
             secrets = await asyncio.to_thread(self._write_secrets, inst, info)
             spec = container_spec(inst, info, self.docker_cfg, secrets, self.inf_dir)
-            image = inst.image = await self._local_image(info.image)
+            image, local = await self.pulls.resolve(info.image)
+            inst.image = image
             # A pull counts against no deadline: it fails only when it stops progressing.
-            if await self.runtime.ensure_image(image):
+            if not local and await self.pulls.pull(info, image):
                 inst.pull_s = time.monotonic() - inst.launch_t0
             t0 = time.monotonic()
             # names only: env values and secrets never reach the log
@@ -147,13 +154,6 @@ class Lifecycle:
             await self.fail(inst, f"could not unpause: {exc}")
             return
         await self._watch(inst, info)
-
-    async def _local_image(self, image: str) -> str:
-        """The stored image, or its local twin without the nvcr.io/ prefix ngcsdk adds."""
-        for ref in local_image_candidates(image):
-            if await self.runtime.image_exists(ref):
-                return ref
-        return image
 
     async def exit_reason(self, container_id: str) -> str:
         c = await self.runtime.inspect(container_id)
@@ -236,7 +236,8 @@ class Lifecycle:
 
     # -- the end ------------------------------------------------------------------------
 
-    async def fail(self, inst: Instance, reason: str) -> None:
+    async def fail(self, inst: Instance, reason: str, *, permanent: bool = False) -> None:
+        """The instance failed; `permanent`: so will every start of its version."""
         if not inst.live and inst.state != InstanceState.PAUSED:
             return
         log.warning("instance failed: %s", reason, extra=inst.log_ids())
@@ -244,6 +245,7 @@ class Lifecycle:
         inst.set_state(InstanceState.FAILED, reason)
         history = self.history.setdefault(inst.spec_id, SpecHistory())
         history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)
+        history.permanent = history.permanent or permanent
         self.retire(inst, reason, keep_state=True)
 
     def drain(self, inst: Instance, reason: str) -> None:

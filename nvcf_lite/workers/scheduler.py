@@ -16,10 +16,11 @@ import time
 from nvcf_lite import logs
 from nvcf_lite.config import Config
 from nvcf_lite.domain.autoscaling import ScaleState, desired, policy
+from nvcf_lite.domain.instance_types import Limits, Resources, total
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.placement import CPU, GpuUnit, Host
 from nvcf_lite.domain.scheduling import SpecHistory, next_status, spec_health
-from nvcf_lite.errors import GONE, WORKER_ERROR
+from nvcf_lite.errors import GONE, WORKER_ERROR, Invalid
 from nvcf_lite.models import (
     Deployment,
     FunctionStatus,
@@ -49,8 +50,10 @@ from nvcf_lite.workers.instances import (
     LABEL_SPEC_ID,
     LABEL_UNITS,
     Instance,
+    labelled_limits,
 )
 from nvcf_lite.workers.lifecycle import LaunchLookup, Lifecycle
+from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.tasks import TaskSet
 
 log = logging.getLogger("nvcf_lite.scheduler")
@@ -68,6 +71,7 @@ class Scheduler:
         *,
         demand: Demand,
         changed: CapacityChanged,
+        pull_auth: PullAuthLookup | None = None,
     ) -> None:
         self.cfg = config.scheduler
         self.namespace = config.docker.namespace
@@ -83,7 +87,14 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(log, "scheduler")
         self.life = Lifecycle(
-            config, runtime, launch_info, self.history, self._changed, self._tasks.spawn, metrics
+            config,
+            runtime,
+            launch_info,
+            self.history,
+            self._changed,
+            self._tasks.spawn,
+            metrics,
+            pull_auth=pull_auth,
         )
         self.instances: dict[str, Instance] = self.life.instances
         self.demand = demand  # requests waiting per version: scaled to, drained before undeploy
@@ -108,6 +119,10 @@ class Scheduler:
     def held_units(self) -> set[str]:
         """The GPU units an instance holds (until its container is gone)."""
         return {u.unit_id for i in self.instances.values() for u in i.units}
+
+    def held_resources(self) -> Resources:
+        """The CPU and memory instances hold (until their containers are gone)."""
+        return total(i.limits.resources for i in self.instances.values() if i.limits)
 
     def spec_states(self, version_id: str) -> list[SpecState]:
         deployment = self.deployed.get(version_id)
@@ -310,6 +325,7 @@ class Scheduler:
             self._reap(c, "a leftover container")
             return
         wanted = c.labels.get(LABEL_UNITS, "").split(",")
+        instance_type = c.labels.get(LABEL_INSTANCE_TYPE, spec.instance_type)
         inst = Instance(
             instance_id=c.labels[LABEL_INSTANCE_ID],
             deployment_id=deployment.deployment_id,
@@ -317,8 +333,9 @@ class Scheduler:
             version_id=c.labels.get(LABEL_VERSION_ID, deployment.version_id),
             spec_id=spec_id,
             gpu=c.labels.get(LABEL_GPU, spec.gpu),
-            instance_type=c.labels.get(LABEL_INSTANCE_TYPE, spec.instance_type),
+            instance_type=instance_type,
             units=[u for u in self.host.units if u.unit_id in wanted],
+            limits=labelled_limits(c.labels) or self.host.limits(instance_type),
             container_id=c.id,
         )
         log.info(
@@ -391,11 +408,17 @@ class Scheduler:
         history = self.history.setdefault(spec.gpu_specification_id, SpecHistory())
         if history.gave_up or time.monotonic() < history.next_attempt:
             return
-        units_each = self.host.resolve(spec.gpu, spec.instance_type)[2]
+        try:
+            units_each = self.host.resolve(spec.gpu, spec.instance_type)[2]
+        except Invalid as exc:  # the host changed since the deploy (config, GPUs): say so
+            history.unschedulable = f"cannot be placed on this host now: {exc.detail}"
+            return
+        limits = self.host.limits(spec.instance_type)
         for _ in range(missing):
             units = self._place(spec.gpu, units_each)
-            if units is None:
-                history.unschedulable = (
+            short = self._short(spec.instance_type, limits) if units is not None else None
+            if units is None or short:
+                history.unschedulable = short or (
                     f"waiting for capacity: an instance needs {units_each or 1} free "
                     f"{spec.gpu} unit(s) and none are free now; running what fits"
                 )
@@ -411,8 +434,23 @@ class Scheduler:
                     gpu=spec.gpu,
                     instance_type=spec.instance_type,
                     units=units,
+                    limits=limits,
                 )
             )
+
+    def _short(self, instance_type: str, limits: Limits | None) -> str | None:
+        """Why the CPU or memory for one more instance is not free (None: it is); a paused
+        warm-pool instance then gives back what it holds, for the next pass."""
+        if limits is None or self.host.sizing is None:
+            return None
+        short = self.host.sizing.shortfall(instance_type, limits, self.held_resources())
+        if short:
+            idle = [i for i in self.instances.values() if i.state == InstanceState.PAUSED]
+            for inst in idle:
+                if not inst.removing:
+                    self.life.retire(inst, "its CPU and memory are needed elsewhere")
+                    break
+        return short
 
     def _place(self, gpu: str, units: int) -> list[GpuUnit] | None:
         if gpu == CPU:

@@ -279,3 +279,17 @@ async def test_close_ships_what_is_buffered(receiver: OtlpReceiver) -> None:
     await until(lambda: exporter.buffer, "the line buffered")
     await bench.shipping.close()
     assert [r["body"]["stringValue"] for _, r in receiver.log_records()] == ["last words"]
+
+
+async def test_a_cancelled_run_always_ends(receiver: OtlpReceiver) -> None:
+    """The platform stops the shipper by cancelling run(): a cancel that races the wait's
+    timeout must still end it (asyncio.timeout on 3.11 may swallow such a cancel)."""
+    bench = Bench(receiver, TelemetryConfig(scan_interval_s=0.001, metrics_interval_s=0.001))
+    bench.versions = []
+    for i in range(200):
+        task = asyncio.create_task(bench.shipping.run())
+        await asyncio.sleep(0.001 * (i % 5))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        assert done, f"run() outlived its cancel (round {i})"
+    await bench.shipping.close()

@@ -103,11 +103,13 @@ class TelemetryShipping:
                 log.exception("telemetry pass failed")
             due_s = self._metrics_due - self.clock()
             wait_s = min(self.settings.scan_interval_s, max(0.01, due_s))
+            # Not asyncio.timeout/wait_for: on 3.11 a cancel that races the timeout is
+            # swallowed, and the loop would outlive the shutdown that cancelled it.
+            waiter = asyncio.ensure_future(self._nudged.wait())
             try:
-                async with asyncio.timeout(wait_s):
-                    await self._nudged.wait()
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=wait_s)
+            finally:
+                waiter.cancel()
             self._nudged.clear()
 
     async def tick(self) -> None:

@@ -37,6 +37,7 @@ from nvcf_lite.api.secrets import SECRETS_HANDLERS
 from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.api.services import services
 from nvcf_lite.api.status import STATUS_HANDLERS
+from nvcf_lite.api.telemetries import TELEMETRY_HANDLERS
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
 
@@ -110,6 +111,7 @@ def create_app(
     nvcf_handlers: list[Any] = [
         *FUNCTION_HANDLERS,
         *SECRETS_HANDLERS,
+        *TELEMETRY_HANDLERS,
         *REGISTRY_CREDENTIAL_HANDLERS,
         *LOGS_HANDLERS,
         *DEPLOYMENT_HANDLERS,

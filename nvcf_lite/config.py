@@ -151,6 +151,19 @@ class ModelsConfig(_Section):
     max_push_bytes: int = 100 * 1024**3
 
 
+class TelemetryConfig(_Section):
+    enabled: bool = True
+    scan_interval_s: float = 5.0
+    metrics_interval_s: float = 60.0
+    flush_interval_s: float = 2.0
+    batch_max_records: int = 512
+    max_buffered_records: int = 10000
+    export_timeout_s: float = 10.0
+    retry_attempts: int = 5
+    retry_backoff_initial_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
@@ -163,6 +176,7 @@ class Config(_Section):
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
     assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
 
     @property
@@ -314,6 +328,14 @@ def _check(config: Config) -> None:
         raise ConfigError("models: max_push_bytes must be >= 1 and default_image not empty")
     if not 1 <= config.auth.token_ttl_s <= 30 * 24 * 3600:
         raise ConfigError("auth.token_ttl_s must be 1..2592000 (30 days)")
+    tele = config.telemetry
+    intervals = (tele.scan_interval_s, tele.metrics_interval_s, tele.flush_interval_s)
+    if min(*intervals, tele.export_timeout_s, tele.retry_backoff_initial_s) <= 0:
+        raise ConfigError("telemetry: the intervals, export_timeout_s and backoffs must be > 0")
+    if min(tele.batch_max_records, tele.max_buffered_records, tele.retry_attempts) < 1:
+        raise ConfigError(
+            "telemetry: batch_max_records, max_buffered_records, retry_attempts must be >= 1"
+        )
     for prefix, target in config.registry.mirrors.items():
         if not prefix.strip() or not target.strip():
             raise ConfigError(f"registry.mirrors: {prefix!r} = {target!r}: both must be non-empty")

@@ -302,6 +302,44 @@ class Telemetries(msgspec.Struct, frozen=True, kw_only=True):
     traces_telemetry_id: str | None = None
 
 
+class TelemetryProtocol(StrEnum):
+    HTTP = "HTTP"
+    GRPC = "GRPC"
+
+
+class TelemetryProvider(StrEnum):
+    PROMETHEUS = "PROMETHEUS"
+    GRAFANA_CLOUD = "GRAFANA_CLOUD"
+    SPLUNK = "SPLUNK"
+    DATADOG = "DATADOG"
+    SERVICENOW = "SERVICENOW"
+    KRATOS = "KRATOS"
+    KRATOS_THANOS = "KRATOS_THANOS"
+    TIMESTREAM = "TIMESTREAM"
+    VICTORIAMETRICS = "VICTORIAMETRICS"
+    AZURE_MONITOR = "AZURE_MONITOR"
+    OTEL_COLLECTOR = "OTEL_COLLECTOR"
+
+
+class TelemetryType(StrEnum):
+    LOGS = "LOGS"
+    METRICS = "METRICS"
+    TRACES = "TRACES"
+
+
+class Telemetry(msgspec.Struct, frozen=True, kw_only=True):
+    """A telemetry endpoint of an account (spec §2.8, `TelemetryDto`). Its secret (the value of
+    `secret`, named like the telemetry) is stored sealed apart and never part of this record."""
+
+    telemetry_id: str
+    name: str
+    endpoint: str
+    protocol: TelemetryProtocol
+    provider: TelemetryProvider
+    types: tuple[TelemetryType, ...]
+    created_at: str
+
+
 class ActiveInstance(msgspec.Struct, frozen=True, kw_only=True):
     """One running (or failed) instance of a version, as F6 reports it (`InstanceDto`)."""
 

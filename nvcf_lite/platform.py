@@ -17,6 +17,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import msgspec
+
 from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
@@ -46,9 +48,16 @@ from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
+from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.inventory import gpus_component, read_host
-from nvcf_lite.models import ActiveInstance, Principal, RegistryAuth, RequestRecord
+from nvcf_lite.models import (
+    ActiveInstance,
+    FunctionStatus,
+    Principal,
+    RegistryAuth,
+    RequestRecord,
+)
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
 from nvcf_lite.store.artifact_files import ArtifactFiles
@@ -63,6 +72,7 @@ from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
+from nvcf_lite.store.telemetries import TelemetriesRepo
 from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.dispatcher import Dispatcher
@@ -73,6 +83,7 @@ from nvcf_lite.workers.lifecycle import LaunchLookup
 from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
+from nvcf_lite.workers.telemetry_shipping import ShippedVersion, TelemetryShipping, VersionsToShip
 
 log = logging.getLogger("nvcf_lite")
 
@@ -144,6 +155,9 @@ class Platform:
             log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
         store = RequestsRepo(self.db)
+        self.telemetries = TelemetryEndpoints(
+            TelemetriesRepo(self.db, self.secret_box), users=_telemetry_users(functions_repo)
+        )
         # One signing key and one blob store for assets and large results.
         self.blobs = BlobStore(data / "blobs")
         self.assets = Assets(
@@ -192,10 +206,19 @@ class Platform:
         versions = CachedVersions(_versions_of(functions_repo, nca_id))
         changed.subscribe(versions.clear)
         changed.subscribe(dispatcher.pump_all)  # instances became ready or went: move requests
+        self.shipping = TelemetryShipping(
+            config.telemetry,
+            _versions_to_ship(functions_repo, nca_id),
+            self.telemetries.endpoint_of,
+            self.container_logs,
+            lambda: [*self.metrics.families(), *live_gauges(scheduler, backlog)],
+            self.metrics,
+        )
 
         def deployments_changed() -> None:
             versions.clear()
             scheduler.nudge()
+            self.shipping.nudge()  # start following a deployed version's output at once
 
         self.deployments = Deployments(
             self.db,
@@ -214,6 +237,7 @@ class Platform:
             instances=_active_instances(scheduler, nca_id),
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
+            check_telemetries=self.telemetries.check_version,
             after_update=versions.clear,
         )
         self.invocations = Invocations(
@@ -236,6 +260,7 @@ class Platform:
             invocations=self.invocations,
             queues=Queues(self.invocations),
             registry=self.registry,
+            telemetries=self.telemetries,
             registry_credentials=self.registry_credentials,
             overview=Overview(
                 self.functions,
@@ -301,6 +326,15 @@ class Platform:
 
         self.sweeper.add("uncollected results", expire_results)
         stack.push_async_callback(dispatcher.close)
+        if self.config.telemetry.enabled:
+            shipping = self.shipping
+            shipper = asyncio.create_task(shipping.run(), name="telemetry")
+
+            async def stop_shipping() -> None:
+                await _cancel(shipper)
+                await shipping.close()
+
+            stack.push_async_callback(stop_shipping)
 
     async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
         """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder
@@ -384,6 +418,35 @@ def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
         ]
 
     return versions_of
+
+
+def _versions_to_ship(functions: FunctionsRepo, nca_id: str) -> VersionsToShip:
+    async def versions() -> list[ShippedVersion]:
+        return [
+            ShippedVersion(
+                nca_id=v.nca_id,
+                function_id=v.function_id,
+                version_id=v.version_id,
+                name=v.name,
+                logs_telemetry_id=v.telemetries.logs_telemetry_id,
+                metrics_telemetry_id=v.telemetries.metrics_telemetry_id,
+            )
+            for v in await functions.list_all(nca_id)
+            if v.telemetries is not None and v.status is not FunctionStatus.INACTIVE
+        ]
+
+    return versions
+
+
+def _telemetry_users(functions: FunctionsRepo) -> UsersOf:
+    async def users(nca_id: str, telemetry_id: str) -> list[tuple[str, str]]:
+        return [
+            (v.function_id, v.version_id)
+            for v in await functions.list_all(nca_id)
+            if v.telemetries is not None and telemetry_id in msgspec.structs.astuple(v.telemetries)
+        ]
+
+    return users
 
 
 def _busy(dispatcher: Dispatcher, scheduler: Scheduler) -> Busy:

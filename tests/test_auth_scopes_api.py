@@ -3,8 +3,8 @@
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
 endpoints (R1, R2), registry credentials (C1-C6: add, list, get, update, delete, recognized
-registries) and the nvcf-lite extensions: status (X1), container logs (L1, L2) and the model
-store (M1-M4);
+registries), telemetries (E1-E5) and the nvcf-lite extensions: status (X1), container logs
+(L1, L2) and the model store (M1-M4);
 functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
 needs is 403; that one scope alone opens it. A key limited to another function is 403 on the
@@ -24,6 +24,7 @@ from artifact_support import tar_body
 from conftest import bearer
 from function_support import PLAIN, create, problem
 from litestar.testing import TestClient
+from telemetry_support import create_telemetry, telemetry_body
 
 from nvcf_lite.models import SCOPES
 from nvcf_lite.runtime.base import ContainerInfo, ContainerSpec, RegistryAuth, UnavailableRuntime
@@ -61,6 +62,11 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "S1": (("update_secrets",), 400),  # the targets' functions were made without secrets
     "R1": (("update_function",), 204),
     "R2": (("update_function",), 204),
+    "E1": (("manage_telemetries",), 200),
+    "E2": (("manage_telemetries",), 200),
+    "E3": (("manage_telemetries",), 200),
+    "E4": (("manage_telemetries",), 204),  # the target telemetry is used by no version
+    "E5": (("update_secrets",), 204),
     "C1": (REGISTRY, 200),
     "C2": (REGISTRY, 200),
     "C3": (REGISTRY, 200),
@@ -79,14 +85,15 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 @dataclass
 class Targets:
-    """What the matrix calls address: two functions, a deployment, an asset and a registry
-    credential."""
+    """What the matrix calls address: two functions, a deployment, an asset, a registry
+    credential and a telemetry."""
 
     fresh: dict[str, Any]  # registered, not deployed
     deployed: dict[str, Any]  # deployed on CPU (min 0: ACTIVE at once)
     deployment: dict[str, Any]
     asset_id: str
     credential_id: str
+    telemetry_id: str
 
     @property
     def spec_id(self) -> str:
@@ -117,7 +124,8 @@ def make_targets(client: TestClient[Any]) -> Targets:
     )
     assert r.status_code == 200, r.text
     credential_id = r.json()["registryCredential"]["registryCredentialId"]
-    return Targets(fresh, deployed, deployment, asset_id, credential_id)
+    telemetry_id = create_telemetry(client)["telemetryId"]
+    return Targets(fresh, deployed, deployment, asset_id, credential_id, telemetry_id)
 
 
 def credential(host: str) -> dict[str, Any]:
@@ -189,6 +197,15 @@ def request(
             "DELETE",
             f"{PLAIN}/ratelimit/functions/{new['id']}/versions/{new['versionId']}",
             None,
+        ),
+        "E1": ("POST", f"{PLAIN}/telemetries", telemetry_body()),
+        "E2": ("GET", f"{PLAIN}/telemetries", None),
+        "E3": ("GET", f"{PLAIN}/telemetries/{targets.telemetry_id}", None),
+        "E4": ("DELETE", f"{PLAIN}/telemetries/{targets.telemetry_id}", None),
+        "E5": (
+            "PUT",
+            f"{PLAIN}/secrets/telemetries/{targets.telemetry_id}",
+            {"secret": {"name": "otel", "value": "new"}},
         ),
         "C1": ("POST", f"{PLAIN}/registry-credentials", credential("other.example")),
         "C2": ("GET", f"{PLAIN}/registry-credentials", None),

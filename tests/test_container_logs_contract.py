@@ -166,3 +166,40 @@ async def test_a_follow_picks_up_an_instance_started_after_it(kind: Kind) -> Non
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_instance_lines_tags_each_line_with_its_instance(kind: Kind) -> None:
+    """The telemetry shipper's follow: (instance id, line) pairs; containers created before
+    `since` from then on, otherwise from their first line."""
+    ns, fid, vid = kind.images["run"], str(uuid.uuid4()), str(uuid.uuid4())
+    info = await kind.runtime.create_and_start(labelled(kind, "s1", fid, vid, ns))
+    assert await healthy(info.host_ports[8000])
+    await printed(kind, info.id, b"listening")
+    logs = ContainerLogs(kind.runtime, ns)
+    (target,) = await logs.targets(fid)
+    got: list[tuple[str, bytes]] = []
+
+    async def read(since: float) -> None:
+        async for pair in logs.instance_lines(fid, vid, since=since):
+            got.append(pair)
+
+    async def seen(pair: tuple[str, bytes]) -> None:
+        await until(lambda: pair in got, limit_s=10.0)
+
+    reader = asyncio.create_task(read(since=time.time() + 60))  # created before: from now on
+    try:
+        await asyncio.sleep(0.3)
+        marker = f"tagged-{uuid.uuid4().hex[:6]}"
+        await asyncio.to_thread(say, info.host_ports[8000], marker)
+        await seen((target.instance_id, f"function_server: -: {marker}".encode()))
+        assert all(b"listening" not in line for _, line in got)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    got.clear()
+    reader = asyncio.create_task(read(since=0.0))  # created after: from its first line
+    try:
+        await seen((target.instance_id, b"function_server: listening on :8000"))
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)

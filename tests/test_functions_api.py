@@ -23,6 +23,7 @@ from function_support import (
     version_path,
 )
 from litestar.testing import TestClient
+from telemetry_support import create_telemetry
 
 from nvcf_lite.models import ActiveInstance, FunctionStatus
 
@@ -124,6 +125,7 @@ def test_created_function_shape(client: TestClient[Any]) -> None:
 
 
 def test_full_function_shape_is_camel_case_and_round_trips(client: TestClient[Any]) -> None:
+    telemetry_id = create_telemetry(client, types=["LOGS"])["telemetryId"]
     payload = body(
         inferencePort=9000,
         health={
@@ -143,7 +145,7 @@ def test_full_function_shape_is_camel_case_and_round_trips(client: TestClient[An
         tags=["b", "a", "b"],
         secrets=[{"name": "TOKEN", "value": SECRET_VALUE}],
         rateLimit={"rateLimit": "10-S", "exemptedNcaIds": ["x", "x"], "syncCheck": True},
-        telemetries={"logsTelemetryId": "3E4666BF-D5E5-4AA7-B8CE-CEFE41C7568A"},
+        telemetries={"logsTelemetryId": telemetry_id.upper()},
     )
     fn = create(client, payload)
     assert fn["health"] == {
@@ -161,7 +163,7 @@ def test_full_function_shape_is_camel_case_and_round_trips(client: TestClient[An
     assert fn["tags"] == ["b", "a"]  # a set: duplicates dropped, order kept
     assert fn["secrets"] == ["TOKEN"]
     assert fn["rateLimit"] == {"rateLimit": "10-S", "exemptedNcaIds": ["x"], "syncCheck": True}
-    assert fn["telemetries"] == {"logsTelemetryId": "3e4666bf-d5e5-4aa7-b8ce-cefe41c7568a"}
+    assert fn["telemetries"] == {"logsTelemetryId": telemetry_id}  # canonical form
     assert fn["containerArgs"] == "--verbose" and fn["description"] == "an echo"
     assert all(v is not None for v in fn.values())
     got = client.get(version_path(fn), headers=bearer()).json()["function"]

@@ -15,7 +15,6 @@ from litestar.testing import TestClient
 
 from nvcf_lite.domain.function_fields import duration_seconds, format_duration, parse_duration
 
-UUID = "3e4666bf-d5e5-4aa7-b8ce-cefe41c7568a"
 HEALTH = {
     "protocol": "HTTP",
     "uri": "/ready",
@@ -392,11 +391,6 @@ VALID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "per-user only",
         body(rateLimit={"perUserRate": "3-D", "syncCheck": False}),
         {"rateLimit": {"perUserRate": "3-D", "syncCheck": False}},
-    ),
-    (
-        "telemetries",
-        body(telemetries={"metricsTelemetryId": UUID}),
-        {"telemetries": {"metricsTelemetryId": UUID}},
     ),
     ("unknown fields ignored", body(utilsContainerImage="GO", preferredOrder=[1], x=None), {}),
 ]

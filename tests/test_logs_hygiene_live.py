@@ -1,9 +1,9 @@
 """Log hygiene of a real `nvcf-lite serve` at `log_level=debug` with the access log on, in text
 and in JSON: after traffic that carries every kind of credential (the admin key, a minted bearer
 token, Basic credentials, signed upload/download/large-result URLs, secret values registered and
-updated and read by the function, registry credentials added, replaced and sent with a pull),
-none of them appears anywhere in the server's stdout+stderr,
-while the lines about functions and instances carry their ids."""
+updated and read by the function, registry credentials added, replaced and sent with a pull, a
+telemetry token sent to a refusing endpoint), none of them appears anywhere in the server's
+stdout+stderr, while the lines about functions and instances carry their ids."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ pytestmark = pytest.mark.docker
 
 SECRET = "first-secret-value-Zq81"
 NEW_SECRET = "second-secret-value-Kp27"
+TELEMETRY_SECRET = "telemetry-token-Wm40"
+TELEMETRY_NEW = "telemetry-token-Hx93"
 BASIC = base64.b64encode(f"$oauthtoken:{ADMIN_KEY}".encode()).decode()
 REGISTRY_PASSWORDS = ("registry-password-Fq40", "registry-password-rotated-Zn83")
 
@@ -36,6 +38,7 @@ class Client:
 
     def __init__(self, server: ServerProcess) -> None:
         self.port = server.port
+        self.log_path = server.log_path
 
     def call(
         self, method: str, target: str, body: Any = None, auth: str | None = None, **hdrs: str
@@ -70,13 +73,31 @@ def signature(url: str) -> str:
 
 def traffic(api: Client) -> tuple[str, str, list[str]]:
     """Every credential-carrying call; returns (function id, version id, what must not leak)."""
-    leaks = [ADMIN_KEY, "A" * 60, SECRET, NEW_SECRET, BASIC]
+    leaks = [ADMIN_KEY, "A" * 60, SECRET, NEW_SECRET, BASIC, TELEMETRY_SECRET, TELEMETRY_NEW]
+    # a telemetry whose endpoint refuses connections: its shipping fails, and says so, in the log
+    telemetry = {
+        "endpoint": "http://127.0.0.1:9",
+        "protocol": "HTTP",
+        "provider": "OTEL_COLLECTOR",
+        "types": ["LOGS", "METRICS"],
+        "secret": {"name": "hygiene-otel", "value": TELEMETRY_SECRET},
+    }
+    tid = api.json("POST", "/v2/nvcf/telemetries", telemetry)["telemetry"]["telemetryId"]
     fn = api.json(
         "POST",
         "/v2/nvcf/functions",
-        {**function_body("hygiene"), "secrets": [{"name": "API_TOKEN", "value": SECRET}]},
+        {
+            **function_body("hygiene"),
+            "secrets": [{"name": "API_TOKEN", "value": SECRET}],
+            "telemetries": {"logsTelemetryId": tid, "metricsTelemetryId": tid},
+        },
     )["function"]
     fid, vid = fn["id"], fn["versionId"]
+    body = {"secret": {"name": "hygiene-otel", "value": TELEMETRY_NEW}}
+    status, _, data = api.call(
+        "PUT", f"/v2/nvcf/secrets/telemetries/{tid}", body, f"Bearer {ADMIN_KEY}"
+    )
+    assert status == 204, data
     api.json("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", deploy_body())
 
     def active() -> bool:
@@ -150,6 +171,10 @@ def traffic(api: Client) -> tuple[str, str, list[str]]:
         "GET", f"/v2/nvcf/functions/{fid}/logs?tail=5", None, f"Bearer {token}"
     )
     assert status == 200 and b"listening" in data
+    wait_for(
+        lambda: "export failed" in api.log_path.read_text(errors="replace"),
+        what="the telemetry export failure in the log",
+    )
     leaks += registry_traffic(api)
     return fid, vid, leaks
 

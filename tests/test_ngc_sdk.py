@@ -368,6 +368,47 @@ def main(args):
     assert [(c.method, c.status) for c in ratelimit] == [("PUT", 204), ("DELETE", 204)]
 
 
+def test_telemetry_endpoints_and_a_function_that_names_them(sdk: Sdk) -> None:
+    """ngcsdk 4.37 telemetry_endpoints create/list/delete (spec §2.8, E1, E2, E4) on the NGC
+    path form, and functions.create with logs/metrics telemetry ids (spec §2.1.1)."""
+    name = unique("sdk-otel")
+    run = sdk(
+        """
+def main(args):
+    cf = client().cloud_function
+    made = cf.telemetry_endpoints.create(
+        name=args["name"], endpoint="https://otel.example.com:4318", protocol="HTTP",
+        provider="OTEL_COLLECTOR", types=["LOGS", "METRICS"], key="sdk-otel-token",
+    )
+    tid = made["telemetry"]["telemetryId"]
+    fn = cf.functions.create(
+        name=args["name"], inference_url="/echo", container_image=args["image"],
+        inference_port=8000, health_uri="/health",
+        logs_telemetry_id=tid, metrics_telemetry_id=tid,
+    )["function"]
+    listed = cf.telemetry_endpoints.list()
+    cf.functions.delete(fn["id"], fn["versionId"])
+    cf.telemetry_endpoints.delete(tid)
+    return {"made": made, "fn": fn, "listed": listed, "after": cf.telemetry_endpoints.list()}
+""",
+        name=name,
+        image=ECHO_IMAGE,
+    )
+    out = run.expect_ok()
+    telemetry = out["made"]["telemetry"]
+    assert telemetry["name"] == name and telemetry["types"] == ["LOGS", "METRICS"]
+    assert "secret" not in telemetry and "sdk-otel-token" not in json.dumps(out)
+    tid = telemetry["telemetryId"]
+    assert out["fn"]["telemetries"] == {"logsTelemetryId": tid, "metricsTelemetryId": tid}
+    assert telemetry in out["listed"]["telemetries"]
+    assert tid not in json.dumps(out["after"])
+    [post] = run.calls("POST", f"/v2/orgs/{ORG}/nvcf/telemetries")
+    sent = json.loads(post.body or "{}")
+    assert sent["secret"] == {"name": name, "value": "sdk-otel-token"} and post.status == 200
+    [delete] = run.calls("DELETE", f"/v2/orgs/{ORG}/nvcf/telemetries/{tid}")
+    assert delete.status == 204
+
+
 def test_unknown_function_is_resource_not_found(sdk: Sdk) -> None:
     run = sdk(
         "def main(args):\n    client().cloud_function.functions.info(args['fid'], args['vid'])\n",

@@ -73,6 +73,7 @@ from nvcf_lite.api.status import (
     StatusResponse,
     VersionStatusWire,
 )
+from nvcf_lite.api.telemetries import TelemetryRequest, TelemetryWire
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.deployment_rules import SpecInput
@@ -96,6 +97,7 @@ from nvcf_lite.domain.status import (
     StatusReport,
     VersionStatus,
 )
+from nvcf_lite.domain.telemetries import TelemetryInput
 from nvcf_lite.models import (
     ActiveInstance,
     Artifact,
@@ -118,6 +120,7 @@ from nvcf_lite.models import (
     ResourceRef,
     SpecState,
     Telemetries,
+    Telemetry,
 )
 
 DECODE = "decode"  # left -> right: a request body into its domain input (`to_domain`)
@@ -295,6 +298,9 @@ TWINS: tuple[Twin, ...] = (
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    # -- telemetries (E1-E5) ---------------------------------------------------------------
+    Twin(TelemetryRequest, TelemetryInput, DECODE),
+    Twin(TelemetryWire, Telemetry, ENCODE),
     Twin(ResourceUsageWire, ResourceUsage, ENCODE),
 )
 
@@ -316,6 +322,9 @@ WIRE_ONLY: Mapping[str, str] = {
     "QueuesResponse": "function id around QueueWire",
     "PositionResponse": "ids and a number from Queues.position",
     "ClusterGroupsResponse": "envelope of ClusterGroupWire",
+    "TelemetryResponse": "envelope of TelemetryWire",
+    "ListTelemetryResponse": "envelope of TelemetryWire",
+    "UpdateTelemetrySecretRequest": "envelope of SecretWire",
     "ArtifactResponse": "envelope of ArtifactWire",
     "ListArtifactsResponse": "envelope of ArtifactWire",
     "RegistryCredentialResponse": "envelope of RegistryCredentialWire",

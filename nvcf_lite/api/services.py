@@ -20,6 +20,7 @@ from nvcf_lite.domain.placement import Host
 from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.status import Overview
+from nvcf_lite.domain.telemetries import TelemetryEndpoints
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -41,6 +42,7 @@ class Services:
     invocations: Invocations
     queues: Queues
     registry: Registry
+    telemetries: TelemetryEndpoints
     registry_credentials: RegistryCredentials
     overview: Overview
     container_logs: LogSource

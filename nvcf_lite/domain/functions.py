@@ -7,7 +7,8 @@ nothing today; the union below is written so that they will when sharing arrives
 
 Deployments plug in through the constructor: `instances` (F6 `activeInstances`),
 `before_delete` (F7 force-removes the deployment of a version before it is deleted) and
-`after_secrets_change` (running instances get the new secret values).
+`after_secrets_change` (running instances get the new secret values); telemetries through
+`check_telemetries` (a new version's telemetry ids must name usable telemetries, spec §2.8).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nvcf_lite.models import (
     FunctionType,
     FunctionVersion,
     Principal,
+    Telemetries,
     new_id,
     now_iso,
 )
@@ -46,6 +48,8 @@ BeforeDelete = Callable[[str, str], Awaitable[None]]
 """(function_id, version_id) -> None; called before a version is deleted."""
 SecretsChanged = Callable[[str, dict[str, Any]], Awaitable[None]]
 """(version_id, all secret values) -> None; called after a version's secrets changed."""
+TelemetryCheck = Callable[[str, Telemetries | None], Awaitable[None]]
+"""(nca_id, a new version's telemetries) -> None; raises Invalid for an id it cannot use."""
 Updated = Callable[[], None]
 """Called after a version's record changed (F8: its rate limit applies to the next call)."""
 
@@ -81,6 +85,7 @@ class Functions:
         instances: InstancesProvider,
         before_delete: BeforeDelete,
         after_secrets_change: SecretsChanged,
+        check_telemetries: TelemetryCheck,
         after_update: Updated,
     ) -> None:
         self.repo = repo
@@ -88,6 +93,7 @@ class Functions:
         self.instances = instances
         self.before_delete = before_delete
         self.after_secrets_change = after_secrets_change
+        self.check_telemetries = check_telemetries
         self.after_update = after_update
         # One rewrite of a version's record at a time (F8, secrets, rate limits read, change
         # and write it back): two at once would each drop the other's change.
@@ -131,6 +137,7 @@ class Functions:
         )
         if existing:
             _check_llm_stays_llm(existing[0], version)
+        await self.check_telemetries(principal.nca_id, version.telemetries)
         await self.repo.insert(version, secrets)
         return version
 

@@ -171,6 +171,25 @@ class Metrics:
             ("function_id", "version_id"),
         )
 
+        labels = ("telemetry_id", "signal")
+        self.telemetry_exported = Counter(
+            "nvcf_lite_telemetry_exported_total",
+            "Items a telemetry endpoint accepted (log records; resource metrics, one per version "
+            "and pass), by telemetry and signal (logs, metrics).",
+            labels,
+        )
+        self.telemetry_failures = Counter(
+            "nvcf_lite_telemetry_export_failures_total",
+            "Export requests to a telemetry endpoint that failed (each try of a batch).",
+            labels,
+        )
+        self.telemetry_dropped = Counter(
+            "nvcf_lite_telemetry_dropped_total",
+            "Items not shipped, by telemetry, signal and reason (buffer_full: the oldest made "
+            "room; export_failed: the retries ran out; unsupported: nvcf-lite cannot ship there).",
+            (*labels, "reason"),
+        )
+
     def families(self) -> list[_Family]:
         return [
             self.invocations,
@@ -178,6 +197,9 @@ class Metrics:
             self.cold_start_wait,
             self.instance_start,
             self.instance_failures,
+            self.telemetry_exported,
+            self.telemetry_failures,
+            self.telemetry_dropped,
         ]
 
     def render(self, gauges: Iterable[Gauge] = ()) -> str:

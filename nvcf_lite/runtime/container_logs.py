@@ -121,6 +121,28 @@ class ContainerLogs:
         async for line in self._follow(running, tail, prefix, rescan):
             yield line
 
+    async def instance_lines(
+        self, function_id: str, version_id: str, *, since: float
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """Follow one version's output as (instance id, line without its newline), for the
+        telemetry shipper: `lines` with `follow`, its instance prefix taken off again.
+
+        Containers that exist already are followed from now on if any was created before
+        `since` (epoch seconds: their earlier output is taken as shipped), else from their
+        first line; instances started later always from their first line.
+        """
+        targets = await self.targets(function_id, {version_id})
+        tail = 0 if any(t.created < since for t in targets) else None
+        follow = self.lines(function_id, targets, version_ids={version_id}, tail=tail, follow=True)
+        try:
+            async for line in follow:  # a follow without an instance: every line is prefixed
+                instance_id, _, text = line.partition(b" | ")
+                yield instance_id.decode(), text.removesuffix(b"\n")
+        finally:
+            close = getattr(follow, "aclose", None)
+            if close is not None:
+                await close()
+
     async def _follow(
         self,
         running: list[LogTarget],

@@ -239,19 +239,33 @@ class Database:
         statement), at most every CHECKPOINT_EVERY_S while there are writes. PASSIVE: never
         waits for, nor blocks, readers or the writer."""
         conn = await asyncio.to_thread(_checkpoint_connection, self.path)
+        running: asyncio.Future[None] | None = None
         try:
             while True:
                 await asyncio.sleep(CHECKPOINT_EVERY_S)
                 if not self._written:
                     continue
                 self._written = False
+                running = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
                 try:
-                    await asyncio.to_thread(_checkpoint, conn)
+                    await asyncio.shield(running)
                 except Exception as exc:  # the loop must live on: the WAL grows without it
                     log.warning("WAL checkpoint failed (%s); retrying soon", exc)
                     self._written = True
         finally:
-            conn.close()
+            # Cancelled (at close) while a checkpoint runs on its thread: closing the
+            # connection under it crashes the process (a segfault in CI's suite), so it is
+            # closed once that checkpoint is over.
+            if running is not None and not running.done():
+
+                def close_after(done: asyncio.Future[None]) -> None:
+                    if not done.cancelled():
+                        done.exception()  # retrieved: a failure at shutdown is of no interest
+                    conn.close()
+
+                running.add_done_callback(close_after)
+            else:
+                conn.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:

@@ -470,9 +470,28 @@ async def _subject_of(record: RequestRecord) -> str:
     return f"apikey:{record.key_id}"
 
 
+STOP_GRACE_S = 10.0
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it, at most STOP_GRACE_S: a task that swallows
+    its cancel (a race inside asyncio.timeout on 3.11) must not hold up the shutdown; it is
+    logged with where it stands instead."""
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_S)
+    if not done:
+        where = "".join(
+            f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}; "
+            for frame in task.get_stack()
+        )
+        log.error(
+            "task %s did not stop within %.0f s at shutdown (%s)",
+            task.get_name(),
+            STOP_GRACE_S,
+            where,
+        )
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r", task.get_name(), task.exception())
 
 
 def _open_up(folder: Path) -> None:

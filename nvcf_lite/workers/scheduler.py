@@ -222,10 +222,13 @@ class Scheduler:
                 await self.tick()
             except Exception:
                 log.exception("scheduler tick failed")
+            # Not asyncio.wait_for: on 3.11 a cancel that arrives as the nudge does is
+            # swallowed, and the loop would outlive the shutdown that cancelled it.
+            waiter = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_interval_s)
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=self.cfg.tick_interval_s)
+            finally:
+                waiter.cancel()
             self._wake.clear()
 
     async def tick(self) -> None:

@@ -14,7 +14,7 @@
 #
 #   docker run -d --name nvcf-lite --network host --gpus all \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
-#     -v /var/lib/nvcf-lite:/var/lib/nvcf-lite nvcf-lite
+#     -v /var/lib/nvcf-lite:/var/lib/nvcf-lite -v /run/nvcf-lite:/run/nvcf-lite nvcf-lite
 #   docker logs nvcf-lite                          # the first start's admin key
 ARG BASE_IMAGE=debian:12-slim
 FROM ${BASE_IMAGE}

@@ -128,7 +128,9 @@ def _serve(config: Config, source: ConfigSource, args: argparse.Namespace) -> in
     configure(config.server.log_level, config.server.log_format)
     # In a container, data_dir must be the host's folder at the same path (function containers
     # mount folders under it from the host): refuse before anything is written there.
-    problem = data_mount_problem(config.data_path, config.docker.base_url or None)
+    problem = data_mount_problem(
+        config.data_path, config.docker.base_url or None, secrets_dir=config.secrets_path
+    )
     if problem:
         log.error("%s", problem)
         return EXIT_REFUSED

@@ -6,6 +6,7 @@ startup error that names the key. Tests pass an `environ` mapping instead of tou
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,6 +110,7 @@ class DockerConfig(_Section):
     container_name_prefix: str = "nvcf-lite"
     namespace: str = "default"
     failed_containers_kept: int = 3
+    secrets_dir: str = ""  # empty: see Config.secrets_path
 
 
 class RegistryConfig(_Section):
@@ -183,6 +185,30 @@ class Config(_Section):
     def data_path(self) -> Path:
         """data_dir as an absolute path (bind mounts need one): relative to the start dir."""
         return Path(self.store.data_dir).expanduser().resolve()
+
+    @property
+    def secrets_path(self) -> Path:
+        """Where each instance's secrets.json is written for its /var/secrets mount.
+
+        A memory-backed folder outside data_dir, so that no secret value lies in plain text on
+        disk or in a backup of data_dir: docker.secrets_dir when set, else systemd's
+        $RUNTIME_DIRECTORY (the unit's RuntimeDirectory=), else /run/nvcf-lite for root, else
+        $XDG_RUNTIME_DIR/nvcf-lite, else /dev/shm/nvcf-lite-<uid>.
+        """
+        if self.docker.secrets_dir:
+            return Path(self.docker.secrets_dir).expanduser().resolve()
+        return default_secrets_path(os.environ, os.getuid())
+
+
+def default_secrets_path(environ: Mapping[str, str], uid: int) -> Path:
+    """The secrets folder when docker.secrets_dir is empty (see Config.secrets_path)."""
+    if environ.get("RUNTIME_DIRECTORY"):
+        return Path(environ["RUNTIME_DIRECTORY"].split(":")[0]) / "secrets"
+    if uid == 0:
+        return Path("/run/nvcf-lite/secrets")
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "nvcf-lite" / "secrets"
+    return Path(f"/dev/shm/nvcf-lite-{uid}/secrets")
 
 
 def _section_types() -> dict[str, type[_Section]]:

@@ -61,28 +61,33 @@ def build_host(
 def build_sizing(config: Config, machine: MachineTotals, gpu_units: int) -> Sizing:
     """The placeable totals: configured, else detected less the reserve."""
     r = config.resources
-    if r.cpu_cores:
-        cores, cpu_source = r.cpu_cores, "resources.cpu_cores"
-    else:
-        cores = max(0.0, machine.cpu_cores - r.reserved_cpu_cores)
-        cpu_source = f"{machine.cpu_cores:g} from {machine.cpu_source}"
-        if r.reserved_cpu_cores:
-            cpu_source += f", less resources.reserved_cpu_cores {r.reserved_cpu_cores:g}"
-    if r.memory_mb:
-        memory, memory_source = r.memory_mb, "resources.memory_mb"
-    else:
-        memory = max(0, machine.memory_mb - r.reserved_memory_mb)
-        memory_source = f"{machine.memory_mb} MiB from {machine.memory_source}"
-        if r.reserved_memory_mb:
-            memory_source += f", less resources.reserved_memory_mb {r.reserved_memory_mb}"
+    cores, cpu_source = _total(
+        r.cpu_cores, "cpu_cores", machine.cpu_cores, f"{machine.cpu_cores:g} from "
+        f"{machine.cpu_source}", r.reserved_cpu_cores, f"{r.reserved_cpu_cores:g}"
+    )  # fmt: skip
+    memory, memory_source = _total(
+        r.memory_mb, "memory_mb", machine.memory_mb, f"{machine.memory_mb} MiB from "
+        f"{machine.memory_source}", r.reserved_memory_mb, f"{r.reserved_memory_mb}"
+    )  # fmt: skip
     return Sizing(
-        Resources(round(cores * MILLI), memory),
+        Resources(round(cores * MILLI), int(memory)),
         gpu_units=gpu_units,
         cpu_instance_max=config.gpus.cpu_instance_max,
         shm_mb=r.shm_size_mb,
         overrides=r.instance_types,
         source=f"CPU: {cpu_source}; memory: {memory_source}",
     )
+
+
+def _total(
+    configured: float, key: str, detected: float, found: str, reserved: float, shown: str
+) -> tuple[float, str]:
+    """One placeable total and where it comes from: resources.<key> when set, else what was
+    detected (`found`) less resources.reserved_<key>."""
+    if configured:
+        return configured, f"resources.{key}"
+    source = found + (f", less resources.reserved_{key} {shown}" if reserved else "")
+    return max(0, detected - reserved), source
 
 
 def gpus_component(host: Host, inventory: GpuInventory) -> ComponentWire:

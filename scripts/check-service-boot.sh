@@ -42,7 +42,7 @@ boot_cleanup() {
   ids=$(docker ps -aq --filter "label=nvcf-lite.namespace=$NVCF_LITE_DOCKER__NAMESPACE")
   # shellcheck disable=SC2086
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
-  [ "$installed" = 1 ] && rm -rf "$STATE"
+  [ "$installed" = 1 ] && rm -rf "$STATE" "$RUNTIME"
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -73,7 +73,7 @@ ensure_rootfs() {
 boot() {
   local t=$SECONDS state
   systemd-nspawn --quiet --ephemeral --boot --register=no --keep-unit --directory="$ROOTFS" \
-    --bind=/run/docker.sock --bind="$STATE" --bind-ro="$REPO:/opt/nvcf-lite-src" \
+    --bind=/run/docker.sock --bind="$STATE" --bind="$RUNTIME" --bind-ro="$REPO:/opt/nvcf-lite-src" \
     --bind-ro="$(realpath "$EXE"):/opt/nvcf-lite.exe" --console=passive \
     >"$WORK/nspawn.log" 2>&1 &
   nspawn_pid=$!
@@ -152,6 +152,8 @@ boot_main() {
   ensure_rootfs
   installed=1
   install -d -m 0700 "$STATE"
+  # RuntimeDirectory= at the host's path too: the host's engine mounts secrets.json from it
+  install -d -m 0700 "$RUNTIME"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   boot
   install_inside

@@ -28,6 +28,7 @@ SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
 UNIT=/etc/systemd/system/nvcf-lite.service
 STATE=/var/lib/nvcf-lite
+RUNTIME=/run/nvcf-lite # RuntimeDirectory=: each instance's secrets.json, in memory
 ECHO_IMAGE=nvcf-lite-test/echo:1
 # Its own container namespace (the one env override besides the port, also read by
 # install.sh --uninstall): a server in namespace "default" would reap other servers' and the
@@ -59,7 +60,7 @@ cleanup() {
   [ -n "$server_pid" ] && wait "$server_pid" 2>/dev/null
   if [ "$installed" = 1 ]; then
     bash scripts/install.sh --uninstall >/dev/null 2>&1
-    rm -rf "$STATE"
+    rm -rf "$STATE" "$RUNTIME"
   fi
   ids=$(docker ps -aq --filter "label=nvcf-lite.namespace=$NVCF_LITE_DOCKER__NAMESPACE" 2>/dev/null)
   # shellcheck disable=SC2086
@@ -157,9 +158,10 @@ verify_unit() {
 in_sandbox() {
   local mp
   mount --bind "$STATE" "$STATE"
+  mount --bind "$RUNTIME" "$RUNTIME"
   while read -r mp; do
     case $mp in
-      /proc | /proc/* | /dev | /dev/* | "$STATE") continue ;;
+      /proc | /proc/* | /dev | /dev/* | "$STATE" | "$RUNTIME") continue ;;
     esac
     mount -o remount,bind,ro "$mp" 2>/dev/null || [ "$mp" != / ] || exit 90
   done < <(awk '{ print $5 }' /proc/self/mountinfo | sort -u)
@@ -185,6 +187,13 @@ prepare_exec() {
   group=$(unit_value Group)
   [ -n "$user" ] && [ -n "$group" ] || fail "the unit has no User= and Group="
   [ "$(unit_value StateDirectory)" = nvcf-lite ] || fail "StateDirectory= is not nvcf-lite"
+  [ "$(unit_value RuntimeDirectory)" = nvcf-lite ] || fail "RuntimeDirectory= is not nvcf-lite"
+  [ "$(unit_value RuntimeDirectoryPreserve)" = yes ] ||
+    fail "RuntimeDirectoryPreserve= is not yes (kept containers mount their secrets from it)"
+  # what systemd makes for RuntimeDirectory= at a first start (a folder of the /run tmpfs, owned
+  # by User=; anything there now is another server's, as root, such as the image test's)
+  rm -rf "$RUNTIME"
+  install -d -m "$(unit_value RuntimeDirectoryMode)" -o "$user" -g "$group" "$RUNTIME"
   [ "$(unit_value KillMode)" = mixed ] || fail "this check sends SIGTERM as KillMode=mixed does"
   # What in_sandbox rebuilds, so the unit must say the same.
   local setting
@@ -212,7 +221,7 @@ prepare_exec() {
   SANDBOX_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     HOME=$home USER=$user LOGNAME=$user SHELL=$(getent passwd "$user" | cut -d: -f7)
     INVOCATION_ID=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n') STATE_DIRECTORY=$STATE
-    $extra NVCF_LITE_SERVER__PORT=$port NVCF_LITE_DOCKER__NAMESPACE=$NVCF_LITE_DOCKER__NAMESPACE"
+    RUNTIME_DIRECTORY=$RUNTIME $extra NVCF_LITE_SERVER__PORT=$port NVCF_LITE_DOCKER__NAMESPACE=$NVCF_LITE_DOCKER__NAMESPACE"
   export SANDBOX_ENV
   stop_timeout=$(unit_value TimeoutStopSec | tr -d s)
   if user_processes "$user" | grep .; then
@@ -322,6 +331,9 @@ assert d["body"]["message"] == "hi"' <<<"$out" ||
     fail "the invocation did not echo the body: $out"
   [ "$(json_field secrets.CHECK <<<"$out")" = service-secret ] ||
     fail "the container did not read its secret: $out"
+  # the secret is in memory under RuntimeDirectory=, and no byte of the state directory has it
+  grep -rqF service-secret "$RUNTIME/secrets" || fail "no secrets.json under $RUNTIME/secrets"
+  ! grep -rqF service-secret "$STATE" || fail "a secret value is in plain text under $STATE"
   step "invocation: 200, body echoed, secret read from /var/secrets ($1)"
 }
 

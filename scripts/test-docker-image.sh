@@ -157,6 +157,9 @@ check_refusals() {
   refused "is an anonymous Docker volume" "$fix" -v "$DATA"
   refused "is the host's $other mounted at $DATA, not the same path" \
     "-v $other:$other -e NVCF_LITE_STORE__DATA_DIR=$other" -v "$other:$DATA"
+  # data_dir right, but the in-memory secrets folder (docker.secrets_dir) is the container's own
+  refused "the secrets folder /run/nvcf-lite/secrets (docker.secrets_dir) is not mounted" \
+    "-v /run/nvcf-lite:/run/nvcf-lite" -v "$DATA:$DATA"
   [ -z "$(ls -A "$DATA")" ] || fail "a refused start wrote into $DATA: $(ls -A "$DATA")"
 }
 
@@ -193,7 +196,7 @@ serve_documented() {
     PORT=$(free_port)
     docker run -d --name "$NAME" --network host \
       -v /var/run/docker.sock:/var/run/docker.sock \
-      -v "$DATA:$DATA" -e NVCF_LITE_STORE__DATA_DIR="$DATA" \
+      -v "$DATA:$DATA" -e NVCF_LITE_STORE__DATA_DIR="$DATA" -v /run/nvcf-lite:/run/nvcf-lite \
       -e NVCF_LITE_SERVER__PORT="$PORT" -e NVCF_LITE_DOCKER__NAMESPACE="$NAMESPACE" \
       -e NVCF_LITE_INVOCATION__MAX_RESPONSE_BYTES="$MAX_RESPONSE" \
       -e NVCF_LITE_SCHEDULER__TICK_INTERVAL_S=0.5 -e NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S=0.5 \

@@ -26,6 +26,8 @@ ADMIN_KEY = "nvapi-" + "A" * 60 + "test"
 def make_config(data_dir: Path, **env: str) -> Config:
     environ = {
         "NVCF_LITE_STORE__DATA_DIR": str(data_dir),
+        # beside data_dir, not in it (its default is memory-backed /run/nvcf-lite as root)
+        "NVCF_LITE_DOCKER__SECRETS_DIR": str(data_dir.with_name(data_dir.name + "-secrets")),
         "NVCF_LITE_AUTH__BOOTSTRAP_KEY": ADMIN_KEY,
         "NVCF_LITE_AUTH__KEY_CACHE_SECONDS": "0",
         **env,

@@ -77,6 +77,7 @@ class ServerProcess:
             # An installed service's /etc/nvcf-lite/config.toml must not leak into a test server.
             "NVCF_LITE_SYSTEM_CONFIG": "/nonexistent/nvcf-lite/config.toml",
             "NVCF_LITE_STORE__DATA_DIR": str(self.data_dir),
+            "NVCF_LITE_DOCKER__SECRETS_DIR": str(self.secrets_dir),
             "NVCF_LITE_AUTH__BOOTSTRAP_KEY": key,
             "NVCF_LITE_ACCOUNT__ORG_NAME": org,
             **({"NVCF_LITE_SERVER__TLS_CERT": str(cert)} if cert else {}),
@@ -95,6 +96,11 @@ class ServerProcess:
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """docker.secrets_dir: beside data_dir, as the default (/run/nvcf-lite) is outside it."""
+        return self.workdir / "run-secrets"
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -398,3 +398,20 @@ def test_relative_data_dir_becomes_absolute(
     monkeypatch.chdir(tmp_path)
     config = load_config(None, {"NVCF_LITE_STORE__DATA_DIR": "./data"})
     assert config.data_path == tmp_path / "data"
+
+
+def test_secrets_go_to_a_memory_backed_folder_outside_data_dir() -> None:
+    """docker.secrets_dir: empty picks a tmpfs folder by who runs the server."""
+    from nvcf_lite.config import default_secrets_path
+
+    systemd = {"RUNTIME_DIRECTORY": "/run/nvcf-lite:/run/other", "XDG_RUNTIME_DIR": "/run/user/7"}
+    assert default_secrets_path(systemd, 998) == Path("/run/nvcf-lite/secrets")
+    assert default_secrets_path({"XDG_RUNTIME_DIR": "/run/user/7"}, 0) == Path(
+        "/run/nvcf-lite/secrets"
+    )
+    assert default_secrets_path({"XDG_RUNTIME_DIR": "/run/user/7"}, 7) == Path(
+        "/run/user/7/nvcf-lite/secrets"
+    )
+    assert default_secrets_path({}, 7) == Path("/dev/shm/nvcf-lite-7/secrets")
+    set_ = load_config(None, {"NVCF_LITE_DOCKER__SECRETS_DIR": "/srv/tmpfs/s"})
+    assert set_.secrets_path == Path("/srv/tmpfs/s")

@@ -270,9 +270,9 @@ def test_raising_min_instances_keeps_a_serving_function_invocable(
 
 
 def test_container_reads_its_secrets_and_sees_an_update(
-    api: TestClient[Any], dock: docker.DockerClient, ns: str
+    api: TestClient[Any], dock: docker.DockerClient, ns: str, tmp_path: Path
 ) -> None:
-    secrets = [{"name": "TOKEN", "value": "first"}, {"name": "db", "value": {"user": "u"}}]
+    secrets = [{"name": "TOKEN", "value": "first-x9"}, {"name": "db", "value": {"user": "u-x9"}}]
     fid, vid = register(api, secrets=secrets)
     deploy(api, fid, vid, minInstances=1, maxInstances=1)
     wait_for(lambda: status(api, fid, vid) == "ACTIVE", what="ACTIVE")
@@ -287,7 +287,13 @@ def test_container_reads_its_secrets_and_sees_an_update(
         assert r.status_code == 200, r.text
         return r.json()["secrets"]
 
-    assert seen() == {"TOKEN": "first", "db": {"user": "u"}}
+    assert seen() == {"TOKEN": "first-x9", "db": {"user": "u-x9"}}
+    # the host folder mounted at /var/secrets is not under data_dir, and no byte under data_dir
+    # (the database, its WAL, request folders, backups) holds a value, while the instance runs
+    data_dir = tmp_path / "data"
+    assert data_dir not in Path(mount["Source"]).parents
+    on_disk = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+    assert b"first-x9" not in on_disk and b"u-x9" not in on_disk
     r = api.put(
         f"/v2/nvcf/secrets/functions/{fid}/versions/{vid}",
         json={"secrets": [{"name": "TOKEN", "value": "rotated"}, {"name": "NEW", "value": "n"}]},
@@ -296,5 +302,5 @@ def test_container_reads_its_secrets_and_sees_an_update(
     assert r.status_code == 204 and r.content == b"", r.text
     # the running container reads the new values (merged by name), without a restart: a new
     # secrets.json is renamed into its mounted folder
-    assert seen() == {"TOKEN": "rotated", "db": {"user": "u"}, "NEW": "n"}
+    assert seen() == {"TOKEN": "rotated", "db": {"user": "u-x9"}, "NEW": "n"}
     assert [x.id for x in containers(dock, ns)] == [c.id]

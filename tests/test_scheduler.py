@@ -212,6 +212,9 @@ async def test_secrets_are_mounted_read_only(bench: SchedulerBench) -> None:
         )
     )
     assert modes == [0o700, 0o644, 0o755]  # no host user; any container user may read
+    # written beside data_dir's bytes, never among them (docker.secrets_dir: a tmpfs by default)
+    assert secrets_json.parent.parent == bench.config.secrets_path
+    assert bench.config.data_path not in secrets_json.parents
 
 
 async def test_secrets_updated_while_an_instance_starts_reach_it(bench: SchedulerBench) -> None:

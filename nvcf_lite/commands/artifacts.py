@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nvcf_lite.commands.database import open_existing, refuse
+from nvcf_lite.commands.database import run_on_database
 from nvcf_lite.config import Config, ConfigSource
 from nvcf_lite.domain.artifact_refs import store_uri
 from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
-from nvcf_lite.errors import NvcfError
 from nvcf_lite.models import Artifact, ArtifactKind
 from nvcf_lite.store.artifact_files import LOCK, ArtifactFiles
 from nvcf_lite.store.artifacts import ArtifactsRepo
@@ -59,20 +58,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(config, source, args))
-
-
-async def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    db = await open_existing(source, config)
-    if isinstance(db, str):
-        return refuse(db)
-    try:
-        return await _act(config, db, VERBS[args.command], args)
-    except NvcfError as exc:
-        print(f"nvcf-lite: {exc.detail}", file=sys.stderr)
-        return 1
-    finally:
-        await db.close()
+    return run_on_database(source, config, lambda db: _act(config, db, VERBS[args.command], args))
 
 
 async def _act(config: Config, db: Database, kind: ArtifactKind, args: argparse.Namespace) -> int:

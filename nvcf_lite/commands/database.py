@@ -7,11 +7,14 @@ database; the others refuse (exit 2) and say how to point them at the server's c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nvcf_lite.config import SYSTEM_CONFIG, Config, ConfigSource
+from nvcf_lite.errors import NvcfError
 from nvcf_lite.store.data_dir import DB_FILE, DataDirBusy, DataDirLock
 from nvcf_lite.store.sqlite import Database, SchemaError, check_version, migrate_file
 
@@ -57,6 +60,27 @@ async def open_existing(source: ConfigSource, config: Config) -> Database | str:
         return await Database.open(path, create=False)
     except SchemaError as exc:
         return str(exc)
+
+
+def run_on_database(
+    source: ConfigSource, config: Config, act: Callable[[Database], Awaitable[int]]
+) -> int:
+    """An admin verb's whole run: open the server's database, `act` on it, close it. A refusal
+    to open it and an NvcfError of the act are one line on stderr and a non-zero exit."""
+
+    async def run() -> int:
+        db = await open_existing(source, config)
+        if isinstance(db, str):
+            return refuse(db)
+        try:
+            return await act(db)
+        except NvcfError as exc:
+            print(f"nvcf-lite: {exc.detail}", file=sys.stderr)
+            return 1
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
 
 
 async def migrate(config: Config) -> int:

@@ -7,11 +7,10 @@ import asyncio
 import sys
 from typing import Any
 
-from nvcf_lite.commands.database import open_existing, refuse
+from nvcf_lite.commands.database import run_on_database
 from nvcf_lite.config import Config, ConfigSource
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.tokens import TokenSigner
-from nvcf_lite.errors import NvcfError
 from nvcf_lite.models import SCOPES
 from nvcf_lite.store.data_dir import give_to_owner
 from nvcf_lite.store.keys import KeysRepo
@@ -52,20 +51,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(config, source, args))
-
-
-async def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    db = await open_existing(source, config)
-    if isinstance(db, str):
-        return refuse(db)
-    try:
-        return await _act(config, db, args)
-    except NvcfError as exc:
-        print(f"nvcf-lite: {exc.detail}", file=sys.stderr)
-        return 1
-    finally:
-        await db.close()
+    return run_on_database(source, config, lambda db: _act(config, db, args))
 
 
 async def _act(config: Config, db: Database, args: argparse.Namespace) -> int:

@@ -1,14 +1,14 @@
 """nvcf-lite's own container, when it runs in one: is its data_dir the host's, at the same path?
 
-Function containers get bind mounts of folders under data_dir (the request folders at /var/inf,
-the secrets folder at /var/secrets). The host's Docker engine resolves those sources on the
-host, so a containerised nvcf-lite must see data_dir bind-mounted from the host at the same
-path: with no mount, a volume or another path, functions silently get an empty /var/inf and no
-secrets.json. `data_mount_problem` finds this process's container (its id is in the mount
-table, as Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/, or in the
-cgroup path), reads its mounts through the Docker API and says what is wrong, with the
-`docker run` flags that fix it. It runs before the server starts, so it uses the SDK directly
-and briefly, not the DockerRuntime of the event loop.
+Function containers get bind mounts of folders under data_dir (the request folders at /var/inf)
+and of the in-memory secrets folder (docker.secrets_dir, at /var/secrets). The host's Docker
+engine resolves those sources on the host, so a containerised nvcf-lite must see both
+bind-mounted from the host at the same path: with no mount, a volume or another path, functions
+silently get an empty /var/inf and no secrets.json. `data_mount_problem` finds this process's
+container (its id is in the mount table, as Docker bind-mounts /etc/hostname from
+/var/lib/docker/containers/<id>/, or in the cgroup path), reads its mounts through the Docker
+API and says what is wrong, with the `docker run` flags that fix it. It runs before the server
+starts, so it uses the SDK directly and briefly, not the DockerRuntime of the event loop.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
 # Files Docker bind-mounts into every container from its /var/lib/docker/containers/<id>/.
 _DOCKER_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 _WHY = (
-    "Function containers get bind mounts of folders under it (/var/inf, /var/secrets), which "
+    "Function containers get bind mounts of folders under it (/var/inf), which "
     "the host's Docker engine looks up on the host, so they would see empty folders."
 )
 
@@ -117,9 +117,12 @@ def _covering(path: PurePosixPath, mounts: Sequence[Mount]) -> Mount | None:
     return max(holding, key=lambda m: len(PurePosixPath(m.destination).parts), default=None)
 
 
-def mount_problem(data_dir: PurePosixPath, mounts: Sequence[Mount]) -> str | None:
+def mount_problem(
+    data_dir: PurePosixPath, mounts: Sequence[Mount], secrets_dir: PurePosixPath | None = None
+) -> str | None:
     """The refusal message when `data_dir` (inside this container) is not the host's folder at
-    the same path, with the same for every mount below it; None when all is well."""
+    the same path, with the same for every mount below it, or when the folder holding
+    `secrets_dir` (docker.secrets_dir) is not; None when all is well."""
     faults = []
     fault = _fault(_covering(data_dir, mounts))
     if fault:
@@ -130,13 +133,24 @@ def mount_problem(data_dir: PurePosixPath, mounts: Sequence[Mount]) -> str | Non
             fault = _fault(mount)
             if fault:
                 faults.append(f"{inner}, inside the data directory, {fault}")
-    if not faults:
+    if faults:
+        host = host_path_for(data_dir, mounts)
+        return (
+            f"refusing to start: this server runs in a container and {'; '.join(faults)}.\n"
+            f"{_WHY}\nMount a host folder at the same path and point data_dir at it, e.g.:\n"
+            f"    docker run ... -v {host}:{host} -e NVCF_LITE_STORE__DATA_DIR={host} ..."
+        )
+    fault = None if secrets_dir is None else _fault(_covering(secrets_dir, mounts))
+    if fault is None or secrets_dir is None:
         return None
-    host = host_path_for(data_dir, mounts)
+    # the parent: /run/nvcf-lite for the default /run/nvcf-lite/secrets
+    folder = secrets_dir.parent
     return (
-        f"refusing to start: this server runs in a container and {'; '.join(faults)}.\n{_WHY}\n"
-        "Mount a host folder at the same path and point data_dir at it, e.g.:\n"
-        f"    docker run ... -v {host}:{host} -e NVCF_LITE_STORE__DATA_DIR={host} ..."
+        f"refusing to start: this server runs in a container and the secrets folder "
+        f"{secrets_dir} (docker.secrets_dir) {fault}.\nFunction containers mount each "
+        "instance's folder under it at /var/secrets from the host, so they would see no "
+        "secrets.json. Mount a host folder in memory (tmpfs, such as one under /run) at the "
+        f"same path, e.g.:\n    docker run ... -v {folder}:{folder} ..."
     )
 
 
@@ -177,7 +191,11 @@ def _own_mounts(base_url: str, ids: Sequence[str]) -> list[Mount] | None:
 
 
 def data_mount_problem(
-    data_dir: Path, base_url: str | None = None, *, root: Path = Path("/")
+    data_dir: Path,
+    base_url: str | None = None,
+    *,
+    root: Path = Path("/"),
+    secrets_dir: Path | None = None,
 ) -> str | None:
     """Outside a container: None at once, no Docker call. Inside one: the refusal message when
     data_dir is not the host's folder at the same path; None when it is, or when the engine
@@ -192,4 +210,5 @@ def data_mount_problem(
     mounts = _own_mounts(url, ids)
     if mounts is None:
         return None
-    return mount_problem(PurePosixPath(data_dir), mounts)
+    secrets = PurePosixPath(secrets_dir) if secrets_dir is not None else None
+    return mount_problem(PurePosixPath(data_dir), mounts, secrets)

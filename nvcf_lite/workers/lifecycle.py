@@ -58,6 +58,8 @@ class Lifecycle:
         self.prober = Prober()
         self.data = config.data_path
         self.inf_dir = self.data / "inf"
+        # in memory and outside data_dir: no secret value on disk in plain text (config.py)
+        self.secrets_root = config.secrets_path
         self.instances: dict[str, Instance] = {}
         # Secret values set after a version's launch info was read, and the lock that orders a
         # launch's secrets.json write against an update's rewrite (else a start racing an
@@ -273,7 +275,7 @@ class Lifecycle:
             # scheduler prunes all but the newest docker.failed_containers_kept per version
             keep = inst.state == InstanceState.FAILED and self.docker_cfg.failed_containers_kept
             await self.safe_remove(inst.container_id, keep=bool(keep), about=inst.log_ids())
-        await asyncio.to_thread(shutil.rmtree, self.data / "secrets" / inst.instance_id, True)
+        await asyncio.to_thread(self._remove_secrets, inst.instance_id)
         self.instances.pop(inst.instance_id, None)
         self.changed()
 
@@ -296,7 +298,7 @@ class Lifecycle:
         renamed into each one's mounted folder (readers see the old file or the new one, never
         a mix); an instance starting now writes them too."""
         folders = [
-            self.data / "secrets" / inst.instance_id
+            self.secrets_root / inst.instance_id
             for inst in self.instances.values()
             if inst.version_id == version_id and not inst.removing
         ]
@@ -328,17 +330,30 @@ class Lifecycle:
         self.inf_dir.mkdir(parents=True, exist_ok=True)
         if not info.secrets:
             return None
-        root = self.data / "secrets"
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # host users stay out
-        folder = root / inst.instance_id
-        folder.mkdir(exist_ok=True)
-        folder.chmod(0o755)  # mounted: the container's user may not be root
-        with self._secrets_lock:
-            fresh = self._fresh_secrets.get(inst.version_id)
-            recent = fresh is not None and time.monotonic() - fresh[0] < FRESH_S
-            values = fresh[1] if fresh is not None and recent else info.secrets
-            _replace(folder / "secrets.json", msgspec.json.encode(values))
+        root = self.secrets_root
+        try:
+            root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            root.mkdir(exist_ok=True, mode=0o700)
+            root.chmod(0o700)  # host users stay out (a folder we do not own refuses this)
+            folder = root / inst.instance_id
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o755)  # mounted: the container's user may not be root
+            with self._secrets_lock:
+                fresh = self._fresh_secrets.get(inst.version_id)
+                recent = fresh is not None and time.monotonic() - fresh[0] < FRESH_S
+                values = fresh[1] if fresh is not None and recent else info.secrets
+                _replace(folder / "secrets.json", msgspec.json.encode(values))
+        except OSError as exc:
+            raise RuntimeFailure(
+                f"cannot write the instance's secrets.json under {root} ({exc.strerror or exc}):"
+                " set docker.secrets_dir to a folder this server may write (a tmpfs)"
+            ) from exc
         return folder
+
+    def _remove_secrets(self, instance_id: str) -> None:
+        shutil.rmtree(self.secrets_root / instance_id, ignore_errors=True)
+        # where a server before docker.secrets_dir wrote them (under data_dir)
+        shutil.rmtree(self.data / "secrets" / instance_id, ignore_errors=True)
 
 
 def _replace(path: Path, data: bytes) -> None:

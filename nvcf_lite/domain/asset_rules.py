@@ -13,7 +13,8 @@ DESCRIPTION_HEADER = "x-amz-meta-nvcf-asset-description"
 REFERENCES_HEADER = "NVCF-INPUT-ASSET-REFERENCES"
 MAX_DESCRIPTION = 1024  # it travels back as an HTTP header; S3 caps user metadata at 2 KB
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
-_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\]*\"))*$")
+# parameters: token=token or token="quoted", no control character (a NUL included) in quotes
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\\x00-\x1f]*\"))*$")
 
 
 def check_new_asset(content_type: str | None, description: str | None) -> tuple[str, str]:

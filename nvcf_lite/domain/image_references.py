@@ -25,15 +25,21 @@ _REFERENCE = re.compile(
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
 MAX_NAME = 255
+_SUFFIX = (  # the tag and the digest, which MAX_NAME does not count
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+    r":[0-9a-fA-F]{32,})?"
+)
+# is_reference as one pattern, for the OpenAPI document (api/openapi_constraints.py)
+PATTERN = rf"^(?=[\s\S]{{1,{MAX_NAME}}}{_SUFFIX}$){_REFERENCE.pattern}$"
+_WHOLE = re.compile(PATTERN.removesuffix("$") + r"\Z")
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 def is_reference(image: str) -> bool:
     """Whether `image` is a reference the Docker engine accepts (no `..`, no spaces, lower-case
-    repository, a tag of at most 128 characters, a name of at most 255)."""
-    name = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
-    return bool(_REFERENCE.fullmatch(image)) and len(name) <= MAX_NAME
+    repository, a tag of at most 128 characters, a name of at most 255 before them)."""
+    return bool(_WHOLE.match(image))
 
 
 def canonical_host(host: str) -> str:

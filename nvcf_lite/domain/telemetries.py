@@ -188,7 +188,7 @@ def _secret(given: SecretInput | None) -> SecretInput:
             f"Invalid secret name: 'secret.name' must conform to regex {SECRET_NAME_RE.pattern}"
         )
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    if not 1 <= len(text.strip()) <= MAX_SECRET_VALUE:
+    if not 1 <= len(text) <= MAX_SECRET_VALUE:  # as a function secret's (function_fields)
         raise Invalid(
             f"Invalid request: 'secret.value' must be 1 - {MAX_SECRET_VALUE} characters long"
             " (objects count as JSON text)"

@@ -18,7 +18,7 @@ from litestar.types import ControllerRouterHandler
 
 from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import Keys, require_scope
-from nvcf_lite.errors import NotFound
+from nvcf_lite.errors import Forbidden, NotFound
 from nvcf_lite.models import Principal
 
 PLAIN_PREFIX = "/v2/nvcf"
@@ -45,10 +45,22 @@ async def authorize(
 
 
 def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The org (and team) of the path must be the key's: the org selects the account, so a
+    key of another org gets 404 (it cannot learn which orgs exist); a key limited to teams
+    gets 403 on another team's paths. A key of no team may use any team path of its org
+    (NGC org-level credentials). Runs after `authorize` (app guards run first)."""
     org = connection.path_params.get("org")
-    expected: str = services_of(connection).org_name
-    if org is not None and org != expected:
-        raise NotFound(f"Org '{org}' not found (this server serves org '{expected}')")
+    if org is None:
+        return
+    principal: Principal | None = connection.state.get("principal")
+    expected: str = principal.org_name if principal else services_of(connection).org_name
+    if org != expected:
+        raise NotFound(f"Org '{org}' not found (this key's org is '{expected}')")
+    team = connection.path_params.get("team")
+    if team is not None and principal is not None and principal.teams:
+        if team not in principal.teams:
+            names = ", ".join(f"'{t}'" for t in principal.teams)
+            raise Forbidden(f"Team '{team}': the API key belongs to team(s) {names} only")
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:

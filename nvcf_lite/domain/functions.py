@@ -1,9 +1,11 @@
 """Function management (spec §2.1, F1-F9): register, list, get, update and delete versions.
 
 Who may see what: a version is visible to a key when it is the key's account's own
-(`private`) or shared with it (`authorized`) or public, and the key's resources cover it
-(spec §6.3). nvcf-lite has one account and no sharing yet, so `authorized` and `public` add
-nothing today; the union below is written so that they will when sharing arrives.
+(`private`) or shared with it (`authorized`: a party with its NCA id; `public`: the wildcard
+party '*'), and the key's resources cover it (spec §2.7, §6.3; domain/auth.py `reach`).
+Another account's version that is not shared with the caller is 404 everywhere, as if it did
+not exist. A shared version can be listed (F3-F5) and read (F6, without secret names) by the
+party; every change (F2, F7, F8, secrets, deployments, sharing) is its owner's alone: 403.
 
 Deployments plug in through the constructor: `instances` (F6 `activeInstances`),
 `before_delete` (F7 force-removes the deployment of a version before it is deleted) and
@@ -20,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from nvcf_lite.domain.auth import covers, require_function
+from nvcf_lite.domain.auth import Reach, covers, reach, require_function
 from nvcf_lite.domain.function_fields import SecretInput
 from nvcf_lite.domain.function_fields import secrets as validate_secrets
 from nvcf_lite.domain.function_rules import (
@@ -31,6 +33,7 @@ from nvcf_lite.domain.function_rules import (
 )
 from nvcf_lite.errors import Forbidden, Invalid, NotFound
 from nvcf_lite.models import (
+    WILDCARD,
     ActiveInstance,
     FunctionStatus,
     FunctionType,
@@ -40,6 +43,7 @@ from nvcf_lite.models import (
     new_id,
     now_iso,
 )
+from nvcf_lite.store.authorized_parties import FUNCTION_LEVEL, AuthorizedPartiesRepo
 from nvcf_lite.store.functions import FunctionsRepo
 
 InstancesProvider = Callable[[str], Awaitable[list[ActiveInstance]]]
@@ -87,8 +91,10 @@ class Functions:
         after_secrets_change: SecretsChanged,
         check_telemetries: TelemetryCheck,
         after_update: Updated,
+        parties: AuthorizedPartiesRepo | None = None,
     ) -> None:
         self.repo = repo
+        self.parties = parties
         self.nca_id = nca_id
         self.instances = instances
         self.before_delete = before_delete
@@ -114,10 +120,7 @@ class Functions:
         self, principal: Principal, function_id: str, request: FunctionInput
     ) -> FunctionVersion:
         """F2: a new version of an existing function (same id, new versionId)."""
-        existing = await self._own_versions(principal, function_id)
-        if not existing:
-            raise NotFound(_function_not_found(function_id, principal.nca_id))
-        require_function(principal, function_id)
+        existing = await self.own_versions(principal, function_id)
         version = await self._register(principal, function_id, request, existing)
         return version
 
@@ -156,7 +159,7 @@ class Functions:
             for version in await self._shared_with(principal):
                 found.setdefault(version.version_id, version)
         if Visibility.PUBLIC in wanted:
-            for version in await self._public():
+            for version in await self._public(principal):
                 found.setdefault(version.version_id, version)
         return [v for v in found.values() if self._may_see(principal, v)]
 
@@ -168,14 +171,28 @@ class Functions:
         return list(dict.fromkeys(v.function_id for v in versions))
 
     async def list_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
-        """F5: 404 when the function has no version at all, 403 when the key sees none."""
-        versions = await self._own_versions(principal, function_id)
-        if not versions:
+        """F5: 404 when the function has no version visible at all, 403 when the key's
+        resources cover none of them."""
+        versions = await self.repo.list_versions(function_id)
+        parties = await self._parties_of(function_id)
+        reaches = [(v, self._reach(principal, v, parties)) for v in versions]
+        found = [_shown(principal, v) for v, r in reaches if r in (Reach.OWN, Reach.SHARED)]
+        if not found:
+            if any(r is Reach.DENIED for _, r in reaches):
+                require_function(principal, function_id)  # raises: the resources miss it
             raise NotFound(_function_not_found(function_id, principal.nca_id))
-        visible = [v for v in versions if self._may_see(principal, v)]
-        if not visible:
-            require_function(principal, function_id)  # raises: the key's resources miss it
-        return visible
+        return found
+
+    async def own_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
+        """The versions of one of the key's account's functions (for changes to it): 404 when
+        it has none the caller may know of, 403 when it is only shared with the caller or
+        the key's resources miss it."""
+        visible = await self.list_versions(principal, function_id)
+        own = [v for v in visible if v.nca_id == principal.nca_id]
+        if not own:
+            raise Forbidden(_shared_only(function_id, None))
+        require_function(principal, function_id)
+        return own
 
     # -- F6, F7, F8/F9 ----------------------------------------------------------------------
 
@@ -188,11 +205,11 @@ class Functions:
         include_secrets: bool = True,
     ) -> FunctionVersion:
         """F6: secret names only with include_secrets; instances only with the details scope."""
-        version = await self.find(principal, function_id, version_id)
+        version = await self.find_visible(principal, function_id, version_id)
         changes: dict[str, Any] = {}
         if not include_secrets:
             changes["secrets"] = None
-        if DETAILS_SCOPE in principal.scopes:
+        if DETAILS_SCOPE in principal.scopes and version.nca_id == principal.nca_id:
             # an undeployed version has none: omitted like every other empty field
             changes["active_instances"] = tuple(await self.instances(version_id)) or None
         return msgspec.structs.replace(version, **changes) if changes else version
@@ -253,12 +270,31 @@ class Functions:
     async def find(
         self, principal: Principal, function_id: str, version_id: str
     ) -> FunctionVersion:
-        """A version the key may touch: 404 when not visible at all, 403 when not covered."""
-        version = await self.repo.get(function_id, version_id)
-        if version is None or not self._visible(principal, version):
-            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
-        require_function(principal, function_id, version_id)
+        """A version the key may change: 404 when not visible at all, 403 when not covered
+        or only shared with the caller's account."""
+        version = await self.find_visible(principal, function_id, version_id)
+        if version.nca_id != principal.nca_id:
+            raise Forbidden(_shared_only(function_id, version_id))
         return version
+
+    async def find_visible(
+        self, principal: Principal, function_id: str, version_id: str
+    ) -> FunctionVersion:
+        """A version the key may read (F6): its account's own or shared with it."""
+        version = await self.repo.get(function_id, version_id)
+        if version is None:
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        match self._reach(principal, version, await self._parties_of(function_id)):
+            case Reach.HIDDEN:
+                raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+            case Reach.DENIED:
+                require_function(principal, function_id, version_id)
+                raise Forbidden(
+                    f"Function id '{function_id}': Missing resource entry in ApiKey for the"
+                    " function (a shared function needs 'authorized-functions')"
+                )
+            case _:
+                return _shown(principal, version)
 
     async def version(self, function_id: str, version_id: str) -> FunctionVersion:
         """A version by id, no key involved (workers); NotFound if it is gone."""
@@ -276,23 +312,48 @@ class Functions:
 
     # -- visibility -------------------------------------------------------------------------
 
-    async def _own_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
-        versions = await self.repo.list_versions(function_id)
-        return [v for v in versions if self._visible(principal, v)]
+    async def _parties_of(self, function_id: str) -> dict[str, set[str]]:
+        """version_id ('' for the function) -> the NCA ids it is shared with."""
+        if self.parties is None:
+            return {}
+        stored = await self.parties.of_function(function_id)
+        return {vid: {p.nca_id for p in ps} for vid, ps in stored.items()}
+
+    @staticmethod
+    def _reach(
+        principal: Principal, version: FunctionVersion, parties: dict[str, set[str]]
+    ) -> Reach:
+        effective = parties.get(FUNCTION_LEVEL, set()) | parties.get(version.version_id, set())
+        return reach(principal, version.nca_id, effective, version.function_id, version.version_id)
+
+    async def _shared(self, principal: Principal, wildcard: bool) -> list[FunctionVersion]:
+        """Versions of other accounts shared with the caller by NCA id (or, `wildcard`, by
+        '*' only), as the key's resources allow."""
+        if self.parties is None:
+            return []
+        found: list[FunctionVersion] = []
+        pairs = await self.parties.shared_with(principal.nca_id)
+        for fid in dict.fromkeys(fid for fid, _ in pairs):
+            parties = await self._parties_of(fid)
+            for version in await self.repo.list_versions(fid):
+                effective = parties.get(FUNCTION_LEVEL, set()) | parties.get(
+                    version.version_id, set()
+                )
+                party = WILDCARD if wildcard else principal.nca_id
+                if party in effective and self._reach(principal, version, parties) is Reach.SHARED:
+                    found.append(_shown(principal, version))
+        return found
 
     async def _shared_with(self, principal: Principal) -> list[FunctionVersion]:
-        return []  # no function sharing (spec §2.7) in nvcf-lite yet
+        return await self._shared(principal, wildcard=False)
 
-    async def _public(self) -> list[FunctionVersion]:
-        return []  # no public functions in a one-account nvcf-lite
-
-    def _visible(self, principal: Principal, version: FunctionVersion) -> bool:
-        return version.nca_id == principal.nca_id
+    async def _public(self, principal: Principal) -> list[FunctionVersion]:
+        return await self._shared(principal, wildcard=True)
 
     def _may_see(self, principal: Principal, version: FunctionVersion) -> bool:
         if version.nca_id == principal.nca_id:
             return covers(principal.resources, version.function_id, version.version_id)
-        return any(r.type == "authorized-functions" for r in principal.resources)
+        return True  # shared versions were filtered by `reach` already
 
 
 def _check_llm_stays_llm(existing: FunctionVersion, new: FunctionVersion) -> None:
@@ -303,6 +364,21 @@ def _check_llm_stays_llm(existing: FunctionVersion, new: FunctionVersion) -> Non
             f"Invalid request: all versions of function '{existing.function_id}' must keep"
             f" 'functionType' {kind}; got {new.function_type.value}"
         )
+
+
+def _shown(principal: Principal, version: FunctionVersion) -> FunctionVersion:
+    """A version as the caller may see it: another account's without its secret names."""
+    if version.nca_id == principal.nca_id or version.secrets is None:
+        return version
+    return msgspec.structs.replace(version, secrets=None)
+
+
+def _shared_only(function_id: str, version_id: str | None) -> str:
+    where = f"Function id '{function_id}'" + (f", version '{version_id}'" if version_id else "")
+    return (
+        f"{where}: shared with this account by its owner; only the owning account may change"
+        " it (a shared function can be invoked, listed and its queue read)"
+    )
 
 
 def _function_not_found(function_id: str, nca_id: str) -> str:

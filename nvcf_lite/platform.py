@@ -23,10 +23,10 @@ from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
+from nvcf_lite.domain.accounts import Accounts, default_account
 from nvcf_lite.domain.artifact_refs import ArtifactMissing, ModelServer
 from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.domain.assets import Assets
-from nvcf_lite.domain.accounts import Accounts, default_account
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.authorizations import Authorizations
 from nvcf_lite.domain.deployments import (

@@ -63,6 +63,18 @@ def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
             raise Forbidden(f"Team '{team}': the API key belongs to team(s) {names} only")
 
 
+def server_account(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Server-wide resources (the model store) belong to the configured account: another
+    account's key is 403 there (they are the server's, so their existence is no secret)."""
+    principal: Principal | None = connection.state.get("principal")
+    owner: str = services_of(connection).nca_id
+    if principal is not None and principal.nca_id != owner:
+        raise Forbidden(
+            f"the model store belongs to the server's account '{owner}'; the API key is of"
+            f" account '{principal.nca_id}'"
+        )
+
+
 def current_principal(request: Request[Any, Any, Any]) -> Principal:
     principal: Principal = request.state.principal
     return principal

@@ -20,8 +20,8 @@ from nvcf_lite.errors import Forbidden, Invalid, NotFound, Unauthorized
 from nvcf_lite.models import (
     RESOURCE_TYPES,
     SCOPES,
-    ApiKey,
     WILDCARD,
+    ApiKey,
     KeyResource,
     Principal,
     new_id,

@@ -44,7 +44,7 @@ async def authorize(
         require_scope(principal, *needed)
 
 
-def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """The org (and team) of the path must be the key's: the org selects the account, so a
     key of another org gets 404 (it cannot learn which orgs exist); a key limited to teams
     gets 403 on another team's paths. A key of no team may use any team path of its org
@@ -53,11 +53,15 @@ def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
     if org is None:
         return
     principal: Principal | None = connection.state.get("principal")
-    expected: str = principal.org_name if principal else services_of(connection).org_name
+    if principal is None:  # a route that checks its key itself (pexec): the key picks the org
+        keys: Keys = services_of(connection).keys
+        principal = await keys.authenticate(connection.headers.get("authorization"))
+        connection.state.principal = principal
+    expected = principal.org_name
     if org != expected:
         raise NotFound(f"Org '{org}' not found (this key's org is '{expected}')")
     team = connection.path_params.get("team")
-    if team is not None and principal is not None and principal.teams:
+    if team is not None and principal.teams:
         if team not in principal.teams:
             names = ", ".join(f"'{t}'" for t in principal.teams)
             raise Forbidden(f"Team '{team}': the API key belongs to team(s) {names} only")

@@ -388,3 +388,20 @@ def test_team_paths_check_the_team_of_the_key(
         "/v3/keys/get-caller-info", data={"credentials": bearer()["Authorization"][7:]}
     ).json()
     assert not [r for r in info["user"]["roles"] if "team" in r]
+
+
+def test_adding_to_a_version_that_inherits_parties_starts_its_own_set(
+    client: TestClient[Any],
+) -> None:
+    fn = create(client)
+    fid, vid = fn["id"], fn["versionId"]
+    path = f"{AUTHZ}/{fid}/versions/{vid}"
+    share(client, fid, B)
+    r = client.patch(f"{path}/add", json={"authorizedParty": {"ncaId": C}}, headers=bearer())
+    assert r.status_code == 200 and r.json()["function"]["authorizedParties"] == [{"ncaId": C}]
+    add_b = {"authorizedParty": {"ncaId": B}}
+    problem(client.patch(f"{path}/add", json=add_b, headers=bearer()), 409)  # inherited
+    doc = problem(client.patch(f"{path}/remove", json=add_b, headers=bearer()), 404)
+    assert "inherited ones are the function's" in doc["detail"]
+    got = client.get(path, headers=bearer()).json()["function"]["authorizedParties"]
+    assert [p["ncaId"] for p in got] == [B, C]

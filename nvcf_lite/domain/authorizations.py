@@ -102,15 +102,20 @@ class Authorizations:
     async def add(
         self, principal: Principal, fid: str, vid: str | None, party: AuthorizedParty
     ) -> PartiesOf:
-        """Z3/Z8: 404 while the set is empty (POST makes it), 409 for a party already in."""
+        """Z3/Z8: 404 while there are no parties (POST makes them), 409 for a party already
+        in. A version counts the function's parties it inherits (what Z7 answers, and what
+        ngcsdk reads to choose PATCH over POST): adding to a version with inherited parties
+        only starts its own set."""
         owner = await self._owner(principal, fid, vid)
         async with self._writes:
-            current = await self._level(fid, vid)
-            if not current:
+            stored = await self._repo.of_function(fid)
+            current = stored.get(vid or FUNCTION_LEVEL, [])
+            effective = _union(stored.get(FUNCTION_LEVEL, []), current) if vid else current
+            if not effective:
                 raise NotFound(
                     f"{_where(fid, vid)}: has no authorized parties yet; set them with POST"
                 )
-            if any(p.nca_id == party.nca_id for p in current):
+            if any(p.nca_id == party.nca_id for p in effective):
                 raise Conflict(f"{_where(fid, vid)}: '{party.nca_id}' is authorized already")
             wanted = validate([*current, party])
             await self._repo.replace(fid, vid or FUNCTION_LEVEL, wanted)
@@ -126,7 +131,10 @@ class Authorizations:
             current = await self._level(fid, vid)
             left = [p for p in current if p.nca_id != party.nca_id]
             if len(left) == len(current):
-                raise NotFound(f"{_where(fid, vid)}: '{party.nca_id}' is not an authorized party")
+                level = " of this version (inherited ones are the function's)" if vid else ""
+                raise NotFound(
+                    f"{_where(fid, vid)}: '{party.nca_id}' is not an authorized party{level}"
+                )
             await self._repo.replace(fid, vid or FUNCTION_LEVEL, left)
         self._changed()
         return PartiesOf(fid, owner, vid, left)

@@ -50,7 +50,7 @@ async def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     gets 403 on another team's paths. A key of no team may use any team path of its org
     (NGC org-level credentials). Runs after `authorize` (app guards run first)."""
     org = connection.path_params.get("org")
-    if org is None or connection.scope["method"] == "OPTIONS":  # Litestar's own answer
+    if org is None or connection.scope.get("method") == "OPTIONS":  # Litestar's own answer
         return
     principal: Principal | None = connection.state.get("principal")
     if principal is None:  # a route that checks its key itself (pexec): the key picks the org

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from nvcf_lite.domain.auth import Reach, covers, reach, require_function
+from nvcf_lite.domain.auth import Reach, covers, require_function
 from nvcf_lite.domain.function_fields import SecretInput
 from nvcf_lite.domain.function_fields import secrets as validate_secrets
 from nvcf_lite.domain.function_rules import (
@@ -31,9 +31,9 @@ from nvcf_lite.domain.function_rules import (
     apply_update,
     build_version,
 )
+from nvcf_lite.domain.function_sharing import Sharing, reach_version, shared_only, shown
 from nvcf_lite.errors import Forbidden, Invalid, NotFound
 from nvcf_lite.models import (
-    WILDCARD,
     ActiveInstance,
     FunctionStatus,
     FunctionType,
@@ -43,7 +43,7 @@ from nvcf_lite.models import (
     new_id,
     now_iso,
 )
-from nvcf_lite.store.authorized_parties import FUNCTION_LEVEL, AuthorizedPartiesRepo
+from nvcf_lite.store.authorized_parties import AuthorizedPartiesRepo
 from nvcf_lite.store.functions import FunctionsRepo
 
 InstancesProvider = Callable[[str], Awaitable[list[ActiveInstance]]]
@@ -95,6 +95,7 @@ class Functions:
     ) -> None:
         self.repo = repo
         self.parties = parties
+        self.sharing = Sharing(repo, parties)
         self.nca_id = nca_id
         self.instances = instances
         self.before_delete = before_delete
@@ -156,10 +157,10 @@ class Functions:
             for version in await self.repo.list_all(principal.nca_id):
                 found.setdefault(version.version_id, version)
         if Visibility.AUTHORIZED in wanted:
-            for version in await self._shared_with(principal):
+            for version in await self.sharing.shared(principal, wildcard=False):
                 found.setdefault(version.version_id, version)
         if Visibility.PUBLIC in wanted:
-            for version in await self._public(principal):
+            for version in await self.sharing.shared(principal, wildcard=True):
                 found.setdefault(version.version_id, version)
         return [v for v in found.values() if self._may_see(principal, v)]
 
@@ -174,9 +175,9 @@ class Functions:
         """F5: 404 when the function has no version visible at all, 403 when the key's
         resources cover none of them."""
         versions = await self.repo.list_versions(function_id)
-        parties = await self._parties_of(function_id)
-        reaches = [(v, self._reach(principal, v, parties)) for v in versions]
-        found = [_shown(principal, v) for v, r in reaches if r in (Reach.OWN, Reach.SHARED)]
+        parties = await self.sharing.parties_of(function_id)
+        reaches = [(v, reach_version(principal, v, parties)) for v in versions]
+        found = [shown(principal, v) for v, r in reaches if r in (Reach.OWN, Reach.SHARED)]
         if not found:
             if any(r is Reach.DENIED for _, r in reaches):
                 require_function(principal, function_id)  # raises: the resources miss it
@@ -190,7 +191,7 @@ class Functions:
         visible = await self.list_versions(principal, function_id)
         own = [v for v in visible if v.nca_id == principal.nca_id]
         if not own:
-            raise Forbidden(_shared_only(function_id, None))
+            raise Forbidden(shared_only(function_id, None))
         require_function(principal, function_id)
         return own
 
@@ -274,7 +275,7 @@ class Functions:
         or only shared with the caller's account."""
         version = await self.find_visible(principal, function_id, version_id)
         if version.nca_id != principal.nca_id:
-            raise Forbidden(_shared_only(function_id, version_id))
+            raise Forbidden(shared_only(function_id, version_id))
         return version
 
     async def find_visible(
@@ -284,7 +285,7 @@ class Functions:
         version = await self.repo.get(function_id, version_id)
         if version is None:
             raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
-        match self._reach(principal, version, await self._parties_of(function_id)):
+        match reach_version(principal, version, await self.sharing.parties_of(function_id)):
             case Reach.HIDDEN:
                 raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
             case Reach.DENIED:
@@ -294,7 +295,7 @@ class Functions:
                     " function (a shared function needs 'authorized-functions')"
                 )
             case _:
-                return _shown(principal, version)
+                return shown(principal, version)
 
     async def version(self, function_id: str, version_id: str) -> FunctionVersion:
         """A version by id, no key involved (workers); NotFound if it is gone."""
@@ -312,44 +313,6 @@ class Functions:
 
     # -- visibility -------------------------------------------------------------------------
 
-    async def _parties_of(self, function_id: str) -> dict[str, set[str]]:
-        """version_id ('' for the function) -> the NCA ids it is shared with."""
-        if self.parties is None:
-            return {}
-        stored = await self.parties.of_function(function_id)
-        return {vid: {p.nca_id for p in ps} for vid, ps in stored.items()}
-
-    @staticmethod
-    def _reach(
-        principal: Principal, version: FunctionVersion, parties: dict[str, set[str]]
-    ) -> Reach:
-        effective = parties.get(FUNCTION_LEVEL, set()) | parties.get(version.version_id, set())
-        return reach(principal, version.nca_id, effective, version.function_id, version.version_id)
-
-    async def _shared(self, principal: Principal, wildcard: bool) -> list[FunctionVersion]:
-        """Versions of other accounts shared with the caller by NCA id (or, `wildcard`, by
-        '*' only), as the key's resources allow."""
-        if self.parties is None:
-            return []
-        found: list[FunctionVersion] = []
-        pairs = await self.parties.shared_with(principal.nca_id)
-        for fid in dict.fromkeys(fid for fid, _ in pairs):
-            parties = await self._parties_of(fid)
-            for version in await self.repo.list_versions(fid):
-                effective = parties.get(FUNCTION_LEVEL, set()) | parties.get(
-                    version.version_id, set()
-                )
-                party = WILDCARD if wildcard else principal.nca_id
-                if party in effective and self._reach(principal, version, parties) is Reach.SHARED:
-                    found.append(_shown(principal, version))
-        return found
-
-    async def _shared_with(self, principal: Principal) -> list[FunctionVersion]:
-        return await self._shared(principal, wildcard=False)
-
-    async def _public(self, principal: Principal) -> list[FunctionVersion]:
-        return await self._shared(principal, wildcard=True)
-
     def _may_see(self, principal: Principal, version: FunctionVersion) -> bool:
         if version.nca_id == principal.nca_id:
             return covers(principal.resources, version.function_id, version.version_id)
@@ -364,21 +327,6 @@ def _check_llm_stays_llm(existing: FunctionVersion, new: FunctionVersion) -> Non
             f"Invalid request: all versions of function '{existing.function_id}' must keep"
             f" 'functionType' {kind}; got {new.function_type.value}"
         )
-
-
-def _shown(principal: Principal, version: FunctionVersion) -> FunctionVersion:
-    """A version as the caller may see it: another account's without its secret names."""
-    if version.nca_id == principal.nca_id or version.secrets is None:
-        return version
-    return msgspec.structs.replace(version, secrets=None)
-
-
-def _shared_only(function_id: str, version_id: str | None) -> str:
-    where = f"Function id '{function_id}'" + (f", version '{version_id}'" if version_id else "")
-    return (
-        f"{where}: shared with this account by its owner; only the owning account may change"
-        " it (a shared function can be invoked, listed and its queue read)"
-    )
 
 
 def _function_not_found(function_id: str, nca_id: str) -> str:

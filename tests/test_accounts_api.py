@@ -405,3 +405,28 @@ def test_adding_to_a_version_that_inherits_parties_starts_its_own_set(
     assert "inherited ones are the function's" in doc["detail"]
     got = client.get(path, headers=bearer()).json()["function"]["authorizedParties"]
     assert [p["ncaId"] for p in got] == [B, C]
+
+
+def test_a_party_cannot_pass_the_owners_assets_to_a_shared_function(
+    stuck: TestClient[Any],
+) -> None:
+    client, account_key = stuck, key_maker(stuck)
+    fn = create(client)
+    deploy(client, fn, CPU_SPEC)
+    r = client.post(
+        f"{PLAIN}/assets", json={"contentType": "text/plain", "description": "a"}, headers=bearer()
+    )
+    asset_id = r.json()["assetId"]
+    key_b = account_key(B)
+    share(client, fn["id"], B)
+    r = client.post(
+        f"{PLAIN}/pexec/functions/{fn['id']}",
+        json={"x": 1},
+        headers={
+            **bearer(key_b),
+            "NVCF-POLL-SECONDS": "1",
+            "NVCF-INPUT-ASSET-REFERENCES": asset_id,
+        },
+    )
+    doc = problem(r, 404)
+    assert f"Asset '{asset_id}' does not exist for account '{B}'" in doc["detail"]

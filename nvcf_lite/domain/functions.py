@@ -212,7 +212,11 @@ class Functions:
             changes["secrets"] = None
         if DETAILS_SCOPE in principal.scopes and version.nca_id == principal.nca_id:
             # an undeployed version has none: omitted like every other empty field
-            changes["active_instances"] = tuple(await self.instances(version_id)) or None
+            found = [
+                msgspec.structs.replace(i, nca_id=version.nca_id)  # the owner's instances
+                for i in await self.instances(version_id)
+            ]
+            changes["active_instances"] = tuple(found) or None
         return msgspec.structs.replace(version, **changes) if changes else version
 
     async def update(

@@ -1,5 +1,5 @@
 """A second account's team-configured ngcsdk 3.151.0 client invoking a function another account
-shared with it, against a live server and a real echo container (spec §2.7, §7.1, §8.18).
+shared with it, against a live server and a real echo container (spec §2.7, §7.1, §8 item 18).
 
 Account A (the configured one, org `local`) deploys the echo function; account B (org `org-b`)
 has a key of team `blue`. B's client, configured with org, team and key, cannot invoke A's
@@ -91,7 +91,7 @@ def test_a_team_client_of_another_account_invokes_a_shared_function(
     reply = result["reply"]
     assert reply["body"] == {"hello": "shared"}
     assert reply["headers"]["nvcf-function-version-id"] == vid
-    assert reply["headers"]["nvcf-ncaid"] == NCA_B  # the caller's account (spec §8.18)
+    assert reply["headers"]["nvcf-ncaid"] == NCA_B  # the caller's account (spec §8 item 18)
     [post] = run.calls("POST", f"/v2/nvcf/pexec/functions/{fid}")
     assert post.status == 200 and post.header("authorization") == f"Bearer {key_b}"
 

@@ -34,10 +34,11 @@ def reach_version(principal: Principal, version: FunctionVersion, parties: Parti
 
 
 def shown(principal: Principal, version: FunctionVersion) -> FunctionVersion:
-    """A version as the caller may see it: another account's without its secret names."""
-    if version.nca_id == principal.nca_id or version.secrets is None:
+    """A version as the caller may see it: another account's without its secret names and
+    marked `ownedByDifferentAccount` (spec §2.1.2)."""
+    if version.nca_id == principal.nca_id:
         return version
-    return msgspec.structs.replace(version, secrets=None)
+    return msgspec.structs.replace(version, secrets=None, owned_by_different_account=True)
 
 
 def shared_only(function_id: str, version_id: str | None) -> str:

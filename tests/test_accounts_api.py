@@ -241,6 +241,8 @@ def test_a_party_lists_and_reads_a_shared_function_without_its_secrets(
     r = client.get(version_path(fn, "/v2/orgs/org-b/nvcf"), headers=bearer(key_b))
     assert r.status_code == 200 and "secrets" not in r.json()["function"]
     assert r.json()["function"]["ncaId"] == "nvcf-lite-local"  # the owner
+    assert r.json()["function"]["ownedByDifferentAccount"] is True
+    assert "ownedByDifferentAccount" not in client.get(version_path(fn), headers=bearer()).text
     assert client.get(version_path(fn), headers=bearer()).json()["function"]["secrets"] == ["TOKEN"]
     ids = client.get("/v2/orgs/org-b/nvcf/functions/ids", headers=bearer(key_b)).json()
     assert ids == {"functionIds": [fn["id"]]}

@@ -333,7 +333,7 @@ def test_another_accounts_key_gets_404_for_everything_of_account_a(
     assert r.json()["function"]["authorizedParties"] == []
 
 
-def test_another_accounts_key_cannot_use_account_as_org(
+def test_another_accounts_key_is_404_under_the_org_of_account_a(
     module_client: TestClient[Any], world: World, routes: list[Route]
 ) -> None:
     """The org of the path selects the account: B's key on A's org paths is 404."""

@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         help="create or upgrade the database and exit (snapshots an existing one first)",
     )
     sub.add_parser("gpus", parents=[common], help="print the GPU inventory (NVML and simulated)")
-    from nvcf_lite.commands import backup, keys
+    from nvcf_lite.commands import accounts, backup, keys
 
     keys.add_parser(sub, common)
+    accounts.add_parser(sub, common)
     backup.add_parsers(sub, common)
     from nvcf_lite.commands import status
 
@@ -100,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nvcf_lite.commands import keys
 
         return keys.run(config, source, args)
+    if command == "accounts":
+        from nvcf_lite.commands import accounts
+
+        return accounts.run(config, source, args)
     if command in ("backup", "restore"):
         from nvcf_lite.commands import backup
 

@@ -18,6 +18,7 @@ from nvcf_lite import logs
 from nvcf_lite.api import fastpath
 from nvcf_lite.api.artifacts import ARTIFACT_HANDLERS
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
+from nvcf_lite.api.authorizations import AUTHORIZATION_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.docs import openapi_config, swagger_assets
@@ -118,6 +119,7 @@ def create_app(
         *CLUSTER_GROUP_HANDLERS,
         *INVOCATION_HANDLERS,
         *ASSET_HANDLERS,
+        *AUTHORIZATION_HANDLERS,
     ]
     app = NvcfLite(
         fast_path=config.server.fast_path,

@@ -53,19 +53,41 @@ class ApiKey(msgspec.Struct, frozen=True):
     created_at: str
     expires_at: str | None = None
     revoked_at: str | None = None
+    teams: tuple[str, ...] = ()  # NGC teams the key belongs to; () = not limited to teams
+    org_name: str = ""  # the org of its account (read with the key)
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the key's account, scopes and function resources."""
+    """Who is calling: the key's account (NCA id, org), teams, scopes and function resources."""
 
     key_id: str
     nca_id: str
     scopes: frozenset[str]
     resources: tuple[KeyResource, ...]
+    org_name: str = ""
+    teams: tuple[str, ...] = ()
 
     @property
     def subject(self) -> str:
         return f"apikey:{self.key_id}"
+
+
+class Account(msgspec.Struct, frozen=True):
+    """An NVIDIA Cloud Account (spec §6.4): its NCA id and the NGC org name that selects it."""
+
+    nca_id: str
+    org_name: str
+    created_at: str
+
+
+class AuthorizedParty(msgspec.Struct, frozen=True):
+    """An account a function (version) is shared with (spec §2.7); nca_id '*' is everyone."""
+
+    nca_id: str
+    client_id: str | None = None
+
+
+WILDCARD = "*"
 
 
 def now_iso() -> str:

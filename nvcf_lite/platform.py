@@ -23,10 +23,12 @@ from nvcf_lite import __version__, logs
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
+from nvcf_lite.domain.accounts import Accounts, default_account
 from nvcf_lite.domain.artifact_refs import ArtifactMissing, ModelServer
 from nvcf_lite.domain.artifacts import Artifacts, deployed_versions
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
+from nvcf_lite.domain.authorizations import Authorizations
 from nvcf_lite.domain.deployments import (
     Busy,
     Deployments,
@@ -60,9 +62,11 @@ from nvcf_lite.models import (
 )
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
+from nvcf_lite.store.accounts import AccountsRepo
 from nvcf_lite.store.artifact_files import ArtifactFiles
 from nvcf_lite.store.artifacts import ArtifactsRepo
 from nvcf_lite.store.assets import AssetsRepo
+from nvcf_lite.store.authorized_parties import FUNCTION_LEVEL, AuthorizedPartiesRepo
 from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
@@ -129,11 +133,16 @@ class Platform:
         signing_key = await asyncio.to_thread(load_signing_key, data)
         self.signer = Signer(signing_key)
         self.secret_box = await asyncio.to_thread(SecretBox.in_data_dir, data)
+        self.accounts = Accounts(
+            AccountsRepo(self.db), default_account(nca_id, config.account.org_name)
+        )
+        await self.accounts.ensure_default()
         self.keys = Keys(
             KeysRepo(self.db),
             nca_id,
             config.auth.key_cache_seconds,
             tokens=TokenSigner(signing_key),
+            org_name=config.account.org_name,
         )
         self.bootstrap_key = await self.keys.ensure_bootstrap(config.auth.bootstrap_key)
         if self.bootstrap_key:
@@ -151,6 +160,7 @@ class Platform:
         )
         self.host, self.inventory = read_host(config)
         functions_repo = FunctionsRepo(self.db, self.secret_box)
+        parties_repo = AuthorizedPartiesRepo(self.db)
         if sealed := await functions_repo.seal_legacy():
             log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
@@ -203,12 +213,12 @@ class Platform:
             store, backlog, scheduler, forwarder, cfg.request_ttl_s, self.metrics
         )
         # The invocation hot path reads versions from memory; any status change clears it.
-        versions = CachedVersions(_versions_of(functions_repo, nca_id))
+        versions = CachedVersions(_versions_of(functions_repo, parties_repo))
         changed.subscribe(versions.clear)
         changed.subscribe(dispatcher.pump_all)  # instances became ready or went: move requests
         self.shipping = TelemetryShipping(
             config.telemetry,
-            _versions_to_ship(functions_repo, nca_id),
+            _versions_to_ship(functions_repo),
             self.telemetries.endpoint_of,
             self.container_logs,
             lambda: [*self.metrics.families(), *live_gauges(scheduler, backlog)],
@@ -239,7 +249,9 @@ class Platform:
             after_secrets_change=scheduler.life.refresh_secrets,
             check_telemetries=self.telemetries.check_version,
             after_update=versions.clear,
+            parties=parties_repo,
         )
+        self.authorizations = Authorizations(parties_repo, self.functions, versions.clear)
         self.invocations = Invocations(
             store,
             versions,
@@ -253,6 +265,8 @@ class Platform:
         )
         services = Services(
             keys=self.keys,
+            accounts=self.accounts,
+            authorizations=self.authorizations,
             artifacts=self.artifacts,
             functions=self.functions,
             assets=self.assets,
@@ -409,18 +423,28 @@ def _pull_auth(credentials: RegistryCredentials) -> PullAuthLookup:
     return pull_auth
 
 
-def _versions_of(functions: FunctionsRepo, nca_id: str) -> VersionsOf:
+def _versions_of(functions: FunctionsRepo, parties: AuthorizedPartiesRepo) -> VersionsOf:
     async def versions_of(fid: str) -> list[VersionInfo]:
+        versions = await functions.list_versions(fid)
+        shared = await parties.of_function(fid) if versions else {}
+        inherited = {p.nca_id for p in shared.get(FUNCTION_LEVEL, ())}
         return [
-            VersionInfo(v.function_id, v.version_id, v.name, v.status, v.rate_limit)
-            for v in await functions.list_versions(fid)
-            if v.nca_id == nca_id
+            VersionInfo(
+                v.function_id,
+                v.version_id,
+                v.name,
+                v.status,
+                v.rate_limit,
+                nca_id=v.nca_id,
+                parties=frozenset(inherited | {p.nca_id for p in shared.get(v.version_id, ())}),
+            )
+            for v in versions
         ]
 
     return versions_of
 
 
-def _versions_to_ship(functions: FunctionsRepo, nca_id: str) -> VersionsToShip:
+def _versions_to_ship(functions: FunctionsRepo) -> VersionsToShip:
     async def versions() -> list[ShippedVersion]:
         return [
             ShippedVersion(
@@ -431,7 +455,7 @@ def _versions_to_ship(functions: FunctionsRepo, nca_id: str) -> VersionsToShip:
                 logs_telemetry_id=v.telemetries.logs_telemetry_id,
                 metrics_telemetry_id=v.telemetries.metrics_telemetry_id,
             )
-            for v in await functions.list_all(nca_id)
+            for v in await functions.list_every()
             if v.telemetries is not None and v.status is not FunctionStatus.INACTIVE
         ]
 

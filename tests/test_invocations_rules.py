@@ -317,7 +317,7 @@ def _principal(scopes: tuple[str, ...] = SCOPES, resources: tuple[str, ...] = ()
 
 
 def _version(status: FunctionStatus, vid: str | None = None) -> VersionInfo:
-    return VersionInfo(FID, vid or new_id(), "echo", status)
+    return VersionInfo(FID, vid or new_id(), "echo", status, nca_id="acct")
 
 
 async def test_any_active_or_degrading_version_is_chosen_at_random() -> None:

@@ -33,6 +33,7 @@ from nvcf_lite.api.assets import (
     CreateAssetRequest,
     CreateAssetResponse,
 )
+from nvcf_lite.api.authorizations import PartiesWire, PartyWire
 from nvcf_lite.api.deployments import (
     DeploymentWire,
     GpuSpecWire,
@@ -76,6 +77,7 @@ from nvcf_lite.api.status import (
 from nvcf_lite.api.telemetries import TelemetryRequest, TelemetryWire
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import Assets
+from nvcf_lite.domain.authorizations import PartiesOf
 from nvcf_lite.domain.deployment_rules import SpecInput
 from nvcf_lite.domain.function_fields import SecretInput
 from nvcf_lite.domain.function_rules import (
@@ -103,6 +105,7 @@ from nvcf_lite.models import (
     Artifact,
     ArtifactFile,
     Asset,
+    AuthorizedParty,
     Deployment,
     EnvVar,
     FunctionVersion,
@@ -173,6 +176,14 @@ TWINS: tuple[Twin, ...] = (
     Twin(PriorityWire, Priority, DECODE),
     Twin(LlmInvocationConfigWire, LlmInvocationConfig, DECODE),
     Twin(TelemetriesWire, Telemetries, DECODE),
+    # -- Z1-Z10: authorized parties ---------------------------------------------------------
+    Twin(PartyWire, AuthorizedParty, DECODE),
+    Twin(
+        PartiesWire,
+        PartiesOf,
+        ENCODE,
+        renamed={"id": "function_id", "authorized_parties": "parties"},
+    ),
     Twin(ActiveInstanceWire, ActiveInstance, ENCODE),
     # -- F8/F9 update -----------------------------------------------------------------------
     Twin(UpdateFunctionRequest, FunctionUpdate, DECODE),
@@ -334,6 +345,11 @@ WIRE_ONLY: Mapping[str, str] = {
     # decoded and used directly: its fields are the handler's arguments
     "CreateAssetRequest": "its fields are Assets.create's arguments (test below)",
     "CallerInfoRequest": "one form field, the key to verify",
+    # Z1-Z10: envelopes of PartyWire / PartiesWire (twins above)
+    "PartiesRequest": "envelope of PartyWire",
+    "PartyRequest": "envelope of PartyWire",
+    "PartiesResponse": "envelope of PartiesWire",
+    "FunctionPartiesResponse": "envelope of PartiesWire",
     # built by the handler from the host inventory or the platform, no record behind them
     "ClusterGroupWire": "G1, from the host inventory",
     "ClusterWire": "G1, from the host inventory",

@@ -18,7 +18,7 @@ from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
 from nvcf_lite.api.assets import request_chunks
-from nvcf_lite.api.security import PRINCIPAL, scopes
+from nvcf_lite.api.security import PRINCIPAL, scopes, server_account
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.artifact_refs import store_uri
@@ -89,6 +89,7 @@ class _StoreController(Controller):
 
     kind: ClassVar[ArtifactKind]
     dependencies = {**PRINCIPAL, "artifacts": Provide(_artifacts, sync_to_thread=False)}
+    guards = [server_account]
     tags = ["nvcf-lite"]
 
     @get("/", opt=LIST, summary="M1 list the stored versions (nvcf-lite extension)")

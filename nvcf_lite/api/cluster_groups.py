@@ -86,7 +86,8 @@ async def cluster_groups(request: Request[Any, Any, Any]) -> ClusterGroupsRespon
         id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"nvcf-lite.{nca_id}.{hostname}")),
         name="local",
         nca_id=nca_id,
-        authorized_nca_ids=[nca_id],
+        # the server's one group, owned by the configured account, used by every account
+        authorized_nca_ids=list(dict.fromkeys([nca_id, request.state.principal.nca_id])),
         gpus=[_gpu(host, g) for g in host.gpu_names()],
         clusters=[ClusterWire(k8s_version="none (Docker)", id="local", name=hostname)],
     )

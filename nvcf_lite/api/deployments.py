@@ -202,10 +202,14 @@ def _deployments(request: Request[Any, Any, Any]) -> Deployments:
     return services_of(request).deployments
 
 
-def _covered(principal: Principal, function_id: UUID, version_id: UUID) -> tuple[str, str]:
-    """The path's ids as text, once the key's resources cover that version (403 otherwise)."""
+async def _covered(
+    request: Request[Any, Any, Any], principal: Principal, function_id: UUID, version_id: UUID
+) -> tuple[str, str]:
+    """The path's ids as text, once the version is the caller's account's own and the key's
+    resources cover it (404 for another account's, 403 for one only shared with it)."""
     fid, vid = str(function_id), str(version_id)
-    require_function(principal, fid, vid)
+    functions: Functions = services_of(request).functions
+    await functions.find(principal, fid, vid)
     return fid, vid
 
 
@@ -223,7 +227,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
-        fid, vid = _covered(principal, function_id, version_id)
+        fid, vid = await _covered(request, principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.create(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -236,7 +240,7 @@ class DeploymentsController(Controller):
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
     ) -> DeploymentResponse:
-        fid, vid = _covered(principal, function_id, version_id)
+        fid, vid = await _covered(request, principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.get(fid, vid)
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -250,7 +254,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         data: JSONBody[DeployRequest],
     ) -> DeploymentResponse:
-        fid, vid = _covered(principal, function_id, version_id)
+        fid, vid = await _covered(request, principal, function_id, version_id)
         deployments = _deployments(request)
         d = await deployments.update(fid, vid, _specs(data))
         return DeploymentResponse(deployment=await _render(deployments, d))
@@ -264,7 +268,7 @@ class DeploymentsController(Controller):
         version_id: FromPath[UUID],
         graceful: FromQuery[bool] = False,
     ) -> FunctionResponse:
-        fid, vid = _covered(principal, function_id, version_id)
+        fid, vid = await _covered(request, principal, function_id, version_id)
         await _deployments(request).undeploy(fid, vid, graceful)
         functions: Functions = services_of(request).functions
         return function_response(await functions.version(fid, vid))
@@ -274,7 +278,7 @@ class DeploymentsController(Controller):
         self, request: Request[Any, Any, Any], principal: Caller, deployment_id: FromPath[UUID]
     ) -> DeploymentResponse:
         deployments = _deployments(request)
-        d = await deployments.by_id(str(deployment_id))
+        d = await deployments.by_id(str(deployment_id), principal.nca_id)
         require_function(principal, d.function_id, d.version_id)
         return DeploymentResponse(deployment=await _render(deployments, d))
 
@@ -288,7 +292,7 @@ class DeploymentsController(Controller):
         data: JSONBody[GpuSpecWire],
     ) -> GpuSpecResponse:
         deployments = _deployments(request)
-        d = await deployments.by_id(str(deployment_id))
+        d = await deployments.by_id(str(deployment_id), principal.nca_id)
         require_function(principal, d.function_id, d.version_id)
         patch_in = msgspec.convert(data, SpecInput, from_attributes=True)
         spec = await deployments.patch_spec(str(deployment_id), str(spec_id), patch_in)
@@ -300,7 +304,7 @@ class DeploymentsController(Controller):
     ) -> DeploymentsResponse:
         deployments = _deployments(request)
         out = []
-        for d in await deployments.all():
+        for d in await deployments.all(principal.nca_id):
             if require_ok(principal, d):
                 out.append(await _render(deployments, d))
         return DeploymentsResponse(deployments=out)

@@ -92,7 +92,7 @@ class LogsController(Controller):
         follow: FollowParam = False,
     ) -> Stream:
         fid = str(function_id)
-        versions = [v.version_id for v in await functions.list_versions(principal, fid)]
+        versions = [v.version_id for v in await functions.own_versions(principal, fid)]
         return await _answer(request, fid, versions, instance_id, tail, follow)
 
     @get(

@@ -23,6 +23,7 @@ from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.registry import LocalImage, Registry
 from nvcf_lite.errors import NotFound, Unauthorized
+from nvcf_lite.models import Principal
 
 
 class CallerInfoRequest(Wire):
@@ -43,14 +44,21 @@ async def get_caller_info(
     if not data.credentials:
         raise Unauthorized("form field 'credentials' with an API key is required")
     principal = await keys.verify(data.credentials.strip())
-    org: str = services_of(request).org_name
+    org = principal.org_name
+    # ngcsdk reads `user.roles[].team.name` for the teams a `configure(team_name=...)` may
+    # name: one role per team of the key (a key of no team lists none).
+    roles: list[dict[str, Any]] = [{"org": {"name": org}, "orgRoles": ["USER"]}]
+    roles += [
+        {"org": {"name": org}, "team": {"name": team}, "teamRoles": ["USER"]}
+        for team in principal.teams
+    ]
     return {
         "type": "SERVICE_KEY",
         "orgName": org,
         "ncaId": principal.nca_id,
         "keyId": principal.key_id,
         "scopes": sorted(principal.scopes),
-        "user": {"roles": [{"org": {"name": org}, "orgRoles": ["USER"]}]},
+        "user": {"roles": roles},
     }
 
 
@@ -94,7 +102,8 @@ async def products() -> dict[str, Any]:
 
 @get("/v2/orgs", opt=scopes(), summary="NGC organizations of the caller", tags=["ngc"])
 async def orgs(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    org: str = services_of(request).org_name
+    principal: Principal = request.state.principal
+    org = principal.org_name
     return {
         "organizations": [{"name": org, "displayName": org, "type": "ENTERPRISE"}],
         "paginationInfo": {"index": 0, "size": 1, "totalPages": 1, "totalResults": 1},

@@ -18,7 +18,7 @@ from litestar.types import ControllerRouterHandler
 
 from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import Keys, require_scope
-from nvcf_lite.errors import NotFound
+from nvcf_lite.errors import Forbidden, NotFound
 from nvcf_lite.models import Principal
 
 PLAIN_PREFIX = "/v2/nvcf"
@@ -44,11 +44,39 @@ async def authorize(
         require_scope(principal, *needed)
 
 
-def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def check_org(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The org (and team) of the path must be the key's: the org selects the account, so a
+    key of another org gets 404 (it cannot learn which orgs exist); a key limited to teams
+    gets 403 on another team's paths. A key of no team may use any team path of its org
+    (NGC org-level credentials). Runs after `authorize` (app guards run first)."""
     org = connection.path_params.get("org")
-    expected: str = services_of(connection).org_name
-    if org is not None and org != expected:
-        raise NotFound(f"Org '{org}' not found (this server serves org '{expected}')")
+    if org is None or connection.scope.get("method") == "OPTIONS":  # Litestar's own answer
+        return
+    principal: Principal | None = connection.state.get("principal")
+    if principal is None:  # a route that checks its key itself (pexec): the key picks the org
+        keys: Keys = services_of(connection).keys
+        principal = await keys.authenticate(connection.headers.get("authorization"))
+        connection.state.principal = principal
+    expected = principal.org_name
+    if org != expected:
+        raise NotFound(f"Org '{org}' not found (this key's org is '{expected}')")
+    team = connection.path_params.get("team")
+    if team is not None and principal.teams:
+        if team not in principal.teams:
+            names = ", ".join(f"'{t}'" for t in principal.teams)
+            raise Forbidden(f"Team '{team}': the API key belongs to team(s) {names} only")
+
+
+def server_account(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Server-wide resources (the model store) belong to the configured account: another
+    account's key is 403 there (they are the server's, so their existence is no secret)."""
+    principal: Principal | None = connection.state.get("principal")
+    owner: str = services_of(connection).nca_id
+    if principal is not None and principal.nca_id != owner:
+        raise Forbidden(
+            f"the model store belongs to the server's account '{owner}'; the API key is of"
+            f" account '{principal.nca_id}'"
+        )
 
 
 def current_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nvcf_lite.domain.accounts import Accounts
 from nvcf_lite.domain.artifacts import Artifacts
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.auth import Keys
+from nvcf_lite.domain.authorizations import Authorizations
 from nvcf_lite.domain.deployments import Deployments
 from nvcf_lite.domain.functions import Functions
 from nvcf_lite.domain.invocations import Invocations, Queues
@@ -35,6 +37,8 @@ class Services:
     """The domain services and settings the api layer needs, all of them."""
 
     keys: Keys
+    accounts: Accounts
+    authorizations: Authorizations
     artifacts: Artifacts
     functions: Functions
     assets: Assets

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from nvcf_lite.commands.accounts import open_accounts
 from nvcf_lite.commands.database import run_on_database
 from nvcf_lite.config import Config, ConfigSource
 from nvcf_lite.domain.auth import Keys
@@ -36,6 +37,16 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--function", action="append", default=[], help="limit the key to FID, FID/* or FID/VID"
     )
     create.add_argument("--description", default="", help="free text shown by `keys list`")
+    create.add_argument(
+        "--account",
+        help="org name or NCA id of the key's account (default: the configured [account])",
+    )
+    create.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        help="NGC team the key belongs to (repeat); it may then use only these teams' paths",
+    )
     ks.add_parser("list", parents=[common], help="list keys (never the secret part)")
     revoke = ks.add_parser("revoke", parents=[common], help="revoke a key by id or printed prefix")
     revoke.add_argument("key", help="key id, or the prefix `keys list` prints")
@@ -63,19 +74,31 @@ async def _act(config: Config, db: Database, args: argparse.Namespace) -> int:
         give_to_owner(config.data_path, config.data_path / KEY_FILE)
         tokens = TokenSigner(signing_key)
     keys = Keys(KeysRepo(db), config.account.nca_id, tokens=tokens)
+    accounts = open_accounts(config, db)
+    await accounts.ensure_default()
     if args.keys_command == "create":
         scopes = [s for item in args.scope for s in item.split(",")]
         if "all" in scopes:
             scopes = list(SCOPES)
-        token, key = await keys.create(scopes, args.function, args.description)
+        account = await accounts.find(args.account) if args.account else accounts.default
+        token, key = await keys.create(
+            scopes, args.function, args.description, nca_id=account.nca_id, teams=args.team
+        )
         print(token)
-        print(f"key id {key.key_id}: scopes {','.join(key.scopes)}", file=sys.stderr)
+        teams = f", teams {','.join(key.teams)}" if key.teams else ""
+        print(
+            f"key id {key.key_id}: account {account.nca_id} (org {account.org_name}){teams},"
+            f" scopes {','.join(key.scopes)}",
+            file=sys.stderr,
+        )
     elif args.keys_command == "list":
         for key in await keys.list():
             state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
             res = ",".join(f"{r.type}:{r.id}" for r in key.resources)
+            teams = f"  teams={','.join(key.teams)}" if key.teams else ""
             print(
                 f"{key.key_id}  {key.key_prefix}...  {state}  created {key.created_at}"
+                f"  account={key.nca_id}{teams}"
                 f"  scopes={','.join(key.scopes)}  resources={res}  {key.description}"
             )
     elif args.keys_command == "token":

@@ -12,13 +12,15 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from enum import Enum
 
 from nvcf_lite.domain.tokens import TokenSigner, looks_like_jwt
 from nvcf_lite.errors import Forbidden, Invalid, NotFound, Unauthorized
 from nvcf_lite.models import (
     RESOURCE_TYPES,
     SCOPES,
+    WILDCARD,
     ApiKey,
     KeyResource,
     Principal,
@@ -68,6 +70,47 @@ def covers(resources: Iterable[KeyResource], function_id: str, version_id: str |
     return False
 
 
+def covers_shared(
+    resources: Iterable[KeyResource], function_id: str, version_id: str | None
+) -> bool:
+    """Whether a key's resources allow touching a function another account shared with it:
+    `authorized-functions`, or a `function` entry naming it (spec §6.3)."""
+    for res in resources:
+        if res.type == "authorized-functions":
+            return True
+        if res.type == "function":
+            fid, _, vid = res.id.partition("/")
+            if fid == function_id and (vid in ("*", "") or version_id in (None, vid)):
+                return True
+    return False
+
+
+class Reach(Enum):
+    """What a key may do with a function version (spec §2.7, §6.3)."""
+
+    OWN = "own"  # its account's, and the key's resources cover it: everything
+    SHARED = "shared"  # shared with its account, covered: invoke, list, queue details
+    DENIED = "denied"  # its account's or shared, but the key's resources miss it: 403
+    HIDDEN = "hidden"  # another account's, not shared: 404 (NVCF hides existence)
+
+
+def reach(
+    principal: Principal,
+    owner_nca_id: str,
+    parties: Collection[str],
+    function_id: str,
+    version_id: str | None,
+) -> Reach:
+    """`parties`: the NCA ids the version is shared with (function- and version-level)."""
+    if owner_nca_id == principal.nca_id:
+        return Reach.OWN if covers(principal.resources, function_id, version_id) else Reach.DENIED
+    if principal.nca_id in parties or WILDCARD in parties:
+        if covers_shared(principal.resources, function_id, version_id):
+            return Reach.SHARED
+        return Reach.DENIED
+    return Reach.HIDDEN
+
+
 def require_scope(principal: Principal, *any_of: str) -> None:
     if not any(s in principal.scopes for s in any_of):
         names = " or ".join(f"'{s}'" for s in any_of)
@@ -82,7 +125,8 @@ def require_function(principal: Principal, function_id: str, version_id: str | N
 
 
 class Keys:
-    """Create, list, revoke and verify the local account's API keys."""
+    """Create, list, revoke and verify API keys; a key belongs to one account (the
+    configured one unless `create` names another)."""
 
     def __init__(
         self,
@@ -90,9 +134,11 @@ class Keys:
         nca_id: str,
         cache_seconds: float = 2.0,
         tokens: TokenSigner | None = None,
+        org_name: str = "",
     ) -> None:
         self._repo = repo
         self._nca_id = nca_id
+        self._org_name = org_name  # of the configured account, for keys read without one
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._tokens = tokens
@@ -103,8 +149,12 @@ class Keys:
         functions: Iterable[str] = (),
         description: str = "",
         token: str | None = None,
+        *,
+        nca_id: str | None = None,
+        teams: Iterable[str] = (),
     ) -> tuple[str, ApiKey]:
-        """Mint a key (or register a given one); returns the plaintext once, and the record."""
+        """Mint a key (or register a given one) for account `nca_id` (default: the configured
+        one), limited to `teams` if any; returns the plaintext once, and the record."""
         wanted = [normalise_scope(s.strip()) for s in scopes if s.strip()]
         unknown = sorted(set(wanted) - set(SCOPES))
         if unknown:
@@ -113,7 +163,13 @@ class Keys:
             raise Invalid("a key needs at least one scope")
         resources = [parse_function_resource(f) for f in functions]
         if not resources:
-            resources = [KeyResource(type="account-functions", id="*")]
+            resources = [
+                KeyResource(type="account-functions", id="*"),
+                KeyResource(type="authorized-functions", id="*"),
+            ]
+        team_names = tuple(dict.fromkeys(t.strip() for t in teams if t.strip()))
+        if any("/" in t for t in team_names):
+            raise Invalid("a team name cannot contain '/'")
         if token is None:
             token = generate_key()
         elif not KEY_PATTERN.match(token):
@@ -122,11 +178,12 @@ class Keys:
         key = ApiKey(
             key_id=new_id(),
             key_prefix=token[:14],
-            nca_id=self._nca_id,
+            nca_id=nca_id or self._nca_id,
             description=description,
             scopes=tuple(dict.fromkeys(wanted)),
             resources=tuple(resources),
             created_at=now_iso(),
+            teams=team_names,
         )
         await self._repo.insert(key, hash_key(token))
         return token, key
@@ -191,6 +248,8 @@ class Keys:
             nca_id=key.nca_id,
             scopes=frozenset(key.scopes),
             resources=key.resources,
+            org_name=key.org_name or (self._org_name if key.nca_id == self._nca_id else ""),
+            teams=key.teams,
         )
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -174,14 +174,16 @@ class Deployments:
         fresh = await self._repo.by_id(d.deployment_id)
         return ref, fresh or d
 
-    async def by_id(self, deployment_id: str) -> Deployment:
+    async def by_id(self, deployment_id: str, nca_id: str | None = None) -> Deployment:
+        """A deployment by id; with `nca_id`, only that account's (others are 404)."""
         deployment = await self._repo.by_id(deployment_id)
-        if deployment is None or deployment.nca_id != self._nca_id:
+        if deployment is None or nca_id not in (None, deployment.nca_id):
             raise NotFound(f"Deployment '{deployment_id}' not found")
         return deployment
 
-    async def all(self) -> list[Deployment]:
-        return [d for d in await self._repo.all() if d.nca_id == self._nca_id and not d.draining]
+    async def all(self, nca_id: str | None = None) -> list[Deployment]:
+        """The live deployments (of account `nca_id` only, when given)."""
+        return [d for d in await self._repo.all() if nca_id in (None, d.nca_id) and not d.draining]
 
     async def update(self, fid: str, vid: str, specs: list[SpecInput]) -> Deployment:
         """D3: new min/max/concurrency for the current specs (GPU and type are read-only)."""

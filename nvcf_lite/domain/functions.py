@@ -1,9 +1,11 @@
 """Function management (spec §2.1, F1-F9): register, list, get, update and delete versions.
 
 Who may see what: a version is visible to a key when it is the key's account's own
-(`private`) or shared with it (`authorized`) or public, and the key's resources cover it
-(spec §6.3). nvcf-lite has one account and no sharing yet, so `authorized` and `public` add
-nothing today; the union below is written so that they will when sharing arrives.
+(`private`) or shared with it (`authorized`: a party with its NCA id; `public`: the wildcard
+party '*'), and the key's resources cover it (spec §2.7, §6.3; domain/auth.py `reach`).
+Another account's version that is not shared with the caller is 404 everywhere, as if it did
+not exist. A shared version can be listed (F3-F5) and read (F6, without secret names) by the
+party; every change (F2, F7, F8, secrets, deployments, sharing) is its owner's alone: 403.
 
 Deployments plug in through the constructor: `instances` (F6 `activeInstances`),
 `before_delete` (F7 force-removes the deployment of a version before it is deleted) and
@@ -20,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from nvcf_lite.domain.auth import covers, require_function
+from nvcf_lite.domain.auth import Reach, covers, require_function
 from nvcf_lite.domain.function_fields import SecretInput
 from nvcf_lite.domain.function_fields import secrets as validate_secrets
 from nvcf_lite.domain.function_rules import (
@@ -29,6 +31,7 @@ from nvcf_lite.domain.function_rules import (
     apply_update,
     build_version,
 )
+from nvcf_lite.domain.function_sharing import Sharing, reach_version, shared_only, shown
 from nvcf_lite.errors import Forbidden, Invalid, NotFound
 from nvcf_lite.models import (
     ActiveInstance,
@@ -40,6 +43,7 @@ from nvcf_lite.models import (
     new_id,
     now_iso,
 )
+from nvcf_lite.store.authorized_parties import AuthorizedPartiesRepo
 from nvcf_lite.store.functions import FunctionsRepo
 
 InstancesProvider = Callable[[str], Awaitable[list[ActiveInstance]]]
@@ -87,8 +91,11 @@ class Functions:
         after_secrets_change: SecretsChanged,
         check_telemetries: TelemetryCheck,
         after_update: Updated,
+        parties: AuthorizedPartiesRepo | None = None,
     ) -> None:
         self.repo = repo
+        self.parties = parties
+        self.sharing = Sharing(repo, parties)
         self.nca_id = nca_id
         self.instances = instances
         self.before_delete = before_delete
@@ -114,10 +121,7 @@ class Functions:
         self, principal: Principal, function_id: str, request: FunctionInput
     ) -> FunctionVersion:
         """F2: a new version of an existing function (same id, new versionId)."""
-        existing = await self._own_versions(principal, function_id)
-        if not existing:
-            raise NotFound(_function_not_found(function_id, principal.nca_id))
-        require_function(principal, function_id)
+        existing = await self.own_versions(principal, function_id)
         version = await self._register(principal, function_id, request, existing)
         return version
 
@@ -153,10 +157,10 @@ class Functions:
             for version in await self.repo.list_all(principal.nca_id):
                 found.setdefault(version.version_id, version)
         if Visibility.AUTHORIZED in wanted:
-            for version in await self._shared_with(principal):
+            for version in await self.sharing.shared(principal, wildcard=False):
                 found.setdefault(version.version_id, version)
         if Visibility.PUBLIC in wanted:
-            for version in await self._public():
+            for version in await self.sharing.shared(principal, wildcard=True):
                 found.setdefault(version.version_id, version)
         return [v for v in found.values() if self._may_see(principal, v)]
 
@@ -168,14 +172,28 @@ class Functions:
         return list(dict.fromkeys(v.function_id for v in versions))
 
     async def list_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
-        """F5: 404 when the function has no version at all, 403 when the key sees none."""
-        versions = await self._own_versions(principal, function_id)
-        if not versions:
+        """F5: 404 when the function has no version visible at all, 403 when the key's
+        resources cover none of them."""
+        versions = await self.repo.list_versions(function_id)
+        parties = await self.sharing.parties_of(function_id)
+        reaches = [(v, reach_version(principal, v, parties)) for v in versions]
+        found = [shown(principal, v) for v, r in reaches if r in (Reach.OWN, Reach.SHARED)]
+        if not found:
+            if any(r is Reach.DENIED for _, r in reaches):
+                require_function(principal, function_id)  # raises: the resources miss it
             raise NotFound(_function_not_found(function_id, principal.nca_id))
-        visible = [v for v in versions if self._may_see(principal, v)]
-        if not visible:
-            require_function(principal, function_id)  # raises: the key's resources miss it
-        return visible
+        return found
+
+    async def own_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
+        """The versions of one of the key's account's functions (for changes to it): 404 when
+        it has none the caller may know of, 403 when it is only shared with the caller or
+        the key's resources miss it."""
+        visible = await self.list_versions(principal, function_id)
+        own = [v for v in visible if v.nca_id == principal.nca_id]
+        if not own:
+            raise Forbidden(shared_only(function_id, None))
+        require_function(principal, function_id)
+        return own
 
     # -- F6, F7, F8/F9 ----------------------------------------------------------------------
 
@@ -188,13 +206,17 @@ class Functions:
         include_secrets: bool = True,
     ) -> FunctionVersion:
         """F6: secret names only with include_secrets; instances only with the details scope."""
-        version = await self.find(principal, function_id, version_id)
+        version = await self.find_visible(principal, function_id, version_id)
         changes: dict[str, Any] = {}
         if not include_secrets:
             changes["secrets"] = None
-        if DETAILS_SCOPE in principal.scopes:
+        if DETAILS_SCOPE in principal.scopes and version.nca_id == principal.nca_id:
             # an undeployed version has none: omitted like every other empty field
-            changes["active_instances"] = tuple(await self.instances(version_id)) or None
+            found = [
+                msgspec.structs.replace(i, nca_id=version.nca_id)  # the owner's instances
+                for i in await self.instances(version_id)
+            ]
+            changes["active_instances"] = tuple(found) or None
         return msgspec.structs.replace(version, **changes) if changes else version
 
     async def update(
@@ -253,12 +275,31 @@ class Functions:
     async def find(
         self, principal: Principal, function_id: str, version_id: str
     ) -> FunctionVersion:
-        """A version the key may touch: 404 when not visible at all, 403 when not covered."""
-        version = await self.repo.get(function_id, version_id)
-        if version is None or not self._visible(principal, version):
-            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
-        require_function(principal, function_id, version_id)
+        """A version the key may change: 404 when not visible at all, 403 when not covered
+        or only shared with the caller's account."""
+        version = await self.find_visible(principal, function_id, version_id)
+        if version.nca_id != principal.nca_id:
+            raise Forbidden(shared_only(function_id, version_id))
         return version
+
+    async def find_visible(
+        self, principal: Principal, function_id: str, version_id: str
+    ) -> FunctionVersion:
+        """A version the key may read (F6): its account's own or shared with it."""
+        version = await self.repo.get(function_id, version_id)
+        if version is None:
+            raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+        match reach_version(principal, version, await self.sharing.parties_of(function_id)):
+            case Reach.HIDDEN:
+                raise NotFound(_version_not_found(function_id, version_id, principal.nca_id))
+            case Reach.DENIED:
+                require_function(principal, function_id, version_id)
+                raise Forbidden(
+                    f"Function id '{function_id}': Missing resource entry in ApiKey for the"
+                    " function (a shared function needs 'authorized-functions')"
+                )
+            case _:
+                return shown(principal, version)
 
     async def version(self, function_id: str, version_id: str) -> FunctionVersion:
         """A version by id, no key involved (workers); NotFound if it is gone."""
@@ -276,23 +317,10 @@ class Functions:
 
     # -- visibility -------------------------------------------------------------------------
 
-    async def _own_versions(self, principal: Principal, function_id: str) -> list[FunctionVersion]:
-        versions = await self.repo.list_versions(function_id)
-        return [v for v in versions if self._visible(principal, v)]
-
-    async def _shared_with(self, principal: Principal) -> list[FunctionVersion]:
-        return []  # no function sharing (spec §2.7) in nvcf-lite yet
-
-    async def _public(self) -> list[FunctionVersion]:
-        return []  # no public functions in a one-account nvcf-lite
-
-    def _visible(self, principal: Principal, version: FunctionVersion) -> bool:
-        return version.nca_id == principal.nca_id
-
     def _may_see(self, principal: Principal, version: FunctionVersion) -> bool:
         if version.nca_id == principal.nca_id:
             return covers(principal.resources, version.function_id, version.version_id)
-        return any(r.type == "authorized-functions" for r in principal.resources)
+        return True  # shared versions were filtered by `reach` already
 
 
 def _check_llm_stays_llm(existing: FunctionVersion, new: FunctionVersion) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nvcf_lite.domain.auth import require_function, require_scope
+from nvcf_lite.domain.auth import Reach, reach, require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
 from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
@@ -30,7 +30,7 @@ __all__ = [
     "StreamReply",
     "Ticket",
 ]
-from nvcf_lite.errors import Invalid, NotFound, TooManyRequests
+from nvcf_lite.errors import Forbidden, Invalid, NotFound, TooManyRequests
 from nvcf_lite.models import (
     FunctionStatus,
     Outcome,
@@ -69,6 +69,28 @@ class VersionInfo:
     name: str
     status: FunctionStatus
     rate_limit: RateLimit | None = None
+    nca_id: str = ""  # the owner
+    parties: frozenset[str] = frozenset()  # NCA ids it is shared with ('*': everyone)
+
+
+def reachable(
+    principal: Principal, fid: str, vid: str | None, versions: list[VersionInfo]
+) -> list[VersionInfo]:
+    """The versions (all, or `vid`) the key may invoke or read the queue of: its account's
+    and those shared with it (spec §2.7). None reachable but some denied by the key's
+    resources: 403; none the caller may know of: an empty list (the caller's 404)."""
+    if vid is not None:
+        versions = [v for v in versions if v.version_id == vid]
+    reaches = [(v, reach(principal, v.nca_id, v.parties, fid, v.version_id)) for v in versions]
+    found = [v for v, r in reaches if r in (Reach.OWN, Reach.SHARED)]
+    if not found and any(r is Reach.DENIED for _, r in reaches):
+        require_function(principal, fid, vid)
+        raise_missing_resource(fid)
+    return found
+
+
+def raise_missing_resource(fid: str) -> None:
+    raise Forbidden(f"Function id '{fid}': Missing resource entry in ApiKey for the function")
 
 
 VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
@@ -141,10 +163,7 @@ class Invocations:
 
     async def choose(self, principal: Principal, fid: str, vid: str | None) -> VersionInfo:
         require_scope(principal, "invoke_function")
-        require_function(principal, fid, vid)
-        versions = await self.versions_of(fid)
-        if vid is not None:
-            versions = [v for v in versions if v.version_id == vid]
+        versions = reachable(principal, fid, vid, await self.versions_of(fid))
         live = [v for v in versions if v.status in INVOCABLE]
         if live:
             return random.choice(live)
@@ -350,10 +369,7 @@ class Queues:
 
     async def depths(self, principal: Principal, fid: str, vid: str | None) -> list[QueueEntry]:
         require_scope(principal, "queue_details")
-        require_function(principal, fid, vid)
-        versions = await self.inv.versions_of(fid)
-        if vid is not None:
-            versions = [v for v in versions if v.version_id == vid]
+        versions = reachable(principal, fid, vid, await self.inv.versions_of(fid))
         if not versions:
             where = f"Function id '{fid}'" + (f" version '{vid}'" if vid else "")
             raise NotFound(f"{where}: Not found in account '{principal.nca_id}'")

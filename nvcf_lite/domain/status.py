@@ -92,7 +92,7 @@ class Overview:
         """The versions the key may see, with their live state; GPU units of the whole host."""
         require_scope(principal, DETAILS_SCOPE)
         versions = await self._functions.list_functions(principal, ["private"])
-        deployed = {d.version_id: d for d in await self._deployments.all()}
+        deployed = {d.version_id: d for d in await self._deployments.all(principal.nca_id)}
         by_function: dict[str, FunctionStatusView] = {}
         for v in versions:
             entry = by_function.setdefault(

@@ -81,6 +81,11 @@ class FunctionsRepo:
         rows = await self._db.fetch_all(f"{_SELECT} WHERE function_id = ? {_ORDER}", (function_id,))
         return [_version(r) for r in rows]
 
+    async def list_every(self) -> list[FunctionVersion]:
+        """Every account's versions (the workers' view)."""
+        rows = await self._db.fetch_all(f"{_SELECT} {_ORDER}")
+        return [_version(r) for r in rows]
+
     async def list_all(self, nca_id: str) -> list[FunctionVersion]:
         rows = await self._db.fetch_all(f"{_SELECT} WHERE nca_id = ? {_ORDER}", (nca_id,))
         return [_version(r) for r in rows]
@@ -119,11 +124,17 @@ class FunctionsRepo:
         return changed > 0
 
     async def delete(self, function_id: str, version_id: str) -> bool:
-        """Delete a version; its secrets go with it (ON DELETE CASCADE)."""
+        """Delete a version; its secrets go with it (ON DELETE CASCADE), and so do its
+        authorized parties (and the function's, with its last version)."""
         async with self._db.transaction() as tx:
             changed = await tx.execute(
                 "DELETE FROM function_versions WHERE function_id = ? AND version_id = ?",
                 (function_id, version_id),
+            )
+            await tx.execute(
+                "DELETE FROM authorized_parties WHERE function_id = ? AND (version_id = ?"
+                " OR NOT EXISTS (SELECT 1 FROM function_versions WHERE function_id = ?))",
+                (function_id, version_id, function_id),
             )
         return changed > 0
 

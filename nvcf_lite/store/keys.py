@@ -8,7 +8,15 @@ from nvcf_lite.models import ApiKey, KeyResource
 from nvcf_lite.store.sqlite import Database, Row
 
 _COLUMNS = (
-    "key_id, key_prefix, nca_id, description, scopes, resources, created_at, expires_at, revoked_at"
+    "key_id, key_prefix, nca_id, description, scopes, resources, created_at, expires_at,"
+    " revoked_at, teams"
+)
+# a key with the org name of its account (none when the account row is missing)
+_SELECT = (
+    "SELECT key_id, key_prefix, api_keys.nca_id AS nca_id, description, scopes, resources,"
+    " api_keys.created_at AS created_at, expires_at, revoked_at, teams,"
+    " coalesce(accounts.org_name, '') AS org_name"
+    " FROM api_keys LEFT JOIN accounts ON accounts.nca_id = api_keys.nca_id"
 )
 
 
@@ -23,6 +31,8 @@ def _key(row: Row) -> ApiKey:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        teams=tuple(msgspec.json.decode(row["teams"], type=list[str])),
+        org_name=row["org_name"],
     )
 
 
@@ -33,7 +43,7 @@ class KeysRepo:
     async def insert(self, key: ApiKey, key_hash: str) -> None:
         async with self._db.transaction() as tx:
             await tx.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO api_keys ({_COLUMNS}, key_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key.key_id,
                     key.key_prefix,
@@ -44,24 +54,21 @@ class KeysRepo:
                     key.created_at,
                     key.expires_at,
                     key.revoked_at,
+                    msgspec.json.encode(list(key.teams)).decode(),
                     key_hash,
                 ),
             )
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
-        )
+        row = await self._db.fetch_one(f"{_SELECT} WHERE key_hash = ?", (key_hash,))
         return _key(row) if row else None
 
     async def by_id(self, key_id: str) -> ApiKey | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
-        )
+        row = await self._db.fetch_one(f"{_SELECT} WHERE key_id = ?", (key_id,))
         return _key(row) if row else None
 
     async def all(self) -> list[ApiKey]:
-        rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
+        rows = await self._db.fetch_all(f"{_SELECT} ORDER BY api_keys.created_at")
         return [_key(r) for r in rows]
 
     async def count_active(self) -> int:

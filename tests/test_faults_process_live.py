@@ -1,0 +1,218 @@
+"""Faults of the nvcf-lite process and its database, on a live `nvcf-lite serve` and the echo
+container; each test counts the accepted requests before and after and prints a summary line
+`FAULT <name>: accepted=N terminal=N lost=0 duplicated=0 ...` (visible with `pytest -s`).
+
+* SIGKILL with 1000 requests queued and in flight, then a restart: every one ends, none is
+  lost, none that completed before the kill runs again (only the in-flight ones may).
+* Power loss: a loop of SIGKILLs at random points while invocations are being accepted and
+  group-committed; after each, the database (opened read-only) passes `integrity_check` and
+  every request answered 202 has its row, once, in a legal state; the restart leaves no lease.
+* SQLite locked by another process (BEGIN EXCLUSIVE) for seconds: requests wait and complete,
+  or get 503 with Retry-After; nothing crashes, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fault_support import (
+    RECORDS,
+    Answer,
+    check_queue,
+    collect,
+    invoke_all,
+    read_queue,
+    runs,
+    summary,
+)
+from invocation_support import docker_env, live_echo, wait_for
+from server_support import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def server(tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "srv", env=docker_env(ns))
+    proc.start()
+    try:
+        yield proc
+    except BaseException:
+        print(proc.log()[-20000:])
+        raise
+    finally:
+        proc.stop()
+
+
+def answers_of(results: list[Answer | BaseException]) -> list[Answer]:
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors[:3]
+    return [r for r in results if isinstance(r, Answer)]
+
+
+def test_sigkill_with_1000_requests_accepted_then_restart_loses_none(
+    server: ServerProcess,
+) -> None:
+    fid, _ = live_echo(server.json, maxRequestConcurrency=4)
+    path = f"/v2/nvcf/pexec/functions/{fid}"
+    # 50 that complete before the kill, 4 that hold every slot, then 1000 that queue behind them
+    done_first = answers_of(invoke_all(server, path, [{"n": i, "recordTo": RECORDS} for i in range(50)]))
+    assert Counter(a.status for a in done_first) == {200: 50}
+    blockers = answers_of(
+        invoke_all(server, path, [{"n": f"b{i}", "delay": 8, "recordTo": RECORDS} for i in range(4)])
+    )
+    assert Counter(a.status for a in blockers) == {202: 4}
+    bodies = [{"n": i, "recordTo": RECORDS} for i in range(1000)]
+    queued = answers_of(invoke_all(server, path, bodies, concurrency=250))
+    statuses = Counter(a.status for a in queued)
+    server.kill()
+    assert statuses == {202: 1000}, statuses
+    waiting = {a.request_id: a for a in [*blockers, *queued]}
+    assert len(waiting) == 1004
+    before = read_queue(server.data_dir / "nvcf-lite.db")
+    check_queue(server.data_dir / "nvcf-lite.db", waiting)
+    in_db = Counter(before.states[rid] for rid in waiting)
+
+    server.start()
+    ended = collect(server, waiting, deadline_s=120)
+    final = Counter(a.status for a in ended.values())
+    assert final == {200: 1004}, final
+    want = {a.request_id: b["n"] for a, b in zip(queued, bodies, strict=True)}
+    got = {rid: ended[rid].json()["body"]["n"] for rid in want}
+    assert got == want  # each its own result
+    everyone = {a.request_id for a in done_first} | set(waiting)
+    counts = wait_for(
+        lambda: runs(server) if set(runs(server)) >= everyone else None, 20, "every run recorded"
+    )
+    assert set(counts) == everyone
+    twice = sorted(rid for rid, c in counts.items() if c > 1)
+    assert all(counts[a.request_id] == 1 for a in done_first)  # completed: never again
+    assert set(twice) <= {a.request_id for a in blockers}, twice  # only the 4 in flight
+    summary(
+        "sigkill-1000",
+        accepted=len(everyone),
+        at_kill_queued=in_db["queued"],
+        at_kill_leased=in_db["leased"],
+        completed_before=len(done_first),
+        terminal=len(done_first) + len(ended),
+        lost=len(everyone - set(counts)),
+        duplicated=sum(1 for a in done_first if counts[a.request_id] > 1),
+        rerun_in_flight=len(twice),
+    )
+
+
+def test_power_loss_during_group_commits_keeps_the_queue_sound(
+    server: ServerProcess,
+) -> None:
+    fid, _ = live_echo(server.json, maxRequestConcurrency=2)
+    path = f"/v2/nvcf/pexec/functions/{fid}"
+    db = server.data_dir / "nvcf-lite.db"
+    rng = random.Random(14)
+    accepted: set[str] = set()
+    delivered: set[str] = set()
+    rounds, errors, max_leased = 12, 0, 0
+    for round_no in range(rounds):
+        delay = rng.uniform(0.05, 1.2)
+        bodies = [{"n": f"{round_no}-{i}", "delay": 0.05} for i in range(300)]
+        timer = threading.Timer(delay, server.kill)
+        timer.start()
+        results = invoke_all(server, path, bodies, concurrency=100)
+        timer.join()
+        for r in results:
+            if isinstance(r, BaseException):
+                errors += 1  # cut by the kill: never answered, so never promised
+            elif r.status == 202:
+                accepted.add(r.request_id)
+            elif r.status == 200:
+                delivered.add(r.request_id)
+            else:
+                raise AssertionError((r.status, r.body[:300]))
+        check_queue(db, accepted - delivered)
+        server.start()
+        # recovery runs before /health answers: every lease of the dead process is gone (the
+        # new one holds at most its 2 slots)
+        leased = read_queue(db).leased_alive
+        assert leased <= 2, leased
+        max_leased = max(max_leased, leased)
+    ended = collect(server, accepted, deadline_s=180)
+    final = Counter(a.status for a in ended.values())
+    # a 202 is a promise: each ends with its result (or was collected already: none here)
+    assert final.keys() <= {200, 500}, final
+    failed = [a for a in ended.values() if a.status == 500]
+    assert all(b"stopped 3 times" in a.body for a in failed), [a.body[:200] for a in failed]
+    queue = read_queue(db)
+    assert queue.integrity == "ok"
+    server.stop()
+    queue = check_queue(db, [])
+    assert "queued" not in queue.states.values() and "leased" not in queue.states.values()
+    summary(
+        "power-loss",
+        rounds=rounds,
+        accepted=len(accepted),
+        delivered_before_kill=len(delivered),
+        cut_by_kill=errors,
+        terminal=len(ended),
+        lost=len(accepted) - len(ended),
+        ok=final[200],
+        failed_after_3_kills=final[500],
+        integrity="ok",
+        leases_after_restart_max=max_leased,
+    )
+
+
+def hold_exclusive(db: Path, seconds: float, held: threading.Event) -> None:
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_sqlite_locked_by_another_process_for_seconds(server: ServerProcess) -> None:
+    fid, _ = live_echo(server.json, maxRequestConcurrency=4)
+    path = f"/v2/nvcf/pexec/functions/{fid}"
+    db = server.data_dir / "nvcf-lite.db"
+    held = threading.Event()
+    locker = threading.Thread(target=hold_exclusive, args=(db, 4.0, held))
+    locker.start()
+    assert held.wait(10)
+    started = time.monotonic()
+    results = answers_of(
+        invoke_all(server, path, [{"n": i} for i in range(200)], poll=30, concurrency=50)
+    )
+    waited = time.monotonic() - started
+    locker.join()
+    statuses = Counter(a.status for a in results)
+    assert statuses.keys() <= {200, 503}, statuses
+    for a in results:
+        if a.status == 503:
+            assert "retry-after" in a.headers, a.headers
+    ok = [a for a in results if a.status == 200]
+    assert [a.json()["body"]["n"] for a in ok] == [
+        b for a, b in zip(results, range(200), strict=True) if a.status == 200
+    ]
+    status, _, _ = server.call("GET", "/health")
+    assert status == 200
+    assert server.process is not None and server.process.poll() is None  # no crash
+    # after the lock: everything works as before
+    after = answers_of(invoke_all(server, path, [{"n": i} for i in range(20)]))
+    assert Counter(a.status for a in after) == {200: 20}
+    summary(
+        "sqlite-locked",
+        lock_s=4,
+        accepted=statuses[200],
+        refused_503=statuses[503],
+        terminal=len(results),
+        lost=0,
+        waited_s=f"{waited:.1f}",
+    )

@@ -55,7 +55,7 @@ async def _post(
     session: aiohttp.ClientSession, server: ServerProcess, path: str, body: Any, poll: int
 ) -> Answer:
     async with session.post(
-        f"{server.url}{path}", json=body, headers=_headers(server, poll)
+        f"{server.url}{path}", json=body, headers=_headers(server, poll), allow_redirects=False
     ) as resp:
         data = await resp.read()
         headers = {k.lower(): v for k, v in resp.headers.items()}

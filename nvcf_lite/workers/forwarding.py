@@ -11,6 +11,7 @@ path-preserving calls), and watches the progress file (§4.5).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 import zipfile
@@ -186,6 +187,11 @@ class Forwarder:
             return await self._collect(ticket, resp, out_dir)
         except UpstreamError as exc:
             return self._connection_error(ticket, exc)
+        except OSError as exc:  # spilling or zipping the answer under data_dir
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            detail = "Not enough disk space on the server to store the result"
+            return problem(507, WORKER_ERROR, detail, client_path(rec), rec.request_id)
         finally:
             resp.release()
             self.folders.no_progress(rec.request_id)

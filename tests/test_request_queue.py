@@ -28,6 +28,7 @@ from nvcf_lite.domain.invocations import Invocations, Ticket
 from nvcf_lite.errors import NotFound
 from nvcf_lite.models import (
     SCOPES,
+    InstanceState,
     KeyResource,
     Outcome,
     Principal,
@@ -374,6 +375,13 @@ async def test_never_reached_anywhere_fails_after_max_attempts(dispatch: Dispatc
     dispatch.forwarder.refuse.add(dead.instance_id)
     ticket = await dispatch.submit(V1)
     ticket.detach()  # its client left with a 202: the outcome waits for a poll
+    for attempt in range(1, 3):
+        await settle()
+        # refused: out of the ready ones, the request waits (not tried again at once)
+        assert dead.state == InstanceState.UNHEALTHY and not ticket.done.done(), attempt
+        assert dispatch.capacity.ready(V1) == []
+        dead.set_state(InstanceState.READY)  # its health check answered again
+        dispatch.dispatcher.pump_all()
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 500 and outcome.error
     assert b"Inference connection error" in outcome.body

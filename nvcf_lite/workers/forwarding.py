@@ -31,7 +31,13 @@ from nvcf_lite.domain.invocation_rules import (
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.errors import CONNECTION_ERROR, WORKER_ERROR, NvcfError
 from nvcf_lite.models import Outcome
-from nvcf_lite.workers.http_client import ConnectFailed, Pool, Response, UpstreamError
+from nvcf_lite.workers.http_client import (
+    ConnectFailed,
+    ConnectionClosed,
+    Pool,
+    Response,
+    UpstreamError,
+)
 from nvcf_lite.workers.instances import INF_DIR, Instance
 from nvcf_lite.workers.request_folders import RequestFolders
 
@@ -43,6 +49,16 @@ _NOT_FORWARDED = frozenset(HOP_BY_HOP | WORKER_OWNED)
 
 class NeverReached(Exception):
     """The container was never reached (refused): safe to retry on another instance."""
+
+
+class ConnectionLost(Exception):
+    """The container closed the connection after the request was sent, before its answer was
+    complete (its process died): the request may have run, so it is not retried; `outcome`
+    is the client's answer, the inference-connection problem (spec §4.4, §5.2)."""
+
+    def __init__(self, outcome: Outcome, why: str) -> None:
+        super().__init__(why)
+        self.outcome = outcome
 
 
 ResultSink = Callable[[str, Path], Awaitable[str]]  # (request id, zip path) -> download URL
@@ -196,10 +212,15 @@ class Forwarder:
             resp.release()
             self.folders.no_progress(rec.request_id)
 
-    def _connection_error(self, ticket: Ticket, exc: BaseException) -> Outcome:
+    def _connection_error(self, ticket: Ticket, exc: UpstreamError) -> Outcome:
+        """The client's answer to a broken exchange; ConnectionLost when the container went
+        away (the dispatcher then stops sending it requests until its health check answers)."""
         rec = ticket.record
         detail = f"Inference connection error while making inference request ({type(exc).__name__})"
-        return problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
+        outcome = problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
+        if isinstance(exc, ConnectionClosed):
+            raise ConnectionLost(outcome, str(exc)) from exc
+        return outcome
 
     async def _collect(self, ticket: Ticket, resp: Response, out: str) -> Outcome:
         rec = ticket.record

@@ -328,14 +328,16 @@ class Database:
                     raise
                 raise refused from exc
 
+    # Each read runs to its end in one hop to the reader's thread: a statement left open
+    # across an await (execute, then fetch) holds the connection's read snapshot, and another
+    # coroutine's read on the same connection in between would see that older snapshot (an
+    # asset created a moment ago "does not exist"; seen under the soak's mixed traffic).
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._reader.execute(sql, params) as cur:
-            row: Row | None = await cur.fetchone()
-            return row
+        rows = await self._reader.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def check(self) -> str | None:
         """None when the store answers, else why not (for /health)."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,17 +191,17 @@ def hold_exclusive(db: Path, seconds: float, held: threading.Event) -> None:
         conn.close()
 
 
-def locked_phase(server: ServerProcess, path: str, lock_s: float, n: int) -> list[Answer]:
-    """`n` invocations sent while another process holds the database's write lock."""
+def locked_phase(
+    server: ServerProcess, path: str, lock_s: float, bodies: list[dict[str, Any]]
+) -> list[Answer]:
+    """The invocations `bodies`, sent while another process holds the database's write lock."""
     held = threading.Event()
     db = server.data_dir / "nvcf-lite.db"
     locker = threading.Thread(target=hold_exclusive, args=(db, lock_s, held))
     locker.start()
     try:
         assert held.wait(10)
-        return answers_of(
-            invoke_all(server, path, [{"n": i} for i in range(n)], poll=30, concurrency=50)
-        )
+        return answers_of(invoke_all(server, path, bodies, poll=30, concurrency=50))
     finally:
         locker.join()
 
@@ -209,11 +210,22 @@ def test_sqlite_locked_by_another_process_for_seconds(server: ServerProcess) -> 
     fid, _ = live_echo(server.json, maxRequestConcurrency=4)
     path = f"/v2/nvcf/pexec/functions/{fid}"
     # a lock shorter than the busy timeout (10 s): every request waits for it, then completes
-    short = locked_phase(server, path, 4.0, 200)
+    short = locked_phase(server, path, 4.0, [{"n": i} for i in range(200)])
     assert Counter(a.status for a in short) == {200: 200}
     assert [a.json()["body"]["n"] for a in short] == list(range(200))
-    # longer: the accept cannot be recorded; 503 with Retry-After, nothing half-accepted
-    long = locked_phase(server, path, 12.0, 20)
+    # longer, with every slot taken (so the requests queue): an accept that cannot be
+    # recorded is 503 with Retry-After, and that request never runs; later ones go through
+    with ThreadPoolExecutor(1) as pool:
+        held_slots = pool.submit(
+            invoke_all,
+            server,
+            path,
+            [{"n": f"b{i}", "delay": 14, "recordTo": RECORDS} for i in range(4)],
+            30,
+        )
+        wait_for(lambda: len(runs(server)) == 4, 10, "4 slow requests running")
+        long = locked_phase(server, path, 12.0, [{"n": i, "recordTo": RECORDS} for i in range(10)])
+        blockers = answers_of(held_slots.result())
     statuses = Counter(a.status for a in long)
     assert statuses.keys() <= {200, 503}, statuses
     assert statuses[503] >= 1, statuses
@@ -223,6 +235,9 @@ def test_sqlite_locked_by_another_process_for_seconds(server: ServerProcess) -> 
             problem = a.json()
             assert "locked by another process" in problem["detail"], problem
             assert a.request_id == "", a.headers  # never accepted: no id to poll
+    assert Counter(a.status for a in blockers) == {200: 4}
+    ran = runs(server)
+    assert sum(ran.values()) == len(ran) == 4 + statuses[200]  # a 503 never ran
     assert server.process is not None and server.process.poll() is None  # no crash
     status, _, _ = server.call("GET", "/health")
     assert status == 200
@@ -236,9 +251,11 @@ def test_sqlite_locked_by_another_process_for_seconds(server: ServerProcess) -> 
         short_accepted=len(short),
         short_terminal=len(short),
         long_lock_s=12,
+        long_in_flight=len(blockers),
         long_sent=len(long),
         long_ok=statuses[200],
         long_503_retry_after=statuses[503],
+        long_503_ran=0,
         lost=0,
         after_ok=len(after),
     )

@@ -368,37 +368,52 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
+async def traffic(soak: Soak, concurrency: int) -> list[Awaitable[None]]:
+    """Register and deploy the soak's function (and the churn one): the loops to run."""
+    fid, vid = await register(soak, "soak-echo")
+    await soak.call(
+        "POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", json=deploy_body(16)
+    )
+    if not await soak.until_status(fid, vid, "ACTIVE"):
+        raise SystemExit("the soak function never became ACTIVE")
+    churn_fid, churn_vid = await register(soak, "soak-churn")
+    return [
+        *(soak.loop("sync", lambda n: soak.sync(fid, n)) for _ in range(concurrency)),
+        *(soak.loop("async", lambda n: soak.async_(fid, n)) for _ in range(4)),
+        *(soak.loop("sse", lambda n: soak.sse(fid, n)) for _ in range(2)),
+        soak.loop("assets", soak.asset),
+        soak.loop("churn", lambda n: soak.churn(churn_fid, churn_vid, n)),
+        soak.loop("keys", lambda n: soak.keys(fid, n)),
+    ]
+
+
+def resources(server: Server) -> dict[str, float]:
+    return {"rss_mib": rss_mib(server.pid), "fds": open_fds(server.pid)}
+
+
 async def drive(
     server: Server, seconds: float, concurrency: int, warmup_s: float
 ) -> dict[str, Any]:
+    """The soak: `warmup_s` of traffic, then `seconds` measured; its figures."""
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency * 4)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         soak = Soak(server, session, seconds + warmup_s)
-        fid, vid = await register(soak, "soak-echo")
-        await soak.call(
-            "POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", json=deploy_body(16)
-        )
-        if not await soak.until_status(fid, vid, "ACTIVE"):
-            raise SystemExit("the soak function never became ACTIVE")
-        churn_fid, churn_vid = await register(soak, "soak-churn")
-        tasks = [
-            *(soak.loop("sync", lambda n: soak.sync(fid, n)) for _ in range(concurrency)),
-            *(soak.loop("async", lambda n: soak.async_(fid, n)) for _ in range(4)),
-            *(soak.loop("sse", lambda n: soak.sse(fid, n)) for _ in range(2)),
-            soak.loop("assets", soak.asset),
-            soak.loop("churn", lambda n: soak.churn(churn_fid, churn_vid, n)),
-            soak.loop("keys", lambda n: soak.keys(fid, n)),
-        ]
-        running = [asyncio.ensure_future(t) for t in tasks]
+        running = [asyncio.ensure_future(t) for t in await traffic(soak, concurrency)]
         await asyncio.sleep(warmup_s)
-        start = {"rss_mib": rss_mib(server.pid), "fds": open_fds(server.pid)}
+        start = resources(server)
         soak.counts.clear()
         soak.latency.clear()
         measured = time.monotonic()
         await asyncio.gather(*running)
         elapsed = time.monotonic() - measured
-        end = {"rss_mib": rss_mib(server.pid), "fds": open_fds(server.pid)}
+        end = resources(server)
+    return figures_of(soak, elapsed, start, end)
+
+
+def figures_of(
+    soak: Soak, elapsed: float, start: dict[str, float], end: dict[str, float]
+) -> dict[str, Any]:
     total = sum(soak.counts.values())
     by_status = Counter[int]()
     for (_, status), count in soak.counts.items():
@@ -425,7 +440,7 @@ async def drive(
         "start": start,
         "end": end,
         "rss_growth_mib": round(end["rss_mib"] - start["rss_mib"], 1),
-        "fd_growth": end["fds"] - start["fds"],
+        "fd_growth": int(end["fds"] - start["fds"]),
     }
 
 

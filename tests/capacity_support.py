@@ -106,3 +106,8 @@ class StubCapacity:
 
     def nudge(self) -> None:
         self.nudges += 1
+
+    def unreachable(self, inst: Instance, why: str) -> None:
+        if inst.state == InstanceState.READY:
+            inst.set_state(InstanceState.UNHEALTHY, f"a request could not reach it: {why}")
+        self.nudge()

@@ -184,11 +184,13 @@ class ServerProcess:
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout_s: float = 30.0,
+        raw: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        data = json.dumps(body).encode() if body is not None else None
+        """One request with the key; `body` is sent as JSON, `raw` as it is."""
+        data = json.dumps(body).encode() if body is not None else raw
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.key}")
-        if data is not None:
+        if body is not None:
             request.add_header("Content-Type", "application/json")
         for name, value in (headers or {}).items():
             request.add_header(name, value)

@@ -1,9 +1,10 @@
 """The Capacity contract (workers/capacity.py): the same assertions on the real Scheduler (over
 real SQLite and a FakeRuntime) and on the StubCapacity the dispatcher's tests use.
 
-Ready instances and their slots (the spec's maxRequestConcurrency), whether a version has any
-instance, and the refusals: a version not deployed (404), one whose instances could not start
-(503 for the requests queued before the failure, recorded as failed) and one in ERROR (503).
+Ready instances and their slots (the spec's maxRequestConcurrency), an unreachable instance
+taken out of them, whether a version has any instance, and the refusals: a version not deployed
+(404), one whose instances could not start (503 for the requests queued before the failure,
+recorded as failed) and one in ERROR (503).
 """
 
 from __future__ import annotations
@@ -116,3 +117,12 @@ async def test_a_version_whose_instances_cannot_start(world: World) -> None:
     assert later is not None and (later.status, later.kind) == (503, WORKER_ERROR)
     assert not later.failed and later.queued_before == math.inf
     assert later.detail.startswith("the function version cannot start: ")
+
+
+async def test_an_unreachable_instance_leaves_ready_until_it_answers_again(world: World) -> None:
+    vid, inst = await world.ready_version(concurrency=2)
+    cap = world.capacity
+    cap.unreachable(inst, "connecting to 127.0.0.1:1 failed: [Errno 111] Connection refused")
+    assert cap.ready(vid) == []  # no more requests to it for now
+    assert cap.has_instances(vid)  # still there: its health check decides what comes next
+    assert inst.error is not None and "Connection refused" in inst.error

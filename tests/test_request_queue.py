@@ -24,10 +24,12 @@ import pytest
 from capacity_support import StubCapacity
 
 from nvcf_lite.domain.invocation_rules import client_path
-from nvcf_lite.domain.invocations import Invocations, Ticket
-from nvcf_lite.errors import NotFound
+from nvcf_lite.domain.invocations import Invocations, Ticket, VersionInfo
+from nvcf_lite.errors import NotFound, Unavailable
 from nvcf_lite.models import (
     SCOPES,
+    FunctionStatus,
+    InstanceState,
     KeyResource,
     Outcome,
     Principal,
@@ -374,6 +376,13 @@ async def test_never_reached_anywhere_fails_after_max_attempts(dispatch: Dispatc
     dispatch.forwarder.refuse.add(dead.instance_id)
     ticket = await dispatch.submit(V1)
     ticket.detach()  # its client left with a 202: the outcome waits for a poll
+    for attempt in range(1, 3):
+        await settle()
+        # refused: out of the ready ones, the request waits (not tried again at once)
+        assert dead.state == InstanceState.UNHEALTHY and not ticket.done.done(), attempt
+        assert dispatch.capacity.ready(V1) == []
+        dead.set_state(InstanceState.READY)  # its health check answered again
+        dispatch.dispatcher.pump_all()
     outcome = await asyncio.wait_for(ticket.done, 5)
     assert outcome.status == 500 and outcome.error
     assert b"Inference connection error" in outcome.body
@@ -600,3 +609,73 @@ async def test_closing_cancels_what_a_cancelled_task_spawns_on_its_way_out(
     await asyncio.sleep(0)
     await tasks.cancel()
     assert spawned and spawned[0].cancelled()
+
+
+def invocations_over(dispatch: DispatcherBench) -> Invocations:
+    async def versions(fid: str) -> list[VersionInfo]:
+        return [VersionInfo(fid, V1, "echo", FunctionStatus.ACTIVE)]
+
+    return Invocations(
+        dispatch.store,
+        versions_of=versions,
+        dispatch=dispatch.dispatcher,
+        default_poll=1,
+        max_poll=10,
+        max_queue=10,
+        new_request_id=new_id,
+        release_request_id=lambda request_id: None,
+    )
+
+
+async def test_an_accept_that_cannot_be_recorded(
+    dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accept's write is refused (a lock held too long; store/sqlite.py's 503): a request
+    still waiting for a slot is dropped unrun and the refusal reaches the client; one that ran
+    to its end while the write waited is answered with its result (an error would make its
+    client send it again)."""
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
+    inv = invocations_over(dispatch)
+    principal = Principal(
+        key_id="k1",
+        nca_id="acct",
+        scopes=frozenset(SCOPES),
+        resources=(KeyResource(type="account-functions", id="*"),),
+    )
+    refused = Unavailable("locked", headers={"Retry-After": "5"})
+    loop = asyncio.get_running_loop()
+
+    def refuse_after(delay_s: float) -> Any:
+        def accept_later(rec: RequestRecord) -> asyncio.Future[None]:
+            fut: asyncio.Future[None] = loop.create_future()
+            loop.call_later(delay_s, fut.set_exception, refused)
+            return fut
+
+        return accept_later
+
+    async def submit() -> Ticket:
+        return await inv.submit(
+            principal,
+            FID,
+            None,
+            method="POST",
+            path="/echo",
+            headers=[],
+            body=b"{}",
+            mode="pexec",
+            poll=1,
+        )
+
+    holder = await dispatch.submit(V1)  # takes the only slot: the next request queues
+    await settle()
+    monkeypatch.setattr(dispatch.store, "accept_later", refuse_after(0.05))
+    with pytest.raises(Unavailable):
+        await submit()
+    assert [c[0] for c in dispatch.forwarder.calls] == [holder.request_id]  # never ran
+    dispatch.forwarder.gate.set()  # the slot frees; requests now end at once
+    assert (await asyncio.wait_for(holder.done, 5)).status == 200
+    await settle()
+    ran = await submit()  # its accept is refused only after it ended
+    outcome = ran.done.result()
+    assert outcome.status == 200 and outcome.body == ran.request_id.encode()

@@ -130,6 +130,22 @@ async def test_lost_instance_degrades_and_is_replaced_with_backoff(bench: Schedu
     assert new.instance_id != inst.instance_id
 
 
+async def test_requests_waiting_for_a_crashed_instance_wait_for_its_replacement(
+    bench: SchedulerBench,
+) -> None:
+    _, vid = await bench.deploy(min_instances=1, max_instances=1)
+    await bench.until(lambda: _is(bench, vid, FunctionStatus.ACTIVE))
+    queued_at = time.monotonic()  # a request waiting when the serving instance dies
+    (inst,) = bench.scheduler.ready(vid)
+    bench.runtime.crash(inst.container_id or "")
+    await bench.until(lambda: inst.instance_id not in bench.scheduler.instances)
+    # it was ready once: no failed start, so nothing is refused (a dockerd restart, a crash)
+    assert bench.scheduler.start_failure(vid) is None
+    assert bench.scheduler.refusal(vid, queued_at) is None
+    await bench.until(lambda: len(bench.scheduler.ready(vid)) == 1)
+    assert bench.scheduler.refusal(vid, queued_at) is None
+
+
 async def test_crash_loop_is_reported_and_backs_off(bench: SchedulerBench) -> None:
     _, vid = await bench.deploy(min_instances=1, max_instances=1)
     await bench.until(lambda: _is(bench, vid, FunctionStatus.ACTIVE))

@@ -30,7 +30,7 @@ __all__ = [
     "StreamReply",
     "Ticket",
 ]
-from nvcf_lite.errors import Forbidden, Invalid, NotFound, TooManyRequests
+from nvcf_lite.errors import Forbidden, Invalid, NotFound, NvcfError, TooManyRequests
 from nvcf_lite.models import (
     FunctionStatus,
     Outcome,
@@ -236,6 +236,15 @@ class Invocations:
         self.dispatch.submit(ticket)
         try:
             await accepted
+        except NvcfError:
+            # The accept could not be written (a full disk, a lock held too long). A request
+            # that already ran to its end meanwhile is answered on this connection (an error
+            # would make its client send it again); one still queued is dropped unrun, one
+            # running has its connection to the container dropped.
+            if ticket.done.done():
+                return ticket
+            self.dispatch.cancel(request_id, "it could not be recorded")
+            raise
         except BaseException:
             self.dispatch.cancel(request_id, "it could not be recorded")
             raise

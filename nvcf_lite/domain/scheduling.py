@@ -28,20 +28,24 @@ class SpecHistory:
     next_attempt: float = 0.0
     unschedulable: str | None = None
     gave_up: bool = False
-    failed_at: float = 0.0  # monotonic time of the last failed start
+    failed_at: float = 0.0  # monotonic time of the last failed start since one was ready
     permanent: bool = False  # a start failed in a way no retry can fix (a missing model)
 
-    def failed(self, reason: str, initial_s: float, max_s: float) -> float:
-        """Record a failed start; returns the backoff before the next attempt."""
+    def failed(self, reason: str, initial_s: float, max_s: float, *, start: bool = True) -> float:
+        """Record a failed instance; returns the backoff before the next attempt. `start`: it
+        failed to start (requests already waiting then fail with its reason); False for one
+        that was serving and died (they wait for its replacement)."""
         self.failures += 1
         self.last_error = reason
-        self.failed_at = time.monotonic()
+        if start:
+            self.failed_at = time.monotonic()
         backoff = float(min(max_s, initial_s * 2.0 ** (self.failures - 1)))
         self.next_attempt = time.monotonic() + backoff
         return backoff
 
     def ready(self) -> None:
         self.ever_ready = True
+        self.failed_at = 0.0  # an instance started: earlier failed starts refuse nothing more
 
     def stable(self) -> None:
         self.failures, self.last_error, self.next_attempt = 0, None, 0.0

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
+from nvcf_lite.errors import InsufficientStorage, NvcfError, Unavailable
 from nvcf_lite.store.data_dir import BACKUPS_DIR, give_to_owner
 
 log = logging.getLogger("nvcf_lite.store")
@@ -131,6 +132,7 @@ def _prepare(path: Path, create: bool) -> Path | None:
 
 
 BUSY_TIMEOUT_MS = 10000
+RETRY_AFTER_S = 5  # told to a client whose write met a lock held past BUSY_TIMEOUT_MS
 # How often the server's WAL is checkpointed (its writer does not checkpoint inside a commit).
 CHECKPOINT_EVERY_S = 1.0
 # Batches writing more than this run on the writer's thread instead of the event loop.
@@ -269,14 +271,25 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        """One BEGIN IMMEDIATE transaction; a full disk or a lock held too long by another
+        process surfaces as `write_refused`'s NvcfError (507 / 503), nothing half written."""
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(self._writer)
+                except BaseException:
+                    if self._raw.in_transaction:
+                        await self._writer.execute("ROLLBACK")
+                    raise
+                await self._writer.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._raw.in_transaction:  # a failed COMMIT leaves the transaction open
+                    await self._writer.execute("ROLLBACK")
+                refused = write_refused(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
 
     async def write_batch(self, ops: Sequence[tuple[str, Params]]) -> None:
         """Run many writes as one BEGIN IMMEDIATE transaction. Runs of the same statement go
@@ -300,23 +313,31 @@ class Database:
             # Not inline when the connection is still busy on aiosqlite's thread (a cancelled
             # transaction() leaves its last statement running there) or for a batch of large
             # bodies (megabytes of pages would hold up the loop): then on the thread, in turn.
-            if self._inline and not self._raw.in_transaction and _payload(groups) < INLINE_MAX:
-                try:
-                    _apply_batch(self._raw, groups, wait=False)
-                    return
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
-                        raise
-            await self._writer._execute(_apply_batch, self._raw, groups, True)  # type: ignore[no-untyped-call]
+            try:
+                if self._inline and not self._raw.in_transaction and _payload(groups) < INLINE_MAX:
+                    try:
+                        _apply_batch(self._raw, groups, wait=False)
+                        return
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc):
+                            raise
+                await self._writer._execute(_apply_batch, self._raw, groups, True)  # type: ignore[no-untyped-call]
+            except sqlite3.OperationalError as exc:
+                refused = write_refused(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
 
+    # Each read runs to its end in one hop to the reader's thread: a statement left open
+    # across an await (execute, then fetch) holds the connection's read snapshot, and another
+    # coroutine's read on the same connection in between would see that older snapshot (an
+    # asset created a moment ago "does not exist"; seen under the soak's mixed traffic).
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._reader.execute(sql, params) as cur:
-            row: Row | None = await cur.fetchone()
-            return row
+        rows = await self._reader.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def check(self) -> str | None:
         """None when the store answers, else why not (for /health)."""
@@ -421,6 +442,26 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
         sqlite3.SQLITE_BUSY,
         sqlite3.SQLITE_LOCKED,
     ) or ("locked" in str(exc) or "busy" in str(exc))
+
+
+def write_refused(exc: sqlite3.OperationalError) -> NvcfError | None:
+    """The client's answer to a write SQLite refused for want of a resource, not a bug: the
+    disk is full (507; the transaction rolled back, so nothing stored changed) or another
+    process held the write lock past the busy timeout (503 with Retry-After). None for any
+    other error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return InsufficientStorage(
+            "Not enough disk space under the server's data directory to record this: "
+            "nothing was stored; retry once space is freed"
+        )
+    if _is_busy(exc):
+        return Unavailable(
+            f"The server's database was locked by another process for more than "
+            f"{BUSY_TIMEOUT_MS // 1000} s; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return None
 
 
 def is_constraint_error(exc: BaseException) -> bool:

@@ -54,6 +54,11 @@ class Capacity(Protocol):
         """Requests wait, or an instance finished one: reconsider the instances now."""
         ...
 
+    def unreachable(self, inst: Instance, why: str) -> None:
+        """A request could not reach `inst`, or lost its connection to it (its container
+        died): out of `ready` until its health check answers again, and looked at now."""
+        ...
+
 
 class Demand(Protocol):
     """What the scheduler sees of the requests: how many wait for each version (it scales to

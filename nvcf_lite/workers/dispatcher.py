@@ -27,7 +27,7 @@ from nvcf_lite.models import InstanceState, Outcome, RequestRecord
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.capacity import Capacity, Refusal
-from nvcf_lite.workers.forwarding import Forwarder, NeverReached, watch_progress
+from nvcf_lite.workers.forwarding import ConnectionLost, Forwarder, NeverReached, watch_progress
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.tasks import TaskSet
 
@@ -243,7 +243,11 @@ class Dispatcher:
                 await self._finish(ticket, result)
         except NeverReached as exc:
             ticket.tried.add(inst.instance_id)
+            self.capacity.unreachable(inst, str(exc))
             requeued = self._retry(ticket, str(exc))
+        except ConnectionLost as exc:  # it may have run: answered, not retried
+            self.capacity.unreachable(inst, str(exc))
+            await self._finish(ticket, exc.outcome)
         except asyncio.CancelledError:
             if ticket.cancelled is None:
                 requeued = True  # shutting down: the lease stays, the next start runs it again

@@ -11,6 +11,7 @@ path-preserving calls), and watches the progress file (§4.5).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 import zipfile
@@ -30,7 +31,13 @@ from nvcf_lite.domain.invocation_rules import (
 from nvcf_lite.domain.invocations import StreamReply, Ticket
 from nvcf_lite.errors import CONNECTION_ERROR, WORKER_ERROR, NvcfError
 from nvcf_lite.models import Outcome
-from nvcf_lite.workers.http_client import ConnectFailed, Pool, Response, UpstreamError
+from nvcf_lite.workers.http_client import (
+    ConnectFailed,
+    ConnectionClosed,
+    Pool,
+    Response,
+    UpstreamError,
+)
 from nvcf_lite.workers.instances import INF_DIR, Instance
 from nvcf_lite.workers.request_folders import RequestFolders
 
@@ -42,6 +49,16 @@ _NOT_FORWARDED = frozenset(HOP_BY_HOP | WORKER_OWNED)
 
 class NeverReached(Exception):
     """The container was never reached (refused): safe to retry on another instance."""
+
+
+class ConnectionLost(Exception):
+    """The container closed the connection after the request was sent, before its answer was
+    complete (its process died): the request may have run, so it is not retried; `outcome`
+    is the client's answer, the inference-connection problem (spec §4.4, §5.2)."""
+
+    def __init__(self, outcome: Outcome, why: str) -> None:
+        super().__init__(why)
+        self.outcome = outcome
 
 
 ResultSink = Callable[[str, Path], Awaitable[str]]  # (request id, zip path) -> download URL
@@ -186,14 +203,24 @@ class Forwarder:
             return await self._collect(ticket, resp, out_dir)
         except UpstreamError as exc:
             return self._connection_error(ticket, exc)
+        except OSError as exc:  # spilling or zipping the answer under data_dir
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            detail = "Not enough disk space on the server to store the result"
+            return problem(507, WORKER_ERROR, detail, client_path(rec), rec.request_id)
         finally:
             resp.release()
             self.folders.no_progress(rec.request_id)
 
-    def _connection_error(self, ticket: Ticket, exc: BaseException) -> Outcome:
+    def _connection_error(self, ticket: Ticket, exc: UpstreamError) -> Outcome:
+        """The client's answer to a broken exchange; ConnectionLost when the container went
+        away (the dispatcher then stops sending it requests until its health check answers)."""
         rec = ticket.record
         detail = f"Inference connection error while making inference request ({type(exc).__name__})"
-        return problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
+        outcome = problem(500, CONNECTION_ERROR, detail, client_path(rec), rec.request_id)
+        if isinstance(exc, ConnectionClosed):
+            raise ConnectionLost(outcome, str(exc)) from exc
+        return outcome
 
     async def _collect(self, ticket: Ticket, resp: Response, out: str) -> Outcome:
         rec = ticket.record

@@ -49,6 +49,11 @@ class UpstreamError(Exception):
     passed."""
 
 
+class ConnectionClosed(UpstreamError):
+    """The peer closed the connection before its answer was complete: its process died, or a
+    proxy in front of it (docker-proxy) found nothing to connect to."""
+
+
 class _Unexpected(Exception):
     """Raised from a parser callback to stop the parser on bytes that answer nothing."""
 
@@ -241,7 +246,7 @@ class _Conn(asyncio.Protocol):
             self._wake()
             return
         where = "before the answer" if self._head is not None else "in the answer's body"
-        err = UpstreamError(f"connection closed {where}")
+        err = ConnectionClosed(f"connection closed {where}")
         err.__cause__ = exc
         self._set_error(err)
 

@@ -246,7 +246,10 @@ class Lifecycle:
         self.metrics.instance_failures.inc(inst.function_id, inst.version_id)
         inst.set_state(InstanceState.FAILED, reason)
         history = self.history.setdefault(inst.spec_id, SpecHistory())
-        history.failed(reason, self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s)
+        backoff = self.cfg.restart_backoff_initial_s, self.cfg.restart_backoff_max_s
+        # one that was ready and died (a crash, the engine restarted) is no failed start: the
+        # requests waiting for it wait for its replacement
+        history.failed(reason, *backoff, start=inst.ready_mono == 0.0)
         history.permanent = history.permanent or permanent
         self.retire(inst, reason, keep_state=True)
 

@@ -107,6 +107,14 @@ class Scheduler:
     def nudge(self) -> None:
         self._wake.set()
 
+    def unreachable(self, inst: Instance, why: str) -> None:
+        """UNHEALTHY: the health monitor makes it READY again on the next good probe, or fails
+        it (and it is replaced) after `unhealthy_threshold` misses or once its container exits."""
+        if inst.state == InstanceState.READY:
+            log.warning("instance unreachable: %s", why, extra=inst.log_ids())
+            inst.set_state(InstanceState.UNHEALTHY, f"a request could not reach it: {why}")
+            self._changed()
+
     def views(self, version_id: str) -> list[InstanceView]:
         return [
             i.view(self._pull_of(i)) for i in self.instances.values() if i.version_id == version_id

@@ -34,6 +34,7 @@ from nvcf_lite.api.assets import (
     CreateAssetResponse,
 )
 from nvcf_lite.api.deployments import (
+    ColdStartWire,
     DeploymentWire,
     GpuSpecWire,
     HealthInfoWire,
@@ -59,6 +60,7 @@ from nvcf_lite.api.functions import (
     TelemetriesWire,
     UpdateFunctionRequest,
 )
+from nvcf_lite.api.keys import ApiKeyWire, KeyResourceWire
 from nvcf_lite.api.queues import QueueWire
 from nvcf_lite.api.registry_credentials import (
     AddRegistryCredentialRequest,
@@ -68,12 +70,14 @@ from nvcf_lite.api.registry_credentials import (
 )
 from nvcf_lite.api.status import (
     FunctionStatusWire,
+    GpuUnitStatusWire,
     GpuUsageWire,
     ResourceUsageWire,
     StatusResponse,
     VersionStatusWire,
 )
 from nvcf_lite.api.telemetries import TelemetryRequest, TelemetryWire
+from nvcf_lite.api.traffic import EndedRequestWire, FunctionTrafficWire, TrafficPointWire
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.deployment_rules import SpecInput
@@ -92,17 +96,21 @@ from nvcf_lite.domain.registry_credentials import (
 )
 from nvcf_lite.domain.status import (
     FunctionStatusView,
+    GpuUnitStatus,
     GpuUsage,
     ResourceUsage,
     StatusReport,
     VersionStatus,
 )
 from nvcf_lite.domain.telemetries import TelemetryInput
+from nvcf_lite.domain.traffic import EndedRequest, FunctionTraffic, TrafficPoint
 from nvcf_lite.models import (
     ActiveInstance,
+    ApiKey,
     Artifact,
     ArtifactFile,
     Asset,
+    ColdStart,
     Deployment,
     EnvVar,
     FunctionVersion,
@@ -110,6 +118,7 @@ from nvcf_lite.models import (
     HealthCheck,
     HealthInfo,
     InstanceView,
+    KeyResource,
     LlmConfig,
     LlmInvocationConfig,
     ModelRef,
@@ -298,6 +307,14 @@ TWINS: tuple[Twin, ...] = (
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    Twin(GpuUnitStatusWire, GpuUnitStatus, ENCODE),
+    # -- the console's traffic and keys ------------------------------------------------------
+    Twin(TrafficPointWire, TrafficPoint, ENCODE),
+    Twin(FunctionTrafficWire, FunctionTraffic, ENCODE),
+    Twin(EndedRequestWire, EndedRequest, ENCODE),
+    Twin(ApiKeyWire, ApiKey, ENCODE),
+    Twin(KeyResourceWire, KeyResource, ENCODE),
+    Twin(ColdStartWire, ColdStart, ENCODE),
     # -- telemetries (E1-E5) ---------------------------------------------------------------
     Twin(TelemetryRequest, TelemetryInput, DECODE),
     Twin(TelemetryWire, Telemetry, ENCODE),
@@ -312,6 +329,12 @@ WIRE_ONLY: Mapping[str, str] = {
     "ListFunctionIdsResponse": "a list of ids",
     "UpdateSecretsRequest": "envelope of SecretWire",
     "RateLimitRequest": "envelope of RateLimitWire",
+    "KeysResponse": "envelope of ApiKeyWire",
+    "CreateKeyRequest": "Keys.create's arguments (scopes, functions, description)",
+    "CreateKeyResponse": "the plaintext key once, and ApiKeyWire",
+    "RevokeKeyResponse": "the revoked key's id",
+    "TrafficResponse": "Traffic.interval_s and a list of FunctionTrafficWire",
+    "RequestsResponse": "a function id and a list of EndedRequestWire",
     "DeployRequest": "envelope of GpuSpecWire",
     "DeploymentResponse": "envelope of DeploymentWire",
     "DeploymentsResponse": "envelope of DeploymentWire",

@@ -11,6 +11,14 @@ export class TimePlot {
     this.unit = unit;
     this.plot = null;
     this.labels = "";
+    this.onResize = () => {
+      if (this.plot) this.plot.setSize({ width: this.width(), height: 200 });
+    };
+    window.addEventListener("resize", this.onResize);
+  }
+
+  width() {
+    return Math.max(260, this.container.clientWidth || 600);
   }
 
   update(series) {
@@ -23,8 +31,7 @@ export class TimePlot {
       data.push(times.map((t) => (byTime.has(t) ? byTime.get(t) : null)));
     }
     const labels = series.map((s) => s.label).join("\u0000");
-    const width = Math.max(260, this.container.clientWidth || 600);
-    if (this.plot && labels === this.labels && Math.abs(this.plot.width - width) < 2) {
+    if (this.plot && labels === this.labels) {
       this.plot.setData(data);
       return;
     }
@@ -33,7 +40,7 @@ export class TimePlot {
     this.plot = new uPlot(
       {
         title: this.title,
-        width,
+        width: this.width(),
         height: 200,
         series: [
           {},
@@ -55,6 +62,7 @@ export class TimePlot {
   }
 
   stop() {
+    window.removeEventListener("resize", this.onResize);
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }

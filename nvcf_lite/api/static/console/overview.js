@@ -48,7 +48,7 @@ function gpuMap(status, names) {
           h("br"), h("code", {}, u.instanceId.slice(0, 8)))
       : h("span", { class: "muted" }, u.held ? "held" : "free");
     return h("div", { class: `gpu ${u.held ? "held" : "free"}`, "data-unit": u.unitId },
-      h("strong", {}, `#${u.index} ${u.gpu}`),
+      h("strong", {}, u.simulated ? u.gpu : `#${u.index} ${u.gpu}`),
       h("span", { class: "small" }, `${Math.round(u.memoryMb / 1024)} GiB${u.simulated ? " · simulated" : ""}`),
       h("code", { class: "small" }, u.unitId),
       holder);
@@ -59,7 +59,7 @@ function functionTable(status) {
   const rows = [];
   for (const f of status.functions) {
     for (const v of f.versions) {
-      const ready = v.instances.filter((i) => i.state === "READY").length;
+      const ready = v.instances.filter((i) => i.state === "ready").length;
       rows.push([
         h("a", { href: `#/function/${f.functionId}`, class: "fn-name" }, f.name),
         h("code", {}, v.versionId.slice(0, 8)),

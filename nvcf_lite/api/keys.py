@@ -1,9 +1,10 @@
 """API keys over HTTP (an nvcf-lite extension, spec §2.10 "nvcf-lite may offer its own
 key-minting endpoint"): what `nvcf-lite keys` does, for the console's keys page.
 
-`GET|POST /v2/nvcf-lite/keys`, `DELETE /v2/nvcf-lite/keys/{keyId}`. Any valid key reaches the
-handlers; managing keys then takes a key with every scope (domain/auth.require_every_scope),
-so no key mints one that could do more than itself. A new key's plaintext is in the answer to
+K1-K3 (docs/nvcf-api.md Appendix B): `GET|POST /v2/nvcf-lite/keys`,
+`DELETE /v2/nvcf-lite/keys/{keyId}`. Any valid key reaches the handlers; managing keys then
+takes a key with every scope (domain/auth.require_every_scope), so no key mints one that
+could do more than itself. A new key's plaintext is in the answer to
 its POST only; the server keeps its SHA-256.
 """
 

@@ -1,7 +1,7 @@
 """The console's traffic figures (nvcf-lite extensions, scope `list_functions_details`):
 
-`GET /v2/nvcf-lite/traffic`: requests/s, p50 and p99 latency of each visible function over the
-last minutes (one point per sample interval); `GET /v2/nvcf-lite/functions/{fid}/requests`: the
+X2 `GET /v2/nvcf-lite/traffic`: requests/s, p50 and p99 latency of each visible function over the
+last minutes (one point per sample interval); X3 `GET /v2/nvcf-lite/functions/{fid}/requests`: the
 function's last requests that ended (status, latency). Both read domain/traffic.py's window of
 the request ends that /metrics counts.
 """

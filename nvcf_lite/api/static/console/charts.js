@@ -1,6 +1,7 @@
 // Time plots of the traffic window, drawn by the vendored uPlot.
 import uPlot from "./vendor/uplot/uPlot.esm.js";
 
+const WINDOW_S = 300;
 const COLORS = ["#76b900", "#1f77b4", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
 
 // One plot; `series` is [{label, points: [[at, value], ...], color?, dash?}], redrawn in place.
@@ -54,7 +55,11 @@ export class TimePlot {
           })),
         ],
         axes: [{}, { label: this.unit, size: 60 }],
-        scales: { y: { range: (_u, min, max) => [0, Math.max(1, max * 1.1)] } },
+        scales: {
+          // the last WINDOW_S seconds at least, so one point is not stretched over years
+          x: { time: true, range: (_u, min, max) => [Math.min(min, max - WINDOW_S), max] },
+          y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] },
+        },
       },
       data,
       this.container,

@@ -132,7 +132,7 @@ function instanceTable(vs) {
     ];
   }));
   return table("Instances (cold start: pull, start, first healthy, first byte)",
-    ["Instance", "Version", "State", "Age", "GPU units", "In flight", "Start", "Pull", "Container start", "First healthy", "First byte", "Error"], rows);
+    ["Instance", "Version", "State", "Age", "GPU units", "In flight", "Start kind", "Pull", "Container start", "First healthy", "First byte", "Error"], rows);
 }
 
 function requestTable(requests) {

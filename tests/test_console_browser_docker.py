@@ -51,6 +51,12 @@ SPEC = {"gpu": "L40", "instanceType": "L40.GPU.1x"}
 XSS = "<script>alert(1)</script>"
 HOSTILE = '<img src=x onerror="alert(2)">'
 WAIT_S = 60.0
+UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+    && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map((e) => e.outerHTML.slice(0, 80));
+"""
 WIDER_THAN_VIEWPORT = """
 return [...document.querySelectorAll('body *')]
   .filter((e) => e.getBoundingClientRect().right > 391)
@@ -165,9 +171,15 @@ def sign_in(browser: Any, server: ServerProcess, key: str) -> None:
     field = until(
         browser, lambda b: [e for e in all_css(b, "#signin-key") if e.is_displayed()], "form"
     )
-    field[0].send_keys(key)
-    css(browser, "#signin-form button[type=submit]").click()
+    from selenium.webdriver.common.keys import Keys
+
+    field[0].send_keys(key + Keys.ENTER)  # the keyboard alone signs in
     until(browser, lambda b: css(b, "#nav").is_displayed(), "signed in")
+
+
+def labelled(browser: Any) -> None:
+    """Every control of the page has a label (or an aria-label, or a button's text)."""
+    assert browser.execute_script(UNLABELLED) == []
 
 
 def no_alert(browser: Any) -> None:
@@ -219,6 +231,7 @@ def test_sign_in_shows_the_overview_and_the_gpu_map(
     browser.get(f"{server.url}/console")
     until(browser, lambda b: css(b, "#signin").is_displayed(), "the sign-in form")
     assert not css(browser, "#nav").is_displayed()
+    labelled(browser)
     shot(browser, "01-sign-in.png")
     css(browser, "#signin-key").send_keys("nvapi-" + "Z" * 64)
     css(browser, "#signin-form button[type=submit]").click()
@@ -229,6 +242,19 @@ def test_sign_in_shows_the_overview_and_the_gpu_map(
     assert "L40" in text_of(browser, "#gpu-map") and "free" in text_of(browser, "#gpu-map")
     nav = [a.text for a in all_css(browser, "#nav a") if a.is_displayed()]
     assert nav == ["Overview", "Invoke", "Assets", "Keys"]
+    # the keyboard reaches the skip link, then the pages; Enter on a link opens its page
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.execute_script("document.activeElement.blur()")
+    focused = []
+    for _ in range(3):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused.append(browser.execute_script("return document.activeElement.textContent"))
+    assert focused == ["Skip to content", "Overview", "Invoke"]
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    until(browser, lambda b: text_of(b, "#page h1") == "Invoke", "the Invoke page by keyboard")
+    go(browser, server, "overview")
     # the key lives in this tab's session storage only
     stored = browser.execute_script("return [sessionStorage.length, localStorage.length]")
     assert stored == [1, 0]
@@ -244,6 +270,7 @@ def test_deploy_echo_from_its_page_and_see_it_go_active(
     go(browser, server, f"function/{fid}")
     until(browser, lambda b: all_css(b, f'.version[data-version="{vid}"] form'), "the deploy form")
     form = f'.version[data-version="{vid}"] form'
+    labelled(browser)
     Select(css(browser, f"{form} select")).select_by_value("L40")
     for name, value in (("type", "L40.GPU.1x"), ("min", "1"), ("max", "1"), ("conc", "4")):
         box = css(browser, f"#{name}-{vid}")
@@ -273,6 +300,7 @@ def test_invoke_answers_200_a_polled_202_and_a_stream(
     go(browser, server, "invoke")
     until(browser, lambda b: all_css(b, f'#invoke-fn option[value="{fid}"]'), "the function listed")
     Select(css(browser, "#invoke-fn")).select_by_value(fid)
+    labelled(browser)
 
     def send(body: dict[str, Any], poll: str = "5", sse: bool = False) -> None:
         box = css(browser, "#invoke-body")
@@ -362,6 +390,7 @@ def test_assets_upload_list_and_delete(
     go(browser, server, "assets")
     upload = tmp_path / "cat.txt"
     upload.write_text("a red cat\n")
+    labelled(browser)
     css(browser, "#asset-file").send_keys(str(upload))
     css(browser, "#asset-description").send_keys(HOSTILE)
     css(browser, "#asset-form button[type=submit]").click()
@@ -411,6 +440,7 @@ def test_a_key_without_scopes_sees_the_controls_hidden(
 ) -> None:
     go(browser, server, "keys")
     until(browser, lambda b: all_css(b, "#key-list tbody tr"), "the key list")
+    labelled(browser)
     css(browser, "#key-description").send_keys(f"viewer {XSS}")
     css(browser, "#scope-list_functions_details").click()
     css(browser, "#key-form button[type=submit]").click()

@@ -12,6 +12,7 @@ export class TimePlot {
     this.unit = unit;
     this.plot = null;
     this.labels = "";
+    this.span = [0, 1];
     this.onResize = () => {
       if (this.plot) this.plot.setSize({ width: this.width(), height: 200 });
     };
@@ -26,6 +27,8 @@ export class TimePlot {
     const times = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort(
       (a, b) => a - b,
     );
+    const last = times.length ? times[times.length - 1] : Date.now() / 1000;
+    this.span = [Math.min(times[0] ?? last, last - WINDOW_S), last];
     const data = [times];
     for (const s of series) {
       const byTime = new Map(s.points);
@@ -57,7 +60,7 @@ export class TimePlot {
         axes: [{}, { label: this.unit, size: 60 }],
         scales: {
           // the last WINDOW_S seconds at least, so one point is not stretched over years
-          x: { time: true, range: (_u, min, max) => [Math.min(min, max - WINDOW_S), max] },
+          x: { time: true, range: () => this.span },
           y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] },
         },
       },

@@ -6,7 +6,7 @@ One server and one browser serve the whole module, and the tests run in order, a
 would click: sign in, deploy the echo function from its page and see it go ACTIVE, invoke it
 (200, a 202 polled to its end, an SSE stream), watch a queue grow behind a saturated slow
 function, assets, a key without scopes seeing the controls hidden, hostile strings rendered as
-text, undeploy, revoke the signed-in key and be signed out, and the server going away.
+text, undeploy, revoke the signed-in key and be signed out, and the server going away and back.
 Screenshots of each page (1280x800, and the overview at phone width 390x844) are written to
 $NVCF_LITE_ARTIFACTS/console (default tests/artifacts/console).
 """
@@ -471,6 +471,20 @@ def test_undeploy_from_the_function_page(
     go(browser, server, f"function/{fid}")
     button = f'.version[data-version="{vid}"] button.undeploy'
     until(browser, lambda b: css(b, button).is_displayed(), "the undeploy button")
+    # edit the spec: concurrency 4 -> 2, max instances 1 -> 2, through "Update deployment"
+    path = f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
+    for name, value in (("conc", "2"), ("max", "2")):
+        box = css(browser, f"#{name}-{vid}")
+        assert box.get_attribute("value") == {"conc": "4", "max": "1"}[name]  # the stored spec
+        box.clear()
+        box.send_keys(value)
+    css(browser, f'.version[data-version="{vid}"] button.deploy').click()
+
+    def updated() -> bool:
+        (spec,) = server.json("GET", path)["deployment"]["deploymentSpecifications"]
+        return bool(spec["maxRequestConcurrency"] == 2 and spec["maxInstances"] == 2)
+
+    until(browser, lambda _: updated(), "the edited spec stored")
     css(browser, button).click()
     until(
         browser,
@@ -513,3 +527,7 @@ def test_an_unreachable_server_is_shown(
     server.stop()
     until(browser, lambda b: "unreachable" in text_of(b, "#banner"), "the unreachable banner", 20)
     shot(browser, "08-unreachable.png")
+    server.start()  # back, over the same data and port
+    until(browser, lambda b: not css(b, "#banner").is_displayed(), "the banner gone")
+    until(browser, lambda b: all_css(b, "#functions tbody tr"), "the overview again, signed in")
+    assert css(browser, "#nav").is_displayed()

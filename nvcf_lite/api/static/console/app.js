@@ -1,5 +1,5 @@
 // The console shell: sign-in, the page router (#/page/arg), and a bounded refresh loop.
-import { can, on, session, signIn, signOut } from "./api.js";
+import { ApiError, can, on, session, signIn, signOut } from "./api.js";
 import { h, replace } from "./dom.js";
 import * as overview from "./overview.js";
 import * as fn from "./function.js";
@@ -107,11 +107,21 @@ async function start() {
   $("signin-form").addEventListener("submit", submitSignIn);
   $("signout").addEventListener("click", () => signOut("Signed out."));
   window.addEventListener("hashchange", route);
+  await resume();
+}
+
+// A reload keeps the tab's key: check it again (an unreachable server is retried, not a
+// reason to forget the key; a refused key is).
+async function resume() {
   if (session.key) {
     try {
       await signIn(session.key);
-    } catch {
-      signOut("Sign in again: the stored key was not accepted.");
+    } catch (err) {
+      if (err instanceof ApiError) {
+        signOut("Sign in again: the stored key was not accepted.");
+      } else {
+        setTimeout(resume, REFRESH_MS);
+      }
       return;
     }
   }

@@ -399,6 +399,12 @@ def test_the_function_page_shows_instances_cold_start_requests_and_live_logs(
     marker = f"console-log-{uuid.uuid4().hex[:8]}"
     server.call("POST", f"/v2/nvcf/pexec/functions/{fid}", {"log": marker})
     until(browser, lambda b: marker in text_of(b, "#logs"), "the log line streamed live")
+    report = server.json("GET", "/v2/nvcf-lite/status")
+    (fn,) = [f for f in report["functions"] if f["functionId"] == fid]
+    (inst,) = fn["versions"][0]["instances"]
+    cold = inst["coldStart"]  # what the page's Start / Pull / ... / First byte columns show
+    assert cold["kind"] == "cold" and cold["containerStartS"] > 0 and cold["firstByteS"] > 0
+    assert set(cold) == {"kind", "imagePullS", "containerStartS", "firstHealthyS", "firstByteS"}
     shot(browser, "03-function.png")
 
 

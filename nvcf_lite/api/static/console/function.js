@@ -36,11 +36,13 @@ export async function render(root, fid) {
         const form = can("deploy_function") ? await deployForm(fid, v, gpus, message) : null;
         const line = h("p", { class: "version-line" });
         const el = h("div", { class: "version", "data-version": v.versionId }, line, form ? form.el : "");
-        blocks.set(v.versionId, { el, line });
+        blocks.set(v.versionId, { el, line, form });
         versions.append(el);
       }
       // only the status line is redrawn: a form being edited keeps its values and focus
-      replace(blocks.get(v.versionId).line, versionLine(v));
+      const block = blocks.get(v.versionId);
+      replace(block.line, versionLine(v));
+      if (block.form && status) block.form.sync(v);
     }
     replace(instances, instanceTable(vs));
     if (can("list_functions_details")) {
@@ -68,57 +70,68 @@ async function gpuChoices() {
 
 async function deployForm(fid, v, gpus, message) {
   const path = `${NVCF}/deployments/functions/${fid}/versions/${v.versionId}`;
-  let spec = { gpu: gpus[0]?.name || "CPU", instanceType: "", minInstances: 1, maxInstances: 1, maxRequestConcurrency: 1 };
+  let spec = { gpu: gpus[0]?.name || "CPU", minInstances: 1, maxInstances: 1, maxRequestConcurrency: 1 };
   let deployed = false;
   try {
-    const d = await api(path);
-    spec = { ...spec, ...d.deployment.deploymentSpecifications[0] };
+    spec = { ...spec, ...(await api(path)).deployment.deploymentSpecifications[0] };
     deployed = true;
   } catch {
     // not deployed: the defaults
   }
+  const inputs = specInputs(spec, gpus);
+  const deploy = h("button", { type: "submit", class: "deploy" });
+  const undeploy = h("button", { type: "button", class: "undeploy danger" }, "Undeploy");
   const id = (name) => `${name}-${v.versionId}`;
-  const gpu = gpus.length
-    ? h("select", {}, gpus.map((g) => h("option", { value: g.name, selected: g.name === spec.gpu }, g.name)))
-    : h("input", { value: spec.gpu });
-  const type = h("input", { value: spec.instanceType || "", placeholder: "default" });
-  const num = (value) => h("input", { type: "number", min: "0", value: String(value ?? "") });
-  const min = num(spec.minInstances);
-  const max = num(spec.maxInstances);
-  const conc = num(spec.maxRequestConcurrency);
-  const deploy = h("button", { type: "submit", class: "deploy" }, deployed ? "Update deployment" : "Deploy");
-  const undeploy = h("button", { type: "button", class: "undeploy danger", hidden: !deployed }, "Undeploy");
+  const labels = { gpu: "GPU", type: "Instance type", min: "Min instances", max: "Max instances", conc: "Max concurrency" };
   const el = h("form", { class: "deploy-form", "aria-label": `Deployment of version ${v.versionId}` },
-    field(id("gpu"), "GPU", gpu), field(id("type"), "Instance type", type),
-    field(id("min"), "Min instances", min), field(id("max"), "Max instances", max),
-    field(id("conc"), "Max concurrency", conc), h("div", { class: "actions" }, deploy, undeploy));
-  el.addEventListener("submit", async (event) => {
+    Object.entries(labels).map(([name, label]) => field(id(name), label, inputs[name])),
+    h("div", { class: "actions" }, deploy, undeploy));
+  const show = (now) => {
+    deployed = now;
+    deploy.textContent = now ? "Update deployment" : "Deploy";
+    undeploy.hidden = !now;
+  };
+  show(deployed);
+  let settledAt = 0; // a status read while our own change was in flight is older than it
+  const act = (what, method, body, after) => async () => {
+    settledAt = Infinity;
+    try {
+      await api(path, { method, body });
+      show(after);
+      message.textContent = "";
+    } catch (err) {
+      message.textContent = `${what} failed: ${err.message}`;
+    }
+    settledAt = Date.now() + 3000;
+  };
+  el.addEventListener("submit", (event) => {
     event.preventDefault();
-    const body = { deploymentSpecifications: [{
-      gpu: gpu.value, instanceType: type.value || undefined, minInstances: Number(min.value),
-      maxInstances: Number(max.value), maxRequestConcurrency: Number(conc.value) }] };
-    try {
-      await api(path, { method: deployed ? "PUT" : "POST", body });
-      deployed = true;
-      deploy.textContent = "Update deployment";
-      undeploy.hidden = false;
-      message.textContent = "";
-    } catch (err) {
-      message.textContent = `Deploy failed: ${err.message}`;
-    }
+    act("Deploy", deployed ? "PUT" : "POST", specBody(inputs), true)();
   });
-  undeploy.addEventListener("click", async () => {
-    try {
-      await api(path, { method: "DELETE" });
-      deployed = false;
-      deploy.textContent = "Deploy";
-      undeploy.hidden = true;
-      message.textContent = "";
-    } catch (err) {
-      message.textContent = `Undeploy failed: ${err.message}`;
-    }
-  });
-  return { el };
+  undeploy.addEventListener("click", act("Undeploy", "DELETE", undefined, false));
+  // deployed or not as the status says (another client may have changed it)
+  const sync = (version) => Date.now() > settledAt && show(Boolean(version.deploymentId));
+  return { el, sync };
+}
+
+function specInputs(spec, gpus) {
+  const num = (value) => h("input", { type: "number", min: "0", value: String(value ?? "") });
+  return {
+    gpu: gpus.length
+      ? h("select", {}, gpus.map((g) => h("option", { value: g.name, selected: g.name === spec.gpu }, g.name)))
+      : h("input", { value: spec.gpu }),
+    type: h("input", { value: spec.instanceType || "", placeholder: "default" }),
+    min: num(spec.minInstances),
+    max: num(spec.maxInstances),
+    conc: num(spec.maxRequestConcurrency),
+  };
+}
+
+function specBody(inputs) {
+  return { deploymentSpecifications: [{
+    gpu: inputs.gpu.value, instanceType: inputs.type.value || undefined,
+    minInstances: Number(inputs.min.value), maxInstances: Number(inputs.max.value),
+    maxRequestConcurrency: Number(inputs.conc.value) }] };
 }
 
 function instanceTable(vs) {

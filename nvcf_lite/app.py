@@ -20,6 +20,7 @@ from nvcf_lite.api.artifacts import ARTIFACT_HANDLERS
 from nvcf_lite.api.assets import ASSET_HANDLERS, SIGNED_HANDLERS
 from nvcf_lite.api.authorizations import AUTHORIZATION_HANDLERS
 from nvcf_lite.api.cluster_groups import CLUSTER_GROUP_HANDLERS
+from nvcf_lite.api.console import console_files
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.docs import openapi_config, swagger_assets
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
@@ -30,6 +31,7 @@ from nvcf_lite.api.invocations import (
     path_invocation_head,
 )
 from nvcf_lite.api.json_bodies import JsonRequest
+from nvcf_lite.api.keys import KEY_HANDLERS
 from nvcf_lite.api.logs import LOGS_HANDLERS
 from nvcf_lite.api.ngc import NGC_HANDLERS
 from nvcf_lite.api.problems import EXCEPTION_HANDLERS
@@ -39,6 +41,7 @@ from nvcf_lite.api.security import authorize, path_families
 from nvcf_lite.api.services import services
 from nvcf_lite.api.status import STATUS_HANDLERS
 from nvcf_lite.api.telemetries import TELEMETRY_HANDLERS
+from nvcf_lite.api.traffic import TRAFFIC_HANDLERS
 from nvcf_lite.config import Config
 from nvcf_lite.platform import Platform, RuntimeFactory, docker_runtime
 
@@ -131,6 +134,9 @@ def create_app(
             *NGC_HANDLERS,
             *SIGNED_HANDLERS,
             *STATUS_HANDLERS,
+            *TRAFFIC_HANDLERS,
+            *KEY_HANDLERS,
+            *([console_files()] if config.console.enabled else []),
             *ARTIFACT_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,

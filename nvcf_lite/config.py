@@ -166,6 +166,10 @@ class TelemetryConfig(_Section):
     retry_backoff_max_s: float = 30.0
 
 
+class ConsoleConfig(_Section):
+    enabled: bool = True
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
@@ -180,6 +184,7 @@ class Config(_Section):
     assets: AssetsConfig = msgspec.field(default_factory=AssetsConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
     @property
     def data_path(self) -> Path:

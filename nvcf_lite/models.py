@@ -213,6 +213,18 @@ class SpecState(msgspec.Struct, kw_only=True):
     image_pull: PullProgress | None = None  # an instance of it is waiting for its image
 
 
+class ColdStart(msgspec.Struct, kw_only=True):
+    """How an instance's start went, phase by phase (seconds), once it was ready: `kind` is
+    cold (a new container), paused (an unpause from the warm pool) or adopted (started by an
+    earlier process: no phases timed); `first_byte_s` once it answered its first request."""
+
+    kind: str
+    image_pull_s: float
+    container_start_s: float
+    first_healthy_s: float
+    first_byte_s: float | None = None
+
+
 class InstanceView(msgspec.Struct, kw_only=True):
     """A snapshot of one instance for responses (activeInstances, deployment instances)."""
 
@@ -234,6 +246,7 @@ class InstanceView(msgspec.Struct, kw_only=True):
     in_flight: int = 0  # requests it is answering now
     max_request_concurrency: int = 1  # its slots: maxRequestConcurrency of its spec
     image_pull: PullProgress | None = None  # while its image is being pulled
+    cold_start: ColdStart | None = None  # once it was ready
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,6 +284,7 @@ class Platform:
                 scheduler.held_units,
                 scheduler.held_resources,
             ),
+            traffic=self.metrics.traffic,
             container_logs=self.container_logs,
             host=self.host,
             health_report=self.health_report,
@@ -310,6 +311,10 @@ class Platform:
                 log.info("model store: removed %d leftover tree(s), folder(s) or blob(s)", pruned)
         self.sweeper.add("assets", self.assets.sweep)
         stack.push_async_callback(_cancel, asyncio.create_task(self.sweeper.run(), name="sweeper"))
+        traffic = self.metrics.traffic  # the console's request-rate samples
+        sampler = Sweeper(traffic.interval_s)
+        sampler.add("traffic samples", traffic.sample)
+        stack.push_async_callback(_cancel, asyncio.create_task(sampler.run(), name="traffic"))
         scheduler, dispatcher = self.scheduler, self.dispatcher
         task = asyncio.create_task(scheduler.run(), name="scheduler")
         keep = self.config.docker.keep_instances_on_shutdown

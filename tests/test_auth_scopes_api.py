@@ -3,7 +3,8 @@
 The 401/403 matrix of deployments (D1-D7), cluster groups (G1), supported GPUs (G2), assets
 (A1-A5), invocation (I1-I3), queues (Q1-Q3), secrets (S1), the deprecated rate-limit
 endpoints (R1, R2), registry credentials (C1-C6: add, list, get, update, delete, recognized
-registries), telemetries (E1-E5) and the nvcf-lite extensions: status (X1), container logs
+registries), telemetries (E1-E5) and the nvcf-lite extensions: status (X1), the console's
+traffic (X2) and a function's last requests (X3), container logs
 (L1, L2) and the model store (M1-M4);
 functions (F1-F9) are in test_auth_functions_api.
 For every endpoint: no key and an unknown key are 401; a key with every scope but the one it
@@ -74,6 +75,8 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
     "C5": (REGISTRY, 204),
     "C6": (REGISTRY, 200),
     "X1": (("list_functions_details",), 200),
+    "X2": (("list_functions_details",), 200),  # the console's traffic window
+    "X3": (("list_functions_details",), 200),  # a function's last requests
     "L1": (("list_functions_details",), 200),  # nvcf-lite extension: container logs
     "L2": (("list_functions_details",), 200),
     "M1": (("list_functions", "list_functions_details"), 200),  # nvcf-lite: the model store
@@ -214,6 +217,8 @@ def request(
         "C5": ("DELETE", cred, None),
         "C6": ("GET", f"{PLAIN}/recognized-registries", None),
         "X1": ("GET", "/v2/nvcf-lite/status", None),
+        "X2": ("GET", "/v2/nvcf-lite/traffic", None),
+        "X3": ("GET", f"/v2/nvcf-lite/functions/{new['id']}/requests", None),
         "L1": ("GET", f"{PLAIN}/functions/{live['id']}/logs", None),
         "L2": ("GET", f"{PLAIN}/functions/{new['id']}/versions/{new['versionId']}/logs", None),
         "M1": ("GET", "/v2/nvcf-lite/models", None),
@@ -271,7 +276,7 @@ def test_apikey_and_admin_prefixes_count_for_deployments(
 
 FUNCTION_SCOPED = (
     *("D1", "D2", "D3", "D4", "D5", "D6", "I1", "I2", "Q1", "Q2", "S1", "R1", "R2"),
-    *("L1", "L2"),
+    *("L1", "L2", "X3"),
 )
 
 

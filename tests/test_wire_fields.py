@@ -35,6 +35,7 @@ from nvcf_lite.api.assets import (
 )
 from nvcf_lite.api.authorizations import PartiesWire, PartyWire
 from nvcf_lite.api.deployments import (
+    ColdStartWire,
     DeploymentWire,
     GpuSpecWire,
     HealthInfoWire,
@@ -60,6 +61,7 @@ from nvcf_lite.api.functions import (
     TelemetriesWire,
     UpdateFunctionRequest,
 )
+from nvcf_lite.api.keys import ApiKeyWire, KeyResourceWire
 from nvcf_lite.api.queues import QueueWire
 from nvcf_lite.api.registry_credentials import (
     AddRegistryCredentialRequest,
@@ -69,12 +71,14 @@ from nvcf_lite.api.registry_credentials import (
 )
 from nvcf_lite.api.status import (
     FunctionStatusWire,
+    GpuUnitStatusWire,
     GpuUsageWire,
     ResourceUsageWire,
     StatusResponse,
     VersionStatusWire,
 )
 from nvcf_lite.api.telemetries import TelemetryRequest, TelemetryWire
+from nvcf_lite.api.traffic import EndedRequestWire, FunctionTrafficWire, TrafficPointWire
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.assets import Assets
 from nvcf_lite.domain.authorizations import PartiesOf
@@ -94,18 +98,22 @@ from nvcf_lite.domain.registry_credentials import (
 )
 from nvcf_lite.domain.status import (
     FunctionStatusView,
+    GpuUnitStatus,
     GpuUsage,
     ResourceUsage,
     StatusReport,
     VersionStatus,
 )
 from nvcf_lite.domain.telemetries import TelemetryInput
+from nvcf_lite.domain.traffic import EndedRequest, FunctionTraffic, TrafficPoint
 from nvcf_lite.models import (
     ActiveInstance,
+    ApiKey,
     Artifact,
     ArtifactFile,
     Asset,
     AuthorizedParty,
+    ColdStart,
     Deployment,
     EnvVar,
     FunctionVersion,
@@ -113,6 +121,7 @@ from nvcf_lite.models import (
     HealthCheck,
     HealthInfo,
     InstanceView,
+    KeyResource,
     LlmConfig,
     LlmInvocationConfig,
     ModelRef,
@@ -309,6 +318,14 @@ TWINS: tuple[Twin, ...] = (
     Twin(FunctionStatusWire, FunctionStatusView, ENCODE),
     Twin(VersionStatusWire, VersionStatus, ENCODE),
     Twin(GpuUsageWire, GpuUsage, ENCODE),
+    Twin(GpuUnitStatusWire, GpuUnitStatus, ENCODE),
+    # -- the console's traffic and keys ------------------------------------------------------
+    Twin(TrafficPointWire, TrafficPoint, ENCODE),
+    Twin(FunctionTrafficWire, FunctionTraffic, ENCODE),
+    Twin(EndedRequestWire, EndedRequest, ENCODE),
+    Twin(ApiKeyWire, ApiKey, ENCODE),
+    Twin(KeyResourceWire, KeyResource, ENCODE),
+    Twin(ColdStartWire, ColdStart, ENCODE),
     # -- telemetries (E1-E5) ---------------------------------------------------------------
     Twin(TelemetryRequest, TelemetryInput, DECODE),
     Twin(TelemetryWire, Telemetry, ENCODE),
@@ -323,6 +340,12 @@ WIRE_ONLY: Mapping[str, str] = {
     "ListFunctionIdsResponse": "a list of ids",
     "UpdateSecretsRequest": "envelope of SecretWire",
     "RateLimitRequest": "envelope of RateLimitWire",
+    "KeysResponse": "envelope of ApiKeyWire",
+    "CreateKeyRequest": "Keys.create's arguments (scopes, functions, description)",
+    "CreateKeyResponse": "the plaintext key once, and ApiKeyWire",
+    "RevokeKeyResponse": "the revoked key's id",
+    "TrafficResponse": "Traffic.interval_s and a list of FunctionTrafficWire",
+    "RequestsResponse": "a function id and a list of EndedRequestWire",
     "DeployRequest": "envelope of GpuSpecWire",
     "DeploymentResponse": "envelope of DeploymentWire",
     "DeploymentsResponse": "envelope of DeploymentWire",

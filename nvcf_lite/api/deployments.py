@@ -71,6 +71,16 @@ class HealthInfoWire(Wire, kw_only=True):
     image_pull: PullProgressWire | None = None  # nvcf-lite extension: the pull it waits for
 
 
+class ColdStartWire(Wire, kw_only=True):
+    """nvcf-lite extension: an instance's start, phase by phase (seconds), once it was ready."""
+
+    kind: str
+    image_pull_s: float
+    container_start_s: float
+    first_healthy_s: float
+    first_byte_s: float | None = None
+
+
 class InstanceWire(Wire, kw_only=True):
     """nvcf-lite extension: each instance's state, GPUs and published port."""
 
@@ -89,6 +99,7 @@ class InstanceWire(Wire, kw_only=True):
     in_flight: int
     max_request_concurrency: int
     image_pull: PullProgressWire | None = None
+    cold_start: ColdStartWire | None = None
 
 
 class SpecStateWire(Wire, kw_only=True):

@@ -23,6 +23,7 @@ from nvcf_lite.domain.registry import Registry
 from nvcf_lite.domain.registry_credentials import RegistryCredentials
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints
+from nvcf_lite.domain.traffic import Traffic
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -49,6 +50,7 @@ class Services:
     telemetries: TelemetryEndpoints
     registry_credentials: RegistryCredentials
     overview: Overview
+    traffic: Traffic
     container_logs: LogSource
     host: Host
     health_report: Callable[[], Awaitable[HealthResponse]]

@@ -45,6 +45,17 @@ class GpuUsageWire(Wire, kw_only=True):
     free: int
 
 
+class GpuUnitStatusWire(Wire, kw_only=True):
+    unit_id: str
+    gpu: str
+    index: int
+    memory_mb: int
+    simulated: bool
+    held: bool
+    instance_id: str | None = None
+    function_id: str | None = None
+
+
 class ResourceUsageWire(Wire, kw_only=True):
     cpu_cores: float
     cpu_cores_held: float
@@ -56,6 +67,7 @@ class StatusResponse(Wire, kw_only=True):
     generated_at: str
     functions: list[FunctionStatusWire]
     gpus: list[GpuUsageWire]
+    units: list[GpuUnitStatusWire] = []
     resources: ResourceUsageWire | None = None
 
 

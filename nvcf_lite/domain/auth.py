@@ -117,6 +117,16 @@ def require_scope(principal: Principal, *any_of: str) -> None:
         raise Forbidden(f"The API key is missing the required scope {names}")
 
 
+def require_every_scope(principal: Principal) -> None:
+    """Managing keys (the console's keys page) takes a key with every scope: a key can then
+    mint no key that could do more than it can itself."""
+    missing = [s for s in SCOPES if s not in principal.scopes]
+    if missing:
+        raise Forbidden(
+            "Managing API keys takes a key with every scope; this one lacks " + ", ".join(missing)
+        )
+
+
 def require_function(principal: Principal, function_id: str, version_id: str | None = None) -> None:
     if not covers(principal.resources, function_id, version_id):
         raise Forbidden(

@@ -12,6 +12,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
+from nvcf_lite.domain.traffic import Traffic
+
 Labels = tuple[str, ...]
 
 # Seconds. Invocations: sub-millisecond echo functions up to 20-minute polls.
@@ -139,6 +141,7 @@ class Metrics:
     """What the workers record; `render` adds the gauges read at scrape time."""
 
     def __init__(self) -> None:
+        self.traffic = Traffic()  # the console's recent window of the same request ends
         self.invocations = Counter(
             "nvcf_lite_invocations_total",
             "Accepted invocations that ended, by function, version and the HTTP status answered.",
@@ -189,6 +192,14 @@ class Metrics:
             "room; export_failed: the retries ran out; unsupported: nvcf-lite cannot ship there).",
             (*labels, "reason"),
         )
+
+    def request_ended(
+        self, function_id: str, version_id: str, request_id: str, status: int, seconds: float
+    ) -> None:
+        """An invocation ended: counted, timed, and kept in the console's recent window."""
+        self.invocations.inc(function_id, version_id, str(status))
+        self.invocation_seconds.observe(seconds, function_id, version_id)
+        self.traffic.ended(function_id, version_id, request_id, status, seconds)
 
     def families(self) -> list[_Family]:
         return [

@@ -55,6 +55,19 @@ class GpuUsage(msgspec.Struct, kw_only=True):
     free: int
 
 
+class GpuUnitStatus(msgspec.Struct, kw_only=True):
+    """One GPU or MIG unit of the host, and the instance holding it (the console's GPU map)."""
+
+    unit_id: str
+    gpu: str
+    index: int
+    memory_mb: int
+    simulated: bool
+    held: bool
+    instance_id: str | None = None  # None while free, or held by an instance the key cannot see
+    function_id: str | None = None
+
+
 class ResourceUsage(msgspec.Struct, kw_only=True):
     """The CPU cores and memory all instances may use together, and what they hold now."""
 
@@ -68,6 +81,7 @@ class StatusReport(msgspec.Struct, kw_only=True):
     generated_at: str
     functions: list[FunctionStatusView]
     gpus: list[GpuUsage]
+    units: list[GpuUnitStatus] = []
     resources: ResourceUsage | None = None  # None: a host without sizing
 
 
@@ -100,12 +114,37 @@ class Overview:
                 FunctionStatusView(function_id=v.function_id, name=v.name, versions=[]),
             )
             entry.versions.append(self._version(v, deployed.get(v.version_id)))
+        functions = list(by_function.values())
         return StatusReport(
             generated_at=now_iso(),
-            functions=list(by_function.values()),
+            functions=functions,
             gpus=self._gpus(),
+            units=self._units(functions),
             resources=self._resources(),
         )
+
+    def _units(self, functions: list[FunctionStatusView]) -> list[GpuUnitStatus]:
+        holders = {
+            unit: (inst.instance_id, f.function_id)
+            for f in functions
+            for v in f.versions
+            for inst in v.instances
+            for unit in inst.gpu_uuids
+        }
+        held = self._held_units()
+        return [
+            GpuUnitStatus(
+                unit_id=u.unit_id,
+                gpu=u.gpu,
+                index=u.index,
+                memory_mb=u.memory_mb,
+                simulated=not u.physical,
+                held=u.unit_id in held,
+                instance_id=holders.get(u.unit_id, (None, None))[0],
+                function_id=holders.get(u.unit_id, (None, None))[1],
+            )
+            for u in self._host.units
+        ]
 
     def _version(self, v: FunctionVersion, d: Deployment | None) -> VersionStatus:
         if d is None:

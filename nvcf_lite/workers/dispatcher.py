@@ -230,6 +230,8 @@ class Dispatcher:
         requeued = False
         try:
             result = await self.forwarder.forward(ticket, inst)
+            if inst.first_byte_s is None and inst.ready_mono > 0:
+                inst.first_byte_s = max(0.0, ticket.first_byte_at - ticket.dispatched_at)
             cold = cold_start(ticket, inst)
             if cold is not None:
                 log.info("request waited for a %s", cold, extra=_ids(ticket, inst))
@@ -334,9 +336,12 @@ class Dispatcher:
             log.exception("recording the end of a request failed", extra=_ids(ticket))
         ticket.finished_as(kept=keep)
         self._per_function[rec.function_id] -= 1
-        self.metrics.invocations.inc(rec.function_id, rec.version_id, str(outcome.status))
-        self.metrics.invocation_seconds.observe(
-            time.monotonic() - ticket.queued_at, rec.function_id, rec.version_id
+        self.metrics.request_ended(
+            rec.function_id,
+            rec.version_id,
+            rec.request_id,
+            outcome.status,
+            time.monotonic() - ticket.queued_at,
         )
         if ticket.stream is not None and not ticket.stream.done():
             ticket.stream.set_result(outcome)  # ended without a stream: answer plainly

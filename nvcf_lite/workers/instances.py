@@ -21,7 +21,14 @@ from nvcf_lite.domain.artifact_refs import ArtifactMount, ModelServer, container
 from nvcf_lite.domain.function_fields import duration_seconds
 from nvcf_lite.domain.instance_types import Limits
 from nvcf_lite.domain.placement import GpuUnit
-from nvcf_lite.models import FunctionVersion, InstanceState, InstanceView, PullProgress, now_iso
+from nvcf_lite.models import (
+    ColdStart,
+    FunctionVersion,
+    InstanceState,
+    InstanceView,
+    PullProgress,
+    now_iso,
+)
 from nvcf_lite.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_FUNCTION_ID,
@@ -153,6 +160,7 @@ class Instance:
         self.start_s = 0.0
         self.healthy_s = 0.0
         self.ready_mono = 0.0
+        self.first_byte_s: float | None = None  # its first request's forward -> first byte
         self.slots = 1  # maxRequestConcurrency of its spec
         self.function_name = ""
         self.inference_url = "/"
@@ -200,6 +208,18 @@ class Instance:
             in_flight=self.in_flight,
             max_request_concurrency=self.slots,
             image_pull=image_pull,
+            cold_start=self._cold_start(),
+        )
+
+    def _cold_start(self) -> ColdStart | None:
+        if not self.ready_mono:
+            return None
+        return ColdStart(
+            kind=self.cold_kind,
+            image_pull_s=round(self.pull_s, 3),
+            container_start_s=round(self.start_s, 3),
+            first_healthy_s=round(self.healthy_s, 3),
+            first_byte_s=None if self.first_byte_s is None else round(self.first_byte_s, 3),
         )
 
 

@@ -80,6 +80,7 @@ class Lifecycle:
         inst.set_state(InstanceState.STARTING)
         inst.cold_kind = "paused"
         inst.launch_t0 = time.monotonic()
+        inst.first_byte_s = None
         inst.task = self.spawn(self._resume(inst))
 
     async def pause(self, inst: Instance) -> None:

@@ -190,6 +190,25 @@ def test_bad_party_lists_are_400(
     assert detail in problem(r, 400)["detail"]
 
 
+def test_a_version_route_wants_a_uuid_even_where_the_version_is_optional(
+    client: TestClient[Any],
+) -> None:
+    """`.../versions/null` converts to None: it must not reach the function-level set."""
+    fn = create(client)
+    base = f"{AUTHZ}/{fn['id']}/versions"
+    for method, suffix, payload in [
+        ("POST", "", {"authorizedParties": [{"ncaId": B}]}),
+        ("PATCH", "/add", {"authorizedParty": {"ncaId": B}}),
+        ("PATCH", "/remove", {"authorizedParty": {"ncaId": B}}),
+        ("DELETE", "", None),
+    ]:
+        for bad in ("null", "not-a-uuid"):
+            r = client.request(method, f"{base}/{bad}{suffix}", json=payload, headers=bearer())
+            assert "UUID" in problem(r, 400)["detail"], (method, suffix, bad)
+    level = client.get(f"{AUTHZ}/{fn['id']}", headers=bearer()).json()["function"]
+    assert level["authorizedParties"] == []  # nothing was shared at function level
+
+
 def test_authorizations_of_unknown_or_foreign_functions(
     client: TestClient[Any], account_key: KeyMaker
 ) -> None:

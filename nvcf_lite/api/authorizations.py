@@ -22,6 +22,7 @@ from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire
 from nvcf_lite.domain.authorizations import Authorizations, PartiesOf
+from nvcf_lite.errors import Invalid
 from nvcf_lite.models import AuthorizedParty, Principal
 
 Caller = NamedDependency[Principal]
@@ -76,7 +77,14 @@ def _of(request: Request[Any, Any, Any]) -> Authorizations:
     return services_of(request).authorizations
 
 
-def _ids(function_id: UUID, version_id: UUID | None) -> tuple[str, str | None]:
+def _ids(
+    request: Request[Any, Any, Any], function_id: UUID, version_id: UUID | None
+) -> tuple[str, str | None]:
+    """The ids of a function-level (Z1-Z5) or version-level (Z6-Z10) route. On a version
+    route the path's version id is a UUID: `.../versions/null` reads as None when converted,
+    and would otherwise reach the function-level set."""
+    if version_id is None and "version_id" in request.path_params:
+        raise Invalid("Invalid request: 'version_id' must be a UUID")
     return str(function_id), str(version_id) if version_id else None
 
 
@@ -102,7 +110,7 @@ class AuthorizationsController(Controller):
         function_id: FromPath[UUID],
         version_id: FromPath[UUID],
     ) -> PartiesResponse:
-        fid, vid = _ids(function_id, version_id)
+        fid, vid = _ids(request, function_id, version_id)
         return PartiesResponse(_wire(await _of(request).get(principal, fid, vid)))
 
     @post([FUNCTION, VERSION], opt=AUTHORIZE, status_code=200, summary="Z1/Z6: set the parties")
@@ -114,7 +122,7 @@ class AuthorizationsController(Controller):
         data: JSONBody[PartiesRequest],
         version_id: FromPath[UUID | None] = None,
     ) -> PartiesResponse:
-        fid, vid = _ids(function_id, version_id)
+        fid, vid = _ids(request, function_id, version_id)
         parties = [_party(p) for p in data.authorized_parties]
         return PartiesResponse(_wire(await _of(request).replace(principal, fid, vid, parties)))
 
@@ -127,7 +135,7 @@ class AuthorizationsController(Controller):
         data: JSONBody[PartyRequest],
         version_id: FromPath[UUID | None] = None,
     ) -> PartiesResponse:
-        fid, vid = _ids(function_id, version_id)
+        fid, vid = _ids(request, function_id, version_id)
         party = _party(data.authorized_party)
         return PartiesResponse(_wire(await _of(request).add(principal, fid, vid, party)))
 
@@ -142,7 +150,7 @@ class AuthorizationsController(Controller):
         data: JSONBody[PartyRequest],
         version_id: FromPath[UUID | None] = None,
     ) -> PartiesResponse:
-        fid, vid = _ids(function_id, version_id)
+        fid, vid = _ids(request, function_id, version_id)
         party = _party(data.authorized_party)
         return PartiesResponse(_wire(await _of(request).remove(principal, fid, vid, party)))
 
@@ -154,7 +162,7 @@ class AuthorizationsController(Controller):
         function_id: FromPath[UUID],
         version_id: FromPath[UUID | None] = None,
     ) -> PartiesResponse:
-        fid, vid = _ids(function_id, version_id)
+        fid, vid = _ids(request, function_id, version_id)
         return PartiesResponse(_wire(await _of(request).clear(principal, fid, vid)))
 
 

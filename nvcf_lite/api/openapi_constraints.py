@@ -30,6 +30,7 @@ from nvcf_lite.domain.image_references import PATTERN as IMAGE_REFERENCE
 from nvcf_lite.domain.telemetries import MAX_ENDPOINT
 from nvcf_lite.models import (
     ARTIFACT_TYPES,
+    SCOPES,
     ApiBodyFormat,
     FunctionType,
     HealthProtocol,
@@ -60,6 +61,7 @@ JSON_VALUE_SCHEMA: dict[str, Any] = {
     ]
 }
 UUID_PATH = {"format": "uuid"}
+UUID_RE = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # A boolean in a body as the decoder reads it (Litestar converts bodies leniently, as NVCF's
 # Jackson coerces scalars): true/false, 0/1, and those spelled as strings in any case.
 LENIENT_BOOLEAN: dict[str, Any] = {
@@ -128,6 +130,19 @@ FIELDS: dict[str, tuple[tuple[str, ...], dict[str, dict[str, Any]]]] = {
         },
     ),
     "UpdateFunctionRequest": ((), {"tags": TAGS}),
+    "CreateKeyRequest": (
+        ("scopes",),
+        {
+            # domain/auth.Keys.create: stripped, with or without an `apikey:`/`admin:` prefix
+            "scopes": {
+                "minItems": 1,
+                "items": {"pattern": f"^\\s*(?:apikey:|admin:)?(?:{'|'.join(SCOPES)})\\s*$"},
+            },
+            "functions": {"items": {"pattern": f"^{UUID_RE}(?:/(?:\\*|{UUID_RE}))?$"}},
+        },
+    ),
+    "PartyWire": ((), {"ncaId": NOT_BLANK}),
+    "PartiesRequest": (("authorizedParties",), {"authorizedParties": {"minItems": 1}}),
     "HealthWire": (
         ("protocol", "uri", "port", "timeout", "expectedStatusCode"),
         {
@@ -237,6 +252,25 @@ WHOLE: dict[str, dict[str, Any]] = {
                     {"properties": {"exemptedNcaIds": {"maxItems": 0}}},
                     {"required": ["rateLimit"], "properties": {"rateLimit": {"type": "string"}}},
                 ]
+            },
+        ]
+    },
+    "PartiesRequest": {  # the wildcard ("*": public) stands alone, without a clientId
+        "anyOf": [
+            {
+                "properties": {
+                    "authorizedParties": {
+                        "items": {"properties": {"ncaId": {"not": {"const": "*"}}}}
+                    }
+                }
+            },
+            {
+                "properties": {
+                    "authorizedParties": {
+                        "maxItems": 1,
+                        "items": {"properties": {"clientId": {"type": "null"}}},
+                    }
+                }
             },
         ]
     },

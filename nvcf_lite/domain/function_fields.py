@@ -178,6 +178,10 @@ def models(
             raise Invalid(
                 "Invalid request: non-LLM function models must specify both 'version' and 'uri'"
             )
+        if model.llm_config is not None:  # kept, and answered back: held to the same rules
+            model = msgspec.structs.replace(
+                model, llm_config=_llm_config(model.name, model.llm_config)
+            )
         out.append(model)
     return tuple(out) or None
 

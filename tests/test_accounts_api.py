@@ -328,6 +328,7 @@ def test_a_party_may_invoke_and_read_queues_but_change_nothing(stuck: TestClient
         ("GET", f"{PLAIN}/functions/{fid}/logs", None),
         ("GET", f"{AUTHZ}/{fid}", None),
         ("DELETE", f"{AUTHZ}/{fid}", None),
+        ("GET", f"/v2/nvcf-lite/functions/{fid}/requests", None),  # the console's last requests
     ]
     for method, path, payload in refused:
         r = client.request(method, path, json=payload, headers=b)

@@ -136,7 +136,10 @@ def test_an_admin_key_creates_lists_and_revokes_keys(client: TestClient[Any]) ->
     token, key = made["key"], made["apiKey"]
     assert re.fullmatch(r"nvapi-[A-Za-z0-9_-]{64}", token)
     assert key["scopes"] == ["invoke_function"] and key["description"] == "ci"
-    assert key["resources"] == [{"type": "account-functions", "id": "*"}]
+    assert key["resources"] == [
+        {"type": "account-functions", "id": "*"},
+        {"type": "authorized-functions", "id": "*"},
+    ]
     listed = client.get(KEYS, headers=bearer()).json()["keys"]
     assert key["keyId"] in {k["keyId"] for k in listed}
     assert all("key" not in k and token not in json.dumps(k) for k in listed)  # shown once

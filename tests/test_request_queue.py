@@ -613,7 +613,7 @@ async def test_closing_cancels_what_a_cancelled_task_spawns_on_its_way_out(
 
 def invocations_over(dispatch: DispatcherBench) -> Invocations:
     async def versions(fid: str) -> list[VersionInfo]:
-        return [VersionInfo(fid, V1, "echo", FunctionStatus.ACTIVE)]
+        return [VersionInfo(fid, V1, "echo", FunctionStatus.ACTIVE, nca_id="acct")]
 
     return Invocations(
         dispatch.store,

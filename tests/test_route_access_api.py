@@ -34,6 +34,7 @@ from test_auth_scopes_api import CPU_SPEC, StuckRuntime, credential, deploy
 from nvcf_lite.models import SCOPES
 
 # (method, path) -> why it needs no key
+CONSOLE = "the console's static files: the key is typed in the browser, its scripts send it"
 DOCS = "the API documentation is public, like NVCF's published OpenAPI document"
 PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/health"): "liveness and readiness for supervisors and load balancers",
@@ -49,6 +50,9 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/openapi/oauth2-redirect.html"): DOCS,
     ("GET", "/openapi/static/swagger-ui/{file_path:path}"): DOCS,
     ("HEAD", "/openapi/static/swagger-ui/{file_path:path}"): DOCS,
+    ("GET", "/console"): CONSOLE,
+    ("GET", "/console/{file_path:path}"): CONSOLE,
+    ("HEAD", "/console/{file_path:path}"): CONSOLE,
 }
 # Routes whose handler authenticates the key itself (the pexec hot path, I5): their scope.
 INVOKE_SCOPE = ("invoke_function",)
@@ -68,10 +72,12 @@ RESOURCE_PARAMS = {
     "request_id",
     "telemetry_id",
     "credential_id",
+    "key_id",
 }
 FAMILY = re.compile(r"^/v2/orgs/\{org:str\}(/teams/\{team:str\})?/nvcf")
 PARAM = re.compile(r"\{(\w+):\w+\}")
 OTHER_NCA, OTHER_ORG = "nca-other", "other-org"
+MODEL_STORE = ("/v2/nvcf-lite/models", "/v2/nvcf-lite/resources")
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,10 @@ def body_for(route: Route, world: World) -> Any:
     plain, method = route.plain, route.method
     if method in ("GET", "DELETE", "HEAD", "TRACE"):
         return None
-    if "/nvcf-lite/" in plain:
+    if plain.startswith(MODEL_STORE):
         return tar_body({"f": b"x"})
+    if plain == "/v2/nvcf-lite/keys":
+        return {"scopes": ["invoke_function"]}
     if "/authorizations/" in plain:
         party = {"ncaId": OTHER_NCA}
         return {"authorizedParty": party} if method == "PATCH" else {"authorizedParties": [party]}
@@ -203,6 +211,7 @@ def _make_world(client: TestClient[Any]) -> World:
     call(client, platform.accounts.create, OTHER_NCA, OTHER_ORG)
     other_key, _ = call(client, lambda: platform.keys.create(SCOPES, nca_id=OTHER_NCA))
     limited_key, _ = call(client, lambda: platform.keys.create(SCOPES, [other_fn["id"]]))
+    _, spare_key = call(client, lambda: platform.keys.create(["invoke_function"]))
     ids = {
         "function_id": fn["id"],
         "version_id": fn["versionId"],
@@ -212,6 +221,7 @@ def _make_world(client: TestClient[Any]) -> World:
         "request_id": request_id,
         "telemetry_id": telemetry_id,
         "credential_id": credential_id,
+        "key_id": spare_key.key_id,  # another key of A's (B must not list or revoke it)
         "name": "m",
         "version": "1",
         "kind": "results",
@@ -307,7 +317,7 @@ def test_another_accounts_key_gets_404_for_everything_of_account_a(
     for route in protected(routes):
         r = send(module_client, world, route, world.other_key, OTHER_ORG)
         names_a = bool(route.params & RESOURCE_PARAMS) or route.path == PATH_INVOCATION
-        if route.plain.startswith("/v2/nvcf-lite/") and route.plain != "/v2/nvcf-lite/status":
+        if route.plain.startswith(MODEL_STORE):
             _check(failures, route, r.status_code == 403, r)  # the server's model store
         elif names_a:
             _check(failures, route, r.status_code == 404, r)
@@ -331,6 +341,9 @@ def test_another_accounts_key_gets_404_for_everything_of_account_a(
         f"/v2/nvcf/authorizations/functions/{ids['function_id']}", headers=bearer()
     )
     assert r.json()["function"]["authorizedParties"] == []
+    keys = module_client.get("/v2/nvcf-lite/keys", headers=bearer()).json()["keys"]
+    spare = [k for k in keys if k["keyId"] == ids["key_id"]]
+    assert spare and spare[0]["revokedAt"] is None  # B's DELETE found no key of A's
 
 
 def test_another_accounts_key_is_404_under_the_org_of_account_a(

@@ -4,7 +4,8 @@ key-minting endpoint"): what `nvcf-lite keys` does, for the console's keys page.
 K1-K3 (docs/nvcf-api.md Appendix B): `GET|POST /v2/nvcf-lite/keys`,
 `DELETE /v2/nvcf-lite/keys/{keyId}`. Any valid key reaches the handlers; managing keys then
 takes a key with every scope (domain/auth.require_every_scope), so no key mints one that
-could do more than itself. A new key's plaintext is in the answer to
+could do more than itself; and the keys listed, made and revoked are the caller's account's
+(made with its teams): another account's key is not found. A new key's plaintext is in the answer to
 its POST only; the server keeps its SHA-256.
 """
 
@@ -42,6 +43,8 @@ class ApiKeyWire(Wire, kw_only=True):
     created_at: str
     expires_at: str | None = None
     revoked_at: str | None = None
+    teams: list[str] = []
+    org_name: str = ""
 
 
 class KeysResponse(Wire, kw_only=True):
@@ -71,7 +74,7 @@ def _keys(request: Request[Any, Any, Any], principal: Principal) -> Keys:
 
 @get(KEYS_PATH, opt=ANY_KEY, dependencies=PRINCIPAL, tags=["nvcf-lite"], summary="List API keys")
 async def list_keys(request: Request[Any, Any, Any], principal: Caller) -> KeysResponse:
-    found = await _keys(request, principal).list()
+    found = await _keys(request, principal).list(principal.nca_id)
     return KeysResponse(keys=[to_wire(k, ApiKeyWire) for k in found])
 
 
@@ -87,7 +90,13 @@ async def create_key(
     request: Request[Any, Any, Any], principal: Caller, data: JSONBody[CreateKeyRequest]
 ) -> CreateKeyResponse:
     keys = _keys(request, principal)
-    token, key = await keys.create(data.scopes, data.functions, data.description)
+    token, key = await keys.create(
+        data.scopes,
+        data.functions,
+        data.description,
+        nca_id=principal.nca_id,
+        teams=principal.teams,  # a team-limited key mints no key that escapes its teams
+    )
     return CreateKeyResponse(key=token, api_key=to_wire(key, ApiKeyWire))
 
 
@@ -102,7 +111,7 @@ async def create_key(
 async def revoke_key(
     request: Request[Any, Any, Any], principal: Caller, key_id: FromPath[str]
 ) -> RevokeKeyResponse:
-    revoked = await _keys(request, principal).revoke(key_id)
+    revoked = await _keys(request, principal).revoke(key_id, principal.nca_id)
     return RevokeKeyResponse(key_id=revoked)
 
 

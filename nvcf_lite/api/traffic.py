@@ -19,6 +19,7 @@ from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
 from nvcf_lite.api.wire import Wire, to_wire
 from nvcf_lite.domain.functions import DETAILS_SCOPE
+from nvcf_lite.errors import Forbidden
 from nvcf_lite.models import Principal
 
 TRAFFIC_PATH = "/v2/nvcf-lite/traffic"
@@ -85,7 +86,10 @@ async def last_requests(
 ) -> RequestsResponse:
     svc = services_of(request)
     fid = str(function_id)
-    await svc.functions.list_versions(principal, fid)  # 404 / 403 like F5
+    versions = await svc.functions.list_versions(principal, fid)  # 404 / 403 like F5
+    if any(v.nca_id != principal.nca_id for v in versions):
+        # shared with the caller: its requests are its owner's and other parties' business
+        raise Forbidden(f"Function id '{fid}': only its owner reads its last requests")
     ended = svc.traffic.last_requests(fid)
     return RequestsResponse(function_id=fid, requests=[to_wire(r, EndedRequestWire) for r in ended])
 

@@ -198,11 +198,14 @@ class Keys:
         await self._repo.insert(key, hash_key(token))
         return token, key
 
-    async def list(self) -> list[ApiKey]:
-        return await self._repo.all()
+    async def list(self, nca_id: str | None = None) -> list[ApiKey]:
+        """Every key (the admin verbs), or one account's (the HTTP API)."""
+        return await self._repo.all(nca_id)
 
-    async def revoke(self, key_id_or_prefix: str) -> str:
-        ids = await self._repo.revoke(key_id_or_prefix, now_iso())
+    async def revoke(self, key_id_or_prefix: str, nca_id: str | None = None) -> str:
+        """Revoke one key by id or printed prefix; with `nca_id`, only one of that account
+        (another account's key is not found)."""
+        ids = await self._repo.revoke(key_id_or_prefix, now_iso(), nca_id)
         if not ids:
             raise NotFound(f"no active key with id or prefix '{key_id_or_prefix}'")
         if len(ids) > 1:

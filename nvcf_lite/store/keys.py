@@ -67,21 +67,27 @@ class KeysRepo:
         row = await self._db.fetch_one(f"{_SELECT} WHERE key_id = ?", (key_id,))
         return _key(row) if row else None
 
-    async def all(self) -> list[ApiKey]:
-        rows = await self._db.fetch_all(f"{_SELECT} ORDER BY api_keys.created_at")
+    async def all(self, nca_id: str | None = None) -> list[ApiKey]:
+        """Every key, or those of one account."""
+        where, args = (" WHERE api_keys.nca_id = ?", (nca_id,)) if nca_id is not None else ("", ())
+        rows = await self._db.fetch_all(f"{_SELECT}{where} ORDER BY api_keys.created_at", args)
         return [_key(r) for r in rows]
 
     async def count_active(self) -> int:
         row = await self._db.fetch_one("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
         return int(row[0]) if row else 0
 
-    async def revoke(self, key_id_or_prefix: str, when: str) -> list[str]:
-        """Revoke keys whose id or printed prefix matches; returns the ids revoked."""
+    async def revoke(
+        self, key_id_or_prefix: str, when: str, nca_id: str | None = None
+    ) -> list[str]:
+        """Revoke keys whose id or printed prefix matches (of one account, if given); returns
+        the ids revoked."""
+        account = " AND nca_id = ?" if nca_id is not None else ""
         async with self._db.transaction() as tx:
             rows = await tx.fetch_all(
                 "SELECT key_id FROM api_keys WHERE revoked_at IS NULL"
-                " AND (key_id = ? OR key_prefix = ?)",
-                (key_id_or_prefix, key_id_or_prefix),
+                f" AND (key_id = ? OR key_prefix = ?){account}",
+                (key_id_or_prefix, key_id_or_prefix, *((nca_id,) if nca_id is not None else ())),
             )
             ids = [r["key_id"] for r in rows]
             if len(ids) == 1:

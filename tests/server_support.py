@@ -18,6 +18,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -204,3 +206,16 @@ class ServerProcess:
         status, _, data = self.call(method, path, body, **kw)
         assert status < 300, f"{method} {path}: {status} {data[:500]!r}"
         return json.loads(data) if data else None
+
+
+@contextmanager
+def serving(proc: ServerProcess) -> Iterator[ServerProcess]:
+    """`proc` started, and stopped afterwards; a test that fails gets the server's log tail."""
+    proc.start()
+    try:
+        yield proc
+    except BaseException:
+        print(proc.log()[-20000:])
+        raise
+    finally:
+        proc.stop()

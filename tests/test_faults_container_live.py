@@ -23,7 +23,7 @@ import pytest
 from conftest import wait_for
 from fault_support import RECORDS, Answer, collect, invoke_all, runs, summary
 from invocation_support import docker_env, live_echo
-from server_support import ServerProcess
+from server_support import ServerProcess, serving
 
 from nvcf_lite.errors import CONNECTION_ERROR
 
@@ -32,15 +32,8 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def server(tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "srv", env=docker_env(ns))
-    proc.start()
-    try:
+    with serving(ServerProcess(tmp_path / "srv", env=docker_env(ns))) as proc:
         yield proc
-    except BaseException:
-        print(proc.log()[-20000:])
-        raise
-    finally:
-        proc.stop()
 
 
 def ready_instances(server: ServerProcess, fid: str, vid: str) -> dict[str, str]:

@@ -36,22 +36,15 @@ from fault_support import (
     summary,
 )
 from invocation_support import docker_env, live_echo
-from server_support import ServerProcess
+from server_support import ServerProcess, serving
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def server(tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "srv", env=docker_env(ns))
-    proc.start()
-    try:
+    with serving(ServerProcess(tmp_path / "srv", env=docker_env(ns))) as proc:
         yield proc
-    except BaseException:
-        print(proc.log()[-20000:])
-        raise
-    finally:
-        proc.stop()
 
 
 def answers_of(results: list[Answer | BaseException]) -> list[Answer]:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 from fault_support import check_queue, invoke_all, summary
 from invocation_support import docker_env, live_echo
-from server_support import ServerProcess
+from server_support import ServerProcess, serving
 
 pytestmark = pytest.mark.docker
 
@@ -43,13 +43,9 @@ def full_disk_server(tmp_path: Path, ns: str) -> Iterator[ServerProcess]:
         check=True,
     )
     try:
-        proc.start()
-        yield proc
-    except BaseException:
-        print(proc.log()[-20000:])
-        raise
+        with serving(proc):
+            yield proc
     finally:
-        proc.stop()
         if subprocess.run(["umount", proc.data_dir], check=False).returncode != 0:
             subprocess.run(["umount", "-l", proc.data_dir], check=False)
 

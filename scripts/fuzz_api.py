@@ -74,6 +74,11 @@ STATE_RULES: tuple[tuple[str, str], ...] = (
     (r"^PATCH .*/authorizations/functions/.*/add$", "the wildcard alone"),
 )
 REVOKE = "^DELETE /v2/nvcf-lite/keys/"
+# The stateful phase follows links within one path family: the org and team families serve the
+# same handlers over the same objects (the seeded phases run all three), and schemathesis would
+# not see a DELETE through /v2/nvcf of an asset made through /v2/orgs/{org} as its deletion
+# (a false "created resource not found").
+ORG_FAMILIES = "^/v2/orgs/"
 # positive_data_acceptance's default expected statuses, and NVCF's 400 on those operations
 ACCEPTED_THERE = '["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]'
 
@@ -162,6 +167,7 @@ def run_schemathesis(
     phases: str,
     workers: int,
     only: str | None = None,
+    skip_paths: str | None = None,
 ) -> int:
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     command = [
@@ -194,6 +200,8 @@ def run_schemathesis(
         command += ["--include-name-regex", only or args.operations]
     if not only:
         command += ["--exclude-name-regex", REVOKE]
+    if skip_paths:
+        command += ["--exclude-path-regex", skip_paths]
     shown = [c if "Bearer" not in c else "'Authorization: [key]'" for c in command]
     print("$ " + " ".join(shown), flush=True)
     return subprocess.call(command, cwd=st_config.parent)
@@ -223,7 +231,7 @@ def main() -> int:
         seeded, stateful = workdir / "seeded.toml", workdir / "stateful.toml"
         rc = run_schemathesis(args, base, seeded, "examples,coverage,fuzzing", args.workers)
         # one worker: two scenarios at once delete each other's objects (a false "not found")
-        rc = run_schemathesis(args, base, stateful, "stateful", 1) or rc
+        rc = run_schemathesis(args, base, stateful, "stateful", 1, None, ORG_FAMILIES) or rc
         # revoking keys last and alone: it may find the fuzzer's own key (from GET .../keys)
         rc = run_schemathesis(args, base, seeded, "coverage,fuzzing", 1, REVOKE) or rc
         alive = server.poll() is None

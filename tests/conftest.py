@@ -74,14 +74,32 @@ def dock() -> Any:
     return client
 
 
+# Every namespace a test used, swept again when the session ends: a test's app may outlive its
+# `ns` teardown (fixtures end in reverse order, and `app_factory` is set up first), and its
+# scheduler, seeing its instances removed, can start a replacement that nothing then removes.
+_NAMESPACES: set[str] = set()
+
+
 @pytest.fixture
 def ns(dock: Any) -> Iterator[str]:
     """A Docker namespace of the test's own; its containers are removed after the test."""
     from docker_support import remove_namespace
 
     namespace = f"test-{uuid.uuid4().hex[:10]}"
+    _NAMESPACES.add(namespace)
     yield namespace
     remove_namespace(dock, namespace)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_namespaces() -> Iterator[None]:
+    yield
+    if _NAMESPACES:
+        from docker_support import docker_client_or_skip, remove_namespace
+
+        dock = docker_client_or_skip()
+        for namespace in sorted(_NAMESPACES):
+            remove_namespace(dock, namespace)
 
 
 @pytest.fixture

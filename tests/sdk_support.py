@@ -212,17 +212,25 @@ def live_server(
         yield server
 
 
+def admin(server: ServerProcess, *args: str) -> str:
+    """Run `nvcf-lite ARGS` (an admin verb) on the live server's store; its stdout."""
+    done = subprocess.run(
+        [*nvcf_lite_command(), *args],
+        cwd=server.workdir,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"nvcf-lite {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
 def mint_key(server: ServerProcess, *scopes: str) -> str:
     """A new API key with these NVCF scopes, made by `nvcf-lite keys create` on the live store."""
-    cmd = [*nvcf_lite_command(), "keys", "create", "--description", "sdk test"]
-    for scope in scopes:
-        cmd += ["--scope", scope]
-    done = subprocess.run(
-        cmd, cwd=server.workdir, env=server.env, capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"nvcf-lite keys create failed:\n{done.stdout}{done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
+    scoped = [part for scope in scopes for part in ("--scope", scope)]
+    out = admin(server, "keys", "create", "--description", "sdk test", *scoped)
+    return out.strip().splitlines()[-1]
 
 
 # --- running SDK scripts ------------------------------------------------------------------------

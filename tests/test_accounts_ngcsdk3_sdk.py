@@ -9,15 +9,14 @@ the caller's account in NVCF-NCAID. After A clears the sharing it is 404 again.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from asset_support import plain_server
 from invocation_support import docker_env, live_echo
-from sdk_support import SdkRun, ensure_sdk3_venv, run_sdk3
-from server_support import ServerProcess, nvcf_lite_command
+from sdk_support import SdkRun, admin, ensure_sdk3_venv, run_sdk3
+from server_support import ServerProcess
 
 pytestmark = [pytest.mark.sdk, pytest.mark.docker]
 
@@ -35,19 +34,6 @@ def main(args):
     out["reply"] = dict(reply)
     return out
 """
-
-
-def admin(server: ServerProcess, *args: str) -> str:
-    done = subprocess.run(
-        [*nvcf_lite_command(), *args],
-        cwd=server.workdir,
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"nvcf-lite {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")

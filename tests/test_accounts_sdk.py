@@ -8,7 +8,6 @@ keys are made with the admin CLI (`nvcf-lite accounts create`, `keys create --ac
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,31 +17,18 @@ from docker_support import ECHO_IMAGE
 from sdk_support import (
     Sdk,
     SdkRun,
+    admin,
     ensure_sdk_venv,
     live_server,
     make_cert,
     new_key,
     sdk_runner,
 )
-from server_support import ServerProcess, nvcf_lite_command
+from server_support import ServerProcess
 
 pytestmark = pytest.mark.sdk
 
 ORG, ORG_B, NCA_B, TEAM = "acct-org", "acct-org-b", "nca-acct-b", "blue"
-
-
-def admin(server: ServerProcess, *args: str) -> str:
-    """Run `nvcf-lite ARGS` (an admin verb) on the live server's store; its stdout."""
-    done = subprocess.run(
-        [*nvcf_lite_command(), *args],
-        cwd=server.workdir,
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"nvcf-lite {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ they mirror, and added to the document when it is rendered:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -73,24 +74,25 @@ LENIENT_BOOLEAN: dict[str, Any] = {
 }
 
 
+def _spelled(words: Iterable[str], dash: str = "-") -> str:
+    """The words in any case, as one alternation (`dash` for each '-')."""
+
+    def letter(c: str) -> str:
+        return dash if c == "-" else f"[{c.upper()}{c.lower()}]" if c.isalpha() else c
+
+    return "|".join("".join(map(letter, word)) for word in words)
+
+
 def any_case(kind: type[StrEnum]) -> dict[str, str]:
     """An enum the rules match case-insensitively (function_rules.parse_enum), as a pattern."""
-    spelled = ["".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in m) for m in kind]
-    return {"pattern": f"^(?:{'|'.join(spelled)})$"}
+    return {"pattern": f"^(?:{_spelled(kind)})$"}
 
 
 NOT_BLANK = {"pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}
 # blank (no limit), or NVCF's token rate (function_fields._llm_config)
 TOKEN_RATE = {"pattern": f"^(?:\\s*|{TOKEN_RATE_RE.pattern.removeprefix('^').removesuffix('$')})$"}
 # blank, or a routing method as the router reads it: any case, '_' for '-', spaces around
-ROUTING = {
-    "pattern": "^\\s*(?:"
-    + "|".join(
-        "".join("[-_]" if c == "-" else f"[{c.upper()}{c}]" if c.isalpha() else c for c in m)
-        for m in ROUTING_METHODS
-    )
-    + ")?\\s*$"
-}
+ROUTING = {"pattern": f"^\\s*(?:{_spelled(ROUTING_METHODS, '[-_]')})?\\s*$"}
 TAGS = {"maxItems": MAX_TAGS, "items": {"pattern": f"^{TAG_RE.pattern}$", "maxLength": MAX_TAG}}
 # a secret's value: a string or an object of 1 to MAX_SECRET_VALUE characters (JSON text)
 SECRET_VALUE = {"minLength": 1, "maxLength": MAX_SECRET_VALUE}

@@ -60,14 +60,7 @@ def parse_function_resource(text: str) -> KeyResource:
 
 def covers(resources: Iterable[KeyResource], function_id: str, version_id: str | None) -> bool:
     """Whether a key's resources allow touching an own-account function (version)."""
-    for res in resources:
-        if res.type == "account-functions":
-            return True
-        if res.type == "function":
-            fid, _, vid = res.id.partition("/")
-            if fid == function_id and (vid in ("*", "") or version_id in (None, vid)):
-                return True
-    return False
+    return _covers(resources, "account-functions", function_id, version_id)
 
 
 def covers_shared(
@@ -75,8 +68,15 @@ def covers_shared(
 ) -> bool:
     """Whether a key's resources allow touching a function another account shared with it:
     `authorized-functions`, or a `function` entry naming it (spec §6.3)."""
+    return _covers(resources, "authorized-functions", function_id, version_id)
+
+
+def _covers(
+    resources: Iterable[KeyResource], every: str, function_id: str, version_id: str | None
+) -> bool:
+    """`every` (a blanket resource type), or a `function` entry naming this one."""
     for res in resources:
-        if res.type == "authorized-functions":
+        if res.type == every:
             return True
         if res.type == "function":
             fid, _, vid = res.id.partition("/")

@@ -14,12 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nvcf_lite.config import Config, ConfigSource, public_url
 from nvcf_lite.domain.status import STATUS_PATH
+
+if TYPE_CHECKING:  # imported by the command itself: the parser of every command, `serve` too,
+    # loads this module, and httpx brings its own CLI (click, rich, pygments: ~10 MB of RSS)
+    import httpx
 
 KEY_VARIABLES = ("NVCF_LITE_API_KEY", "NGC_API_KEY")
 Doc = dict[str, Any]
@@ -92,6 +94,8 @@ def _verify(config: Config, url_flag: str | None) -> bool | str:
 
 
 def _fetch(url: str, key: str, verify: bool | str) -> tuple[Doc, Doc]:
+    import httpx
+
     headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
     try:
         with httpx.Client(base_url=url, verify=verify, timeout=10.0) as client:

@@ -16,11 +16,12 @@ import base64
 import binascii
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from nvcf_lite.store.key_files import load_key_file
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_FILE = "secrets.key"
 PREFIX = "aead1:"
@@ -35,7 +36,18 @@ class SecretBox:
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("a secrets key needs 32 bytes")
-        self._aead = AESGCM(key[:32])
+        self._key = key[:32]
+        self._cipher: AESGCM | None = None
+
+    @property
+    def _aead(self) -> AESGCM:
+        # cryptography is loaded at the first seal or open, not at start: its native library is
+        # ~7 MB of RSS that a server with no secret never needs
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SecretBox:
@@ -51,6 +63,8 @@ class SecretBox:
         """The plaintext of a sealed value; a legacy plain value is returned as it is."""
         if not is_sealed(value):
             return value.encode()
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = base64.urlsafe_b64decode(value[len(PREFIX) :])
             return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode())

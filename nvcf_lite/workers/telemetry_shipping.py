@@ -18,9 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import msgspec
 
 from nvcf_lite.config import TelemetryConfig
@@ -30,6 +29,9 @@ from nvcf_lite.domain.otlp import LOGS, METRICS, Resource
 from nvcf_lite.models import Telemetry
 from nvcf_lite.workers.otlp_export import Exporter, Post, Target
 from nvcf_lite.workers.tasks import TaskSet
+
+if TYPE_CHECKING:  # imported when a telemetry first ships: with what it pulls in, ~20 MB of RSS
+    import aiohttp
 
 log = logging.getLogger("nvcf_lite.telemetry")
 
@@ -172,6 +174,8 @@ class TelemetryShipping:
     def _poster(self) -> Post:
         if self._post is not None:
             return self._post
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession()
         session = self._session

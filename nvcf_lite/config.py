@@ -53,6 +53,7 @@ class ServerConfig(_Section):
     log_format: str = "text"
     access_log: bool = False
     fast_path: bool = True
+    http2: bool = False
     backlog: int = 4096
     max_requests_in_flight: int = 16384
 

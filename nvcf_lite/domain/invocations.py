@@ -98,26 +98,49 @@ VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
 
 class CachedVersions:
     """A function's versions and statuses, kept in memory for `ttl_s` (the invocation hot
-    path would otherwise read SQLite for each request). `clear()` on every status change."""
+    path would otherwise read SQLite for each request). `clear()` on every status change.
+
+    One read per function at a time: callers that miss while it runs wait for that read.
+    Without it a burst (thousands of clients connecting at once, or the entry expiring
+    under load) sent one read per request to SQLite's thread: measured with 6000 clients,
+    the first answer took 6 s and each accept ~0.3 ms more CPU.
+    """
 
     def __init__(self, lookup: VersionsOf, ttl_s: float = 2.0) -> None:
         self._lookup = lookup
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[VersionInfo]]] = {}
+        self._reading: dict[str, asyncio.Future[list[VersionInfo]]] = {}
+        self._generation = 0  # clear() bumps it: a read begun before is not cached
 
     async def __call__(self, function_id: str) -> list[VersionInfo]:
-        now = time.monotonic()
         hit = self._cache.get(function_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        versions = await self._lookup(function_id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[function_id] = (now + self._ttl_s, versions)
+        reading = self._reading.get(function_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(function_id))
+            self._reading[function_id] = reading
+        # shielded: one caller giving up (its client left) must not cancel the others' read
+        return await asyncio.shield(reading)
+
+    async def _read(self, function_id: str) -> list[VersionInfo]:
+        generation = self._generation
+        try:
+            versions = await self._lookup(function_id)
+        finally:
+            if self._reading.get(function_id) is asyncio.current_task():
+                del self._reading[function_id]
+        if generation == self._generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[function_id] = (time.monotonic() + self._ttl_s, versions)
         return versions
 
     def clear(self) -> None:
         self._cache.clear()
+        self._generation += 1
+        self._reading.clear()  # later callers read anew (a status changed meanwhile)
 
 
 StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]

@@ -1,0 +1,86 @@
+"""The versions cache in front of SQLite on the invocation path: one read per function at a
+time, whatever the burst; a status change is never hidden by a read that began before it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from nvcf_lite.domain.invocations import CachedVersions, VersionInfo
+from nvcf_lite.models import FunctionStatus
+
+
+class Lookup:
+    """A versions read that holds until released, counting the reads it was asked for."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.status = FunctionStatus.ACTIVE
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def __call__(self, fid: str) -> list[VersionInfo]:
+        self.reads += 1
+        self.started.set()
+        status = self.status
+        await self.release.wait()
+        return [VersionInfo(fid, "v1", "fn", status)]
+
+
+async def test_a_burst_of_misses_makes_one_read() -> None:
+    lookup = Lookup()
+    cache = CachedVersions(lookup)
+    callers = [asyncio.ensure_future(cache("f1")) for _ in range(500)]
+    await asyncio.sleep(0)
+    lookup.release.set()
+    answers = await asyncio.gather(*callers)
+    assert lookup.reads == 1
+    assert all(a[0].status is FunctionStatus.ACTIVE for a in answers)
+    await cache("f1")  # cached now
+    await cache("f2")  # another function reads on its own
+    assert lookup.reads == 2
+
+
+async def test_a_caller_that_gives_up_leaves_the_read_to_the_others() -> None:
+    lookup = Lookup()
+    cache = CachedVersions(lookup)
+    first, second = asyncio.ensure_future(cache("f1")), asyncio.ensure_future(cache("f1"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    lookup.release.set()
+    assert (await second)[0].version_id == "v1"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert lookup.reads == 1
+
+
+async def test_a_read_begun_before_a_status_change_is_not_cached() -> None:
+    lookup = Lookup()
+    cache = CachedVersions(lookup)
+    stale = asyncio.ensure_future(cache("f1"))
+    await lookup.started.wait()
+    lookup.status = FunctionStatus.INACTIVE
+    cache.clear()  # the status changed while the read ran
+    lookup.release.set()
+    assert (await stale)[0].status is FunctionStatus.ACTIVE  # its callers asked before
+    assert (await cache("f1"))[0].status is FunctionStatus.INACTIVE
+    assert lookup.reads == 2
+
+
+async def test_a_failed_read_fails_its_callers_and_the_next_call_reads_again() -> None:
+    calls = 0
+
+    async def broken(fid: str) -> list[VersionInfo]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0)
+            raise RuntimeError("database gone")
+        return []
+
+    cache = CachedVersions(broken)
+    both = await asyncio.gather(cache("f1"), cache("f1"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in both)
+    assert await cache("f1") == [] and calls == 2

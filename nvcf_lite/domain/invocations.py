@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nvcf_lite.domain.auth import Reach, reach, require_function, require_scope
+from nvcf_lite.domain.idempotency import HEADER as KEY_HEADER
+from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
 from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
+from nvcf_lite.domain.webhooks import HEADER as WEBHOOK_HEADER
+from nvcf_lite.domain.webhooks import WebhookPolicy
 
 __all__ = [
     "MAX_UNREAD_PROGRESS",
@@ -128,6 +132,23 @@ ReleaseRequestId = Callable[[str], None]
 
 
 @dataclass
+class _Extras:
+    """The headers of an invocation that change how it is accepted (beyond NVCF)."""
+
+    refs: str = ""  # NVCF-INPUT-ASSET-REFERENCES
+    webhook: str | None = None  # NVCF-WEBHOOK-URL
+    key: str | None = None  # Idempotency-Key
+    fingerprint: str = ""
+
+
+_EXTRA_HEADERS = {
+    "nvcf-input-asset-references": "refs",
+    WEBHOOK_HEADER: "webhook",
+    KEY_HEADER: "key",
+}
+
+
+@dataclass
 class Pending:
     """Not finished: answer 202, with a partial response when there is one (§4.5)."""
 
@@ -149,8 +170,12 @@ class Invocations:
         release_request_id: ReleaseRequestId,
         stage_assets: StageAssets | None = None,
         rate_limiter: RateLimiter | None = None,
+        webhooks: WebhookPolicy | None = None,
+        keys: IdempotencyKeys | None = None,
     ) -> None:
         self.store = store
+        self.webhooks = webhooks
+        self.keys = keys
         self.rate_limiter = rate_limiter or RateLimiter()
         self.versions_of = versions_of
         self.dispatch = dispatch
@@ -185,7 +210,49 @@ class Invocations:
         mode: str,
         poll: int,
     ) -> Ticket:
-        """Validate, pick a version, record the request durably and queue it."""
+        """Validate, pick a version, record the request durably and queue it. With an
+        Idempotency-Key, a retry gets the ticket of the request the key stands for."""
+        extra = _Extras()
+        for name, value in headers:  # one pass; a request with none of these pays no more
+            low = name.lower()
+            if low in _EXTRA_HEADERS:
+                setattr(extra, _EXTRA_HEADERS[low], value)
+        if extra.webhook is not None:
+            if self.webhooks is None:
+                raise Invalid("NVCF-WEBHOOK-URL is not supported by this server")
+            extra.webhook = self.webhooks.check(extra.webhook)
+        if extra.key is None:
+            return await self._accept(
+                principal, fid, vid, method, path, headers, body, mode, poll, extra
+            )
+        key = check_key(extra.key)
+        if self.keys is None or mode != "pexec":
+            raise Invalid(
+                "Idempotency-Key is not supported on streamed or path-preserving invocations"
+            )
+        extra.fingerprint = fingerprint(fid, vid, path, body)
+        return await self.keys.submit(
+            principal,
+            key,
+            extra.fingerprint,
+            lambda: self._accept(
+                principal, fid, vid, method, path, headers, body, mode, poll, extra
+            ),
+        )
+
+    async def _accept(
+        self,
+        principal: Principal,
+        fid: str,
+        vid: str | None,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        mode: str,
+        poll: int,
+        extra: _Extras,
+    ) -> Ticket:
         version = await self.choose(principal, fid, vid)
         if self.dispatch.queued_for_function(fid) >= self.max_queue:
             raise TooManyRequests(
@@ -198,7 +265,7 @@ class Invocations:
             )
         request_id = self.new_request_id()
         try:
-            refs = next((v for n, v in headers if n.lower() == "nvcf-input-asset-references"), "")
+            refs = extra.refs
             assets: list[str] = []
             if refs.strip() and mode != "path":
                 if self.stage_assets is None:
@@ -218,6 +285,9 @@ class Invocations:
                 mode=mode,
                 assets=assets,
                 accepted_at=time.time(),
+                webhook_url=extra.webhook,
+                idempotency_key=extra.key,
+                fingerprint=extra.fingerprint,
             )
             accepted = self.store.accept_later(record)
         except BaseException:
@@ -299,7 +369,9 @@ class Invocations:
     def delivered(self, ticket: Ticket) -> None:
         """The client has the final answer: forget the request (a later poll is 404)."""
         self.dispatch.forget(ticket.request_id)
-        if ticket.kept:
+        # A keyed request's row stays until it expires: a retry of its key, or a status poll
+        # of a client that got a 202 before that retry, may still read it.
+        if ticket.kept and ticket.record.idempotency_key is None:
             self.store.purge(ticket.request_id)
 
     async def poll(self, principal: Principal, request_id: str, poll: int) -> Outcome | Pending:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webhook_support import readme_verify
 
 from nvcf_lite.config import ConfigError, WebhooksConfig, load_config
 from nvcf_lite.domain import webhooks
@@ -30,19 +31,8 @@ from nvcf_lite.store.sqlite import Database
 from nvcf_lite.store.webhooks import DeliveriesRepo, load_webhook_secret
 from nvcf_lite.workers.webhooks import WebhookSender
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 SECRET = "whsec-test-0123456789"
 LOOPBACK = WebhookPolicy(WebhooksConfig().allow)
-
-
-def readme_verify() -> Any:
-    """The README's `verify` snippet (the block after `<!-- webhook-verify -->`), run as is."""
-    text = README.read_text()
-    match = re.search(r"<!-- webhook-verify -->\n```python\n(.*?)```", text, re.S)
-    assert match, "README lost its webhook verification snippet"
-    space: dict[str, Any] = {}
-    exec(compile(match.group(1), "README.md", "exec"), space)
-    return space["verify"]
 
 
 # -- the policy ----------------------------------------------------------------------------------

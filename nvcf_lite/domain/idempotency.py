@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,9 +37,15 @@ def check_key(key: str) -> str:
     return key
 
 
+# The org and team path families name the same invocation as /v2/nvcf (spec §1.1).
+_FAMILY = re.compile(r"^/v2/orgs/[^/]+(?:/teams/[^/]+)?/nvcf/")
+
+
 def fingerprint(function_id: str, version_id: str | None, path: str, body: bytes) -> str:
+    """What a retry must match: the function, the version asked for, the path (any path
+    family counts as /v2/nvcf) and the body."""
     digest = hashlib.sha256()
-    for part in (function_id, version_id or "", path):
+    for part in (function_id, version_id or "", _FAMILY.sub("/v2/nvcf/", path)):
         digest.update(part.encode() + b"\0")
     digest.update(body)
     return digest.hexdigest()

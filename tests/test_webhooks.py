@@ -21,10 +21,10 @@ from webhook_support import readme_verify
 from nvcf_lite.config import ConfigError, WebhooksConfig, load_config
 from nvcf_lite.domain import webhooks
 from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
-from nvcf_lite.domain.invocations import Invocations
+from nvcf_lite.domain.invocations import Invocations, Ticket
 from nvcf_lite.domain.webhooks import WebhookPolicy
 from nvcf_lite.errors import Conflict, Invalid, Unprocessable
-from nvcf_lite.models import SCOPES, Outcome, Principal, RequestRecord, new_id
+from nvcf_lite.models import SCOPES, KeyResource, Outcome, Principal, RequestRecord, new_id
 from nvcf_lite.store.idempotency import IdempotencyRepo
 from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.store.sqlite import Database
@@ -296,7 +296,8 @@ class NoDispatch:
         return None
 
 
-PRINCIPAL = Principal(key_id="k1", nca_id="acct", scopes=frozenset(SCOPES), resources=())
+ALL_FUNCTIONS = (KeyResource(type="account-functions", id="*"),)
+PRINCIPAL = Principal(key_id="k1", nca_id="acct", scopes=frozenset(SCOPES), resources=ALL_FUNCTIONS)
 
 
 def invocations(store: RequestsRepo, db: Database) -> Invocations:
@@ -361,3 +362,36 @@ async def test_a_key_reused_for_another_body_is_409(db: Database, store: Request
     with pytest.raises(Conflict, match="different function, path or body"):
         await keys.submit(PRINCIPAL, "k", fingerprint("f", None, "/p", b"two"), never)
     assert check_key("order-1234") == "order-1234"
+
+
+async def test_concurrent_retries_of_one_key_accept_one_request(
+    db: Database, store: RequestsRepo
+) -> None:
+    live: dict[str, Ticket] = {}
+    accepted: list[str] = []
+
+    async def stored(rid: str) -> None:
+        return None
+
+    keys = IdempotencyKeys(IdempotencyRepo(db), live.get, stored)
+    print_ = fingerprint("f", None, "/p", b"{}")
+
+    async def accept() -> Ticket:
+        rec = record(idempotency_key="same", fingerprint=print_)
+        accepted.append(rec.request_id)
+        ticket = Ticket(record=rec, subject="s", done=asyncio.get_running_loop().create_future())
+        live[rec.request_id] = ticket
+        await asyncio.sleep(0.05)  # the others arrive while this accept commits
+        await store.accept(rec)
+        return ticket
+
+    tickets = await asyncio.gather(
+        *(keys.submit(PRINCIPAL, "same", print_, accept) for _ in range(5))
+    )
+    assert len(accepted) == 1
+    assert {t.request_id for t in tickets} == set(accepted)
+    other = Principal(
+        key_id="k2", nca_id="other", scopes=frozenset(SCOPES), resources=ALL_FUNCTIONS
+    )
+    await keys.submit(other, "same", print_, accept)  # keys are per account
+    assert len(accepted) == 2

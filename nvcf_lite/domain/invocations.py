@@ -131,10 +131,19 @@ ReleaseRequestId = Callable[[str], None]
 """request_id -> None: an id taken but not used (its premade folder goes)."""
 
 
-@dataclass
-class _Extras:
-    """The headers of an invocation that change how it is accepted (beyond NVCF)."""
+@dataclass(slots=True)
+class _Call:
+    """One invocation as submitted, with the headers that change how it is accepted."""
 
+    principal: Principal
+    fid: str
+    vid: str | None
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    mode: str
+    poll: int
     refs: str = ""  # NVCF-INPUT-ASSET-REFERENCES
     webhook: str | None = None  # NVCF-WEBHOOK-URL
     key: str | None = None  # Idempotency-Key
@@ -212,48 +221,28 @@ class Invocations:
     ) -> Ticket:
         """Validate, pick a version, record the request durably and queue it. With an
         Idempotency-Key, a retry gets the ticket of the request the key stands for."""
-        extra = _Extras()
+        call = _Call(principal, fid, vid, method, path, headers, body, mode, poll)
         for name, value in headers:  # one pass; a request with none of these pays no more
             low = name.lower()
             if low in _EXTRA_HEADERS:
-                setattr(extra, _EXTRA_HEADERS[low], value)
-        if extra.webhook is not None:
+                setattr(call, _EXTRA_HEADERS[low], value)
+        if call.webhook is not None:
             if self.webhooks is None:
                 raise Invalid("NVCF-WEBHOOK-URL is not supported by this server")
-            extra.webhook = self.webhooks.check(extra.webhook)
-        if extra.key is None:
-            return await self._accept(
-                principal, fid, vid, method, path, headers, body, mode, poll, extra
-            )
-        key = check_key(extra.key)
+            call.webhook = self.webhooks.check(call.webhook)
+        if call.key is None:
+            return await self._accept(call)
+        key = check_key(call.key)
         if self.keys is None or mode != "pexec":
             raise Invalid(
                 "Idempotency-Key is not supported on streamed or path-preserving invocations"
             )
-        extra.fingerprint = fingerprint(fid, vid, path, body)
-        return await self.keys.submit(
-            principal,
-            key,
-            extra.fingerprint,
-            lambda: self._accept(
-                principal, fid, vid, method, path, headers, body, mode, poll, extra
-            ),
-        )
+        call.fingerprint = fingerprint(fid, vid, path, body)
+        return await self.keys.submit(principal, key, call.fingerprint, lambda: self._accept(call))
 
-    async def _accept(
-        self,
-        principal: Principal,
-        fid: str,
-        vid: str | None,
-        method: str,
-        path: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        mode: str,
-        poll: int,
-        extra: _Extras,
-    ) -> Ticket:
-        version = await self.choose(principal, fid, vid)
+    async def _accept(self, call: _Call) -> Ticket:
+        principal, fid, mode = call.principal, call.fid, call.mode
+        version = await self.choose(principal, fid, call.vid)
         if self.dispatch.queued_for_function(fid) >= self.max_queue:
             raise TooManyRequests(
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
@@ -265,7 +254,7 @@ class Invocations:
             )
         request_id = self.new_request_id()
         try:
-            refs = extra.refs
+            refs = call.refs
             assets: list[str] = []
             if refs.strip() and mode != "path":
                 if self.stage_assets is None:
@@ -277,17 +266,17 @@ class Invocations:
                 version_id=version.version_id,
                 nca_id=principal.nca_id,
                 key_id=principal.key_id,
-                method=method,
-                path=path,
-                headers=forwardable(headers),
-                body=body,
-                poll_seconds=poll,
+                method=call.method,
+                path=call.path,
+                headers=forwardable(call.headers),
+                body=call.body,
+                poll_seconds=call.poll,
                 mode=mode,
                 assets=assets,
                 accepted_at=time.time(),
-                webhook_url=extra.webhook,
-                idempotency_key=extra.key,
-                fingerprint=extra.fingerprint,
+                webhook_url=call.webhook,
+                idempotency_key=call.key,
+                fingerprint=call.fingerprint,
             )
             accepted = self.store.accept_later(record)
         except BaseException:

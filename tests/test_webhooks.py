@@ -118,7 +118,7 @@ def test_the_generated_secret_is_made_once_and_private(tmp_path: Path) -> None:
     first = load_webhook_secret(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{64}", first)
     assert load_webhook_secret(tmp_path) == first
-    assert (tmp_path / "webhook.secret").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "webhook.key").stat().st_mode & 0o777 == 0o600
 
 
 # -- deliveries and keys on real SQLite ---------------------------------------------------------

@@ -104,7 +104,7 @@ def test_deliveries_survive_a_sigkill(tmp_path: Path, ns: str, receiver: Receive
     env = docker_env(ns, **QUICK_RETRIES)
     with serving(ServerProcess(tmp_path / "srv", env=env)) as server:
         fid, _ = live_echo(server.json)
-        secret = (server.data_dir / "webhook.secret").read_text().strip()
+        secret = (server.data_dir / "webhook.key").read_text().strip()
         receiver.down = True
         status, done_rid, _ = invoke(server, fid, {"n": 1}, **{"NVCF-WEBHOOK-URL": receiver.url})
         assert status == 200

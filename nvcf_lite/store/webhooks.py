@@ -17,11 +17,11 @@ from nvcf_lite.models import Outcome
 from nvcf_lite.store.key_files import load_key_file
 from nvcf_lite.store.sqlite import Database
 
-SECRET_FILE = "webhook.secret"
+SECRET_FILE = "webhook.key"
 
 
 def load_webhook_secret(data_dir: Path) -> str:
-    """The generated webhook secret (64 hex characters in `<data_dir>/webhook.secret`, mode
+    """The generated webhook secret (64 hex characters in `<data_dir>/webhook.key`, mode
     0600), made once: receivers read it from there when `webhooks.secret` is not set."""
     made = load_key_file(data_dir, SECRET_FILE, make=lambda n: secrets.token_hex(n).encode())
     return made.decode("ascii", "replace").strip()

@@ -172,7 +172,6 @@ class Platform:
         deployments_repo = DeploymentsRepo(self.db)
         store = RequestsRepo(self.db, config.idempotency.ttl_s)
         secret = config.webhooks.secret or await asyncio.to_thread(load_webhook_secret, data)
-        self.webhook_sender = WebhookSender(DeliveriesRepo(self.db), secret, config.webhooks)
         self.telemetries = TelemetryEndpoints(
             TelemetriesRepo(self.db, self.secret_box), users=_telemetry_users(functions_repo)
         )
@@ -194,6 +193,9 @@ class Platform:
             runtime, config.docker.namespace, stopping=self.stopping
         )
         self.metrics = Metrics()
+        self.webhook_sender = WebhookSender(
+            DeliveriesRepo(self.db), secret, config.webhooks, metrics=self.metrics
+        )
         # Scheduler <-> Dispatcher (workers/capacity.py): the scheduler scales on the backlog
         # (Demand) and fires `changed`; the dispatcher fills and drains the backlog and sees
         # instances only as Capacity. Neither holds the other.

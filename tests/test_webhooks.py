@@ -22,6 +22,7 @@ from nvcf_lite.config import ConfigError, WebhooksConfig, load_config
 from nvcf_lite.domain import webhooks
 from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocations import Invocations, Ticket
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.webhooks import WebhookPolicy
 from nvcf_lite.errors import Conflict, Invalid, Unprocessable
 from nvcf_lite.models import SCOPES, KeyResource, Outcome, Principal, RequestRecord, new_id
@@ -241,8 +242,9 @@ async def test_the_sender_retries_with_backoff_and_delivers_once(
     receiver = Receiver(500, 0)  # an error answer, then no answer, then 200
     clock = [time.time()]
     settings = WebhooksConfig(backoff_initial_s=10.0, backoff_max_s=15.0)
+    metrics = Metrics()
     sender = WebhookSender(
-        DeliveriesRepo(db), SECRET, settings, post=receiver, clock=lambda: clock[0]
+        DeliveriesRepo(db), SECRET, settings, post=receiver, clock=lambda: clock[0], metrics=metrics
     )
     assert await sender.tick() == 0
     [row] = rows(db, "webhook_deliveries")
@@ -270,6 +272,10 @@ async def test_the_sender_retries_with_backoff_and_delivers_once(
         assert verify(SECRET, headers, body)
     stamps = [int(headers[webhooks.TIMESTAMP_HEADER]) for _, headers, _ in receiver.posts]
     assert stamps == sorted(stamps) and stamps[-1] - stamps[0] == 25
+    text = metrics.render()
+    fid = rec.function_id
+    assert f'nvcf_lite_webhook_attempts_total{{function_id="{fid}",result="retry"}} 2' in text
+    assert f'nvcf_lite_webhook_attempts_total{{function_id="{fid}",result="delivered"}} 1' in text
     assert await DeliveriesRepo(db).next_due() is None
 
 

@@ -87,9 +87,12 @@ def test_a_result_is_delivered_once_signed_and_again_after_the_receiver_failed(
         assert len({p.body for p in attempts}) == 1  # the same bytes, signed per attempt
         doc = check_signed(post, SECRET, rid2, fid)
         assert doc["status"] == 503 and doc["nvcfStatus"] == "errored"
-        row = wait_for(lambda: deliveries(server)[rid2], what="the row")
         wait_for(lambda: deliveries(server)[rid2]["state"] == "delivered", what="delivered")
-        assert row["attempts"] >= 2
+        assert deliveries(server)[rid2]["attempts"] == 3
+        _, _, metrics = server.call("GET", "/metrics")
+        counted = f'nvcf_lite_webhook_attempts_total{{function_id="{fid}",result='
+        assert f'{counted}"retry"}} 2' in metrics.decode()
+        assert f'{counted}"delivered"}} 2' in metrics.decode()
         # 3. a target off the allow-list is refused before anything runs
         status, _, data = invoke(
             server, fid, {"n": 3}, **{"NVCF-WEBHOOK-URL": "http://10.9.8.7/hook"}

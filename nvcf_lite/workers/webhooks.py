@@ -20,6 +20,7 @@ import aiohttp
 
 from nvcf_lite.config import WebhooksConfig
 from nvcf_lite.domain import webhooks
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.store.webhooks import DeliveriesRepo, Delivery
 
 log = logging.getLogger("nvcf_lite.webhooks")
@@ -39,8 +40,10 @@ class WebhookSender:
         *,
         post: Post | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.repo, self.secret, self.settings = repo, secret, settings
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self._post = post
         self._session: aiohttp.ClientSession | None = None
@@ -83,9 +86,12 @@ class WebhookSender:
         now = self.clock()
         if error is None:
             await self.repo.delivered(delivery.delivery_id, now)
+            self.metrics.webhook_attempts.inc(delivery.function_id, "delivered")
             return True
         attempts = delivery.attempts + 1
-        if attempts >= self.settings.max_attempts:
+        last = attempts >= self.settings.max_attempts
+        self.metrics.webhook_attempts.inc(delivery.function_id, "failed" if last else "retry")
+        if last:
             log.warning(
                 "webhook %s for request %s failed %d times, giving up: %s",
                 delivery.delivery_id,

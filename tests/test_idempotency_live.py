@@ -1,8 +1,9 @@
 """Idempotency keys on a live `nvcf-lite serve` and the echo container, through the public
 API, each run of the function counted by the container (`recordTo`): a retry with the same key
-gets the same request id and result and never runs it again, synchronously, after a 202 and a
-poll, and across a SIGKILL between accept and completion (one request still queued at the
-kill, one in its container); the same key with another body is 409.
+gets the same request id and result and never runs it again, synchronously (on the fast path
+and the framework's route), after a 202 and a poll, after its first client left, and across a
+SIGKILL between accept and completion (one request still queued at the kill, one in its
+container); the same key with another body is 409.
 """
 
 from __future__ import annotations
@@ -77,8 +78,21 @@ def test_retries_with_a_key_get_the_same_request_and_run_it_once(tmp_path: Path,
         assert status == 200 and echoed(polled) == 3
         status, again_rid, data = invoke(server, fid, slow, "key-slow", poll=1)
         assert (status, again_rid, echoed(data)) == (200, slow_rid, 3)
-        counts = wait_for(lambda: runs(server) if len(runs(server)) >= 3 else None, what="runs")
-        assert counts == {rid: 1, plain: 1, slow_rid: 1}
+        # a client that leaves before its answer does not cancel a keyed request: its retry
+        # gets the result of the one run
+        gone = {"n": 4, "delay": 2, "recordTo": RECORDS}
+        with pytest.raises(OSError):
+            server.call(
+                "POST",
+                f"/v2/nvcf/pexec/functions/{fid}",
+                gone,
+                headers={"Idempotency-Key": "key-gone"},
+                timeout_s=0.5,
+            )
+        status, gone_rid, data = invoke(server, fid, gone, "key-gone")
+        assert (status, echoed(data)) == (200, 4), data
+        counts = wait_for(lambda: runs(server) if len(runs(server)) >= 4 else None, what="runs")
+        assert counts == {rid: 1, plain: 1, slow_rid: 1, gone_rid: 1}
 
 
 def test_keys_hold_across_a_sigkill_between_accept_and_completion(tmp_path: Path, ns: str) -> None:

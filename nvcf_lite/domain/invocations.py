@@ -331,8 +331,12 @@ class Invocations:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                wake: asyncio.Future[None] = loop.create_future()
-                ticket.wake = wake
+                # One wake for every handler waiting at once (a status poll beside the retry
+                # of its Idempotency-Key): a fresh one per waiter would leave all but the
+                # last to sleep out their window.
+                wake = ticket.wake
+                if wake is None or wake.done():
+                    wake = ticket.wake = loop.create_future()
                 if not await _wait_done(wake, remaining):
                     break
             if ticket.finished and not ticket.done.done():
@@ -351,12 +355,17 @@ class Invocations:
         return Pending(ticket, progress)
 
     def cancel(self, ticket: Ticket, reason: str) -> None:
-        """The client went away before it had an answer: stop the request (spec §2.3.4)."""
-        if not ticket.done.done():
+        """The client went away before it had an answer: stop the request (spec §2.3.4).
+        Not one with an Idempotency-Key: it runs to its end, for the retry of its key."""
+        if not ticket.done.done() and ticket.record.idempotency_key is None:
             self.dispatch.cancel(ticket.request_id, reason)
 
     def delivered(self, ticket: Ticket) -> None:
-        """The client has the final answer: forget the request (a later poll is 404)."""
+        """The client has the final answer: forget the request (a later poll is 404). A
+        keyed request whose client left before its end stays known, for its key's retry
+        (the dispatcher's sweep forgets it once it ended)."""
+        if ticket.record.idempotency_key is not None and not ticket.done.done():
+            return
         self.dispatch.forget(ticket.request_id)
         # A keyed request's row stays until it expires: a retry of its key, or a status poll
         # of a client that got a 202 before that retry, may still read it.

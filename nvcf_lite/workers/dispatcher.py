@@ -405,8 +405,8 @@ class Dispatcher:
                 if idle > self.ttl:
                     self.forget(ticket.request_id)
                 continue
-            if ticket.waiters or not ticket.detached:
-                continue
+            if ticket.waiters or not ticket.detached or ticket.record.idempotency_key:
+                continue  # a keyed request runs to its end: its key's retry gets the result
             if idle > max(2 * ticket.record.poll_seconds, 10):
                 self.cancel(ticket.request_id, f"no status poll for {idle:.0f} s (the client left)")
 

@@ -279,13 +279,14 @@ class Dispatcher:
             self.pump(ticket.record.version_id)
 
     async def _lease_first(self, ticket: Ticket) -> None:
-        """A keyed request is leased, durably, before it is sent: after a crash its lease
-        says it may have reached its container, so it is not sent again (store.expire_leases)."""
+        """A keyed request is leased, durably, before each send (a retry after NeverReached
+        too: its requeue cleared the lease): after a crash the lease says it may have reached
+        its container, so it is not sent again (store.expire_leases)."""
         if not ticket.leased:
             ticket.lease()
-            done = self.store.lease(ticket.request_id, time.time() + self.ttl, wait=True)
-            if done is not None:
-                await done
+        done = self.store.lease(ticket.request_id, time.time() + self.ttl, wait=True)
+        if done is not None:
+            await done
 
     def _retry(self, ticket: Ticket, why: str) -> bool:
         rec = ticket.record

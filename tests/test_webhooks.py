@@ -401,3 +401,15 @@ async def test_concurrent_retries_of_one_key_accept_one_request(
     )
     await keys.submit(other, "same", print_, accept)  # keys are per account
     assert len(accepted) == 2
+
+
+async def test_a_target_the_allow_list_no_longer_covers_is_failed_unsent(
+    db: Database, store: RequestsRepo
+) -> None:
+    await ended_with_webhook(store)  # accepted while loopback was allowed
+    receiver = Receiver()
+    settings = WebhooksConfig(allow=["10.0.0.0/8"])  # then the config changed
+    await WebhookSender(DeliveriesRepo(db), SECRET, settings, post=receiver).tick()
+    [row] = rows(db, "webhook_deliveries")
+    assert row["state"] == "failed" and "is not allowed" in row["last_error"]
+    assert receiver.posts == []

@@ -6,7 +6,8 @@ nudged (a request with a webhook ended) or when the next retry is due, and other
 no SQLite reads while nothing is pending. Deliveries are rows, so those a crash interrupted
 are sent by the next process's first tick. A receiver may see a delivery more than once (a
 crash between its 2xx and the row's update): `NVCF-Webhook-Id` is the same on every attempt.
-Redirects are not followed (a 3xx is a failed attempt).
+Redirects are not followed (a 3xx is a failed attempt), and a URL the allow-list no longer
+covers (its config changed across a restart) fails without a POST.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiohttp
 from nvcf_lite.config import WebhooksConfig
 from nvcf_lite.domain import webhooks
 from nvcf_lite.domain.metrics import Metrics
+from nvcf_lite.errors import NvcfError
 from nvcf_lite.store.webhooks import DeliveriesRepo, Delivery
 
 log = logging.getLogger("nvcf_lite.webhooks")
@@ -43,6 +45,7 @@ class WebhookSender:
         metrics: Metrics | None = None,
     ) -> None:
         self.repo, self.secret, self.settings = repo, secret, settings
+        self.policy = webhooks.WebhookPolicy(settings.allow)
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._post = post
@@ -67,6 +70,13 @@ class WebhookSender:
         return sum(1 for r in results if r is True)
 
     async def _attempt(self, delivery: Delivery) -> bool:
+        try:  # the allow-list may have changed since the request was accepted (a restart)
+            self.policy.check(delivery.url)
+        except NvcfError as exc:
+            log.warning("webhook %s not sent: %s", delivery.delivery_id, exc)
+            await self.repo.failed(delivery.delivery_id, self.clock(), str(exc))
+            self.metrics.webhook_attempts.inc(delivery.function_id, "failed")
+            return False
         body = webhooks.payload(
             delivery.delivery_id,
             delivery.request_id,

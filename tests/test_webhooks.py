@@ -24,7 +24,7 @@ from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocations import Invocations, Ticket
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.webhooks import WebhookPolicy
-from nvcf_lite.errors import Conflict, Invalid, Unprocessable
+from nvcf_lite.errors import Conflict, Forbidden, Invalid, Unprocessable
 from nvcf_lite.models import SCOPES, KeyResource, Outcome, Principal, RequestRecord, new_id
 from nvcf_lite.store.idempotency import IdempotencyRepo
 from nvcf_lite.store.requests import RequestsRepo
@@ -413,3 +413,33 @@ async def test_a_target_the_allow_list_no_longer_covers_is_failed_unsent(
     [row] = rows(db, "webhook_deliveries")
     assert row["state"] == "failed" and "is not allowed" in row["last_error"]
     assert receiver.posts == []
+
+
+async def test_a_retry_needs_a_key_that_still_reaches_the_function(
+    db: Database, store: RequestsRepo
+) -> None:
+    rec = record(idempotency_key="k", fingerprint="fp")
+    await store.accept(rec)
+    await store.finish(rec.request_id, Outcome(status=200, body=b"r"), keep=False, record=rec)
+
+    async def stored(rid: str) -> None:
+        return None
+
+    async def never() -> Any:
+        raise AssertionError("a used key must not accept another request")
+
+    keys = IdempotencyKeys(IdempotencyRepo(db), NoDispatch().ticket, stored)
+
+    def key(*resources: KeyResource) -> Principal:
+        return Principal(key_id="k9", nca_id="acct", scopes=frozenset(SCOPES), resources=resources)
+
+    limited = key(KeyResource(type="function", id=new_id()))  # limited to another function
+    with pytest.raises(Forbidden):
+        await keys.submit(limited, "k", "fp", never)
+    for ok in (
+        key(KeyResource(type="function", id=rec.function_id)),
+        key(KeyResource(type="authorized-functions", id="*")),  # shared with its account
+        PRINCIPAL,
+    ):
+        ticket = await keys.submit(ok, "k", "fp", never)
+        assert ticket.request_id == rec.request_id and ticket.done.result().body == b"r"

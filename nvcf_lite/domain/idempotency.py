@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from nvcf_lite.domain.auth import require_function
+from nvcf_lite.domain.auth import covers, covers_shared
 from nvcf_lite.domain.tickets import Ticket
-from nvcf_lite.errors import Conflict, Invalid, NotFound
+from nvcf_lite.errors import Conflict, Forbidden, Invalid, NotFound
 from nvcf_lite.models import Outcome, Principal, RequestRecord
 from nvcf_lite.store.idempotency import IdempotencyRepo, KeyedRequest
 
@@ -105,7 +105,14 @@ class IdempotencyKeys:
                 f"Idempotency-Key '{key}' was used for another request (request id "
                 f"'{found.request_id}') with a different function, path or body; use a new key"
             )
-        require_function(principal, found.function_id, found.version_id)
+        fid, vid = found.function_id, found.version_id
+        # its own account's function, or one shared with it: the key must reach it still
+        if not (
+            covers(principal.resources, fid, vid) or covers_shared(principal.resources, fid, vid)
+        ):
+            raise Forbidden(
+                f"Function id '{fid}': Missing resource entry in ApiKey for the function"
+            )
         ticket = self.live_ticket(found.request_id)
         if ticket is not None:
             return ticket

@@ -436,6 +436,9 @@ async def test_a_retry_needs_a_key_that_still_reaches_the_function(
     limited = key(KeyResource(type="function", id=new_id()))  # limited to another function
     with pytest.raises(Forbidden):
         await keys.submit(limited, "k", "fp", never)
+    no_scope = Principal(key_id="k8", nca_id="acct", scopes=frozenset(), resources=ALL_FUNCTIONS)
+    with pytest.raises(Forbidden, match="invoke_function"):
+        await keys.submit(no_scope, "k", "fp", never)
     for ok in (
         key(KeyResource(type="function", id=rec.function_id)),
         key(KeyResource(type="authorized-functions", id="*")),  # shared with its account

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from nvcf_lite.domain.auth import covers, covers_shared
+from nvcf_lite.domain.auth import covers, covers_shared, require_scope
 from nvcf_lite.domain.tickets import Ticket
 from nvcf_lite.errors import Conflict, Forbidden, Invalid, NotFound
 from nvcf_lite.models import Outcome, Principal, RequestRecord
@@ -84,6 +84,7 @@ class IdempotencyKeys:
     ) -> Ticket:
         """The ticket of the request this key stands for: the one accepted before (live or
         ended), else the one `accept` makes now."""
+        require_scope(principal, "invoke_function")  # before a replay can leak a result
         held = self._held.setdefault((principal.nca_id, key), _Held(asyncio.Lock()))
         held.users += 1
         try:

@@ -167,6 +167,19 @@ class TelemetryConfig(_Section):
     retry_backoff_max_s: float = 30.0
 
 
+class WebhooksConfig(_Section):
+    allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    secret: str = ""
+    timeout_s: float = 10.0
+    max_attempts: int = 10
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
+class IdempotencyConfig(_Section):
+    ttl_s: float = 86400.0
+
+
 class ConsoleConfig(_Section):
     enabled: bool = True
 
@@ -186,6 +199,8 @@ class Config(_Section):
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    idempotency: IdempotencyConfig = msgspec.field(default_factory=IdempotencyConfig)
 
     @property
     def data_path(self) -> Path:
@@ -375,6 +390,23 @@ def _check(config: Config) -> None:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")
     _check_resources(config.resources)
+    _check_webhooks(config.webhooks, config.idempotency)
+
+
+def _check_webhooks(hooks: WebhooksConfig, idempotency: IdempotencyConfig) -> None:
+    import ipaddress  # only here: the rest of config needs no address parsing
+
+    for entry in hooks.allow:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"webhooks.allow: {entry!r} is not an IP network") from None
+    if min(hooks.timeout_s, hooks.backoff_initial_s, hooks.backoff_max_s) <= 0:
+        raise ConfigError("webhooks: timeout_s, backoff_initial_s, backoff_max_s must be > 0")
+    if hooks.max_attempts < 1:
+        raise ConfigError("webhooks.max_attempts must be >= 1")
+    if idempotency.ttl_s <= 0:
+        raise ConfigError("idempotency.ttl_s must be > 0")
 
 
 def _check_resources(r: ResourcesConfig) -> None:

@@ -471,6 +471,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     accepted_at: float
     state: RequestState = RequestState.QUEUED
     attempts: int = 0
+    webhook_url: str | None = None  # NVCF-WEBHOOK-URL: the final result is POSTed there
+    idempotency_key: str | None = None  # Idempotency-Key (its row: store/idempotency.py)
+    fingerprint: str = ""  # what a retry with the same key must match (with a key only)
 
 
 # --- Assets (spec §2.5) ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from nvcf_lite.domain.deployments import (
     version_ref,
 )
 from nvcf_lite.domain.functions import Functions, InstancesProvider
+from nvcf_lite.domain.idempotency import IdempotencyKeys, StoredOutcome
 from nvcf_lite.domain.invocations import (
     CachedVersions,
     Invocations,
@@ -52,10 +53,12 @@ from nvcf_lite.domain.signing import Signer
 from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
+from nvcf_lite.domain.webhooks import WebhookPolicy
 from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import (
     ActiveInstance,
     FunctionStatus,
+    Outcome,
     Principal,
     RegistryAuth,
     RequestRecord,
@@ -70,6 +73,7 @@ from nvcf_lite.store.authorized_parties import FUNCTION_LEVEL, AuthorizedParties
 from nvcf_lite.store.blobs import BlobStore
 from nvcf_lite.store.deployments import DeploymentsRepo
 from nvcf_lite.store.functions import FunctionsRepo
+from nvcf_lite.store.idempotency import IdempotencyRepo
 from nvcf_lite.store.keys import KeysRepo
 from nvcf_lite.store.registry_credentials import RegistryCredentialsRepo
 from nvcf_lite.store.requests import RequestsRepo
@@ -77,6 +81,7 @@ from nvcf_lite.store.sealing import SealBroken, SecretBox
 from nvcf_lite.store.signing_key import load_signing_key
 from nvcf_lite.store.sqlite import Database
 from nvcf_lite.store.telemetries import TelemetriesRepo
+from nvcf_lite.store.webhooks import DeliveriesRepo, load_webhook_secret
 from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.capacity import CapacityChanged
 from nvcf_lite.workers.dispatcher import Dispatcher
@@ -88,6 +93,7 @@ from nvcf_lite.workers.pulls import PullAuthLookup
 from nvcf_lite.workers.scheduler import Scheduler
 from nvcf_lite.workers.sweeper import Sweeper
 from nvcf_lite.workers.telemetry_shipping import ShippedVersion, TelemetryShipping, VersionsToShip
+from nvcf_lite.workers.webhooks import WebhookSender
 
 log = logging.getLogger("nvcf_lite")
 
@@ -164,7 +170,8 @@ class Platform:
         if sealed := await functions_repo.seal_legacy():
             log.info("sealed the secrets of %d function version(s) stored in plain text", sealed)
         deployments_repo = DeploymentsRepo(self.db)
-        store = RequestsRepo(self.db)
+        store = RequestsRepo(self.db, config.idempotency.ttl_s)
+        secret = config.webhooks.secret or await asyncio.to_thread(load_webhook_secret, data)
         self.telemetries = TelemetryEndpoints(
             TelemetriesRepo(self.db, self.secret_box), users=_telemetry_users(functions_repo)
         )
@@ -186,6 +193,9 @@ class Platform:
             runtime, config.docker.namespace, stopping=self.stopping
         )
         self.metrics = Metrics()
+        self.webhook_sender = WebhookSender(
+            DeliveriesRepo(self.db), secret, config.webhooks, metrics=self.metrics
+        )
         # Scheduler <-> Dispatcher (workers/capacity.py): the scheduler scales on the backlog
         # (Demand) and fires `changed`; the dispatcher fills and drains the backlog and sees
         # instances only as Capacity. Neither holds the other.
@@ -210,7 +220,13 @@ class Platform:
             data / "inf", cfg.max_response_bytes, cfg.request_ttl_s, self.assets.put_result
         )
         self.dispatcher = dispatcher = Dispatcher(
-            store, backlog, scheduler, forwarder, cfg.request_ttl_s, self.metrics
+            store,
+            backlog,
+            scheduler,
+            forwarder,
+            cfg.request_ttl_s,
+            self.metrics,
+            webhook_due=self.webhook_sender.nudge,
         )
         # The invocation hot path reads versions from memory; any status change clears it.
         versions = CachedVersions(_versions_of(functions_repo, parties_repo))
@@ -262,6 +278,10 @@ class Platform:
             new_request_id=forwarder.take_request_id,
             release_request_id=forwarder.cleanup,
             stage_assets=self._stage_assets,
+            webhooks=WebhookPolicy(config.webhooks.allow),
+            keys=IdempotencyKeys(
+                IdempotencyRepo(self.db), dispatcher.ticket, _stored_outcome(store)
+            ),
         )
         services = Services(
             keys=self.keys,
@@ -344,6 +364,7 @@ class Platform:
             return len(await store.expire_finished(now - ttl))
 
         self.sweeper.add("uncollected results", expire_results)
+        self._run_webhooks(stack, ttl)
         stack.push_async_callback(dispatcher.close)
         if self.config.telemetry.enabled:
             shipping = self.shipping
@@ -354,6 +375,26 @@ class Platform:
                 await shipping.close()
 
             stack.push_async_callback(stop_shipping)
+
+    def _run_webhooks(self, stack: AsyncExitStack, ttl: float) -> None:
+        """The webhook sender (its first pass sends what the last run left pending) and the
+        sweeps of expired idempotency keys and ended deliveries; stopped after the
+        dispatcher's grace period, so the deliveries of requests ending in it are recorded."""
+        sender = self.webhook_sender
+        keys, deliveries = IdempotencyRepo(self.db), DeliveriesRepo(self.db)
+        self.sweeper.add("idempotency keys", keys.expire)
+
+        async def expire_deliveries(now: float) -> object:
+            return await deliveries.expire(now - ttl)
+
+        self.sweeper.add("webhook deliveries", expire_deliveries)
+        task = asyncio.create_task(sender.run(), name="webhooks")
+
+        async def stop_sender() -> None:
+            await _cancel(task)
+            await sender.close()
+
+        stack.push_async_callback(stop_sender)
 
     async def _stage_assets(self, principal: Principal, header: str, request_id: str) -> list[str]:
         """NVCF-INPUT-ASSET-REFERENCES: hard-link each asset into the request's asset folder
@@ -527,6 +568,14 @@ def _open_up(folder: Path) -> None:
     """The container's user may not be root: the request folder must be readable."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
+
+
+def _stored_outcome(store: RequestsRepo) -> StoredOutcome:
+    async def outcome(request_id: str) -> Outcome | None:
+        stored = await store.get(request_id)
+        return stored[1] if stored else None
+
+    return outcome
 
 
 def _announce_bootstrap(token: str, log_format: str) -> None:

@@ -123,7 +123,8 @@ def test_backup_holds_the_database_keys_and_blobs_with_a_manifest(
     assert f"in {root / 'bk'}" in backed_up["dir"].stdout
     manifest = json.loads((root / "bk" / "manifest.json").read_text())
     aid = backed_up["asset"]["assetId"]
-    keys = {"signing.key", "secrets.key"}  # secrets.key: what function secrets are sealed with
+    # secrets.key: what function secrets are sealed with; webhook.key: webhooks are signed with
+    keys = {"signing.key", "secrets.key", "webhook.key"}
     assert set(manifest["files"]) == {"nvcf-lite.db", *keys, f"blobs/assets/{aid}"}
     assert manifest["schema_version"] == latest_version() and manifest["format"] == 1
     assert manifest["nvcf_lite_version"] and manifest["created_at"].endswith("+00:00")
@@ -149,7 +150,7 @@ def test_restore_brings_back_functions_assets_keys_and_signed_urls(
     done = cli(target, "restore", str(root / "bk.tar.gz"))
     assert done.returncode == 0, done.stderr
     assert f"into {target}" in done.stdout
-    for key in ("signing.key", "secrets.key"):
+    for key in ("signing.key", "secrets.key", "webhook.key"):
         assert (target / key).read_bytes() == (root / "a/data" / key).read_bytes()
     restored = server(root / "b").start()
     try:

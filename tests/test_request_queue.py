@@ -679,3 +679,60 @@ async def test_an_accept_that_cannot_be_recorded(
     ran = await submit()  # its accept is refused only after it ended
     outcome = ran.done.result()
     assert outcome.status == 200 and outcome.body == ran.request_id.encode()
+
+
+# -- keyed requests and webhooks (beyond NVCF; tests/test_webhooks.py has the rest) -----------
+
+
+async def test_a_keyed_request_is_leased_durably_before_it_is_sent(
+    db: Database, dispatch: DispatcherBench
+) -> None:
+    spec = dispatch.capacity.deploy(V1, concurrency=2)
+    dispatch.capacity.add_instance(V1, spec)
+    keyed = await dispatch.submit(V1, idempotency_key="k", fingerprint="f")
+    plain = await dispatch.submit(V1)
+    await settle()
+    assert {c[0] for c in dispatch.forwarder.calls} == {keyed.request_id, plain.request_id}
+    rows = raw_rows(db)  # while both are in their container
+    assert (rows[keyed.request_id]["state"], rows[keyed.request_id]["attempts"]) == ("leased", 1)
+    assert rows[plain.request_id]["state"] == "queued"  # leased only once it runs a while
+    # a crash now: the keyed one is not sent again, the plain one is
+    requeued, failed = await dispatch.store.expire_leases(math.inf, max_attempts=3)
+    assert (requeued, failed) == (0, [keyed.request_id])
+
+
+async def test_keyed_requests_are_never_swept_as_abandoned(dispatch: DispatcherBench) -> None:
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
+    keyed = await dispatch.submit(V1, poll_seconds=1, idempotency_key="k", fingerprint="f")
+    await settle()
+    keyed.detach()
+    keyed.last_poll = time.monotonic() - 60
+    dispatch.dispatcher.sweep()
+    await settle()
+    assert not keyed.done.done() and dispatch.forwarder.cancelled == []
+    dispatch.forwarder.gate.set()
+    assert (await asyncio.wait_for(keyed.done, 5)).status == 200
+
+
+async def test_the_end_of_a_request_with_a_webhook_records_its_delivery_and_wakes_the_sender(
+    db: Database, store: RequestsRepo, tmp_path: Path
+) -> None:
+    nudged: list[bool] = []
+    w = DispatcherBench(store, tmp_path / "inf")
+    w.dispatcher.webhook_due = lambda: nudged.append(True)
+    spec = w.capacity.deploy(V1)
+    w.capacity.add_instance(V1, spec)
+    w.forwarder.gate.set()
+    hooked = await w.submit(V1, webhook_url="http://127.0.0.1:9/h")
+    await asyncio.wait_for(hooked.done, 5)
+    plain = await w.submit(V1)
+    await asyncio.wait_for(plain.done, 5)
+    conn = sqlite3.connect(db.path)
+    try:
+        got = conn.execute("SELECT request_id, url, state FROM webhook_deliveries").fetchall()
+    finally:
+        conn.close()
+    assert got == [(hooked.request_id, "http://127.0.0.1:9/h", "pending")]
+    assert nudged == [True]
+    await w.dispatcher.close(grace_s=1)

@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nvcf_lite.domain.auth import Reach, reach, require_function, require_scope
+from nvcf_lite.domain.idempotency import HEADER as KEY_HEADER
+from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
 from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
+from nvcf_lite.domain.webhooks import HEADER as WEBHOOK_HEADER
+from nvcf_lite.domain.webhooks import WebhookPolicy
 
 __all__ = [
     "MAX_UNREAD_PROGRESS",
@@ -150,6 +154,32 @@ ReleaseRequestId = Callable[[str], None]
 """request_id -> None: an id taken but not used (its premade folder goes)."""
 
 
+@dataclass(slots=True)
+class _Call:
+    """One invocation as submitted, with the headers that change how it is accepted."""
+
+    principal: Principal
+    fid: str
+    vid: str | None
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    mode: str
+    poll: int
+    refs: str = ""  # NVCF-INPUT-ASSET-REFERENCES
+    webhook: str | None = None  # NVCF-WEBHOOK-URL
+    key: str | None = None  # Idempotency-Key
+    fingerprint: str = ""
+
+
+_EXTRA_HEADERS = {
+    "nvcf-input-asset-references": "refs",
+    WEBHOOK_HEADER: "webhook",
+    KEY_HEADER: "key",
+}
+
+
 @dataclass
 class Pending:
     """Not finished: answer 202, with a partial response when there is one (§4.5)."""
@@ -172,8 +202,12 @@ class Invocations:
         release_request_id: ReleaseRequestId,
         stage_assets: StageAssets | None = None,
         rate_limiter: RateLimiter | None = None,
+        webhooks: WebhookPolicy | None = None,
+        keys: IdempotencyKeys | None = None,
     ) -> None:
         self.store = store
+        self.webhooks = webhooks
+        self.keys = keys
         self.rate_limiter = rate_limiter or RateLimiter()
         self.versions_of = versions_of
         self.dispatch = dispatch
@@ -208,8 +242,30 @@ class Invocations:
         mode: str,
         poll: int,
     ) -> Ticket:
-        """Validate, pick a version, record the request durably and queue it."""
-        version = await self.choose(principal, fid, vid)
+        """Validate, pick a version, record the request durably and queue it. With an
+        Idempotency-Key, a retry gets the ticket of the request the key stands for."""
+        call = _Call(principal, fid, vid, method, path, headers, body, mode, poll)
+        for name, value in headers:  # one pass; a request with none of these pays no more
+            low = name.lower()
+            if low in _EXTRA_HEADERS:
+                setattr(call, _EXTRA_HEADERS[low], value)
+        if call.webhook is not None:
+            if self.webhooks is None:
+                raise Invalid("NVCF-WEBHOOK-URL is not supported by this server")
+            call.webhook = self.webhooks.check(call.webhook)
+        if call.key is None:
+            return await self._accept(call)
+        key = check_key(call.key)
+        if self.keys is None or mode != "pexec":
+            raise Invalid(
+                "Idempotency-Key is not supported on streamed or path-preserving invocations"
+            )
+        call.fingerprint = fingerprint(fid, vid, path, body)
+        return await self.keys.submit(principal, key, call.fingerprint, lambda: self._accept(call))
+
+    async def _accept(self, call: _Call) -> Ticket:
+        principal, fid, mode = call.principal, call.fid, call.mode
+        version = await self.choose(principal, fid, call.vid)
         if self.dispatch.queued_for_function(fid) >= self.max_queue:
             raise TooManyRequests(
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
@@ -221,7 +277,7 @@ class Invocations:
             )
         request_id = self.new_request_id()
         try:
-            refs = next((v for n, v in headers if n.lower() == "nvcf-input-asset-references"), "")
+            refs = call.refs
             assets: list[str] = []
             if refs.strip() and mode != "path":
                 if self.stage_assets is None:
@@ -233,14 +289,17 @@ class Invocations:
                 version_id=version.version_id,
                 nca_id=principal.nca_id,
                 key_id=principal.key_id,
-                method=method,
-                path=path,
-                headers=forwardable(headers),
-                body=body,
-                poll_seconds=poll,
+                method=call.method,
+                path=call.path,
+                headers=forwardable(call.headers),
+                body=call.body,
+                poll_seconds=call.poll,
                 mode=mode,
                 assets=assets,
                 accepted_at=time.time(),
+                webhook_url=call.webhook,
+                idempotency_key=call.key,
+                fingerprint=call.fingerprint,
             )
             accepted = self.store.accept_later(record)
         except BaseException:
@@ -295,8 +354,12 @@ class Invocations:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                wake: asyncio.Future[None] = loop.create_future()
-                ticket.wake = wake
+                # One wake for every handler waiting at once (a status poll beside the retry
+                # of its Idempotency-Key): a fresh one per waiter would leave all but the
+                # last to sleep out their window.
+                wake = ticket.wake
+                if wake is None or wake.done():
+                    wake = ticket.wake = loop.create_future()
                 if not await _wait_done(wake, remaining):
                     break
             if ticket.finished and not ticket.done.done():
@@ -315,14 +378,21 @@ class Invocations:
         return Pending(ticket, progress)
 
     def cancel(self, ticket: Ticket, reason: str) -> None:
-        """The client went away before it had an answer: stop the request (spec §2.3.4)."""
-        if not ticket.done.done():
+        """The client went away before it had an answer: stop the request (spec §2.3.4).
+        Not one with an Idempotency-Key: it runs to its end, for the retry of its key."""
+        if not ticket.done.done() and ticket.record.idempotency_key is None:
             self.dispatch.cancel(ticket.request_id, reason)
 
     def delivered(self, ticket: Ticket) -> None:
-        """The client has the final answer: forget the request (a later poll is 404)."""
+        """The client has the final answer: forget the request (a later poll is 404). A
+        keyed request whose client left before its end stays known, for its key's retry
+        (the dispatcher's sweep forgets it once it ended)."""
+        if ticket.record.idempotency_key is not None and not ticket.done.done():
+            return
         self.dispatch.forget(ticket.request_id)
-        if ticket.kept:
+        # A keyed request's row stays until it expires: a retry of its key, or a status poll
+        # of a client that got a 202 before that retry, may still read it.
+        if ticket.kept and ticket.record.idempotency_key is None:
             self.store.purge(ticket.request_id)
 
     async def poll(self, principal: Principal, request_id: str, poll: int) -> Outcome | Pending:

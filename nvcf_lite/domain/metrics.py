@@ -193,6 +193,13 @@ class Metrics:
             (*labels, "reason"),
         )
 
+        self.webhook_attempts = Counter(
+            "nvcf_lite_webhook_attempts_total",
+            "Webhook POST attempts by function and result (delivered: answered 2xx; retry: "
+            "failed, tried again later; failed: failed with no attempt left).",
+            ("function_id", "result"),
+        )
+
     def request_ended(
         self, function_id: str, version_id: str, request_id: str, status: int, seconds: float
     ) -> None:
@@ -211,6 +218,7 @@ class Metrics:
             self.telemetry_exported,
             self.telemetry_failures,
             self.telemetry_dropped,
+            self.webhook_attempts,
         ]
 
     def render(self, gauges: Iterable[Gauge] = ()) -> str:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 KEY_BYTES = 32
 
 
-def load_key_file(data_dir: Path, name: str, size: int = KEY_BYTES) -> bytes:
-    """The key in `data_dir/name`, created (temp file + link, mode 0600) on first use."""
+def load_key_file(
+    data_dir: Path,
+    name: str,
+    size: int = KEY_BYTES,
+    make: Callable[[int], bytes] = secrets.token_bytes,
+) -> bytes:
+    """The key in `data_dir/name`, created (temp file + link, mode 0600) on first use from
+    `make(size)` (random bytes; a text secret passes hex, which is longer than `size`)."""
     path = data_dir / name
     try:
         key = path.read_bytes()
@@ -28,7 +35,7 @@ def load_key_file(data_dir: Path, name: str, size: int = KEY_BYTES) -> bytes:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(size))
+            out.write(make(size))
             out.flush()
             os.fsync(out.fileno())
         if path.exists():  # an empty or truncated file from a crash: replace it

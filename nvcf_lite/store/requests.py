@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,20 @@ log = logging.getLogger("nvcf_lite.store")
 
 _COLUMNS = (
     "request_id, function_id, version_id, nca_id, key_id, method, path, headers, body,"
-    " poll_seconds, mode, assets, accepted_at, state, attempts"
+    " poll_seconds, mode, assets, accepted_at, state, attempts, webhook_url, idempotency_key"
 )
-_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# With an Idempotency-Key: the key's row, in the accept's transaction (an expired row of the
+# same key, not swept yet, is replaced: lookups ignore it already).
+_INSERT_KEY = (
+    "INSERT OR REPLACE INTO idempotency_keys (nca_id, idem_key, fingerprint, request_id,"
+    " function_id, version_id, expires_at) VALUES (?,?,?,?,?,?,?)"
+)
+_KEY_RESULT = "UPDATE idempotency_keys SET result = ? WHERE request_id = ?"
+_INSERT_DELIVERY = (
+    "INSERT INTO webhook_deliveries (delivery_id, request_id, function_id, version_id, nca_id,"
+    " url, outcome, finished_at, state, next_at) VALUES (?,?,?,?,?,?,?,?,'pending',?)"
+)
 _outcome = msgspec.json.Decoder(Outcome)
 _headers = msgspec.json.Decoder(list[tuple[str, str]])
 _assets = msgspec.json.Decoder(list[str])
@@ -54,12 +66,15 @@ def _record(row: Row) -> RequestRecord:
         accepted_at=row["accepted_at"],
         state=RequestState(row["state"]),
         attempts=row["attempts"],
+        webhook_url=row["webhook_url"],
+        idempotency_key=row["idempotency_key"],
     )
 
 
 class RequestsRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, idempotency_ttl_s: float = 86400.0) -> None:
         self._db = db
+        self._key_ttl_s = idempotency_ttl_s
         self._pending: list[tuple[Op, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -133,19 +148,26 @@ class RequestsRepo:
             rec.accepted_at,
             rec.state.value,
             rec.attempts,
+            rec.webhook_url,
+            rec.idempotency_key,
         )
+        if rec.idempotency_key is not None:
+            self._enqueue((_INSERT_KEY, _key_row(rec, rec.accepted_at + self._key_ttl_s)), False)
         fut = self._enqueue((_INSERT, params), wait=True)
         assert fut is not None
         return fut
 
-    def lease(self, request_id: str, until: float) -> None:
-        self._enqueue(
+    def lease(
+        self, request_id: str, until: float, wait: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Mark it leased (an attempt); `wait`: a future that resolves once committed."""
+        return self._enqueue(
             (
                 "UPDATE requests SET state = 'leased', lease_until = ?, attempts = attempts + 1"
                 " WHERE request_id = ? AND state IN ('queued', 'leased')",
                 (until, request_id),
             ),
-            wait=False,
+            wait=wait,
         )
 
     def requeue(self, request_id: str) -> None:
@@ -159,10 +181,22 @@ class RequestsRepo:
         )
 
     async def finish(
-        self, request_id: str, outcome: Outcome, keep: bool, failed: bool = False
+        self,
+        request_id: str,
+        outcome: Outcome,
+        keep: bool,
+        failed: bool = False,
+        *,
+        record: RequestRecord | None = None,
     ) -> None:
         """Record the end (ack). `keep=False` when the client is about to get the result on
-        its open connection: then the row goes at once (nothing left to collect or purge)."""
+        its open connection: then the row goes at once (nothing left to collect or purge).
+        In the same transaction: the outcome on its idempotency key's row, and its webhook's
+        delivery (`record`: requests with neither header write nothing more)."""
+        if record is not None and record.idempotency_key is not None:
+            self._enqueue((_KEY_RESULT, (_encode(outcome), request_id)), wait=False)
+        if record is not None and record.webhook_url is not None:
+            self._enqueue((_INSERT_DELIVERY, _delivery_row(record, outcome)), wait=False)
         if keep:
             state = RequestState.FAILED if failed else RequestState.DONE
             op: Op = (
@@ -201,19 +235,24 @@ class RequestsRepo:
         return [_record(r) for r in rows]
 
     async def expire_leases(self, now: float, max_attempts: int) -> tuple[int, list[str]]:
-        """Leases past `lease_until` go back to the queue; too many attempts fail instead.
+        """Leases past `lease_until` go back to the queue; too many attempts fail instead,
+        and so does a request with an Idempotency-Key (it may have reached its container:
+        it is never sent twice).
 
         At start-up every lease is past (its holder died), so call with now = +inf.
         Returns (requeued count, ids failed).
         """
         async with self._db.transaction() as tx:
             rows = await tx.fetch_all(
-                "SELECT request_id, attempts FROM requests WHERE state = 'leased'"
-                " AND lease_until <= ?",
+                "SELECT request_id, attempts, idempotency_key FROM requests"
+                " WHERE state = 'leased' AND lease_until <= ?",
                 (now,),
             )
-            failed = [r["request_id"] for r in rows if r["attempts"] >= max_attempts]
-            requeue = [r["request_id"] for r in rows if r["attempts"] < max_attempts]
+            ended = [
+                r["attempts"] >= max_attempts or r["idempotency_key"] is not None for r in rows
+            ]
+            failed = [r["request_id"] for r, end in zip(rows, ended, strict=True) if end]
+            requeue = [r["request_id"] for r, end in zip(rows, ended, strict=True) if not end]
             await tx.executemany(
                 "UPDATE requests SET state = 'queued', lease_until = NULL WHERE request_id = ?",
                 [(rid,) for rid in requeue],
@@ -238,6 +277,34 @@ class RequestsRepo:
             " WHERE state IN ('queued', 'leased') GROUP BY version_id"
         )
         return {r["version_id"]: r["n"] for r in rows}
+
+
+def _key_row(rec: RequestRecord, expires_at: float) -> tuple[Any, ...]:
+    key = rec.idempotency_key
+    return (
+        rec.nca_id,
+        key,
+        rec.fingerprint,
+        rec.request_id,
+        rec.function_id,
+        rec.version_id,
+        expires_at,
+    )
+
+
+def _delivery_row(rec: RequestRecord, outcome: Outcome) -> tuple[Any, ...]:
+    now = time.time()
+    return (
+        str(uuid.uuid4()),
+        rec.request_id,
+        rec.function_id,
+        rec.version_id,
+        rec.nca_id,
+        rec.webhook_url,
+        _encode(outcome),
+        now,
+        now,
+    )
 
 
 def pending_in(path: Path) -> list[tuple[str, bool]]:

@@ -66,8 +66,10 @@ class Dispatcher:
         forwarder: Forwarder,
         request_ttl_s: float,
         metrics: Metrics | None = None,
+        webhook_due: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.webhook_due = webhook_due  # a delivery was recorded: wake the webhook sender
         self.metrics = metrics or Metrics()
         self.capacity = capacity
         self.forwarder = forwarder
@@ -229,6 +231,8 @@ class Dispatcher:
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
         requeued = False
         try:
+            if ticket.record.idempotency_key is not None:
+                await self._lease_first(ticket)
             result = await self.forwarder.forward(ticket, inst)
             if inst.first_byte_s is None and inst.ready_mono > 0:
                 inst.first_byte_s = max(0.0, ticket.first_byte_at - ticket.dispatched_at)
@@ -273,6 +277,16 @@ class Dispatcher:
             if not requeued:
                 self.forwarder.cleanup(ticket.request_id, bool(ticket.record.assets))
             self.pump(ticket.record.version_id)
+
+    async def _lease_first(self, ticket: Ticket) -> None:
+        """A keyed request is leased, durably, before each send (a retry after NeverReached
+        too: its requeue cleared the lease): after a crash the lease says it may have reached
+        its container, so it is not sent again (store.expire_leases)."""
+        if not ticket.leased:
+            ticket.lease()
+        done = self.store.lease(ticket.request_id, time.time() + self.ttl, wait=True)
+        if done is not None:
+            await done
 
     def _retry(self, ticket: Ticket, why: str) -> bool:
         rec = ticket.record
@@ -329,12 +343,14 @@ class Dispatcher:
         # write waits for it and answers with the outcome (Invocations.wait), so a request
         # whose row is deleted here is always answered on its connection, never by a 202.
         try:
-            await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed)
+            await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed, record=rec)
         except Exception:
             # The answer still reaches the client (on its connection, or from memory when it
             # polls); the row keeps its last state, so a restart may run the request again.
             log.exception("recording the end of a request failed", extra=_ids(ticket))
         ticket.finished_as(kept=keep)
+        if rec.webhook_url is not None and self.webhook_due is not None:
+            self.webhook_due()
         self._per_function[rec.function_id] -= 1
         self.metrics.request_ended(
             rec.function_id,
@@ -360,8 +376,13 @@ class Dispatcher:
                 continue
             rec = stored[0]
             detail = f"nvcf-lite stopped {MAX_ATTEMPTS} times while this request was in flight"
+            if rec.idempotency_key is not None:
+                detail = (
+                    "nvcf-lite stopped while this request was running; it carries an "
+                    "Idempotency-Key, so it is never sent to its function a second time"
+                )
             outcome = problem(500, WORKER_ERROR, detail, client_path(rec), rec.request_id)
-            await self.store.finish(request_id, outcome, keep=True, failed=True)
+            await self.store.finish(rec.request_id, outcome, keep=True, failed=True, record=rec)
         pending = await self.store.pending()
         loop = asyncio.get_running_loop()
         for rec in pending:
@@ -370,7 +391,7 @@ class Dispatcher:
                 # for it, and that connection ended with the previous process.
                 detail = "nvcf-lite restarted before this streamed request was answered"
                 outcome = problem(503, WORKER_ERROR, detail, client_path(rec), rec.request_id)
-                await self.store.finish(rec.request_id, outcome, keep=True, failed=True)
+                await self.store.finish(rec.request_id, outcome, keep=True, failed=True, record=rec)
                 continue
             ticket = Ticket.recovered(rec, await subject_of(rec), loop.create_future())
             self.submit(ticket)
@@ -385,8 +406,8 @@ class Dispatcher:
                 if idle > self.ttl:
                     self.forget(ticket.request_id)
                 continue
-            if ticket.waiters or not ticket.detached:
-                continue
+            if ticket.waiters or not ticket.detached or ticket.record.idempotency_key:
+                continue  # a keyed request runs to its end: its key's retry gets the result
             if idle > max(2 * ticket.record.poll_seconds, 10):
                 self.cancel(ticket.request_id, f"no status poll for {idle:.0f} s (the client left)")
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Iterable
 from enum import Enum
 
+from nvcf_lite.domain.single_flight import SingleFlight
 from nvcf_lite.domain.tokens import TokenSigner, looks_like_jwt
 from nvcf_lite.errors import Forbidden, Invalid, NotFound, Unauthorized
 from nvcf_lite.models import (
@@ -151,6 +152,8 @@ class Keys:
         self._org_name = org_name  # of the configured account, for keys read without one
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lookups: SingleFlight[str, tuple[float, Principal]] = SingleFlight()
+        self._generation = 0  # a revoke bumps it: a lookup begun before is not cached
         self._tokens = tokens
 
     async def create(
@@ -211,6 +214,8 @@ class Keys:
         if len(ids) > 1:
             raise Invalid(f"'{key_id_or_prefix}' matches {len(ids)} keys; give the key id")
         self._cache.clear()
+        self._generation += 1
+        self._lookups.forget()
         return ids[0]
 
     async def ensure_bootstrap(self, bootstrap_key: str = "") -> str | None:
@@ -239,10 +244,15 @@ class Keys:
 
     async def verify(self, token: str) -> Principal:
         """An `nvapi-` key or a token minted for one -> Principal, or Unauthorized."""
-        now = time.monotonic()
         cached = self._cache.get(token)
-        if cached and cached[0] > now:
+        if cached and cached[0] > time.monotonic():
             return cached[1]
+        # one lookup per bearer at a time: a burst of its requests shares it
+        return (await self._lookups.run(token, lambda: self._look_up(token)))[1]
+
+    async def _look_up(self, token: str) -> tuple[float, Principal]:
+        now = time.monotonic()
+        generation = self._generation
         ttl = self._cache_seconds
         if KEY_PATTERN.match(token):
             key = await self._repo.by_hash(hash_key(token))
@@ -266,8 +276,10 @@ class Keys:
         )
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (now + ttl, principal)
-        return principal
+        entry = (now + ttl, principal)
+        if generation == self._generation:
+            self._cache[token] = entry
+        return entry
 
     async def token(self, credential: str, ttl_s: int) -> tuple[str, int]:
         """A bearer token for an `nvapi-` key (not for a token: tokens are not renewable)."""

@@ -21,6 +21,7 @@ from nvcf_lite.domain.idempotency import HEADER as KEY_HEADER
 from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
+from nvcf_lite.domain.single_flight import SingleFlight
 from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
 from nvcf_lite.domain.webhooks import HEADER as WEBHOOK_HEADER
 from nvcf_lite.domain.webhooks import WebhookPolicy
@@ -103,38 +104,24 @@ VersionsOf = Callable[[str], Awaitable[list[VersionInfo]]]
 class CachedVersions:
     """A function's versions and statuses, kept in memory for `ttl_s` (the invocation hot
     path would otherwise read SQLite for each request). `clear()` on every status change.
-
-    One read per function at a time: callers that miss while it runs wait for that read.
-    Without it a burst (thousands of clients connecting at once, or the entry expiring
-    under load) sent one read per request to SQLite's thread: measured with 6000 clients,
-    the first answer took 6 s and each accept ~0.3 ms more CPU.
-    """
+    One read per function at a time (`SingleFlight`): a burst that misses makes one read."""
 
     def __init__(self, lookup: VersionsOf, ttl_s: float = 2.0) -> None:
         self._lookup = lookup
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[VersionInfo]]] = {}
-        self._reading: dict[str, asyncio.Future[list[VersionInfo]]] = {}
+        self._reads: SingleFlight[str, list[VersionInfo]] = SingleFlight()
         self._generation = 0  # clear() bumps it: a read begun before is not cached
 
     async def __call__(self, function_id: str) -> list[VersionInfo]:
         hit = self._cache.get(function_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        reading = self._reading.get(function_id)
-        if reading is None:
-            reading = asyncio.ensure_future(self._read(function_id))
-            self._reading[function_id] = reading
-        # shielded: one caller giving up (its client left) must not cancel the others' read
-        return await asyncio.shield(reading)
+        return await self._reads.run(function_id, lambda: self._read(function_id))
 
     async def _read(self, function_id: str) -> list[VersionInfo]:
         generation = self._generation
-        try:
-            versions = await self._lookup(function_id)
-        finally:
-            if self._reading.get(function_id) is asyncio.current_task():
-                del self._reading[function_id]
+        versions = await self._lookup(function_id)
         if generation == self._generation:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -144,7 +131,7 @@ class CachedVersions:
     def clear(self) -> None:
         self._cache.clear()
         self._generation += 1
-        self._reading.clear()  # later callers read anew (a status changed meanwhile)
+        self._reads.forget()
 
 
 StageAssets = Callable[[Principal, str, str], Awaitable[list[str]]]

@@ -1,14 +1,22 @@
-"""The versions cache in front of SQLite on the invocation path: one read per function at a
-time, whatever the burst; a status change is never hidden by a read that began before it."""
+"""The caches in front of SQLite on the invocation path (function versions, API keys): one read
+per function or bearer at a time, whatever the burst; a change (a status, a revoke) is never
+hidden by a read that began before it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocations import CachedVersions, VersionInfo
-from nvcf_lite.models import FunctionStatus
+from nvcf_lite.errors import Unauthorized
+from nvcf_lite.models import SCOPES, FunctionStatus
+from nvcf_lite.store.keys import KeysRepo
+from nvcf_lite.store.sqlite import Database
 
 
 class Lookup:
@@ -84,3 +92,54 @@ async def test_a_failed_read_fails_its_callers_and_the_next_call_reads_again() -
     both = await asyncio.gather(cache("f1"), cache("f1"), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in both)
     assert await cache("f1") == [] and calls == 2
+
+
+# -- API keys, on real SQLite -------------------------------------------------------------------
+
+
+class CountingRepo(KeysRepo):
+    """The keys table, counting the lookups by hash (and able to hold them)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.lookups = 0
+        self.gate: asyncio.Event | None = None
+
+    async def by_hash(self, key_hash: str) -> Any:
+        self.lookups += 1
+        row = await super().by_hash(key_hash)
+        if self.gate is not None:  # read, then held: the answer is from before what follows
+            await self.gate.wait()
+        return row
+
+
+@pytest.fixture
+async def repo(tmp_path: Path) -> AsyncIterator[CountingRepo]:
+    db = await Database.open(tmp_path / "nvcf-lite.db")
+    yield CountingRepo(db)
+    await db.close()
+
+
+async def test_a_burst_with_one_key_looks_it_up_once(repo: CountingRepo) -> None:
+    keys = Keys(repo, "nca-a", cache_seconds=60)
+    token, _ = await keys.create(SCOPES)
+    answers = await asyncio.gather(*(keys.authenticate(f"Bearer {token}") for _ in range(300)))
+    assert repo.lookups == 1 and {a.nca_id for a in answers} == {"nca-a"}
+    bad = [keys.authenticate("Bearer nvapi-" + "x" * 64) for _ in range(50)]
+    refused = await asyncio.gather(*bad, return_exceptions=True)
+    assert all(isinstance(r, Unauthorized) for r in refused)
+    assert repo.lookups == 2  # refusals are shared too, and never cached
+
+
+async def test_a_lookup_running_across_a_revoke_is_not_cached(repo: CountingRepo) -> None:
+    keys = Keys(repo, "nca-a", cache_seconds=60)
+    token, record = await keys.create(SCOPES)
+    repo.gate = asyncio.Event()
+    before = asyncio.ensure_future(keys.verify(token))
+    await asyncio.sleep(0.05)
+    await keys.revoke(record.key_id)  # while the lookup waits at the gate
+    repo.gate.set()
+    assert (await before).key_id == record.key_id  # read before the revoke
+    repo.gate = None
+    with pytest.raises(Unauthorized):
+        await keys.verify(token)

@@ -135,6 +135,11 @@ class InvocationConfig(_Section):
     request_ttl_s: float = 3600.0
     max_queue_per_function: int = 10000
     max_response_bytes: int = 5242880
+    # I5 by host: `{function-id}.invocation.<host_domain>` (and `{version-id}.{function-id}...`)
+    # in the Host header routes any path to the function; empty: off
+    host_domain: str = "localhost"
+    # the gRPC invocation endpoint (NVCF's grpc.nvcf.nvidia.com:443) on server.host; 0: off
+    grpc_port: int = 0
 
 
 class AssetsConfig(_Section):

@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from nvcf_lite.domain.auth import Reach, reach, require_function, require_scope
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
-from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
+from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Lent, Progress, StreamReply, Ticket
 
 __all__ = [
     "MAX_UNREAD_PROGRESS",
     "Dispatch",
     "Invocations",
+    "Lent",
     "Pending",
     "Progress",
     "StreamReply",
@@ -229,6 +230,7 @@ class Invocations:
             subject=principal.subject,
             done=loop.create_future(),
             stream=loop.create_future() if mode != "pexec" else None,
+            lent=loop.create_future() if mode == "grpc" else None,
         )
         # The request may start while its accept commits (the forward overlaps the write);
         # no answer, and so no request id, leaves before the commit: an accepted request is

@@ -38,6 +38,7 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
     Mount,
 )
+from nvcf_lite.workers.grpc_health import health_status
 from nvcf_lite.workers.http_client import ConnectFailed, Pool, UpstreamError
 
 LABEL_SPEC_ID = "nvcf-lite.spec-id"
@@ -312,7 +313,10 @@ class Prober:
     probe sees what a new client would)."""
 
     async def probe(self, port: int, health: HealthSpec) -> int | None:
-        """The status code the health URI answered, or None when nothing answered."""
+        """The status code the health URI answered, or None when nothing answered (a gRPC
+        health check: `expected_status` when it answers SERVING)."""
+        if health.protocol.lower() == "grpc":
+            return await health_status(port, health.timeout_s, health.expected_status)
         pool = Pool("127.0.0.1", port)
         deadline = asyncio.get_running_loop().time() + health.timeout_s
         try:

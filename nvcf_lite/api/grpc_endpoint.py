@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -73,7 +74,7 @@ class GrpcEndpoint:
         await server.start()
         self.server = server
         log.info("gRPC invocation endpoint listening on %s", address)
-        return bound
+        return int(bound)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         if self.server is not None:
@@ -107,7 +108,7 @@ class GrpcEndpoint:
         vid_text = text.get("function-version-id")
         vid = require_uuid(vid_text, "function-version-id metadata") if vid_text else None
         remaining = context.time_remaining()
-        poll = self.inv.default_poll if remaining is None else max(1, int(remaining))
+        poll = self.inv.default_poll if remaining is None else max(1, math.ceil(remaining))
         return await self.inv.submit(
             principal,
             fid,
@@ -125,12 +126,12 @@ class GrpcEndpoint:
         (None) when the request ended first or no slot came before its deadline."""
         assert ticket.lent is not None
         lent, done = ticket.lent, ticket.done
+        remaining = context.time_remaining()
+        # a little before the client's deadline, so that it hears why (not only "deadline")
+        wait_s = ticket.record.poll_seconds if remaining is None else max(0.0, remaining - 0.2)
         try:
-            await asyncio.wait(
-                {lent, done},
-                timeout=ticket.record.poll_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            waits: set[asyncio.Future[Any]] = {lent, done}
+            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self.inv.cancel(ticket, "the client cancelled the gRPC call")
             raise
@@ -141,9 +142,9 @@ class GrpcEndpoint:
             return None
         self.inv.cancel(ticket, "no instance slot before the call's deadline")
         lent.cancel()
-        waited = ticket.record.poll_seconds
-        code = Code.DEADLINE_EXCEEDED if context.time_remaining() is not None else Code.UNAVAILABLE
-        await context.abort(code, f"no instance of the function was free within {waited} s")
+        code = Code.UNAVAILABLE if remaining is None else Code.DEADLINE_EXCEEDED
+        detail = f"no instance of the function was free within {wait_s:.1f} s"
+        await context.abort(code, detail + (" (the call's deadline)" if remaining else ""))
         return None
 
     @staticmethod
@@ -198,7 +199,7 @@ async def _send_all(requests: AsyncIterator[bytes], call: Any) -> None:
         pass
 
 
-class _Routes(grpc.GenericRpcHandler):
+class _Routes(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Every method of every service: the endpoint's proxy, with raw bytes both ways."""
 
     def __init__(self, endpoint: GrpcEndpoint) -> None:

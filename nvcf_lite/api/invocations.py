@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from litestar import Request, Response, get, post, route
 from litestar.di import NamedDependency
@@ -336,7 +336,7 @@ async def path_invocation(
 
 async def _by_host(request: Request[Any, Any, Any]) -> Response[Any]:
     """I5 by host (§2.3.9, api/host_routes): the ids come from the Host header."""
-    ids: tuple[str, str | None] | None = request.scope.get(SCOPE_KEY)  # type: ignore[call-overload]
+    ids = cast("tuple[str, str | None] | None", request.scope.get(SCOPE_KEY))
     if ids is None:  # the prefix asked for directly, not through a function's host
         raise NotFound("Not Found")
     principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))

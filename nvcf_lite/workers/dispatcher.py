@@ -232,6 +232,7 @@ class Dispatcher:
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
         requeued = False
         try:
+            result: Outcome | StreamReply
             if ticket.lent is not None:
                 result = await self._lend(ticket, inst)
             else:

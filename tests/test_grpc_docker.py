@@ -116,9 +116,24 @@ def test_unary_reaches_the_instance_with_its_metadata(rpc: Grpc) -> None:
     assert json.loads(answer)["metadata"]["nvcf-function-version-id"] == vid
     control = json.dumps({"code": "NOT_FOUND", "details": "no such thing"}).encode()
     assert code_of(lambda: rpc.unary(fid, control)) == (grpc.StatusCode.NOT_FOUND, "no such thing")
-    # the calls are invocations: counted by status in /metrics
-    text = rpc.api.get("/metrics").text
-    assert f'function_id="{fid}"' in text
+    # the calls are invocations: counted by the HTTP status of their gRPC code (spec §5.2)
+    assert counted(rpc.api, fid, vid) == {"200": 2, "404": 1}
+
+
+def counted(api: TestClient[Any], fid: str, vid: str) -> dict[str, int]:
+    """nvcf_lite_invocations_total of the version, by status."""
+    prefix = f'nvcf_lite_invocations_total{{function_id="{fid}",version_id="{vid}",status="'
+    lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return {line[len(prefix) :].split('"')[0]: int(float(line.split()[-1])) for line in lines}
+
+
+def test_a_call_to_a_function_scaled_to_zero_waits_for_its_instance(rpc: Grpc) -> None:
+    fid, vid = deployed(rpc.api, minInstances=0, maxInstances=1)
+    assert rpc.api.app.state.platform.scheduler.views(vid) == []
+    answer, _ = rpc.unary(fid, b"cold", timeout=30)
+    assert json.loads(answer)["message"] == "cold"
+    assert len(rpc.api.app.state.platform.scheduler.views(vid)) == 1
+    assert counted(rpc.api, fid, vid) == {"200": 1}
 
 
 def test_server_streaming_and_bidi_streaming(rpc: Grpc) -> None:
@@ -195,4 +210,5 @@ def test_a_function_whose_health_check_is_not_serving_never_becomes_active(
     wait_for(lambda: version_status(api, fid, vid)["status"] == "ERROR", what="ERROR")
     r = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer())
     reasons = json.dumps(r.json())
-    assert "health check" in reasons and "8001" in reasons, reasons
+    assert "gRPC health check timed out" in reasons and "port 8001" in reasons, reasons
+    assert "not SERVING" in reasons, reasons

@@ -358,10 +358,20 @@ async def wait_ready(
             if reason:
                 return reason
         if now - start > deadline_s:
-            answered = f"answered {last_status}" if last_status else "did not answer"
-            return (
-                f"health check timed out: {health.uri} on port {health.port} {answered} "
-                f"(expected {health.expected_status}) within {deadline_s:g} s"
-            )
+            return _not_ready(health, last_status, deadline_s)
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.5)
+
+
+def _not_ready(health: HealthSpec, last_status: int | None, deadline_s: float) -> str:
+    if health.protocol.lower() == "grpc":
+        answered = "answered, not SERVING," if last_status else "did not answer"
+        return (
+            f"gRPC health check timed out: grpc.health.v1.Health/Check on port {health.port} "
+            f"{answered} within {deadline_s:g} s"
+        )
+    answered = f"answered {last_status}" if last_status else "did not answer"
+    return (
+        f"health check timed out: {health.uri} on port {health.port} {answered} "
+        f"(expected {health.expected_status}) within {deadline_s:g} s"
+    )

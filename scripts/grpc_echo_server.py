@@ -8,6 +8,7 @@ Messages are raw bytes holding JSON, so neither side needs generated code. Servi
                      {"code": "NOT_FOUND", "details": "..."} ends the call with that status
     ServerStream  {"count": n, "interval": s} -> n messages {"i": k}, s seconds apart
     Bidi          each message back as it arrives, prefixed "echo:" (until the client ends)
+    Collect       the client's messages, once it has sent them all, joined with "|"
 
 Every call sends the trailing metadata `x-echo-trailer: done`.
 """
@@ -64,6 +65,11 @@ def bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[b
         yield b"echo:" + message
 
 
+def collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    context.set_trailing_metadata((("x-echo-trailer", "done"),))
+    return b"|".join(requests)
+
+
 def health(request: bytes, context: grpc.ServicerContext) -> bytes:
     return NOT_SERVING if os.environ.get("FAIL_HEALTH") else SERVING
 
@@ -75,6 +81,7 @@ def main() -> int:
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
     }
     checks = {"Check": grpc.unary_unary_rpc_method_handler(health)}
     server.add_generic_rpc_handlers(

@@ -27,7 +27,9 @@ from nvcf_lite.app import docker_runtime
 
 pytestmark = pytest.mark.docker
 
-UNARY, STREAM, BIDI = (f"/nvcf.test.Echo/{m}" for m in ("Unary", "ServerStream", "Bidi"))
+UNARY, STREAM, BIDI, COLLECT = (
+    f"/nvcf.test.Echo/{m}" for m in ("Unary", "ServerStream", "Bidi", "Collect")
+)
 UNKNOWN_FID = "00000000-0000-4000-8000-000000000000"
 
 
@@ -136,8 +138,10 @@ def test_a_call_to_a_function_scaled_to_zero_waits_for_its_instance(rpc: Grpc) -
     assert counted(rpc.api, fid, vid) == {"200": 1}
 
 
-def test_server_streaming_and_bidi_streaming(rpc: Grpc) -> None:
+def test_server_client_and_bidi_streaming(rpc: Grpc) -> None:
     fid, _ = deployed(rpc.api)
+    collect = rpc.channel.stream_unary(COLLECT)
+    assert collect(iter([b"a", b"b", b"c"]), metadata=rpc.metadata(fid)) == b"a|b|c"
     stream = rpc.channel.unary_stream(STREAM)
     request = json.dumps({"count": 5, "interval": 0.01}).encode()
     answers = list(stream(request, metadata=rpc.metadata(fid)))

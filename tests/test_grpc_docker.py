@@ -216,3 +216,24 @@ def test_a_function_whose_health_check_is_not_serving_never_becomes_active(
     reasons = json.dumps(r.json())
     assert "gRPC health check timed out" in reasons and "port 8001" in reasons, reasons
     assert "not SERVING" in reasons, reasons
+
+
+def test_a_full_queue_is_resource_exhausted(
+    ns: str, app_factory: Callable[..., TestClient[Any]], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "NVCF_LITE_INVOCATION__GRPC_PORT": str(port),
+        "NVCF_LITE_INVOCATION__MAX_QUEUE_PER_FUNCTION": "1",
+    }
+    rpc = Grpc(
+        app_factory(docker_config(tmp_path, ns, **env), runtime_factory=docker_runtime), port
+    )
+    fid, _ = deployed(rpc.api)
+    stream = rpc.channel.unary_stream(STREAM)
+    slow = stream(json.dumps({"count": 2, "interval": 2}).encode(), metadata=rpc.metadata(fid))
+    assert json.loads(next(slow)) == {"i": 0}  # the function's one accepted call, running
+    code, details = code_of(lambda: rpc.unary(fid, b"one too many", timeout=10))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in details
+    assert [json.loads(a) for a in slow] == [{"i": 1}]
+    rpc.channel.close()

@@ -20,7 +20,6 @@ from pathlib import Path
 import msgspec
 
 from nvcf_lite import __version__, logs
-from nvcf_lite.api.grpc_endpoint import GrpcEndpoint
 from nvcf_lite.api.health import ComponentWire, HealthResponse
 from nvcf_lite.api.services import Services
 from nvcf_lite.config import Config, public_url
@@ -310,6 +309,8 @@ class Platform:
                 await asyncio.to_thread(cert.read_bytes),
                 await asyncio.to_thread(key.read_bytes),
             )
+        from nvcf_lite.api.grpc_endpoint import GrpcEndpoint  # grpcio only when it is on
+
         self.grpc = GrpcEndpoint(self.keys, self.invocations)
         stack.push_async_callback(self.grpc.stop)
         await self.grpc.start(server.host, self.config.invocation.grpc_port, tls)

@@ -4,6 +4,8 @@ the in-process app. (Calls that reach instances: tests/test_grpc_docker.py.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +110,10 @@ def test_status_mappings() -> None:
     ]
     assert problem_detail(b'{"status": 404, "detail": "gone"}') == "gone"
     assert problem_detail(b"not json") == ""
+
+
+def test_grpcio_is_loaded_only_when_used() -> None:
+    """A server without gRPC functions or endpoint does not pay grpcio's ~20 MB."""
+    code = "import sys, nvcf_lite.app; assert 'grpc' not in sys.modules, 'grpc imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,15 +1,15 @@
 """The channels gRPC calls are proxied over to function instances (one HTTP/2 channel per
 instance, shared by its calls), and the platform's metadata on each call.
 
-Messages pass as raw bytes: nvcf-lite never needs a function's protobuf definitions.
+Messages pass as raw bytes: nvcf-lite never needs a function's protobuf definitions. grpcio is
+imported on the first call (it costs ~20 MB and ~0.1 s, which a server without gRPC functions
+need not pay).
 """
 
 from __future__ import annotations
 
 import asyncio
-
-import grpc
-import grpc.aio
+from typing import Any
 
 from nvcf_lite.domain.tickets import Ticket
 from nvcf_lite.workers.instances import Instance
@@ -26,14 +26,16 @@ class GrpcChannels:
     closed past `keep` (an instance gone leaves an idle channel until then)."""
 
     def __init__(self, keep: int = 64) -> None:
-        self._channels: dict[tuple[str, int], grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, int], Any] = {}  # grpc.aio.Channel
         self._keep = keep
         self._closing: set[asyncio.Task[None]] = set()
 
-    def channel(self, instance_id: str, port: int) -> grpc.aio.Channel:
+    def channel(self, instance_id: str, port: int) -> Any:
         key = (instance_id, port)
         found = self._channels.get(key)
         if found is None:
+            import grpc.aio
+
             found = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
             self._channels[key] = found
             while len(self._channels) > self._keep:
@@ -41,7 +43,7 @@ class GrpcChannels:
                 self._close_later(self._channels.pop(oldest))
         return found
 
-    def _close_later(self, channel: grpc.aio.Channel) -> None:
+    def _close_later(self, channel: Any) -> None:
         task = asyncio.ensure_future(channel.close(grace=None))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

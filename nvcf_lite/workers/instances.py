@@ -38,7 +38,6 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
     Mount,
 )
-from nvcf_lite.workers.grpc_health import health_status
 from nvcf_lite.workers.http_client import ConnectFailed, Pool, UpstreamError
 
 LABEL_SPEC_ID = "nvcf-lite.spec-id"
@@ -316,6 +315,8 @@ class Prober:
         """The status code the health URI answered, or None when nothing answered (a gRPC
         health check: `expected_status` when it answers SERVING)."""
         if health.protocol.lower() == "grpc":
+            from nvcf_lite.workers.grpc_health import health_status  # grpcio, when needed
+
             return await health_status(port, health.timeout_s, health.expected_status)
         pool = Pool("127.0.0.1", port)
         deadline = asyncio.get_running_loop().time() + health.timeout_s

@@ -460,6 +460,7 @@ def _versions_of(functions: FunctionsRepo, parties: AuthorizedPartiesRepo) -> Ve
                 v.rate_limit,
                 nca_id=v.nca_id,
                 parties=frozenset(inherited | {p.nca_id for p in shared.get(v.version_id, ())}),
+                grpc=v.inference_url == "/grpc",
             )
             for v in versions
         ]

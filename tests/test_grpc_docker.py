@@ -19,7 +19,7 @@ import grpc
 import pytest
 from conftest import ADMIN_KEY, bearer, call, wait_for
 from docker_support import GRPC_ECHO_IMAGE
-from invocation_support import deploy, docker_config
+from invocation_support import deploy, docker_config, echo
 from litestar.testing import TestClient
 from server_support import free_port
 
@@ -182,6 +182,15 @@ def test_keys_functions_and_metadata_errors_are_grpc_codes(rpc: Grpc) -> None:
     admin = [("authorization", f"Bearer {ADMIN_KEY}")]
     code, details = code_of(lambda: no_function(b"", metadata=admin))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "function-id" in details
+
+
+def test_each_protocol_on_its_own_endpoint(rpc: Grpc) -> None:
+    grpc_fid, _ = deployed(rpc.api)
+    http_fid, _ = echo(rpc.api)
+    r = rpc.api.post(f"/v2/nvcf/pexec/functions/{grpc_fid}", json={}, headers=bearer())
+    assert r.status_code == 400 and "call it on the gRPC endpoint" in r.json()["detail"]
+    code, details = code_of(lambda: rpc.unary(http_fid, b"x"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "invoke it over HTTP" in details
 
 
 def test_a_call_holds_its_instance_slot_and_a_waiting_call_ends_at_its_deadline(

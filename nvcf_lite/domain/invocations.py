@@ -72,6 +72,7 @@ class VersionInfo:
     rate_limit: RateLimit | None = None
     nca_id: str = ""  # the owner
     parties: frozenset[str] = frozenset()  # NCA ids it is shared with ('*': everyone)
+    grpc: bool = False  # a gRPC function (inferenceUrl /grpc): invoked on the gRPC endpoint
 
 
 def reachable(
@@ -188,6 +189,8 @@ class Invocations:
     ) -> Ticket:
         """Validate, pick a version, record the request durably and queue it."""
         version = await self.choose(principal, fid, vid)
+        if version.grpc != (mode == "grpc"):
+            raise Invalid(_wrong_protocol(version))
         if self.dispatch.queued_for_function(fid) >= self.max_queue:
             raise TooManyRequests(
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
@@ -338,6 +341,13 @@ class Invocations:
         if record.nca_id != principal.nca_id:
             raise NotFound(f"Request id '{record.request_id}' not found")
         require_function(principal, record.function_id, record.version_id)
+
+
+def _wrong_protocol(version: VersionInfo) -> str:
+    where = f"Function id '{version.function_id}' version '{version.version_id}'"
+    if version.grpc:
+        return f"{where} is a gRPC function (inferenceUrl /grpc): call it on the gRPC endpoint"
+    return f"{where} is not a gRPC function (its inferenceUrl is not /grpc): invoke it over HTTP"
 
 
 async def _wait_done(fut: asyncio.Future[Any], timeout_s: float) -> bool:

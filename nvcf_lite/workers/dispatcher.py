@@ -304,7 +304,7 @@ class Dispatcher:
         assert ticket.lent is not None
         rec = ticket.record
         if inst.host_port is None:
-            raise NeverReached(f"the instance's port {inst.instance_id} is not published")
+            raise NeverReached(f"instance {inst.instance_id} has no published port")
         ticket.first_byte_at = time.monotonic()
         if ticket.lent.done():  # (cancelled: its handler is gone)
             detail = "the client of this gRPC call is gone; nothing was sent"

@@ -4,7 +4,9 @@ with the server's TLS files, and a stop while a bidi stream is open."""
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,11 +73,14 @@ def test_unary_and_bidi_on_a_live_server_and_a_stop_ends_the_open_stream(
         responses: Any = bidi(messages(), metadata=metadata(fid))
         outbox.put(b"ping")
         assert next(responses) == b"echo:ping"
-        server.stop()  # SIGTERM with the stream open: it ends, the server stops
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGTERM)  # with the stream open
         with pytest.raises(grpc.RpcError):
             outbox.put(b"after")
-            list(responses)
+            list(responses)  # the stream ends
         outbox.put(None)
+        assert server.process.wait(timeout=30) == 0  # and the server stops by itself
+        server.process = None
 
 
 def test_the_endpoint_serves_tls_with_the_servers_files(tmp_path: Path, ns: str) -> None:

@@ -53,13 +53,20 @@ def test_the_key_comes_first(endpoint: tuple[TestClient[Any], Callable[..., Any]
     assert unary(("authorization", "Basic abc"))[0] == Code.UNAUTHENTICATED
 
 
-def test_a_key_without_invoke_function_is_permission_denied(
+def test_a_key_without_invoke_function_or_the_function_is_permission_denied(
     endpoint: tuple[TestClient[Any], Callable[..., Any]],
 ) -> None:
     api, unary = endpoint
     lister, _ = call(api, api.app.state.platform.keys.create, ["list_functions"], ())
     code, _ = unary(("function-id", FID), ("authorization", f"Bearer {lister}"))
     assert code == Code.PERMISSION_DENIED
+    # a key limited to another function
+    body = {"name": "g", "inferenceUrl": "/grpc", "containerImage": "example/g:1"}
+    fid = api.post("/v2/nvcf/functions", json=body, headers=bearer()).json()["function"]["id"]
+    keys = api.app.state.platform.keys
+    limited, _ = call(api, keys.create, ["invoke_function"], (f"{FID}/*",))
+    code, details = unary(("function-id", fid), ("authorization", f"Bearer {limited}"))
+    assert code == Code.PERMISSION_DENIED and fid in details
 
 
 def test_metadata_naming_no_function_or_a_malformed_one_is_invalid_argument(

@@ -25,8 +25,11 @@ from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.docs import openapi_config, swagger_assets
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
 from nvcf_lite.api.health import health, metrics
+from nvcf_lite.api.host_routes import HostRoutes
 from nvcf_lite.api.invocations import (
     INVOCATION_HANDLERS,
+    host_invocation,
+    host_invocation_head,
     path_invocation,
     path_invocation_head,
 )
@@ -50,10 +53,13 @@ class NvcfLite(Litestar):
     """Litestar, with the invocation hot path answered before the framework's routing
     (unless `server.fast_path` is off: then the Litestar route in api/invocations answers)."""
 
-    def __init__(self, *, fast_path: bool, max_header_bytes: int, **litestar: Any) -> None:
+    def __init__(
+        self, *, fast_path: bool, max_header_bytes: int, host_routes: HostRoutes, **litestar: Any
+    ) -> None:
         super().__init__(**litestar)
         self.fast_path = fast_path
         self.max_header_bytes = max_header_bytes
+        self.host_routes = host_routes
         # Litestar's automatic OPTIONS answer lists the methods of the route as it was when the
         # first handler of a path was registered; the methods of the finished routes, by path
         # (not the catch-all I5 route's: an OPTIONS call there is the container's to answer).
@@ -72,6 +78,10 @@ class NvcfLite(Litestar):
         raw: Any = scope
         if raw["type"] == "http" and fastpath.head_size(raw) > self.max_header_bytes:
             await fastpath.refuse_head(raw, cast(Any, send), self.max_header_bytes)
+            return
+        by_host = self.host_routes.match(raw)
+        if by_host is not None:  # every path on a function's host is the function's
+            await super().__call__(HostRoutes.routed(raw, by_host), receive, send)
             return
         if raw["type"] == "http" and raw["method"] == "OPTIONS":
             await super().__call__(scope, receive, self._with_allow(raw, send))
@@ -127,6 +137,7 @@ def create_app(
     app = NvcfLite(
         fast_path=config.server.fast_path,
         max_header_bytes=config.server.max_header_bytes,
+        host_routes=HostRoutes(config.invocation.host_domain),
         route_handlers=[
             swagger_assets(),
             health,
@@ -141,6 +152,8 @@ def create_app(
             *path_families(nvcf_handlers),
             path_invocation,
             path_invocation_head,
+            host_invocation,
+            host_invocation_head,
         ],
         guards=[authorize],
         exception_handlers=EXCEPTION_HANDLERS,

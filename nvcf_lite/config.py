@@ -7,6 +7,7 @@ startup error that names the key. Tests pass an `environ` mapping instead of tou
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,6 +137,11 @@ class InvocationConfig(_Section):
     request_ttl_s: float = 3600.0
     max_queue_per_function: int = 10000
     max_response_bytes: int = 5242880
+    # I5 by host: `{function-id}.invocation.<host_domain>` (and `{version-id}.{function-id}...`)
+    # in the Host header routes any path to the function; empty: off
+    host_domain: str = "localhost"
+    # the gRPC invocation endpoint (NVCF's grpc.nvcf.nvidia.com:443) on server.host; 0: off
+    grpc_port: int = 0
 
 
 class AssetsConfig(_Section):
@@ -351,6 +357,22 @@ def _describe(exc: msgspec.ValidationError) -> str:
     return text
 
 
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def _check_invocation_routes(config: Config) -> None:
+    inv = config.invocation
+    if inv.host_domain and not _DOMAIN.match(inv.host_domain):
+        raise ConfigError(
+            f"invocation.host_domain {inv.host_domain!r} must be a lower-case DNS name"
+            ' (e.g. "localhost" or "api.nvcf.nvidia.com"), or empty'
+        )
+    if not 0 <= inv.grpc_port <= 65535:
+        raise ConfigError("invocation.grpc_port must be 0 (off) or a TCP port, 1..65535")
+    if inv.grpc_port and inv.grpc_port == config.server.port:
+        raise ConfigError("invocation.grpc_port must differ from server.port")
+
+
 def _check(config: Config) -> None:
     if config.server.log_format not in ("text", "json"):
         raise ConfigError('server.log_format must be "text" or "json"')
@@ -366,6 +388,7 @@ def _check(config: Config) -> None:
         raise ConfigError("server.max_requests_in_flight must be >= 1")
     if config.invocation.default_poll_seconds < 1:
         raise ConfigError("invocation.default_poll_seconds must be >= 1")
+    _check_invocation_routes(config)
     assets = config.assets
     if min(assets.upload_url_ttl_s, assets.asset_ttl_s, assets.download_url_ttl_s) <= 0:
         raise ConfigError("assets: upload_url_ttl_s, asset_ttl_s, download_url_ttl_s must be > 0")

@@ -466,7 +466,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     headers: list[tuple[str, str]]
     body: bytes
     poll_seconds: int
-    mode: str  # pexec | stream | path
+    mode: str  # pexec | stream | path | grpc (the path is the RPC, /package.Service/Method)
     assets: list[str] = []
     accepted_at: float
     state: RequestState = RequestState.QUEUED

@@ -315,7 +315,25 @@ class Platform:
             max_body_bytes=config.server.max_body_bytes,
         )
         await self._run_workers(stack, store, forwarder)
+        if cfg.grpc_port:
+            await self._serve_grpc(stack)
         return services
+
+    async def _serve_grpc(self, stack: AsyncExitStack) -> None:
+        """The gRPC invocation endpoint on server.host (TLS with the server's files)."""
+        server = self.config.server
+        tls = None
+        if server.tls_cert and server.tls_key:
+            cert, key = Path(server.tls_cert), Path(server.tls_key)
+            tls = (
+                await asyncio.to_thread(cert.read_bytes),
+                await asyncio.to_thread(key.read_bytes),
+            )
+        from nvcf_lite.api.grpc_endpoint import GrpcEndpoint  # grpcio only when it is on
+
+        self.grpc = GrpcEndpoint(self.keys, self.invocations)
+        stack.push_async_callback(self.grpc.stop)
+        await self.grpc.start(server.host, self.config.invocation.grpc_port, tls)
 
     async def _run_workers(
         self, stack: AsyncExitStack, store: RequestsRepo, forwarder: Forwarder
@@ -483,6 +501,7 @@ def _versions_of(functions: FunctionsRepo, parties: AuthorizedPartiesRepo) -> Ve
                 v.rate_limit,
                 nca_id=v.nca_id,
                 parties=frozenset(inherited | {p.nca_id for p in shared.get(v.version_id, ())}),
+                grpc=v.inference_url == "/grpc",
             )
             for v in versions
         ]

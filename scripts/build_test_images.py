@@ -6,7 +6,9 @@ library `ldd` finds for them), /etc/passwd with `nobody`, /tmp, scripts/function
 /app/function_server.py and scripts/fast_function_server.py at /app/fast_function_server.py. It
 is sent to the daemon as a tar stream (`docker import`); the variants are the same root
 filesystem committed with one more ENV, or another CMD (`nvcf-lite-test/fast` runs the
-single-threaded asyncio server, the baseline of scripts/bench_invoke.py). Each image carries
+single-threaded asyncio server, the baseline of scripts/bench_invoke.py). `nvcf-lite-test/grpc-echo`
+(scripts/grpc_echo_server.py) has a root filesystem of its own: the base's plus this
+environment's grpcio under /app/site and the C++ runtime its extension links. Each image carries
 the label `nvcf-lite.test-image-hash`, a digest of its inputs, so a re-run skips up-to-date
 images.
 
@@ -40,6 +42,7 @@ except ImportError:
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "function_server.py"
 FAST_SERVER = HERE / "fast_function_server.py"
+GRPC_SERVER = HERE / "grpc_echo_server.py"
 LABEL = "nvcf-lite.test-image-hash"
 TAG = "1"
 BASE = "nvcf-lite-test/echo"
@@ -51,6 +54,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "nvcf-lite-test/exit": {"EXIT_AT_START": "1"},
     "nvcf-lite-test/fast": {},
 }
+# The gRPC echo function: its own root filesystem, the base's plus grpcio (copied from this
+# environment's site-packages to /app/site, with the C++ runtime its extension links).
+GRPC_IMAGE = "nvcf-lite-test/grpc-echo"
+GRPC_COMMAND = "/app/grpc_echo_server.py"
+GRPC_ENV = {"PYTHONPATH": "/app/site"}
 # The server each image runs (the default: /app/function_server.py).
 COMMANDS: dict[str, str] = {"nvcf-lite-test/fast": "/app/fast_function_server.py"}
 DEFAULT_COMMAND = "/app/function_server.py"
@@ -232,10 +240,34 @@ class RootfsTar:
         return self.buffer.getvalue()
 
 
-def build_rootfs(interp: Interpreter) -> bytes:
-    """The base image's root filesystem as tar bytes."""
+def grpc_files() -> tuple[Path, list[Path]]:
+    """The grpcio package of this environment: (its site-packages folder, its files)."""
+    try:
+        import grpc
+        import typing_extensions
+    except ImportError:
+        sys.exit("error: grpcio is missing; run with the project venv: .venv/bin/python")
+    package = Path(grpc.__file__).parent
+    files = [p for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    return package.parent, [*files, Path(typing_extensions.__file__)]
+
+
+def grpc_hash(base_hash: str) -> str:
+    """Digest of the gRPC image's inputs: the base's, the echo server, grpcio's files."""
+    digest = hashlib.sha256(base_hash.encode())
+    digest.update(GRPC_SERVER.read_bytes())
+    for path in grpc_files()[1]:
+        st = path.stat()
+        digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def build_rootfs(interp: Interpreter, with_grpc: bool = False) -> bytes:
+    """The base image's root filesystem as tar bytes (with grpcio: the gRPC echo image's)."""
     modules = dynload_modules(interp.dynload)
-    libs = shared_libraries([interp.executable, *modules])
+    site, extra = grpc_files() if with_grpc else (Path("/"), [])
+    extensions = [p for p in extra if p.suffix == ".so"]
+    libs = shared_libraries([interp.executable, *modules, *extensions])
     libs |= glibc_compat(libs)
     rootfs = RootfsTar()
     with tempfile.TemporaryDirectory(prefix="nvcf-lite-rootfs-") as tmp:
@@ -262,6 +294,10 @@ def build_rootfs(interp: Interpreter) -> bytes:
     rootfs.mkdir("/var/tmp", 0o1777)
     rootfs.add_file("/app/function_server.py", SERVER, mode=0o644)
     rootfs.add_file("/app/fast_function_server.py", FAST_SERVER, mode=0o644)
+    for path in extra:
+        rootfs.add_file(f"/app/site/{path.relative_to(site)}", path, mode=0o644)
+    if with_grpc:
+        rootfs.add_file(GRPC_COMMAND, GRPC_SERVER, mode=0o644)
     return rootfs.close()
 
 
@@ -327,12 +363,41 @@ def build(client: docker.DockerClient, force: bool) -> list[str]:
         rebuilt.append(ref)
         if old_id and old_id != image.id:
             stale_ids.append(old_id)
+    grpc_ref = build_grpc_image(client, interp, base_hash, force)
+    if grpc_ref is not None:
+        rebuilt.append(grpc_ref)
     for image_id in reversed(stale_ids):  # derived images first, then their old base
         try:
             client.images.remove(image_id, noprune=False)
         except docker.errors.APIError:
             pass  # still used by a container or a child image; harmless
     return rebuilt
+
+
+def build_grpc_image(
+    client: docker.DockerClient, interp: Interpreter, base_hash: str, force: bool
+) -> str | None:
+    """The gRPC echo image, when missing or stale: its ref, else None."""
+    ref, started = f"{GRPC_IMAGE}:{TAG}", time.perf_counter()
+    want = grpc_hash(base_hash)
+    old_id, have = current_label(client, ref)
+    if have == want and not force:
+        print(f"{ref:32} up to date ({time.perf_counter() - started:.3f} s)")
+        return None
+    changes = image_changes(interp, GRPC_ENV, want, GRPC_COMMAND)
+    changes.append("EXPOSE 8001")
+    data = build_rootfs(interp, with_grpc=True)
+    client.api.import_image_from_data(data, repository=GRPC_IMAGE, tag=TAG, changes=changes)
+    image = client.images.get(ref)
+    size_mb = (image.attrs.get("Size") or 0) / 1e6
+    took = time.perf_counter() - started
+    print(f"{ref:32} built in {took:.2f} s ({image.short_id}, {size_mb:.1f} MB)")
+    if old_id and old_id != image.id:
+        try:
+            client.images.remove(old_id, noprune=False)
+        except docker.errors.APIError:
+            pass  # still used by a container; harmless
+    return ref
 
 
 def connect() -> docker.DockerClient:

@@ -32,6 +32,7 @@ CRASH_IMAGE = "nvcf-lite-test/crash:1"
 SLOW_READY_IMAGE = "nvcf-lite-test/slow-ready:1"
 EXIT_IMAGE = "nvcf-lite-test/exit:1"
 FAST_IMAGE = "nvcf-lite-test/fast:1"  # scripts/fast_function_server.py, the bench baseline
+GRPC_ECHO_IMAGE = "nvcf-lite-test/grpc-echo:1"  # scripts/grpc_echo_server.py
 TEST_LABEL = "nvcf-lite.test"
 
 _client: docker.DockerClient | None = None

@@ -253,6 +253,14 @@ def test_bad_values_are_errors(tmp_path: Path) -> None:
             load_config(None, {"NVCF_LITE_SERVER__BACKLOG": backlog})
     with pytest.raises(ConfigError, match="max_requests_in_flight"):
         load_config(None, {"NVCF_LITE_SERVER__MAX_REQUESTS_IN_FLIGHT": "0"})
+    for domain in ("Local Host", "-x.localhost", "a..b", "localhost:8080", "Localhost"):
+        with pytest.raises(ConfigError, match="host_domain"):
+            load_config(None, {"NVCF_LITE_INVOCATION__HOST_DOMAIN": domain})
+    for port in ("-1", "65536", "8080"):  # (8080: server.port)
+        with pytest.raises(ConfigError, match="grpc_port"):
+            load_config(None, {"NVCF_LITE_INVOCATION__GRPC_PORT": port})
+    ok = {"NVCF_LITE_INVOCATION__HOST_DOMAIN": "", "NVCF_LITE_INVOCATION__GRPC_PORT": "8001"}
+    assert load_config(None, ok).invocation.grpc_port == 8001
 
 
 def test_missing_and_malformed_files_are_errors(tmp_path: Path) -> None:

@@ -57,10 +57,13 @@ PUBLIC: dict[tuple[str, str], str] = {
 # Routes whose handler authenticates the key itself (the pexec hot path, I5): their scope.
 INVOKE_SCOPE = ("invoke_function",)
 PATH_INVOCATION = "/{any_path:path}"
+# I5 by host: reached through a `{function-id}.invocation.localhost` Host (api/host_routes)
+HOST_INVOCATION = ("/_nvcf-lite/by-host", "/_nvcf-lite/by-host/{any_path:path}")
 SELF_CHECKED: dict[str, tuple[str, ...]] = {
     "/v2/nvcf/pexec/functions/{function_id:str}": INVOKE_SCOPE,
     "/v2/nvcf/pexec/functions/{function_id:str}/versions/{version_id:str}": INVOKE_SCOPE,
     PATH_INVOCATION: INVOKE_SCOPE,
+    **dict.fromkeys(HOST_INVOCATION, INVOKE_SCOPE),
 }
 # Path parameters that name one of account A's things.
 RESOURCE_PARAMS = {
@@ -168,6 +171,9 @@ def send(
     if route.path == PATH_INVOCATION:
         path = "/some/path"
         headers["Function-ID"] = ids.get("function_id", world.ids["function_id"])
+    elif route.path in HOST_INVOCATION:
+        path = "/v2/nvcf/functions"  # on a function's host, every path is the function's
+        headers["Host"] = f"{ids.get('function_id', world.ids['function_id'])}.invocation.localhost"
     headers["NVCF-POLL-SECONDS"] = "1"
     payload = body_for(route, world)
     if isinstance(payload, bytes):
@@ -298,7 +304,7 @@ def test_a_key_limited_to_one_function_cannot_see_or_touch_another(
     fid = world.ids["function_id"]
     for route in protected(routes):
         params = route.params & {"function_id", "version_id", "deployment_id", "request_id"}
-        if route.path == PATH_INVOCATION:
+        if route.path == PATH_INVOCATION or route.path in HOST_INVOCATION:
             params = {"function_id"}
         if params:
             r = send(module_client, world, route, world.limited_key, "local")
@@ -317,6 +323,7 @@ def test_another_accounts_key_gets_404_for_everything_of_account_a(
     for route in protected(routes):
         r = send(module_client, world, route, world.other_key, OTHER_ORG)
         names_a = bool(route.params & RESOURCE_PARAMS) or route.path == PATH_INVOCATION
+        names_a = names_a or route.path in HOST_INVOCATION
         if route.plain.startswith(MODEL_STORE):
             _check(failures, route, r.status_code == 403, r)  # the server's model store
         elif names_a:

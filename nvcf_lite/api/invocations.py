@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from litestar import Request, Response, get, post, route
 from litestar.di import NamedDependency
@@ -18,6 +18,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive, Scope
 
+from nvcf_lite.api.host_routes import HOST_ROUTE, SCOPE_KEY
 from nvcf_lite.api.queues import QUEUE_HANDLERS
 from nvcf_lite.api.security import PRINCIPAL, scopes
 from nvcf_lite.api.services import services_of
@@ -346,6 +347,26 @@ async def path_invocation(
     vid_header = request.headers.get("function-version-id")
     version_id = require_uuid(vid_header, "Function-Version-ID header") if vid_header else None
     return await _invoke(request, principal, function_id, version_id, "path")
+
+
+async def _by_host(request: Request[Any, Any, Any]) -> Response[Any]:
+    """I5 by host (§2.3.9, api/host_routes): the ids come from the Host header."""
+    ids = cast("tuple[str, str | None] | None", request.scope.get(SCOPE_KEY))
+    if ids is None:  # the prefix asked for directly, not through a function's host
+        raise NotFound("Not Found")
+    principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))
+    function_id = require_uuid(ids[0], "function id in the Host header")
+    version_id = require_uuid(ids[1], "function version id in the Host header") if ids[1] else None
+    return await _invoke(request, principal, function_id, version_id, "path")
+
+
+HOST_PATH = [HOST_ROUTE, HOST_ROUTE + "/{any_path:path}"]
+host_invocation = route(
+    HOST_PATH, http_method=ALL_METHODS, include_in_schema=False, status_code=200
+)(_by_host)
+host_invocation_head = route(
+    HOST_PATH, http_method=[HttpMethod.HEAD], include_in_schema=False, status_code=200
+)(_by_host)
 
 
 # Litestar refuses HEAD in a route with other methods (a HEAD answer has no body), so HEAD has

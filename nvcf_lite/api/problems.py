@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from nvcf_lite import logs
+from nvcf_lite.api.host_routes import client_path
 from nvcf_lite.errors import PROBLEM_JSON, NvcfError, PayloadTooLarge, problem_body
 
 log = logging.getLogger("nvcf_lite.api")
@@ -67,7 +68,7 @@ def _handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
         function_id=str(params.get("function_id") or ""),
         version_id=str(params.get("version_id") or ""),
     )
-    instance = request.scope.get("path", "")
+    instance = client_path(request.scope)
     if isinstance(exc, RequestEntityTooLarge):
         # Litestar's detail is only the phrase; the fast path's names the limit, which is what
         # a client needs to act on: both say the latter (spec §5.1, `detail` is the message).

@@ -56,8 +56,6 @@ def version_ref(version: FunctionVersion) -> VersionRef:
         reason = "Helm chart functions cannot run on nvcf-lite (Docker only); use containerImage"
     elif not version.container_image and not version.models:
         reason = "functions without a containerImage or models cannot run on nvcf-lite"
-    elif version.health.protocol.upper() != "HTTP":
-        reason = "only HTTP health checks are supported by nvcf-lite (gRPC is not)"
     return VersionRef(
         function_id=version.function_id,
         version_id=version.version_id,

@@ -120,6 +120,6 @@ def container_error(status: int, body: bytes, instance: str, request_id: str) ->
 
 def client_path(record: RequestRecord) -> str:
     """The path the client called: the `instance` of a problem about this request."""
-    if record.mode == "path":
+    if record.mode in ("path", "grpc"):
         return record.path
     return f"/v2/nvcf/pexec/functions/{record.function_id}"

@@ -22,7 +22,7 @@ from nvcf_lite.domain.idempotency import IdempotencyKeys, check_key, fingerprint
 from nvcf_lite.domain.invocation_rules import forwardable
 from nvcf_lite.domain.rate_limits import RateLimiter
 from nvcf_lite.domain.single_flight import SingleFlight
-from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Progress, StreamReply, Ticket
+from nvcf_lite.domain.tickets import MAX_UNREAD_PROGRESS, Lent, Progress, StreamReply, Ticket
 from nvcf_lite.domain.webhooks import HEADER as WEBHOOK_HEADER
 from nvcf_lite.domain.webhooks import WebhookPolicy
 
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_UNREAD_PROGRESS",
     "Dispatch",
     "Invocations",
+    "Lent",
     "Pending",
     "Progress",
     "StreamReply",
@@ -76,6 +77,7 @@ class VersionInfo:
     rate_limit: RateLimit | None = None
     nca_id: str = ""  # the owner
     parties: frozenset[str] = frozenset()  # NCA ids it is shared with ('*': everyone)
+    grpc: bool = False  # a gRPC function (inferenceUrl /grpc): invoked on the gRPC endpoint
 
 
 def reachable(
@@ -253,6 +255,8 @@ class Invocations:
     async def _accept(self, call: _Call) -> Ticket:
         principal, fid, mode = call.principal, call.fid, call.mode
         version = await self.choose(principal, fid, call.vid)
+        if version.grpc != (mode == "grpc"):
+            raise Invalid(_wrong_protocol(version))
         if self.dispatch.queued_for_function(fid) >= self.max_queue:
             raise TooManyRequests(
                 f"Function id '{fid}': the queue is full ({self.max_queue} requests); retry later",
@@ -298,6 +302,7 @@ class Invocations:
             subject=principal.subject,
             done=loop.create_future(),
             stream=loop.create_future() if mode != "pexec" else None,
+            lent=loop.create_future() if mode == "grpc" else None,
         )
         # The request may start while its accept commits (the forward overlaps the write);
         # no answer, and so no request id, leaves before the commit: an accepted request is
@@ -416,6 +421,13 @@ class Invocations:
         if record.nca_id != principal.nca_id:
             raise NotFound(f"Request id '{record.request_id}' not found")
         require_function(principal, record.function_id, record.version_id)
+
+
+def _wrong_protocol(version: VersionInfo) -> str:
+    where = f"Function id '{version.function_id}' version '{version.version_id}'"
+    if version.grpc:
+        return f"{where} is a gRPC function (inferenceUrl /grpc): call it on the gRPC endpoint"
+    return f"{where} is not a gRPC function (its inferenceUrl is not /grpc): invoke it over HTTP"
 
 
 async def _wait_done(fut: asyncio.Future[Any], timeout_s: float) -> bool:

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from nvcf_lite.domain.invocation_rules import status_header
 from nvcf_lite.models import Outcome, RequestRecord
@@ -56,6 +57,23 @@ class StreamReply:
     close: Callable[[], Awaitable[None]]
 
 
+class UpstreamChannel(Protocol):
+    """A channel to one instance's gRPC server (grpc.aio.Channel, made in workers/)."""
+
+    def stream_stream(self, method: str) -> Any: ...
+
+
+@dataclass
+class Lent:
+    """A gRPC call's instance slot, lent to the call's handler, which proxies the call live
+    over `channel`; the dispatcher holds the slot until the handler sets `ended`."""
+
+    instance_id: str
+    channel: UpstreamChannel
+    metadata: list[tuple[str, str]]  # the platform's, for the container (nvcf-reqid, ...)
+    ended: asyncio.Future[Outcome]
+
+
 @dataclass(eq=False)
 class Ticket:
     """One accepted request in memory: its record, its futures and where it is in its life."""
@@ -64,6 +82,7 @@ class Ticket:
     subject: str
     done: asyncio.Future[Outcome]
     stream: asyncio.Future[StreamReply | Outcome] | None = None
+    lent: asyncio.Future[Lent] | None = None  # a gRPC call's instance slot, once it has one
     progress: Progress | None = None  # the latest partial response
     unread: deque[Progress] = field(default_factory=lambda: deque(maxlen=MAX_UNREAD_PROGRESS))
     wake: asyncio.Future[None] | None = None  # resolved on progress or when done

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nvcf_lite import logs
 from nvcf_lite.domain.invocation_rules import client_path, problem
-from nvcf_lite.domain.invocations import StreamReply, Ticket
+from nvcf_lite.domain.invocations import Lent, StreamReply, Ticket
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.errors import WORKER_ERROR
 from nvcf_lite.models import InstanceState, Outcome, RequestRecord
@@ -28,6 +28,7 @@ from nvcf_lite.store.requests import RequestsRepo
 from nvcf_lite.workers.backlog import Backlog
 from nvcf_lite.workers.capacity import Capacity, Refusal
 from nvcf_lite.workers.forwarding import ConnectionLost, Forwarder, NeverReached, watch_progress
+from nvcf_lite.workers.grpc_upstream import GrpcChannels, platform_metadata
 from nvcf_lite.workers.instances import Instance
 from nvcf_lite.workers.tasks import TaskSet
 
@@ -67,9 +68,11 @@ class Dispatcher:
         request_ttl_s: float,
         metrics: Metrics | None = None,
         webhook_due: Callable[[], None] | None = None,
+        grpc_channels: GrpcChannels | None = None,
     ) -> None:
         self.store = store
         self.webhook_due = webhook_due  # a delivery was recorded: wake the webhook sender
+        self.grpc_channels = grpc_channels or GrpcChannels()
         self.metrics = metrics or Metrics()
         self.capacity = capacity
         self.forwarder = forwarder
@@ -233,7 +236,11 @@ class Dispatcher:
         try:
             if ticket.record.idempotency_key is not None:
                 await self._lease_first(ticket)
-            result = await self.forwarder.forward(ticket, inst)
+            result: Outcome | StreamReply
+            if ticket.lent is not None:
+                result = await self._lend(ticket, inst)
+            else:
+                result = await self.forwarder.forward(ticket, inst)
             if inst.first_byte_s is None and inst.ready_mono > 0:
                 inst.first_byte_s = max(0.0, ticket.first_byte_at - ticket.dispatched_at)
             cold = cold_start(ticket, inst)
@@ -304,6 +311,23 @@ class Dispatcher:
         self.store.requeue(rec.request_id)
         self.backlog.queue(rec.version_id).appendleft(ticket)
         return True
+
+    async def _lend(self, ticket: Ticket, inst: Instance) -> Outcome:
+        """A gRPC call: its handler proxies it live over the instance's channel while this
+        holds the instance's slot; the call's outcome once the handler is done with it."""
+        assert ticket.lent is not None
+        rec = ticket.record
+        if inst.host_port is None:
+            raise NeverReached(f"instance {inst.instance_id} has no published port")
+        ticket.first_byte_at = time.monotonic()
+        if ticket.lent.done():  # (cancelled: its handler is gone)
+            detail = "the client of this gRPC call is gone; nothing was sent"
+            return problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id)
+        ended: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        channel = self.grpc_channels.channel(inst.instance_id, inst.host_port)
+        metadata = platform_metadata(ticket, inst)
+        ticket.lent.set_result(Lent(inst.instance_id, channel, metadata, ended))
+        return await ended
 
     async def _stream(self, ticket: Ticket, reply: StreamReply) -> None:
         """Hand the pass-through reply to the waiting handler and hold the slot until done."""
@@ -438,6 +462,7 @@ class Dispatcher:
         self._closing = True  # a slot the cancels below free must not start another request
         await self._tasks.cancel()
         await self.forwarder.close()
+        await self.grpc_channels.close()
 
 
 def _ids(ticket: Ticket, inst: Instance | None = None) -> dict[str, str]:

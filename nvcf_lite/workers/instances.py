@@ -312,7 +312,12 @@ class Prober:
     probe sees what a new client would)."""
 
     async def probe(self, port: int, health: HealthSpec) -> int | None:
-        """The status code the health URI answered, or None when nothing answered."""
+        """The status code the health URI answered, or None when nothing answered (a gRPC
+        health check: `expected_status` when it answers SERVING)."""
+        if health.protocol.lower() == "grpc":
+            from nvcf_lite.workers.grpc_health import health_status  # grpcio, when needed
+
+            return await health_status(port, health.timeout_s, health.expected_status)
         pool = Pool("127.0.0.1", port)
         deadline = asyncio.get_running_loop().time() + health.timeout_s
         try:
@@ -354,10 +359,20 @@ async def wait_ready(
             if reason:
                 return reason
         if now - start > deadline_s:
-            answered = f"answered {last_status}" if last_status else "did not answer"
-            return (
-                f"health check timed out: {health.uri} on port {health.port} {answered} "
-                f"(expected {health.expected_status}) within {deadline_s:g} s"
-            )
+            return _not_ready(health, last_status, deadline_s)
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.5)
+
+
+def _not_ready(health: HealthSpec, last_status: int | None, deadline_s: float) -> str:
+    if health.protocol.lower() == "grpc":
+        answered = "answered, not SERVING," if last_status else "did not answer"
+        return (
+            f"gRPC health check timed out: grpc.health.v1.Health/Check on port {health.port} "
+            f"{answered} within {deadline_s:g} s"
+        )
+    answered = f"answered {last_status}" if last_status else "did not answer"
+    return (
+        f"health check timed out: {health.uri} on port {health.port} {answered} "
+        f"(expected {health.expected_status}) within {deadline_s:g} s"
+    )

@@ -2,9 +2,10 @@
 the console and every worker started, printed by `scripts/bench_invoke.py --memory`).
 
 Three libraries cost about 35 MB of RSS between them and are needed only by rare paths, so they
-load on first use: aiohttp (shipping to a telemetry endpoint), httpx (the `status` command, which
-also brought in httpx's own CLI: click, rich, pygments) and cryptography (the first secret sealed
-or opened). This test fails when an import at module level brings one back.
+load on first use: aiohttp (shipping to a telemetry endpoint, a webhook delivery), httpx (the
+`status` command, which also brought in httpx's own CLI: click, rich, pygments) and
+cryptography (the first secret sealed or opened). grpcio loads only with a gRPC port set. This
+test fails when an import at module level brings one back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 from nvcf_lite.store.sealing import SecretBox
 
-LAZY = ("aiohttp", "httpx", "cryptography", "rich", "click", "pygments")
+LAZY = ("aiohttp", "httpx", "cryptography", "rich", "click", "pygments", "grpc")
 
 PROBE = """
 import json, sys

@@ -16,14 +16,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from nvcf_lite.config import WebhooksConfig
 from nvcf_lite.domain import webhooks
 from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.errors import NvcfError
 from nvcf_lite.store.webhooks import DeliveriesRepo, Delivery
+
+if (
+    TYPE_CHECKING
+):  # loaded at the first delivery: ~20 MB of RSS a server without webhooks never needs
+    import aiohttp
 
 log = logging.getLogger("nvcf_lite.webhooks")
 
@@ -126,6 +130,8 @@ class WebhookSender:
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout_s: float) -> int:
         if self._post is not None:
             return await self._post(url, headers, body, timeout_s)
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)
         timeout = aiohttp.ClientTimeout(total=timeout_s)

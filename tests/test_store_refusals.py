@@ -7,19 +7,24 @@
 * another process holds the write lock past the busy timeout (shortened here): Unavailable
   (503) with Retry-After, for group-committed batches and transactions alike; once the lock
   is released, writes go through.
+
+And the WAL checkpoint's own connection is never closed while a checkpoint runs on it (a close
+under a running statement crashes the process).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nvcf_lite.errors import InsufficientStorage, Unavailable
 from nvcf_lite.store import sqlite as store_sqlite
-from nvcf_lite.store.sqlite import Database
+from nvcf_lite.store.sqlite import Checkpoints, Database
 
 CREATE = "CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY, data BLOB)"
 INSERT = "INSERT INTO blobs (data) VALUES (?)"
@@ -83,3 +88,48 @@ async def test_a_lock_held_past_the_busy_timeout_is_503_with_retry_after(db: Dat
     async with db.transaction() as tx:
         await tx.execute(INSERT, (b"d",))
     assert await count(db) == 2
+
+
+# -- the checkpoint connection is never closed under a running checkpoint ----------------------
+
+
+class HeldConnection:
+    """A connection whose checkpoint holds until released; records what was done to it."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def execute(self, sql: str) -> HeldConnection:
+        self.calls.append("execute")
+        self.inside.set()
+        self.release.wait(10)
+        return self
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_a_checkpoint_running_at_close_closes_its_connection_when_it_ends() -> None:
+    conn = HeldConnection()
+    checkpoints = Checkpoints(conn)  # type: ignore[arg-type]
+    thread = threading.Thread(target=checkpoints.run)
+    thread.start()
+    assert conn.inside.wait(10)
+    checkpoints.close()  # as the event loop's side ends (cancelled) mid-checkpoint
+    assert conn.calls == ["execute"]  # not closed under it
+    conn.release.set()
+    thread.join(10)
+    assert conn.calls == ["execute", "close"]
+    checkpoints.run()  # a checkpoint asked for after close does nothing
+    assert conn.calls == ["execute", "close"]
+
+
+def test_an_idle_checkpoint_connection_closes_at_once() -> None:
+    conn = HeldConnection()
+    Checkpoints(conn).close()  # type: ignore[arg-type]
+    assert conn.calls == ["close"]

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -240,34 +241,21 @@ class Database:
         thread hop per run, on a connection of its own: the reader's may be inside a
         statement), at most every CHECKPOINT_EVERY_S while there are writes. PASSIVE: never
         waits for, nor blocks, readers or the writer."""
-        conn = await asyncio.to_thread(_checkpoint_connection, self.path)
-        running: asyncio.Future[None] | None = None
+        checkpoints = Checkpoints(await asyncio.to_thread(_checkpoint_connection, self.path))
         try:
             while True:
                 await asyncio.sleep(CHECKPOINT_EVERY_S)
                 if not self._written:
                     continue
                 self._written = False
-                running = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
+                running = asyncio.ensure_future(asyncio.to_thread(checkpoints.run))
                 try:
                     await asyncio.shield(running)
                 except Exception as exc:  # the loop must live on: the WAL grows without it
                     log.warning("WAL checkpoint failed (%s); retrying soon", exc)
                     self._written = True
         finally:
-            # Cancelled (at close) while a checkpoint runs on its thread: closing the
-            # connection under it crashes the process (a segfault in CI's suite), so it is
-            # closed once that checkpoint is over.
-            if running is not None and not running.done():
-
-                def close_after(done: asyncio.Future[None]) -> None:
-                    if not done.cancelled():
-                        done.exception()  # retrieved: a failure at shutdown is of no interest
-                    conn.close()
-
-                running.add_done_callback(close_after)
-            else:
-                conn.close()
+            checkpoints.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -433,8 +421,43 @@ def _checkpoint_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+class Checkpoints:
+    """The checkpoint connection, closed only when no checkpoint runs on it.
+
+    Closing a connection while another thread runs a statement on it crashes the process
+    (a segfault, seen twice in the suite): the loop's cancellation at close, or an event loop
+    shutting down that cancels every task (asyncio.Runner does), ends the asyncio side of a
+    checkpoint while its thread is still inside SQLite. So the threads decide: `close()` from
+    the loop closes at once when idle, else the running checkpoint closes it as it ends.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._state = threading.Lock()
+        self._busy = False
+        self._closing = False
+
+    def run(self) -> None:
+        """One PASSIVE checkpoint (on a worker thread); nothing once closing."""
+        with self._state:
+            if self._closing:
+                return
+            self._busy = True
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            with self._state:
+                self._busy = False
+                closing = self._closing
+            if closing:
+                self._conn.close()
+
+    def close(self) -> None:
+        with self._state:
+            self._closing = True
+            busy = self._busy
+        if not busy:
+            self._conn.close()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -1,5 +1,5 @@
-"""Shared fixtures: a config on a tmp data_dir, the app under a test client, keys, Docker, the
-scheduler bench, the runtimes of the runtime contract."""
+"""Shared fixtures: a config on a tmp data_dir, the app under a test client, a database file, keys,
+Docker, the scheduler bench, the runtimes of the runtime contract."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from nvcf_lite.app import RuntimeFactory, create_app
 from nvcf_lite.config import Config, load_config
 from nvcf_lite.models import SCOPES
+from nvcf_lite.store.sqlite import Database
 
 if TYPE_CHECKING:
     from runtime_support import Kind
@@ -62,6 +63,14 @@ def app_factory(tmp_path: Path) -> Iterator[Callable[..., TestClient[Any]]]:
 @pytest.fixture
 def client(app_factory: Callable[..., TestClient[Any]]) -> TestClient[Any]:
     return app_factory()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A real database file (migrated), closed after the test."""
+    database = await Database.open(tmp_path / "nvcf-lite.db")
+    yield database
+    await database.close()
 
 
 @pytest.fixture

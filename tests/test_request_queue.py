@@ -69,13 +69,6 @@ def record(version_id: str = V1, **overrides: Any) -> RequestRecord:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "nvcf-lite.db")
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def store(db: Database) -> AsyncIterator[RequestsRepo]:
     s = RequestsRepo(db)
     s.start()

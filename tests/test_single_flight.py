@@ -5,8 +5,6 @@ hidden by a read that began before it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,10 +112,8 @@ class CountingRepo(KeysRepo):
 
 
 @pytest.fixture
-async def repo(tmp_path: Path) -> AsyncIterator[CountingRepo]:
-    db = await Database.open(tmp_path / "nvcf-lite.db")
-    yield CountingRepo(db)
-    await db.close()
+def repo(db: Database) -> CountingRepo:
+    return CountingRepo(db)
 
 
 async def test_a_burst_with_one_key_looks_it_up_once(repo: CountingRepo) -> None:

@@ -126,13 +126,6 @@ def test_the_generated_secret_is_made_once_and_private(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "nvcf-lite.db")
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def store(db: Database) -> AsyncIterator[RequestsRepo]:
     s = RequestsRepo(db, idempotency_ttl_s=60.0)
     s.start()

@@ -23,6 +23,7 @@ and two test-only fields: `token_delay_s` (overrides TOKEN_DELAY_S) and `gate` (
 the first streamed token the stream waits, up to 30 s, until POST /gate/{name} arrives, so a
 test can prove the first chunk left before the stream ended without timing anything).
 Usage: prompt_tokens = words of every message (or the prompt), completion_tokens = tokens sent.
+Every answer carries `X-Served-Path`: the path it was asked on.
 """
 
 from __future__ import annotations
@@ -162,15 +163,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Served-Path", self.path)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             choice: Json = {"index": 0, "finish_reason": finish if last else None}
             if chat:
-                choice["delta"] = {"role": "assistant", "content": part} if i == 0 else {
-                    "content": part
-                }
+                choice["delta"] = (
+                    {"role": "assistant", "content": part} if i == 0 else {"content": part}
+                )
             else:
                 choice["text"] = part
             chunk = {**base, "object": kind, "choices": [choice]}
@@ -208,6 +210,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Served-Path", self.path)
         self.end_headers()
         self.wfile.write(data)
 

@@ -1,0 +1,186 @@
+"""The OpenAI-compatible gateway (issue 15): `GET /v1/models`, `POST /v1/chat/completions`,
+`/v1/completions` and `/v1/embeddings`, answered from the same process for the `openai` SDK,
+langchain's `ChatNVIDIA(base_url=...)` and curl alike.
+
+A call is routed by its body's `model` (domain/gateway) and then is a path-preserving
+invocation like I5: `Invocations.submit` records and queues it durably, the dispatcher places
+it (scaling from zero), forwards it and counts it, and its answer comes back as the container
+sends it, SSE chunk by chunk. Only the edges differ: the tokens the answer reports are counted
+on the way (token limits, /metrics) and errors take OpenAI's shape (api/problems). A call that
+carries a `Function-ID` header is an I5 path-preserving invocation of that function, as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from nvcf_lite.api.invocations import (
+    IN_HANDLER,
+    Chunks,
+    first_bytes,
+    pass_through,
+    passed_headers,
+    path_invocation,
+    unless_gone,
+)
+from nvcf_lite.api.services import services_of
+from nvcf_lite.domain.gateway import Gateway, Target
+from nvcf_lite.domain.invocation_rules import poll_seconds
+from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
+from nvcf_lite.domain.token_limits import UsageScanner, usage_of
+from nvcf_lite.errors import Invalid, openai_error_body
+from nvcf_lite.models import Outcome, Principal
+
+JSON = "application/json"
+STREAM_POLL_S = 1200  # the default wait for a first byte (a cold start included)
+TAGS = ["openai"]
+
+
+async def _principal(request: Request[Any, Any, Any]) -> Principal:
+    return await services_of(request).keys.authenticate(request.headers.get("authorization"))
+
+
+def _model_of(raw: bytes) -> tuple[str, bool]:
+    """The body's `model` and whether it asks for `stream`; 400 when it has no model."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Invalid("The request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise Invalid("'model' is required: the name of a model (GET /v1/models lists them)")
+    return model, body.get("stream") is True
+
+
+@get("/v1/models", opt=IN_HANDLER, tags=TAGS)
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The models of the caller's ACTIVE LLM functions (OpenAI's model list)."""
+    principal = await _principal(request)
+    models = await services_of(request).gateway.models(principal)
+    data = [
+        {
+            "id": m.name,
+            "object": "model",
+            "created": m.created,
+            "owned_by": m.nca_id,
+            "root": m.name,
+        }
+        for m in models
+    ]
+    return Response(msgspec.json.encode({"object": "list", "data": data}), media_type=JSON)
+
+
+async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
+    if request.headers.get("function-id"):  # I5 names the function itself
+        answered: Response[Any] = await path_invocation.fn(request, any_path=request.scope["path"])
+        return answered
+    principal = await _principal(request)
+    raw = await request.body()
+    model, stream = _model_of(raw)
+    services = services_of(request)
+    gateway, inv = services.gateway, services.invocations
+    target = await gateway.target(principal, model, endpoint)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+    lowered = {n.lower(): v for n, v in headers}
+    poll = poll_seconds(lowered, max(inv.default_poll, STREAM_POLL_S), inv.max_poll)
+    ticket = await inv.submit(
+        principal,
+        target.model.function_id,
+        target.model.version_id,
+        method="POST",
+        path=target.path,
+        headers=headers,
+        body=raw,
+        mode="path",
+        poll=poll,
+    )
+    reply = await unless_gone(request.receive, inv, ticket, first_bytes(inv, ticket, poll))
+    if reply is None:
+        inv.delivered(ticket)
+        return Response(b"", status_code=499)  # nobody reads it
+    if isinstance(reply, Outcome):
+        inv.delivered(ticket)
+        gateway.answered(principal, target, endpoint, reply.status)
+        return _failed(ticket, reply)
+    if stream and reply.status < 300:
+        counted = _counted(gateway, principal, target, endpoint, ticket)
+        return pass_through(inv, ticket, reply, counted)
+    body = await _collect(inv, ticket, reply)
+    usage = usage_of(body) if reply.status < 300 else None
+    if usage is not None:
+        gateway.used(principal, target, usage)
+    gateway.answered(principal, target, endpoint, reply.status)
+    media = next((v for n, v in reply.headers if n.lower() == "content-type"), None)
+    out = passed_headers(ticket, reply)
+    return Response(body, status_code=reply.status, headers=out, media_type=media)
+
+
+def _failed(ticket: Ticket, outcome: Outcome) -> Response[bytes]:
+    """An outcome nvcf-lite made (no instance, a timeout, a connection error), in OpenAI's
+    shape; its NVCF-REQID and any Retry-After kept."""
+    try:
+        detail = str(msgspec.json.decode(outcome.body).get("detail") or "")
+    except (msgspec.DecodeError, AttributeError):
+        detail = outcome.body.decode("utf-8", "replace")
+    headers = {n: v for n, v in outcome.headers if n.lower() == "retry-after"}
+    headers["NVCF-REQID"] = ticket.request_id
+    body = openai_error_body(outcome.status, detail)
+    return Response(body, status_code=outcome.status, headers=headers, media_type=JSON)
+
+
+async def _collect(inv: Invocations, ticket: Ticket, reply: StreamReply) -> bytes:
+    parts: list[bytes] = []
+    try:
+        async for chunk in reply.chunks:
+            parts.append(chunk)
+    finally:
+        await reply.close()
+        inv.delivered(ticket)
+    return b"".join(parts)
+
+
+def _counted(
+    gateway: Gateway, principal: Principal, target: Target, endpoint: str, ticket: Ticket
+) -> Any:
+    """A chunk observer: time to first token at the first chunk, usage at the end."""
+
+    async def observe(chunks: Chunks) -> AsyncIterator[bytes]:
+        scanner = UsageScanner()
+        first = True
+        try:
+            async for chunk in chunks:
+                if first:
+                    first = False
+                    gateway.first_token(target, time.monotonic() - ticket.queued_at)
+                scanner.feed(chunk)
+                yield chunk
+        finally:
+            gateway.used(principal, target, scanner.usage)
+            gateway.answered(principal, target, endpoint, 200)
+
+    return observe
+
+
+@post("/v1/chat/completions", opt=IN_HANDLER, status_code=200, tags=TAGS)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _call(request, "chat/completions")
+
+
+@post("/v1/completions", opt=IN_HANDLER, status_code=200, tags=TAGS)
+async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _call(request, "completions")
+
+
+@post("/v1/embeddings", opt=IN_HANDLER, status_code=200, tags=TAGS)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _call(request, "embeddings")
+
+
+GATEWAY_HANDLERS = [list_models, chat_completions, completions, embeddings]

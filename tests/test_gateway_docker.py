@@ -1,0 +1,244 @@
+"""The OpenAI-compatible gateway through the public API of a live `nvcf-lite serve`, against
+real LLM function containers (the deterministic `nvcf-lite-test/llm` image: the answer to a
+prompt is "echo:" and its words, one token per word, with `usage`).
+
+One server per module, with two LLM functions (model-a on the default paths, model-b on paths
+its llmConfig.uris names) and one registered but never deployed (model-idle). Tests that need
+a function of their own (scale from zero, token limits) register it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import metric_samples
+from gateway_support import (
+    SseReader,
+    chat_body,
+    live_llm,
+    llm_server,
+    post,
+    register_llm,
+)
+from sdk_support import mint_key
+from server_support import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+CUSTOM_URIS = ["/custom/v1/chat/completions", "/custom/v1/completions", "/custom/v1/embeddings"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with llm_server(tmp_path_factory.mktemp("gateway")) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def fns(server: ServerProcess) -> dict[str, str]:
+    a, _ = live_llm(server, "llm-a", "model-a")
+    b, _ = live_llm(server, "llm-b", "model-b", uris=CUSTOM_URIS)
+    idle, _ = register_llm(server, "llm-idle", "model-idle")
+    return {"model-a": a, "model-b": b, "model-idle": idle}
+
+
+def metrics(server: ServerProcess) -> dict[str, float]:
+    code, _, body = server.call("GET", "/metrics")
+    assert code == 200
+    return metric_samples(body.decode())
+
+
+def openai_error(answer: Any, code: str) -> str:
+    """The message of an OpenAI-shaped error with this code."""
+    assert set(answer) == {"error"}, answer
+    error = answer["error"]
+    assert {"message", "type", "code"} <= set(error) and error["code"] == code, error
+    return str(error["message"])
+
+
+def test_models_lists_the_callers_active_llm_models(server: ServerProcess, fns: dict) -> None:
+    code, _, body = server.call("GET", "/v1/models")
+    assert code == 200
+    listed = json.loads(body)
+    assert listed["object"] == "list"
+    ids = [m["id"] for m in listed["data"]]
+    assert ids == ["model-a", "model-b"]  # model-idle is not deployed
+    for entry in listed["data"]:
+        assert entry["object"] == "model" and entry["root"] == entry["id"]
+        assert isinstance(entry["created"], int) and entry["owned_by"]
+
+
+def test_chat_routes_by_model_to_the_path_its_uris_name(server: ServerProcess, fns: dict) -> None:
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-a", "hello there"))
+    assert code == 200, out
+    assert out["choices"][0]["message"]["content"] == "echo: hello there"
+    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert headers["x-served-path"] == "/v1/chat/completions" and headers["nvcf-reqid"]
+
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-b", "to b"))
+    assert code == 200, out
+    assert out["model"] == "model-b" and out["choices"][0]["message"]["content"] == "echo: to b"
+    assert headers["x-served-path"] == "/custom/v1/chat/completions"
+
+
+def test_completions_and_embeddings(server: ServerProcess, fns: dict) -> None:
+    body = {"model": "model-b", "prompt": "one two three four", "max_tokens": 3}
+    code, headers, out = post(server, "/v1/completions", body)
+    assert code == 200, out
+    assert out["choices"][0] == {"index": 0, "finish_reason": "length", "text": "echo: one two"}
+    assert headers["x-served-path"] == "/custom/v1/completions"
+
+    body = {"model": "model-a", "input": ["first text", "second"]}
+    code, headers, out = post(server, "/v1/embeddings", body)
+    assert code == 200, out
+    assert [d["index"] for d in out["data"]] == [0, 1]
+    assert all(len(d["embedding"]) == 8 for d in out["data"])
+    assert out["usage"]["prompt_tokens"] == 3
+    assert headers["x-served-path"] == "/v1/embeddings"
+
+
+def test_a_streamed_chat_leaves_chunk_by_chunk(server: ServerProcess, fns: dict) -> None:
+    """The container holds its stream after the first token until the test opens the gate (a
+    path-preserving call to the same function): the first chunk must have reached the client
+    before the rest of the answer exists."""
+    before = metrics(server)
+    gate = f"g{time.monotonic_ns()}"
+    body = chat_body("model-a", "one two three", stream=True, gate=gate)
+    reader = SseReader(server, "/v1/chat/completions", body)
+    try:
+        assert reader.response.status == 200
+        assert reader.response.getheader("content-type", "").startswith("text/event-stream")
+        events = reader.events()
+        first = json.loads(next(events))
+        assert first["choices"][0]["delta"]["content"] == "echo:"
+        t_first = time.monotonic()
+        code, _, opened = server.call(
+            "POST", f"/gate/{gate}", {}, headers={"Function-ID": fns["model-a"]}
+        )
+        assert code == 200, opened
+        rest = list(events)
+        t_end = time.monotonic()
+    finally:
+        reader.close()
+    assert rest[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in rest[:-1]]
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == " one two three"
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    print(f"first chunk {t_end - t_first:.3f} s before the stream ended")
+    after = metrics(server)
+    labels = f'function_id="{fns["model-a"]}",model="model-a"'
+    ttft = f"nvcf_lite_llm_time_to_first_token_seconds_count{{{labels}}}"
+    assert after[ttft] == before.get(ttft, 0) + 1
+    tokens = [k for k in after if k.startswith("nvcf_lite_llm_tokens_total{")]
+    output = [k for k in tokens if 'model="model-a"' in k and 'kind="output"' in k]
+    assert output and sum(after[k] for k in output) >= 4
+
+
+def test_stream_of_completions(server: ServerProcess, fns: dict) -> None:
+    body = {"model": "model-a", "prompt": "a b c", "stream": True}
+    reader = SseReader(server, "/v1/completions", body)
+    try:
+        events = list(reader.events())
+    finally:
+        reader.close()
+    assert events[-1] == "[DONE]"
+    texts = [json.loads(e)["choices"][0]["text"] for e in events[:-1]]
+    assert texts == ["echo:", " a", " b", " c"]
+
+
+def test_unknown_model_404_undeployed_503_in_openai_shape(server: ServerProcess, fns: dict) -> None:
+    code, _, out = post(server, "/v1/chat/completions", chat_body("no-such-model", "x"))
+    assert code == 404
+    assert "no-such-model" in openai_error(out, "model_not_found")
+
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-idle", "x"))
+    assert code == 503
+    assert int(headers["retry-after"]) >= 1
+    assert "not deployed" in openai_error(out, "model_not_ready")
+
+    code, _, out = post(server, "/v1/chat/completions", {"messages": []})
+    assert code == 400
+    assert "'model' is required" in openai_error(out, "bad_request")
+
+
+def test_keys_and_scopes_as_pexec(server: ServerProcess, fns: dict) -> None:
+    limited = mint_key(server, "invoke_function", "--function", fns["model-b"])
+    code, _, body = server.call("GET", "/v1/models", headers={"Authorization": f"Bearer {limited}"})
+    assert code == 200 and [m["id"] for m in json.loads(body)["data"]] == ["model-b"]
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), key=limited)
+    assert code == 404, out  # a function-limited key sees only its functions' models
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-b", "ok"), key=limited)
+    assert code == 200, out
+
+    no_invoke = mint_key(server, "list_functions")
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), key=no_invoke)
+    assert code == 403
+    assert "invoke_function" in openai_error(out, "forbidden")
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), key="nvapi-bad")
+    assert code == 401
+    openai_error(out, "invalid_api_key")
+
+
+def test_scale_from_zero_on_the_first_chat_call(server: ServerProcess) -> None:
+    fid, vid = live_llm(server, "llm-zero", "model-zero", spec={"minInstances": 0})
+    d = server.json("GET", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
+    assert not d["deployment"].get("instances")
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-zero", "wake up"))
+    assert code == 200, out
+    assert out["choices"][0]["message"]["content"] == "echo: wake up"
+    assert headers.get("nvcf-lite-cold-start", "").startswith("cold start:")
+
+
+def test_token_limits_429_with_retry_after_and_f8_updates(server: ServerProcess) -> None:
+    fid, vid = live_llm(server, "llm-limited", "model-limited", llm={"tokenRateLimit": "20-D"})
+    # a streamed answer's usage counts: 10 prompt + 11 completion tokens use up the day's 20 (a day: no window rolls over during the test)
+    words = " ".join(f"w{i}" for i in range(10))
+    reader = SseReader(
+        server, "/v1/chat/completions", chat_body("model-limited", words, stream=True)
+    )
+    try:
+        events = list(reader.events())
+    finally:
+        reader.close()
+    assert events[-1] == "[DONE]"
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-limited", "more"))
+    assert code == 429, out
+    assert 1 <= int(headers["retry-after"]) <= 86400
+    assert "tokenRateLimit" in openai_error(out, "rate_limit_exceeded")
+
+    # F8 modelUpdates raises the limit: the next call goes through at once
+    update = {
+        "modelUpdates": [{"modelName": "model-limited", "llmConfig": {"tokenRateLimit": "1000-M"}}]
+    }
+    server.json("PUT", f"/v2/nvcf/functions/{fid}/versions/{vid}", update)
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-limited", "more"))
+    assert code == 200, out
+
+    # outputTokenRateLimit counts completion tokens only
+    update = {
+        "modelUpdates": [
+            {"modelName": "model-limited", "llmConfig": {"outputTokenRateLimit": "3-D"}}
+        ]
+    }
+    server.json("PUT", f"/v2/nvcf/functions/{fid}/versions/{vid}", update)
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-limited", "a b"))
+    assert code == 200, out  # 3 completion tokens: the window is now full
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-limited", "a"))
+    assert code == 429 and "outputTokenRateLimit" in openai_error(out, "rate_limit_exceeded")
+
+
+def test_a_path_preserving_call_on_v1_paths_stays_i5(server: ServerProcess, fns: dict) -> None:
+    """A Function-ID header makes a /v1/... call an I5 invocation of that function (as before
+    the gateway existed): no model routing, problem+json errors."""
+    headers = {"Function-ID": fns["model-b"]}
+    code, out_headers, body = server.call(
+        "POST", "/v1/chat/completions", chat_body("anything", "direct"), headers=headers
+    )
+    assert code == 200, body
+    assert out_headers["x-served-path"] == "/v1/chat/completions"
+    assert json.loads(body)["choices"][0]["message"]["content"] == "echo: direct"

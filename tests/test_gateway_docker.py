@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from gateway_support import (
     post,
     register_llm,
 )
-from sdk_support import mint_key
+from sdk_support import admin, mint_key
 from server_support import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -167,7 +166,10 @@ def test_unknown_model_404_undeployed_503_in_openai_shape(server: ServerProcess,
 
 
 def test_keys_and_scopes_as_pexec(server: ServerProcess, fns: dict) -> None:
-    limited = mint_key(server, "invoke_function", "--function", fns["model-b"])
+    out = admin(
+        server, "keys", "create", "--scope", "invoke_function", "--function", fns["model-b"]
+    )
+    limited = out.strip().splitlines()[-1]
     code, _, body = server.call("GET", "/v1/models", headers={"Authorization": f"Bearer {limited}"})
     assert code == 200 and [m["id"] for m in json.loads(body)["data"]] == ["model-b"]
     code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), key=limited)
@@ -196,7 +198,8 @@ def test_scale_from_zero_on_the_first_chat_call(server: ServerProcess) -> None:
 
 def test_token_limits_429_with_retry_after_and_f8_updates(server: ServerProcess) -> None:
     fid, vid = live_llm(server, "llm-limited", "model-limited", llm={"tokenRateLimit": "20-D"})
-    # a streamed answer's usage counts: 10 prompt + 11 completion tokens use up the day's 20 (a day: no window rolls over during the test)
+    # a streamed answer's usage counts: 10 prompt + 11 completion tokens use up the day's 20
+    # (a day's window: none rolls over during the test)
     words = " ".join(f"w{i}" for i in range(10))
     reader = SseReader(
         server, "/v1/chat/completions", chat_body("model-limited", words, stream=True)

@@ -110,12 +110,17 @@ def openai_error_body(status: int, message: str, code: str | None = None) -> byt
 class NvcfError(Exception):
     status: int = 500
 
-    openai_code: str | None = None  # its `code` in the OpenAI error shape, when not the default
-
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        openai_code: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.openai_code = openai_code  # its `code` in the OpenAI shape (the gateway's paths)
 
     @property
     def type(self) -> str:

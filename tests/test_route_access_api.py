@@ -54,7 +54,8 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/console/{file_path:path}"): CONSOLE,
     ("HEAD", "/console/{file_path:path}"): CONSOLE,
 }
-# Routes whose handler authenticates the key itself (the pexec hot path, I5): their scope.
+# Routes whose handler authenticates the key itself (the pexec hot path, I5, the gateway):
+# their scope.
 INVOKE_SCOPE = ("invoke_function",)
 PATH_INVOCATION = "/{any_path:path}"
 # I5 by host: reached through a `{function-id}.invocation.localhost` Host (api/host_routes)
@@ -64,6 +65,11 @@ SELF_CHECKED: dict[str, tuple[str, ...]] = {
     "/v2/nvcf/pexec/functions/{function_id:str}/versions/{version_id:str}": INVOKE_SCOPE,
     PATH_INVOCATION: INVOKE_SCOPE,
     **dict.fromkeys(HOST_INVOCATION, INVOKE_SCOPE),
+    # the OpenAI-compatible gateway (api/gateway.py)
+    "/v1/models": INVOKE_SCOPE,
+    "/v1/chat/completions": INVOKE_SCOPE,
+    "/v1/completions": INVOKE_SCOPE,
+    "/v1/embeddings": INVOKE_SCOPE,
 }
 # Path parameters that name one of account A's things.
 RESOURCE_PARAMS = {

@@ -29,6 +29,7 @@ from nvcf_lite.api.invocations import (
     unless_gone,
 )
 from nvcf_lite.api.services import services_of
+from nvcf_lite.domain.auth import require_scope
 from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
 from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
@@ -82,6 +83,7 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         answered: Response[Any] = await path_invocation.fn(request, any_path=request.scope["path"])
         return answered
     principal = await _principal(request)
+    require_scope(principal, "invoke_function")
     raw = await request.body()
     model, stream = _model_of(raw)
     services = services_of(request)

@@ -30,14 +30,6 @@ INACTIVE_RETRY_S = 10  # Retry-After of a model whose functions are not deployed
 LlmVersions = Callable[[], Awaitable[list[FunctionVersion]]]
 
 
-class ModelNotFound(NotFound):
-    openai_code = "model_not_found"
-
-
-class ModelNotReady(Unavailable):
-    openai_code = "model_not_ready"
-
-
 @dataclass(frozen=True)
 class ServedModel:
     """One model of one LLM function version."""
@@ -157,15 +149,17 @@ class Gateway:
         named = [m for m in await self._index() if m.name == model]
         visible = await self._visible(principal, named)
         if not visible:
-            raise ModelNotFound(
-                f"The model '{model}' does not exist or you do not have access to it"
+            raise NotFound(
+                f"The model '{model}' does not exist or you do not have access to it",
+                openai_code="model_not_found",
             )
         live = [m for m in visible if m.status in INVOCABLE]
         if not live:
-            raise ModelNotReady(
+            raise Unavailable(
                 f"The model '{model}' is not deployed (its function is"
                 f" {visible[0].status.value}); retry once it is ACTIVE",
                 headers={"Retry-After": str(INACTIVE_RETRY_S)},
+                openai_code="model_not_ready",
             )
         chosen = random.choice(live)
         self.tokens.check(chosen.function_id, model, principal.nca_id, chosen.config)

@@ -60,7 +60,8 @@ out["completion"] = [done.choices[0].text, done.choices[0].finish_reason, done.u
 vectors = client.embeddings.create(model=args["model"], input=["x y", "z"])
 out["embeddings"] = [len(d.embedding) for d in vectors.data]
 try:
-    client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    client.chat.completions.create(
+        model="no-such-model", messages=[{"role": "user", "content": "x"}])
 except openai.NotFoundError as exc:
     out["not_found"] = [exc.status_code, exc.code, exc.type]
 

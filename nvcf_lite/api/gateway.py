@@ -112,7 +112,7 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         gateway.answered(principal, target, endpoint, reply.status)
         return _failed(ticket, reply)
     if stream and reply.status < 300:
-        counted = _counted(gateway, principal, target, endpoint, ticket)
+        counted = _counted(gateway, principal, target, (endpoint, reply.status), ticket)
         return pass_through(inv, ticket, reply, counted)
     body = await _collect(inv, ticket, reply)
     usage = usage_of(body) if reply.status < 300 else None
@@ -149,7 +149,7 @@ async def _collect(inv: Invocations, ticket: Ticket, reply: StreamReply) -> byte
 
 
 def _counted(
-    gateway: Gateway, principal: Principal, target: Target, endpoint: str, ticket: Ticket
+    gateway: Gateway, principal: Principal, target: Target, call: tuple[str, int], ticket: Ticket
 ) -> Any:
     """A chunk observer: time to first token at the first chunk, usage at the end."""
 
@@ -165,7 +165,7 @@ def _counted(
                 yield chunk
         finally:
             gateway.used(principal, target, scanner.usage)
-            gateway.answered(principal, target, endpoint, 200)
+            gateway.answered(principal, target, *call)
 
     return observe
 

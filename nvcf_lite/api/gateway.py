@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, post, route
+from litestar.enums import HttpMethod
 
 from nvcf_lite.api.invocations import (
     IN_HANDLER,
@@ -60,9 +61,17 @@ def _model_of(raw: bytes) -> tuple[str, bool]:
     return model, body.get("stream") is True
 
 
+async def _path_invocation(request: Request[Any, Any, Any]) -> Response[Any]:
+    """I5 (§2.3.9) on a gateway path: a Function-ID header names the function."""
+    answered: Response[Any] = await path_invocation.fn(request, any_path=request.scope["path"])
+    return answered
+
+
 @get("/v1/models", opt=IN_HANDLER, tags=TAGS)
-async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
     """The models of the caller's ACTIVE LLM functions (OpenAI's model list)."""
+    if request.headers.get("function-id"):
+        return await _path_invocation(request)
     principal = await _principal(request)
     models = await services_of(request).gateway.models(principal)
     data = [
@@ -80,8 +89,7 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
     if request.headers.get("function-id"):  # I5 names the function itself
-        answered: Response[Any] = await path_invocation.fn(request, any_path=request.scope["path"])
-        return answered
+        return await _path_invocation(request)
     principal = await _principal(request)
     require_scope(principal, "invoke_function")
     raw = await request.body()
@@ -185,4 +193,29 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _call(request, "embeddings")
 
 
-GATEWAY_HANDLERS = [list_models, chat_completions, completions, embeddings]
+def _other_methods(path: str, served: HttpMethod) -> list[Any]:
+    """The methods the gateway does not serve on `path` stay path-preserving invocations
+    (I5), as on any path: without this, the router would answer them 405 (a static path
+    wins over the catch-all). HEAD has a route of its own (see api/invocations)."""
+    others = [m for m in HttpMethod if m not in (HttpMethod.HEAD, served)]
+    common: dict[str, Any] = {"include_in_schema": False, "status_code": 200}
+    return [
+        route(path, http_method=others, **common)(_path_invocation),
+        route(path, http_method=[HttpMethod.HEAD], **common)(_path_invocation),
+    ]
+
+
+# The other methods' routes first: they take OPTIONS, which Litestar would otherwise claim for
+# its automatic answer when the first handler of a path registers.
+GATEWAY_HANDLERS = [
+    *_other_methods("/v1/models", HttpMethod.GET),
+    *(
+        handler
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+        for handler in _other_methods(path, HttpMethod.POST)
+    ),
+    list_models,
+    chat_completions,
+    completions,
+    embeddings,
+]

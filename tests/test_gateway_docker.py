@@ -10,12 +10,14 @@ a function of their own (scale from zero, token limits) register it.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import metric_samples
+from conftest import metric_samples, wait_for
 from gateway_support import (
     SseReader,
     chat_body,
@@ -158,7 +160,7 @@ def test_unknown_model_404_undeployed_503_in_openai_shape(server: ServerProcess,
     code, headers, out = post(server, "/v1/chat/completions", chat_body("model-idle", "x"))
     assert code == 503
     assert int(headers["retry-after"]) >= 1
-    assert "not deployed" in openai_error(out, "model_not_ready")
+    assert "its function is INACTIVE" in openai_error(out, "model_not_ready")
 
     code, _, out = post(server, "/v1/chat/completions", {"messages": []})
     assert code == 400
@@ -245,3 +247,58 @@ def test_a_path_preserving_call_on_v1_paths_stays_i5(server: ServerProcess, fns:
     assert code == 200, body
     assert out_headers["x-served-path"] == "/v1/chat/completions"
     assert json.loads(body)["choices"][0]["message"]["content"] == "echo: direct"
+
+
+def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> None:
+    """llmInvocationConfig.priority: with the one slot busy, a queued call of the account with
+    the higher priority is served before an older one of the default priority."""
+    admin(server, "accounts", "create", "--nca-id", "nca-vip", "--org-name", "vip")
+    made = admin(server, "keys", "create", "--account", "vip", "--scope", "invoke_function")
+    vip_key = made.strip().splitlines()[-1]
+    priority = {"priority": {"defaultPriority": 0, "perAccountPriority": {"nca-vip": 9}}}
+    fid, vid = live_llm(
+        server,
+        "llm-prio",
+        "model-prio",
+        llmInvocationConfig=priority,
+        spec={"maxRequestConcurrency": 1},
+    )
+    body = {"authorizedParties": [{"ncaId": "nca-vip"}]}
+    server.json("POST", f"/v2/nvcf/authorizations/functions/{fid}", body)
+    d = server.json("GET", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
+    port = d["deployment"]["instances"][0]["hostPort"]
+
+    def depth() -> int:
+        queues = server.json("GET", f"/v2/nvcf/queues/functions/{fid}")["queues"]
+        return int(sum(q["queueDepth"] for q in queues))
+
+    gate = f"prio{time.monotonic_ns()}"
+    holder = SseReader(
+        server, "/v1/chat/completions", chat_body("model-prio", "hold", stream=True, gate=gate)
+    )
+    done: list[str] = []
+
+    def call(who: str, key: str | None) -> None:
+        code, _, out = post(server, "/v1/chat/completions", chat_body("model-prio", who), key=key)
+        assert code == 200, out
+        done.append(out["choices"][0]["message"]["content"])
+
+    try:
+        events = holder.events()
+        next(events)  # the one slot is taken until the gate opens
+        first = threading.Thread(target=call, args=("default", None))
+        first.start()
+        wait_for(lambda: depth() == 1, what="the default-priority call queued")
+        second = threading.Thread(target=call, args=("vip", vip_key))
+        second.start()
+        wait_for(lambda: depth() == 2, what="the vip call queued")
+        # the gate is opened straight at the container (a call through nvcf-lite would queue)
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{port}/gate/{gate}", data=b"{}"), timeout=10
+        ).close()
+        assert list(events)[-1] == "[DONE]"
+        first.join(30)
+        second.join(30)
+    finally:
+        holder.close()
+    assert done == ["echo: vip", "echo: default"]

@@ -156,8 +156,8 @@ class Gateway:
         live = [m for m in visible if m.status in INVOCABLE]
         if not live:
             raise Unavailable(
-                f"The model '{model}' is not deployed (its function is"
-                f" {visible[0].status.value}); retry once it is ACTIVE",
+                f"The model '{model}' is not being served: its function is"
+                f" {visible[0].status.value}, not ACTIVE (deploy it, or retry once it is)",
                 headers={"Retry-After": str(INACTIVE_RETRY_S)},
                 openai_code="model_not_ready",
             )

@@ -31,12 +31,15 @@ from server_support import ServerProcess
 
 pytestmark = pytest.mark.docker
 
+MAX_QUEUE = 4
 CUSTOM_URIS = ["/custom/v1/chat/completions", "/custom/v1/completions", "/custom/v1/embeddings"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with llm_server(tmp_path_factory.mktemp("gateway")) as live:
+    # a queue of 4 per function: the overload test fills it (no other test has 4 in flight)
+    env = {"NVCF_LITE_INVOCATION__MAX_QUEUE_PER_FUNCTION": str(MAX_QUEUE)}
+    with llm_server(tmp_path_factory.mktemp("gateway"), **env) as live:
         yield live
 
 
@@ -60,6 +63,17 @@ def openai_error(answer: Any, code: str) -> str:
     error = answer["error"]
     assert {"message", "type", "code"} <= set(error) and error["code"] == code, error
     return str(error["message"])
+
+
+def open_gate(server: ServerProcess, fid: str, gate: str) -> None:
+    """Open a gate of the function's (one) container straight at its published port."""
+    path = f"/v2/nvcf/deployments/functions/{fid}"
+    versions = server.json("GET", f"/v2/nvcf/functions/{fid}/versions")["functions"]
+    d = server.json("GET", f"{path}/versions/{versions[0]['versionId']}")
+    port = d["deployment"]["instances"][0]["hostPort"]
+    url = f"http://127.0.0.1:{port}/gate/{gate}"
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=10) as answer:
+        assert answer.status == 200
 
 
 def test_models_lists_the_callers_active_llm_models(server: ServerProcess, fns: dict) -> None:
@@ -256,7 +270,7 @@ def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> No
     made = admin(server, "keys", "create", "--account", "vip", "--scope", "invoke_function")
     vip_key = made.strip().splitlines()[-1]
     priority = {"priority": {"defaultPriority": 0, "perAccountPriority": {"nca-vip": 9}}}
-    fid, vid = live_llm(
+    fid, _ = live_llm(
         server,
         "llm-prio",
         "model-prio",
@@ -265,8 +279,6 @@ def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> No
     )
     body = {"authorizedParties": [{"ncaId": "nca-vip"}]}
     server.json("POST", f"/v2/nvcf/authorizations/functions/{fid}", body)
-    d = server.json("GET", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
-    port = d["deployment"]["instances"][0]["hostPort"]
 
     def depth() -> int:
         queues = server.json("GET", f"/v2/nvcf/queues/functions/{fid}")["queues"]
@@ -292,13 +304,47 @@ def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> No
         second = threading.Thread(target=call, args=("vip", vip_key))
         second.start()
         wait_for(lambda: depth() == 2, what="the vip call queued")
-        # the gate is opened straight at the container (a call through nvcf-lite would queue)
-        urllib.request.urlopen(
-            urllib.request.Request(f"http://127.0.0.1:{port}/gate/{gate}", data=b"{}"), timeout=10
-        ).close()
+        open_gate(server, fid, gate)  # a call through nvcf-lite would queue behind them
         assert list(events)[-1] == "[DONE]"
         first.join(30)
         second.join(30)
     finally:
         holder.close()
     assert done == ["echo: vip", "echo: default"]
+
+
+def test_overload_is_429_with_retry_after(server: ServerProcess) -> None:
+    """A full queue (invocation.max_queue_per_function, 4 here) answers 429 in OpenAI's shape."""
+    fid, _ = live_llm(server, "llm-busy", "model-busy", spec={"maxRequestConcurrency": 1})
+    gate = f"busy{time.monotonic_ns()}"
+    holder = SseReader(
+        server, "/v1/chat/completions", chat_body("model-busy", "hold", stream=True, gate=gate)
+    )
+    codes: list[int] = []
+
+    def call() -> None:
+        codes.append(post(server, "/v1/chat/completions", chat_body("model-busy", "wait"))[0])
+
+    waiting = [threading.Thread(target=call) for _ in range(MAX_QUEUE - 1)]
+    try:
+        events = holder.events()
+        next(events)
+        for thread in waiting:
+            thread.start()
+
+        def depth() -> int:
+            queues = server.json("GET", f"/v2/nvcf/queues/functions/{fid}")["queues"]
+            return int(sum(q["queueDepth"] for q in queues))
+
+        wait_for(lambda: depth() == MAX_QUEUE - 1, what="the queue filled")
+        code, headers, out = post(server, "/v1/chat/completions", chat_body("model-busy", "no"))
+        assert code == 429, out
+        assert int(headers["retry-after"]) >= 1
+        assert "queue is full" in openai_error(out, "rate_limit_exceeded")
+        open_gate(server, fid, gate)  # a call through nvcf-lite would be refused too
+        assert list(events)[-1] == "[DONE]"
+    finally:
+        holder.close()
+        for thread in waiting:
+            thread.join(30)
+    assert codes == [200] * (MAX_QUEUE - 1)

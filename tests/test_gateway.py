@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 
 from nvcf_lite.domain.gateway import container_path
 from nvcf_lite.domain.invocations import Ticket, priority_of
-from nvcf_lite.domain.token_limits import TokenLimiter, Usage, UsageScanner, usage_of
+from nvcf_lite.domain.token_limits import BodyUsage, TokenLimiter, Usage, UsageScanner, usage_of
 from nvcf_lite.errors import TooManyRequests
 from nvcf_lite.models import LlmConfig, Priority, RequestRecord
 from nvcf_lite.workers.dispatcher import enqueue
@@ -121,6 +121,18 @@ def test_usage_in_a_stream_split_anywhere() -> None:
         for i in range(0, len(stream), size):
             scanner.feed(stream[i : i + size])
         assert scanner.usage == Usage(input_tokens=7, output_tokens=2), size
+
+
+def test_usage_of_a_plain_body_in_chunks_and_its_cap() -> None:
+    body = b'{"data": [], "usage": {"prompt_tokens": 4, "total_tokens": 4}}'
+    reader = BodyUsage()
+    for i in range(0, len(body), 5):
+        reader.feed(body[i : i + 5])
+    assert reader.usage == Usage(input_tokens=4)
+    big = BodyUsage()
+    big.feed(b" " * BodyUsage.MAX_BODY)
+    big.feed(body)  # over the cap: not kept, not counted
+    assert big.usage == Usage()
 
 
 def test_a_stream_without_usage_counts_nothing() -> None:

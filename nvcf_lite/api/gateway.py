@@ -13,7 +13,7 @@ carries a `Function-ID` header is an I5 path-preserving invocation of that funct
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -25,7 +25,6 @@ from nvcf_lite.api.invocations import (
     Chunks,
     first_bytes,
     pass_through,
-    passed_headers,
     path_invocation,
     unless_gone,
 )
@@ -33,8 +32,8 @@ from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import require_scope
 from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
-from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
-from nvcf_lite.domain.token_limits import UsageScanner, usage_of
+from nvcf_lite.domain.invocations import Ticket
+from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner
 from nvcf_lite.errors import Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
 
@@ -119,17 +118,8 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         inv.delivered(ticket)
         gateway.answered(principal, target, endpoint, reply.status)
         return _failed(ticket, reply)
-    if stream and reply.status < 300:
-        counted = _counted(gateway, principal, target, (endpoint, reply.status), ticket)
-        return pass_through(inv, ticket, reply, counted)
-    body = await _collect(inv, ticket, reply)
-    usage = usage_of(body) if reply.status < 300 else None
-    if usage is not None:
-        gateway.used(principal, target, usage)
-    gateway.answered(principal, target, endpoint, reply.status)
-    media = next((v for n, v in reply.headers if n.lower() == "content-type"), None)
-    out = passed_headers(ticket, reply)
-    return Response(body, status_code=reply.status, headers=out, media_type=media)
+    observe = _counted(gateway, principal, target, (endpoint, reply.status), ticket, stream)
+    return pass_through(inv, ticket, reply, observe)
 
 
 def _failed(ticket: Ticket, outcome: Outcome) -> Response[bytes]:
@@ -145,34 +135,32 @@ def _failed(ticket: Ticket, outcome: Outcome) -> Response[bytes]:
     return Response(body, status_code=outcome.status, headers=headers, media_type=JSON)
 
 
-async def _collect(inv: Invocations, ticket: Ticket, reply: StreamReply) -> bytes:
-    parts: list[bytes] = []
-    try:
-        async for chunk in reply.chunks:
-            parts.append(chunk)
-    finally:
-        await reply.close()
-        inv.delivered(ticket)
-    return b"".join(parts)
-
-
 def _counted(
-    gateway: Gateway, principal: Principal, target: Target, call: tuple[str, int], ticket: Ticket
-) -> Any:
-    """A chunk observer: time to first token at the first chunk, usage at the end."""
+    gateway: Gateway,
+    principal: Principal,
+    target: Target,
+    call: tuple[str, int],
+    ticket: Ticket,
+    stream: bool,
+) -> Callable[[Chunks], Chunks]:
+    """A chunk observer for the answer on its way: time to first token at a stream's first
+    chunk; at the end the usage it reported (a 2xx answer's) and the call in /metrics."""
+    ok = call[1] < 300
 
     async def observe(chunks: Chunks) -> AsyncIterator[bytes]:
-        scanner = UsageScanner()
-        first = True
+        reader = UsageScanner() if stream else BodyUsage()
+        first = stream and ok
         try:
             async for chunk in chunks:
                 if first:
                     first = False
                     gateway.first_token(target, time.monotonic() - ticket.queued_at)
-                scanner.feed(chunk)
+                if ok:
+                    reader.feed(chunk)
                 yield chunk
         finally:
-            gateway.used(principal, target, scanner.usage)
+            if ok:
+                gateway.used(principal, target, reader.usage)
             gateway.answered(principal, target, *call)
 
     return observe

@@ -142,3 +142,25 @@ class UsageScanner:
                 found = usage_of(line[5:].strip())
                 if found is not None:
                     self.usage = found
+
+
+class BodyUsage:
+    """The `usage` of a plain JSON answer as its chunks pass: the body is kept (up to
+    MAX_BODY bytes; a larger one is not counted) and read when it has ended."""
+
+    MAX_BODY = 16 << 20
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.MAX_BODY:
+            self._parts.append(chunk)
+
+    @property
+    def usage(self) -> Usage:
+        if self._size > self.MAX_BODY:
+            return Usage()
+        return usage_of(b"".join(self._parts)) or Usage()

@@ -152,6 +152,16 @@ def test_a_streamed_chat_leaves_chunk_by_chunk(server: ServerProcess, fns: dict)
     tokens = [k for k in after if k.startswith("nvcf_lite_llm_tokens_total{")]
     output = [k for k in tokens if 'model="model-a"' in k and 'kind="output"' in k]
     assert output and sum(after[k] for k in output) >= 4
+    calls = [
+        k
+        for k in after
+        if k.startswith("nvcf_lite_llm_requests_total{")
+        and 'model="model-a"' in k
+        and 'endpoint="chat/completions"' in k
+        and 'status="200"' in k
+        and "key_id=" in k
+    ]
+    assert calls and sum(after[k] for k in calls) > sum(before.get(k, 0) for k in calls)
 
 
 def test_stream_of_completions(server: ServerProcess, fns: dict) -> None:

@@ -186,6 +186,13 @@ def test_unknown_model_404_undeployed_503_in_openai_shape(server: ServerProcess,
     assert int(headers["retry-after"]) >= 1
     assert "its function is INACTIVE" in openai_error(out, "model_not_ready")
 
+    # Idempotency-Key needs a stored result to replay; a gateway call's answer goes only to
+    # its connection (as a streamed or path-preserving invocation's): refused, clearly
+    keyed = {"Idempotency-Key": "once"}
+    code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), **keyed)
+    assert code == 400
+    assert "Idempotency-Key is not supported" in openai_error(out, "bad_request")
+
     code, _, out = post(server, "/v1/chat/completions", {"messages": []})
     assert code == 400
     assert "'model' is required" in openai_error(out, "bad_request")

@@ -12,11 +12,12 @@ import pytest
 from conftest import bearer
 from litestar.testing import TestClient
 
-from nvcf_lite.domain.gateway import container_path
+from nvcf_lite.domain.gateway import Gateway, container_path
 from nvcf_lite.domain.invocations import Ticket, priority_of
+from nvcf_lite.domain.metrics import Metrics
 from nvcf_lite.domain.token_limits import BodyUsage, TokenLimiter, Usage, UsageScanner, usage_of
-from nvcf_lite.errors import TooManyRequests
-from nvcf_lite.models import LlmConfig, Priority, RequestRecord
+from nvcf_lite.errors import NotFound, TooManyRequests
+from nvcf_lite.models import SCOPES, FunctionVersion, LlmConfig, Principal, Priority, RequestRecord
 from nvcf_lite.workers.dispatcher import enqueue
 
 # -- container paths ---------------------------------------------------------------------------
@@ -38,6 +39,37 @@ def test_container_path_follows_the_uris(
     uris: tuple[str, ...] | None, endpoint: str, path: str
 ) -> None:
     assert container_path(uris, endpoint) == path
+
+
+# -- the model index ---------------------------------------------------------------------------
+
+
+def test_a_burst_of_calls_reads_the_model_index_once() -> None:
+    reads = 0
+
+    async def llm_versions() -> list[FunctionVersion]:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)
+        return []
+
+    async def versions_of(fid: str) -> list[Any]:
+        return []
+
+    async def scenario() -> None:
+        gateway = Gateway(llm_versions, versions_of, Metrics())
+        caller = Principal(key_id="k", nca_id="n", scopes=frozenset(SCOPES), resources=())
+        calls = [gateway.target(caller, "m", "chat/completions") for _ in range(20)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, NotFound) for r in results)
+        assert reads == 1
+        await gateway.models(caller)
+        assert reads == 1  # within the TTL
+        gateway.clear()
+        await gateway.models(caller)
+        assert reads == 2
+
+    asyncio.run(scenario())
 
 
 # -- token limits ------------------------------------------------------------------------------

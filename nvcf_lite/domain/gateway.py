@@ -12,6 +12,7 @@ queue, placement, autoscaling, rate limits and metrics as pexec), to the contain
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -111,16 +112,34 @@ class Gateway:
         self.tokens = tokens or TokenLimiter()
         self._ttl_s = ttl_s
         self._cache: tuple[float, list[ServedModel]] | None = None
+        self._loading: asyncio.Future[list[ServedModel]] | None = None
+        self._generation = 0  # bumped by clear(): a read begun before it is not kept
 
     def clear(self) -> None:
         """Forget the model index (a function or deployment changed)."""
         self._cache = None
+        self._loading = None
+        self._generation += 1
 
     async def _index(self) -> list[ServedModel]:
-        now = time.monotonic()
-        if self._cache is None or self._cache[0] <= now:
-            self._cache = (now + self._ttl_s, served_models(await self._llm_versions()))
-        return self._cache[1]
+        """The models of every LLM version, read at most once at a time (a burst of calls
+        after a change waits for one read, not one each)."""
+        cache = self._cache
+        if cache is not None and cache[0] > time.monotonic():
+            return cache[1]
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load(self._generation))
+        return await asyncio.shield(self._loading)
+
+    async def _load(self, generation: int) -> list[ServedModel]:
+        try:
+            models = served_models(await self._llm_versions())
+        finally:
+            if generation == self._generation:
+                self._loading = None
+        if generation == self._generation:
+            self._cache = (time.monotonic() + self._ttl_s, models)
+        return models
 
     async def _visible(self, principal: Principal, models: list[ServedModel]) -> list[ServedModel]:
         """The models of versions `principal` may invoke (own, shared, within its resources)."""

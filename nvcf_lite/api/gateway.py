@@ -48,8 +48,8 @@ async def _principal(request: Request[Any, Any, Any]) -> Principal:
     return await services_of(request).keys.authenticate(request.headers.get("authorization"))
 
 
-def _model_of(raw: bytes) -> tuple[str, bool]:
-    """The body's `model` and whether it asks for `stream`; 400 when it has no model."""
+def _model_of(raw: bytes) -> str:
+    """The body's `model`; 400 when it has none."""
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
@@ -59,7 +59,7 @@ def _model_of(raw: bytes) -> tuple[str, bool]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise Invalid("'model' is required: the name of a model (GET /v1/models lists them)")
-    return model, body.get("stream") is True
+    return model
 
 
 async def _path_invocation(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -94,7 +94,7 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
     principal = await _principal(request)
     require_scope(principal, "invoke_function")
     raw = await request.body()
-    model, stream = _model_of(raw)
+    model = _model_of(raw)
     services = services_of(request)
     gateway, inv = services.gateway, services.invocations
     target = await gateway.target(principal, model, endpoint)
@@ -120,7 +120,9 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         inv.delivered(ticket)
         gateway.answered(principal, target, endpoint, reply.status)
         return _failed(ticket, reply)
-    observe = _counted(gateway, principal, target, (endpoint, reply.status), ticket, stream)
+    media = next((v for n, v in reply.headers if n.lower() == "content-type"), "")
+    sse = media.lower().startswith("text/event-stream")  # what came, whatever was asked for
+    observe = _counted(gateway, principal, target, (endpoint, reply.status), ticket, sse)
     return pass_through(inv, ticket, reply, observe)
 
 
@@ -145,8 +147,9 @@ def _counted(
     ticket: Ticket,
     stream: bool,
 ) -> Callable[[Chunks], Chunks]:
-    """A chunk observer for the answer on its way: time to first token at a stream's first
-    chunk; at the end the usage it reported (a 2xx answer's) and the call in /metrics."""
+    """A chunk observer for the answer on its way: time to first token at a stream's (an SSE
+    answer's) first chunk; at the end the usage it reported (a 2xx answer's) and the call in
+    /metrics."""
     ok = call[1] < 300
 
     async def observe(chunks: Chunks) -> AsyncIterator[bytes]:

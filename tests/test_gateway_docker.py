@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import metric_samples, wait_for
+from docker_support import SLOW_READY_IMAGE
 from gateway_support import (
     SseReader,
     chat_body,
@@ -365,3 +366,21 @@ def test_overload_is_429_with_retry_after(server: ServerProcess) -> None:
         for thread in waiting:
             thread.join(30)
     assert codes == [200] * (MAX_QUEUE - 1)
+
+
+def test_no_instance_within_the_poll_window_is_504_in_openai_shape(server: ServerProcess) -> None:
+    """An outcome nvcf-lite makes itself (here: no instance ready within NVCF-POLL-SECONDS,
+    the function's container taking 3 s to become healthy) is answered in OpenAI's shape."""
+    live_llm(
+        server,
+        "llm-slow",
+        "model-slow",
+        containerImage=SLOW_READY_IMAGE,
+        spec={"minInstances": 0},
+    )
+    code, headers, out = post(
+        server, "/v1/chat/completions", chat_body("model-slow", "x"), **{"NVCF-POLL-SECONDS": "1"}
+    )
+    assert code == 504, out
+    assert "within 1 s" in openai_error(out, "gateway_timeout")
+    assert headers["nvcf-reqid"]

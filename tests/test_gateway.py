@@ -255,3 +255,59 @@ def test_problem_json_stays_elsewhere_and_for_path_preserving_calls(
     r = client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
     assert "Function-ID" in r.json()["detail"]
+
+
+# -- plain answers: one write, or a stream when they are large -------------------------------
+
+
+class _Invocations:
+    """What `_plain` uses of Invocations: the word that the client has its answer."""
+
+    def __init__(self) -> None:
+        self.answered: list[str] = []
+
+    def delivered(self, ticket: Any) -> None:
+        self.answered.append(ticket.request_id)
+
+
+def _reply(parts: list[bytes]) -> tuple[Any, list[bool]]:
+    from nvcf_lite.domain.invocations import StreamReply
+
+    closed: list[bool] = []
+
+    async def chunks() -> Any:
+        for part in parts:
+            yield part
+
+    async def close() -> None:
+        closed.append(True)
+
+    headers = [("content-type", "application/json")]
+    return StreamReply(200, headers, chunks(), close), closed
+
+
+def test_a_plain_answer_goes_whole_and_a_large_one_streams_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from litestar.response import Stream
+
+    from nvcf_lite.api.gateway import _plain
+
+    inv: Any = _Invocations()
+    ticket: Any = type("T", (), {"request_id": "r1"})()
+
+    async def scenario() -> None:
+        reply, closed = _reply([b'{"a": ', b"1}"])
+        whole = await _plain(inv, ticket, reply, reply.chunks)
+        assert not isinstance(whole, Stream)
+        assert whole.content == b'{"a": 1}' and whole.headers["NVCF-REQID"] == "r1"
+        assert closed == [True] and inv.answered == ["r1"]
+
+        monkeypatch.setattr(BodyUsage, "MAX_BODY", 4)
+        reply, closed = _reply([b"abc", b"def", b"ghi"])
+        streamed = await _plain(inv, ticket, reply, reply.chunks)
+        assert isinstance(streamed, Stream)
+        assert b"".join([c async for c in streamed.iterator]) == b"abcdefghi"  # type: ignore[union-attr]
+        assert closed == [True] and inv.answered == ["r1", "r1"]
+
+    asyncio.run(scenario())

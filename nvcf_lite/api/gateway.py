@@ -25,6 +25,7 @@ from nvcf_lite.api.invocations import (
     Chunks,
     first_bytes,
     pass_through,
+    passed_headers,
     path_invocation,
     unless_gone,
 )
@@ -32,7 +33,7 @@ from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import require_scope
 from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
-from nvcf_lite.domain.invocations import Ticket
+from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
 from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner
 from nvcf_lite.errors import Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
@@ -123,7 +124,50 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
     media = next((v for n, v in reply.headers if n.lower() == "content-type"), "")
     sse = media.lower().startswith("text/event-stream")  # what came, whatever was asked for
     observe = _counted(gateway, principal, target, (endpoint, reply.status), ticket, sse)
-    return pass_through(inv, ticket, reply, observe)
+    if sse:
+        return pass_through(inv, ticket, reply, observe)
+    return await _plain(inv, ticket, reply, observe(reply.chunks))
+
+
+async def _plain(
+    inv: Invocations, ticket: Ticket, reply: StreamReply, chunks: Chunks
+) -> Response[Any]:
+    """A plain (JSON) answer as one write when it is complete within BodyUsage.MAX_BODY bytes
+    (cheaper than a stream, and such a body is whole at the container before it leaves
+    anyway); a larger one streams on from what was read."""
+    parts: list[bytes] = []
+    size = 0
+    ended = False
+    try:
+        while size <= BodyUsage.MAX_BODY:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                ended = True
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    except BaseException:
+        await _release(inv, ticket, reply)
+        raise
+    if ended:
+        await _release(inv, ticket, reply)
+        media = next((v for n, v in reply.headers if n.lower() == "content-type"), None)
+        out = passed_headers(ticket, reply)
+        return Response(b"".join(parts), status_code=reply.status, headers=out, media_type=media)
+
+    async def rest() -> Chunks:
+        for part in parts:
+            yield part
+        async for chunk in chunks:
+            yield chunk
+
+    return pass_through(inv, ticket, StreamReply(reply.status, reply.headers, rest(), reply.close))
+
+
+async def _release(inv: Invocations, ticket: Ticket, reply: StreamReply) -> None:
+    await reply.close()  # the container's answer is read (or abandoned): free its slot
+    inv.delivered(ticket)
 
 
 def _failed(ticket: Ticket, outcome: Outcome) -> Response[bytes]:

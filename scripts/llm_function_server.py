@@ -23,7 +23,8 @@ and two test-only fields: `token_delay_s` (overrides TOKEN_DELAY_S) and `gate` (
 the first streamed token the stream waits, up to 30 s, until POST /gate/{name} arrives, so a
 test can prove the first chunk left before the stream ended without timing anything).
 Usage: prompt_tokens = words of every message (or the prompt), completion_tokens = tokens sent.
-Every answer carries `X-Served-Path`: the path it was asked on.
+Every answer carries `X-Served-Path`: the path it was asked on, and those to completions and
+embeddings `X-Served-Seq`: the how-manieth such call it is (the order the container saw).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ HEALTH = {"/health", "/v2/health/ready"}
 GATE_WAIT_S = 30.0
 _gates: dict[str, threading.Event] = {}
 _gates_lock = threading.Lock()
+_served = [0]  # completions and embeddings begun so far (X-Served-Seq)
 Json = Any
 
 
@@ -111,6 +113,9 @@ class Handler(BaseHTTPRequestHandler):
             gate(path.removeprefix("/gate/")).set()
             self._json(200, {"opened": path.removeprefix("/gate/")})
             return
+        with _gates_lock:
+            _served[0] += 1
+            self.seq = _served[0]
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -164,6 +169,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Served-Path", self.path)
+        self.send_header("X-Served-Seq", str(getattr(self, "seq", 0)))
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for i, part in enumerate(parts):
@@ -211,6 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Served-Path", self.path)
+        self.send_header("X-Served-Seq", str(getattr(self, "seq", 0)))
         self.end_headers()
         self.wfile.write(data)
 

@@ -306,12 +306,15 @@ def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> No
     holder = SseReader(
         server, "/v1/chat/completions", chat_body("model-prio", "hold", stream=True, gate=gate)
     )
-    done: list[str] = []
+    served: dict[str, int] = {}  # the order the container saw the calls in
 
     def call(who: str, key: str | None) -> None:
-        code, _, out = post(server, "/v1/chat/completions", chat_body("model-prio", who), key=key)
+        code, headers, out = post(
+            server, "/v1/chat/completions", chat_body("model-prio", who), key=key
+        )
         assert code == 200, out
-        done.append(out["choices"][0]["message"]["content"])
+        assert out["choices"][0]["message"]["content"] == f"echo: {who}"
+        served[who] = int(headers["x-served-seq"])
 
     try:
         events = holder.events()
@@ -328,7 +331,7 @@ def test_priority_orders_the_queue_between_accounts(server: ServerProcess) -> No
         second.join(30)
     finally:
         holder.close()
-    assert done == ["echo: vip", "echo: default"]
+    assert served["vip"] < served["default"], served
 
 
 def test_overload_is_429_with_retry_after(server: ServerProcess) -> None:

@@ -255,6 +255,10 @@ def test_problem_json_stays_elsewhere_and_for_path_preserving_calls(
     r = client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
     assert "Function-ID" in r.json()["detail"]
+    # I5 by host on a /v1 path: the host's function, problem+json too
+    by_host = {"Host": "not-a-uuid.invocation.localhost", **bearer()}
+    r = client.post("/v1/chat/completions", json={"model": "m"}, headers=by_host)
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
 
 
 # -- plain answers: one write, or a stream when they are large -------------------------------

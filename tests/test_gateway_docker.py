@@ -125,6 +125,7 @@ def test_a_streamed_chat_leaves_chunk_by_chunk(server: ServerProcess, fns: dict)
     before = metrics(server)
     gate = f"g{time.monotonic_ns()}"
     body = chat_body("model-a", "one two three", stream=True, gate=gate)
+    t_sent = time.monotonic()
     reader = SseReader(server, "/v1/chat/completions", body)
     try:
         assert reader.response.status == 200
@@ -145,7 +146,8 @@ def test_a_streamed_chat_leaves_chunk_by_chunk(server: ServerProcess, fns: dict)
     chunks = [json.loads(e) for e in rest[:-1]]
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == " one two three"
     assert chunks[-1]["usage"]["completion_tokens"] == 4
-    print(f"first chunk {t_end - t_first:.3f} s before the stream ended")
+    # reported, not asserted (timing goals are scripts/bench_gateway.py's)
+    print(f"time to first token {t_first - t_sent:.4f} s; {t_end - t_first:.3f} s before the end")
     after = metrics(server)
     labels = f'function_id="{fns["model-a"]}",model="model-a"'
     ttft = f"nvcf_lite_llm_time_to_first_token_seconds_count{{{labels}}}"

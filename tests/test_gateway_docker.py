@@ -100,6 +100,16 @@ def test_chat_routes_by_model_to_the_path_its_uris_name(server: ServerProcess, f
     assert code == 200, out
     assert out["model"] == "model-b" and out["choices"][0]["message"]["content"] == "echo: to b"
     assert headers["x-served-path"] == "/custom/v1/chat/completions"
+    # an invocation like any other: counted where pexec calls are
+    counted = metrics(server)
+    ended = [
+        v
+        for k, v in counted.items()
+        if k.startswith("nvcf_lite_invocations_total{")
+        and f'function_id="{fns["model-b"]}"' in k
+        and 'status="200"' in k
+    ]
+    assert sum(ended) >= 1
 
 
 def test_completions_and_embeddings(server: ServerProcess, fns: dict) -> None:

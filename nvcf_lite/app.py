@@ -24,6 +24,7 @@ from nvcf_lite.api.console import console_files
 from nvcf_lite.api.deployments import DEPLOYMENT_HANDLERS
 from nvcf_lite.api.docs import openapi_config, swagger_assets
 from nvcf_lite.api.functions import FUNCTION_HANDLERS
+from nvcf_lite.api.gateway import GATEWAY_HANDLERS
 from nvcf_lite.api.health import health, metrics
 from nvcf_lite.api.host_routes import HostRoutes
 from nvcf_lite.api.invocations import (
@@ -149,6 +150,7 @@ def create_app(
             *KEY_HANDLERS,
             *([console_files()] if config.console.enabled else []),
             *ARTIFACT_HANDLERS,
+            *GATEWAY_HANDLERS,
             *path_families(nvcf_handlers),
             path_invocation,
             path_invocation_head,

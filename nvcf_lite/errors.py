@@ -83,13 +83,44 @@ def problem_body(
     return msgspec.json.encode(body)
 
 
+# The OpenAI error shape, answered instead of problem+json on the gateway's paths (/v1/...).
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded", 503: "service_unavailable"}
+
+
+def openai_error_body(status: int, message: str, code: str | None = None) -> bytes:
+    """`{"error": {"message", "type", "code", "param"}}` as OpenAI's API answers errors."""
+    type_ = _OPENAI_TYPES.get(status) or (
+        "server_error" if status >= 500 else "invalid_request_error"
+    )
+    error = {
+        "message": message or title(status),
+        "type": type_,
+        "code": code or _OPENAI_CODES.get(status) or kebab_phrase(status).replace("-", "_"),
+        "param": None,
+    }
+    return msgspec.json.encode({"error": error})
+
+
 class NvcfError(Exception):
     status: int = 500
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        openai_code: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.openai_code = openai_code  # its `code` in the OpenAI shape (the gateway's paths)
 
     @property
     def type(self) -> str:

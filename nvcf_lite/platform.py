@@ -38,6 +38,7 @@ from nvcf_lite.domain.deployments import (
     version_ref,
 )
 from nvcf_lite.domain.functions import Functions, InstancesProvider
+from nvcf_lite.domain.gateway import Gateway, LlmVersions
 from nvcf_lite.domain.idempotency import IdempotencyKeys, StoredOutcome
 from nvcf_lite.domain.invocations import (
     CachedVersions,
@@ -58,6 +59,8 @@ from nvcf_lite.inventory import gpus_component, read_host
 from nvcf_lite.models import (
     ActiveInstance,
     FunctionStatus,
+    FunctionType,
+    FunctionVersion,
     Outcome,
     Principal,
     RegistryAuth,
@@ -231,6 +234,8 @@ class Platform:
         # The invocation hot path reads versions from memory; any status change clears it.
         versions = CachedVersions(_versions_of(functions_repo, parties_repo))
         changed.subscribe(versions.clear)
+        self.gateway = gateway = Gateway(_llm_versions(functions_repo), versions, self.metrics)
+        changed.subscribe(gateway.clear)
         changed.subscribe(dispatcher.pump_all)  # instances became ready or went: move requests
         self.shipping = TelemetryShipping(
             config.telemetry,
@@ -241,8 +246,12 @@ class Platform:
             self.metrics,
         )
 
-        def deployments_changed() -> None:
+        def versions_changed() -> None:
             versions.clear()
+            gateway.clear()
+
+        def deployments_changed() -> None:
+            versions_changed()
             scheduler.nudge()
             self.shipping.nudge()  # start following a deployed version's output at once
 
@@ -264,10 +273,10 @@ class Platform:
             before_delete=self.deployments.force_remove,
             after_secrets_change=scheduler.life.refresh_secrets,
             check_telemetries=self.telemetries.check_version,
-            after_update=versions.clear,
+            after_update=versions_changed,
             parties=parties_repo,
         )
-        self.authorizations = Authorizations(parties_repo, self.functions, versions.clear)
+        self.authorizations = Authorizations(parties_repo, self.functions, versions_changed)
         self.invocations = Invocations(
             store,
             versions,
@@ -293,6 +302,7 @@ class Platform:
             deployments=self.deployments,
             invocations=self.invocations,
             queues=Queues(self.invocations),
+            gateway=gateway,
             registry=self.registry,
             telemetries=self.telemetries,
             registry_credentials=self.registry_credentials,
@@ -502,11 +512,19 @@ def _versions_of(functions: FunctionsRepo, parties: AuthorizedPartiesRepo) -> Ve
                 nca_id=v.nca_id,
                 parties=frozenset(inherited | {p.nca_id for p in shared.get(v.version_id, ())}),
                 grpc=v.inference_url == "/grpc",
+                priority=v.llm_invocation_config.priority if v.llm_invocation_config else None,
             )
             for v in versions
         ]
 
     return versions_of
+
+
+def _llm_versions(functions: FunctionsRepo) -> LlmVersions:
+    async def llm_versions() -> list[FunctionVersion]:
+        return [v for v in await functions.list_every() if v.function_type == FunctionType.LLM]
+
+    return llm_versions
 
 
 def _versions_to_ship(functions: FunctionsRepo) -> VersionsToShip:

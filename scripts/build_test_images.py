@@ -6,9 +6,11 @@ library `ldd` finds for them), /etc/passwd with `nobody`, /tmp, scripts/function
 /app/function_server.py and scripts/fast_function_server.py at /app/fast_function_server.py. It
 is sent to the daemon as a tar stream (`docker import`); the variants are the same root
 filesystem committed with one more ENV, or another CMD (`nvcf-lite-test/fast` runs the
-single-threaded asyncio server, the baseline of scripts/bench_invoke.py). `nvcf-lite-test/grpc-echo`
-(scripts/grpc_echo_server.py) has a root filesystem of its own: the base's plus this
-environment's grpcio under /app/site and the C++ runtime its extension links. Each image carries
+single-threaded asyncio server, the baseline of scripts/bench_invoke.py; `nvcf-lite-test/llm`
+runs scripts/llm_function_server.py, a deterministic OpenAI-compatible server).
+`nvcf-lite-test/grpc-echo` (scripts/grpc_echo_server.py) has a root filesystem of its own: the
+base's plus this environment's grpcio under /app/site and the C++ runtime its extension links.
+Each image carries
 the label `nvcf-lite.test-image-hash`, a digest of its inputs, so a re-run skips up-to-date
 images.
 
@@ -43,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 SERVER = HERE / "function_server.py"
 FAST_SERVER = HERE / "fast_function_server.py"
 GRPC_SERVER = HERE / "grpc_echo_server.py"
+LLM_SERVER = HERE / "llm_function_server.py"
 LABEL = "nvcf-lite.test-image-hash"
 TAG = "1"
 BASE = "nvcf-lite-test/echo"
@@ -53,6 +56,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "nvcf-lite-test/slow-ready": {"READY_DELAY_S": "3"},
     "nvcf-lite-test/exit": {"EXIT_AT_START": "1"},
     "nvcf-lite-test/fast": {},
+    "nvcf-lite-test/llm": {},
 }
 # The gRPC echo function: its own root filesystem, the base's plus grpcio (copied from this
 # environment's site-packages to /app/site, with the C++ runtime its extension links).
@@ -60,7 +64,10 @@ GRPC_IMAGE = "nvcf-lite-test/grpc-echo"
 GRPC_COMMAND = "/app/grpc_echo_server.py"
 GRPC_ENV = {"PYTHONPATH": "/app/site"}
 # The server each image runs (the default: /app/function_server.py).
-COMMANDS: dict[str, str] = {"nvcf-lite-test/fast": "/app/fast_function_server.py"}
+COMMANDS: dict[str, str] = {
+    "nvcf-lite-test/fast": "/app/fast_function_server.py",
+    "nvcf-lite-test/llm": "/app/llm_function_server.py",  # OpenAI-like (the gateway's tests)
+}
 DEFAULT_COMMAND = "/app/function_server.py"
 # Stdlib parts no test function needs (and most of the size).
 SKIP_DIRS = {
@@ -118,7 +125,7 @@ class Interpreter:
 def inputs_hash(interp: Interpreter) -> str:
     """Digest of everything the base image is made of; variants add their env to it."""
     digest = hashlib.sha256()
-    for path in (Path(__file__).resolve(), SERVER, FAST_SERVER):
+    for path in (Path(__file__).resolve(), SERVER, FAST_SERVER, LLM_SERVER):
         digest.update(path.read_bytes())
     digest.update(interp.fingerprint().encode())
     return digest.hexdigest()
@@ -298,6 +305,7 @@ def build_rootfs(interp: Interpreter, with_grpc: bool = False) -> bytes:
         rootfs.add_file(f"/app/site/{path.relative_to(site)}", path, mode=0o644)
     if with_grpc:
         rootfs.add_file(GRPC_COMMAND, GRPC_SERVER, mode=0o644)
+    rootfs.add_file("/app/llm_function_server.py", LLM_SERVER, mode=0o644)
     return rootfs.close()
 
 

@@ -33,6 +33,7 @@ SLOW_READY_IMAGE = "nvcf-lite-test/slow-ready:1"
 EXIT_IMAGE = "nvcf-lite-test/exit:1"
 FAST_IMAGE = "nvcf-lite-test/fast:1"  # scripts/fast_function_server.py, the bench baseline
 GRPC_ECHO_IMAGE = "nvcf-lite-test/grpc-echo:1"  # scripts/grpc_echo_server.py
+LLM_IMAGE = "nvcf-lite-test/llm:1"  # scripts/llm_function_server.py, OpenAI-compatible
 TEST_LABEL = "nvcf-lite.test"
 
 _client: docker.DockerClient | None = None

@@ -480,6 +480,35 @@ async def test_chunked_body_is_streamed_as_chunks_and_trailers_ignored() -> None
 
 
 @on_both_loops
+async def test_small_chunks_that_wait_unread_are_handed_over_as_one() -> None:
+    """An SSE stream of one event per chunk, read by a consumer that fell behind: what has
+    arrived goes on together (fewer writes downstream), in order, nothing waited for."""
+    events = [b"data: %d\n\n" % i for i in range(50)]
+
+    async def handler(req: Req, peer: Peer) -> None:
+        peer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        peer.write(b"5\r\nfirst\r\n")
+        await asyncio.sleep(0.05)
+        for event in events:
+            peer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        peer.write(b"0\r\n\r\n")
+
+    async with serve(handler) as srv:
+        pool = Pool("127.0.0.1", srv.port)
+        resp = await get(pool)
+        got = []
+        async for chunk in resp:
+            got.append(chunk)
+            if len(got) == 1:
+                assert chunk == b"first"  # the first one leaves as soon as it is in
+                await asyncio.sleep(0.3)  # meanwhile all 50 events arrive
+        assert b"".join(got[1:]) == b"".join(events)
+        assert len(got) < 10, len(got)
+        resp.release()
+        pool.close()
+
+
+@on_both_loops
 async def test_close_delimited_body_ends_at_eof_and_is_not_reused() -> None:
     async def handler(req: Req, peer: Peer) -> None:
         peer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart one, ")

@@ -54,7 +54,8 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/console/{file_path:path}"): CONSOLE,
     ("HEAD", "/console/{file_path:path}"): CONSOLE,
 }
-# Routes whose handler authenticates the key itself (the pexec hot path, I5): their scope.
+# Routes whose handler authenticates the key itself (the pexec hot path, I5, the gateway):
+# their scope.
 INVOKE_SCOPE = ("invoke_function",)
 PATH_INVOCATION = "/{any_path:path}"
 # I5 by host: reached through a `{function-id}.invocation.localhost` Host (api/host_routes)
@@ -64,7 +65,27 @@ SELF_CHECKED: dict[str, tuple[str, ...]] = {
     "/v2/nvcf/pexec/functions/{function_id:str}/versions/{version_id:str}": INVOKE_SCOPE,
     PATH_INVOCATION: INVOKE_SCOPE,
     **dict.fromkeys(HOST_INVOCATION, INVOKE_SCOPE),
+    # the OpenAI-compatible gateway (api/gateway.py)
+    "/v1/models": INVOKE_SCOPE,
+    "/v1/chat/completions": INVOKE_SCOPE,
+    "/v1/completions": INVOKE_SCOPE,
+    "/v1/embeddings": INVOKE_SCOPE,
 }
+# What the gateway serves on its paths; their other methods are path-preserving invocations.
+GATEWAY_SERVES = {
+    ("GET", "/v1/models"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+}
+
+
+def path_preserving(route: Route) -> bool:
+    if route.path == PATH_INVOCATION:
+        return True
+    return route.path.startswith("/v1/") and (route.method, route.path) not in GATEWAY_SERVES
+
+
 # Path parameters that name one of account A's things.
 RESOURCE_PARAMS = {
     "function_id",
@@ -156,7 +177,7 @@ def body_for(route: Route, world: World) -> Any:
         return credential("b.example") if method == "POST" else {"secret": credential("")["secret"]}
     if "/assets" in plain:
         return {"contentType": "text/plain", "description": "b"}
-    if "/pexec/" in plain or route.path == PATH_INVOCATION:
+    if "/pexec/" in plain or path_preserving(route):
         return {"x": 1}
     if plain.endswith("/versions/{version_id:str}"):
         return {"tags": ["b"]}
@@ -168,8 +189,8 @@ def send(
 ) -> Any:
     path = world.fill(route, org, **ids)
     headers = bearer(key) if key else {}
-    if route.path == PATH_INVOCATION:
-        path = "/some/path"
+    if path_preserving(route):
+        path = "/some/path" if route.path == PATH_INVOCATION else path
         headers["Function-ID"] = ids.get("function_id", world.ids["function_id"])
     elif route.path in HOST_INVOCATION:
         path = "/v2/nvcf/functions"  # on a function's host, every path is the function's
@@ -304,7 +325,7 @@ def test_a_key_limited_to_one_function_cannot_see_or_touch_another(
     fid = world.ids["function_id"]
     for route in protected(routes):
         params = route.params & {"function_id", "version_id", "deployment_id", "request_id"}
-        if route.path == PATH_INVOCATION or route.path in HOST_INVOCATION:
+        if path_preserving(route) or route.path in HOST_INVOCATION:
             params = {"function_id"}
         if params:
             r = send(module_client, world, route, world.limited_key, "local")
@@ -322,7 +343,7 @@ def test_another_accounts_key_gets_404_for_everything_of_account_a(
     a_ids = {world.ids[p] for p in RESOURCE_PARAMS}
     for route in protected(routes):
         r = send(module_client, world, route, world.other_key, OTHER_ORG)
-        names_a = bool(route.params & RESOURCE_PARAMS) or route.path == PATH_INVOCATION
+        names_a = bool(route.params & RESOURCE_PARAMS) or path_preserving(route)
         names_a = names_a or route.path in HOST_INVOCATION
         if route.plain.startswith(MODEL_STORE):
             _check(failures, route, r.status_code == 403, r)  # the server's model store

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from litestar import Request, Response, get, post, route
@@ -95,7 +95,7 @@ async def _client_gone(receive: Receive) -> None:
             return
 
 
-async def _unless_gone(
+async def unless_gone(
     receive: Receive, inv: Invocations, ticket: Ticket, work: Awaitable[R]
 ) -> R | None:
     """`work`'s result; None when the client disconnected first, which cancels the request
@@ -193,7 +193,7 @@ async def pexec_reply(
     result: Outcome | Pending | None = await inv.settle(ticket, min(poll, QUICK_S))
     if result is None:
         rest = inv.wait(ticket, max(0.0, poll - QUICK_S))
-        result = await _unless_gone(receive, inv, ticket, rest)
+        result = await unless_gone(receive, inv, ticket, rest)
     if result is None:
         inv.delivered(ticket)
         return 499, [], b"", None  # nobody reads it
@@ -210,7 +210,7 @@ def _target(request: Request[Any, Any, Any]) -> str:
     return path + ("?" + query.decode("latin-1") if query else "")
 
 
-async def _first_bytes(inv: Invocations, ticket: Ticket, poll: int) -> StreamReply | Outcome:
+async def first_bytes(inv: Invocations, ticket: Ticket, poll: int) -> StreamReply | Outcome:
     """The container's answer head (or a final outcome) within the poll window, else 504."""
     assert ticket.stream is not None
     try:
@@ -229,21 +229,28 @@ async def _streamed(
     request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, poll: int
 ) -> Response[Any]:
     """Pass the container's answer through as it arrives (SSE §2.3.6, path-preserving §2.3.9)."""
-    reply = await _unless_gone(request.receive, inv, ticket, _first_bytes(inv, ticket, poll))
+    reply = await unless_gone(request.receive, inv, ticket, first_bytes(inv, ticket, poll))
     if reply is None:
         inv.delivered(ticket)
         return Response(b"", status_code=499)  # nobody reads it
     if isinstance(reply, Outcome):
         inv.delivered(ticket)
         return answer(ticket.request_id, reply)
-    headers = {n: v for n, v in reply.headers if n.lower() not in _SKIP}
-    headers.update(
-        {
-            "NVCF-REQID": ticket.request_id,
-            "NVCF-STATUS": status_header(reply.status),
-            **EXPOSE,
-        }
-    )
+    return pass_through(inv, ticket, reply)
+
+
+Chunks = AsyncIterator[bytes]
+
+
+def pass_through(
+    inv: Invocations,
+    ticket: Ticket,
+    reply: StreamReply,
+    observe: Callable[[Chunks], Chunks] | None = None,
+) -> Stream:
+    """The container's streamed answer as the client's response, chunk by chunk (`observe`
+    may look at the chunks on their way: the gateway counts tokens there)."""
+    headers = passed_headers(ticket, reply)
     media = next((v for n, v in reply.headers if n.lower() == "content-type"), None)
     started = False
 
@@ -251,7 +258,7 @@ async def _streamed(
         nonlocal started
         started = True
         try:
-            async for chunk in r.chunks:
+            async for chunk in observe(r.chunks) if observe else r.chunks:
                 yield chunk
         finally:
             await r.close()  # client gone or stream over: release the upstream request
@@ -268,6 +275,19 @@ async def _streamed(
 
     weakref.finalize(chunks, never_read)
     return Stream(chunks, status_code=reply.status, headers=headers, media_type=media)
+
+
+def passed_headers(ticket: Ticket, reply: StreamReply) -> dict[str, str]:
+    """The container's answer headers as the client gets them, with NVCF-REQID/-STATUS."""
+    headers = {n: v for n, v in reply.headers if n.lower() not in _SKIP}
+    headers.update(
+        {
+            "NVCF-REQID": ticket.request_id,
+            "NVCF-STATUS": status_header(reply.status),
+            **EXPOSE,
+        }
+    )
+    return headers
 
 
 def _release(inv: Invocations, ticket: Ticket, reply: StreamReply) -> None:

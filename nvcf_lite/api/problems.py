@@ -1,20 +1,30 @@
 """Exceptions become RFC 9457 problem+json here (spec §5), for the Litestar handlers and the
-pexec fast path alike: one ladder (`problem_of`) over the one renderer in `errors`."""
+pexec fast path alike: one ladder (`problem_of`) over the one renderer in `errors`. On the
+OpenAI-compatible gateway's paths (/v1/...) the same answer takes OpenAI's error shape."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from nvcf_lite import logs
 from nvcf_lite.api.host_routes import client_path
-from nvcf_lite.errors import PROBLEM_JSON, NvcfError, PayloadTooLarge, problem_body
+from nvcf_lite.errors import (
+    OPENAI_PREFIX,
+    PROBLEM_JSON,
+    NvcfError,
+    PayloadTooLarge,
+    openai_error_body,
+    problem_body,
+)
 
 log = logging.getLogger("nvcf_lite.api")
+JSON = "application/json"
 
 __all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "body_too_large", "problem_of"]
 
@@ -75,6 +85,15 @@ def _handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
         limit = request.route_handler.resolve_request_max_body_size()
         exc = body_too_large(limit) if limit else exc
     status, headers, body = problem_of(exc, request.method, instance, about)
+    # The gateway's paths answer as OpenAI does (a path-preserving call, I5, names its
+    # function in a Function-ID header or its Host, routed under another path: its answers
+    # stay problem+json)
+    routed = str(request.scope.get("path", ""))
+    if routed.startswith(OPENAI_PREFIX) and "function-id" not in request.headers:
+        detail = msgspec.json.decode(body).get("detail", "")
+        code = exc.openai_code if isinstance(exc, NvcfError) else None
+        body = openai_error_body(status, detail, code)
+        return Response(body, status_code=status, media_type=JSON, headers=dict(headers))
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers))
 
 

@@ -17,6 +17,7 @@ from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.authorizations import Authorizations
 from nvcf_lite.domain.deployments import Deployments
 from nvcf_lite.domain.functions import Functions
+from nvcf_lite.domain.gateway import Gateway
 from nvcf_lite.domain.invocations import Invocations, Queues
 from nvcf_lite.domain.placement import Host
 from nvcf_lite.domain.registry import Registry
@@ -46,6 +47,7 @@ class Services:
     deployments: Deployments
     invocations: Invocations
     queues: Queues
+    gateway: Gateway
     registry: Registry
     telemetries: TelemetryEndpoints
     registry_credentials: RegistryCredentials

@@ -41,6 +41,7 @@ from nvcf_lite.models import (
     FunctionStatus,
     Outcome,
     Principal,
+    Priority,
     RateLimit,
     RequestRecord,
     parse_uuid,
@@ -78,6 +79,17 @@ class VersionInfo:
     nca_id: str = ""  # the owner
     parties: frozenset[str] = frozenset()  # NCA ids it is shared with ('*': everyone)
     grpc: bool = False  # a gRPC function (inferenceUrl /grpc): invoked on the gRPC endpoint
+    priority: Priority | None = None  # llmInvocationConfig.priority
+
+
+def priority_of(priority: Priority | None, nca_id: str) -> int:
+    """A caller's place in a version's queue (spec §2.1.1 `llmInvocationConfig.priority`):
+    `perAccountPriority[nca_id]`, else `defaultPriority`, else 0. nvcf-lite's reading: a
+    higher number is served first; equal ones in order of arrival."""
+    if priority is None:
+        return 0
+    named = (priority.per_account_priority or {}).get(nca_id)
+    return named if named is not None else priority.default_priority or 0
 
 
 def reachable(
@@ -303,6 +315,7 @@ class Invocations:
             done=loop.create_future(),
             stream=loop.create_future() if mode != "pexec" else None,
             lent=loop.create_future() if mode == "grpc" else None,
+            priority=priority_of(version.priority, principal.nca_id),
         )
         # The request may start while its accept commits (the forward overlaps the write);
         # no answer, and so no request id, leaves before the commit: an accepted request is

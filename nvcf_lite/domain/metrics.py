@@ -173,6 +173,24 @@ class Metrics:
             "and version.",
             ("function_id", "version_id"),
         )
+        self.llm_requests = Counter(
+            "nvcf_lite_llm_requests_total",
+            "OpenAI-compatible gateway calls answered, by key, function, model, endpoint and "
+            "the HTTP status answered.",
+            ("key_id", "function_id", "model", "endpoint", "status"),
+        )
+        self.llm_tokens = Counter(
+            "nvcf_lite_llm_tokens_total",
+            "Tokens the containers reported in `usage` (kind: input = prompt, output = "
+            "completion), by key, function and model.",
+            ("key_id", "function_id", "model", "kind"),
+        )
+        self.llm_first_token = Histogram(
+            "nvcf_lite_llm_time_to_first_token_seconds",
+            "Streamed gateway calls: from acceptance to the first chunk sent to the client.",
+            ("function_id", "model"),
+            LATENCY_BUCKETS,
+        )
 
         labels = ("telemetry_id", "signal")
         self.telemetry_exported = Counter(
@@ -215,6 +233,9 @@ class Metrics:
             self.cold_start_wait,
             self.instance_start,
             self.instance_failures,
+            self.llm_requests,
+            self.llm_tokens,
+            self.llm_first_token,
             self.telemetry_exported,
             self.telemetry_failures,
             self.telemetry_dropped,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from nvcf_lite.errors import TooManyRequests
 from nvcf_lite.models import RateLimit
 
-UNIT_S = {"S": 1, "M": 60, "H": 3600, "D": 86400}
+UNIT_S = {"S": 1, "M": 60, "H": 3600, "D": 86400, "W": 604800}  # W: token rates only
 Rate = tuple[tuple[int, int], ...]  # (count, window seconds) per unit
 _MAX_KEYS = 100_000  # windows kept before the stale ones are dropped
 
@@ -85,7 +85,7 @@ class RateLimiter:
                 retry = max(1, math.ceil(start + window - now))
                 raise TooManyRequests(
                     f"Function version '{who[0]}': the {whose} rate limit of {count} per"
-                    f" {_unit_name(window)} ({rate_text}) is used up; retry in {retry} s",
+                    f" {unit_name(window)} ({rate_text}) is used up; retry in {retry} s",
                     headers={"Retry-After": str(retry)},
                 )
             keys.append(key)
@@ -94,5 +94,5 @@ class RateLimiter:
         self._counts = {k: n for k, n in self._counts.items() if k[3] + k[2] > now}
 
 
-def _unit_name(window: int) -> str:
-    return {1: "second", 60: "minute", 3600: "hour", 86400: "day"}[window]
+def unit_name(window: int) -> str:
+    return {1: "second", 60: "minute", 3600: "hour", 86400: "day", 604800: "week"}[window]

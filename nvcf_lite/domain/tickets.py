@@ -94,6 +94,7 @@ class Ticket:
     queued_at: float = field(default_factory=time.monotonic)
     dispatched_at: float = 0.0
     first_byte_at: float = 0.0
+    priority: int = 0  # its queue serves higher first (llmInvocationConfig.priority)
     _stage: Stage = field(default=Stage.QUEUED, init=False, repr=False)
     _detached: bool = field(default=False, init=False, repr=False)
     _leased: bool = field(default=False, init=False, repr=False)

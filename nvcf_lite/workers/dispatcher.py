@@ -55,6 +55,15 @@ def cold_start(ticket: Ticket, inst: Instance) -> str | None:
     return f"{inst.cold_kind} start: {parts}"
 
 
+def enqueue(queue: deque[Ticket], ticket: Ticket) -> None:
+    """Behind every queued ticket of its priority or higher (FIFO when none has one)."""
+    if not queue or queue[-1].priority >= ticket.priority:
+        queue.append(ticket)
+        return
+    at = next(i for i, queued in enumerate(queue) if queued.priority < ticket.priority)
+    queue.insert(at, ticket)
+
+
 NUDGE_EVERY_S = 0.2  # a waiting queue nudges the scheduler at most this often
 
 
@@ -97,7 +106,7 @@ class Dispatcher:
         rec = ticket.record
         self._tickets[rec.request_id] = ticket
         self._per_function[rec.function_id] += 1
-        self.backlog.queue(rec.version_id).append(ticket)
+        enqueue(self.backlog.queue(rec.version_id), ticket)
         self.pump(rec.version_id)
 
     def ticket(self, request_id: str) -> Ticket | None:

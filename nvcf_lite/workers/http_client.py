@@ -343,6 +343,8 @@ class Response:
         while True:
             if chunks:
                 chunk = chunks.popleft()
+                if chunks and len(chunk) < _COALESCE:
+                    chunk = _coalesced(chunk, chunks)
                 conn._buffered -= len(chunk)
                 if conn._paused:
                     conn._consumed()
@@ -370,6 +372,21 @@ class Response:
         conn = self._conn
         if conn is not None:
             conn._fail(UpstreamError("the response was closed"))
+
+
+_COALESCE = 64 * 1024
+
+
+def _coalesced(first: bytes, chunks: deque[bytes]) -> bytes:
+    """`first` and the small chunks queued behind it, up to _COALESCE bytes, as one: a
+    consumer slower than the container (an SSE stream of one event per write) then makes
+    fewer, larger writes of what has arrived; nothing waits for more."""
+    parts, size = [first], len(first)
+    while chunks and size + len(chunks[0]) <= _COALESCE:
+        part = chunks.popleft()
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts) if len(parts) > 1 else first
 
 
 async def _more(conn: _Conn) -> None:

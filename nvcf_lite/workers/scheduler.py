@@ -254,6 +254,8 @@ class Scheduler:
                 log.warning("cannot list containers: %s", exc)
             else:
                 await self._observe(deployments, containers)
+            # GPUs on nodes that are down or drained take no new instance (Swarm; else none)
+            self.host.unavailable = await self.runtime.unavailable_units()
             for deployment in deployments.values():
                 status = statuses.get(deployment.version_id)
                 if status == FunctionStatus.ERROR and not deployment.draining:

@@ -231,11 +231,12 @@ def _state(status: Doc, node: SwarmNode | None, desired: str) -> tuple[str, str 
     `dead`, with the node named (its container may live on, unreachable)."""
     state = status.get("State", "new")
     err = status.get("Err") or None
-    if node is not None and state in _STARTING | {"running"}:
+    if node is not None and state != "complete":
+        why = f" (Swarm: {err})" if err else ""
         if node.state != "ready":
-            return "dead", f"{node.text()} is {node.state}: lost"
-        if node.availability == "drain":
-            return "dead", f"{node.text()} is drained"
+            return "dead", f"{node.text()} is {node.state}: lost{why}"
+        if node.availability == "drain" and state in _STARTING | {"running", "shutdown"}:
+            return "dead", f"{node.text()} is drained{why}"
     if state in _STARTING:
         return "created", err
     if state == "running":

@@ -160,7 +160,8 @@ class Lifecycle:
 
     async def exit_reason(self, container_id: str) -> str:
         c = await self.runtime.inspect(container_id)
-        logs = (await self.runtime.logs_tail(container_id, 10)).strip()
+        lost = c is not None and c.state == "dead" and c.node is not None  # its logs with it
+        logs = "" if lost else (await self.runtime.logs_tail(container_id, 10)).strip()
         code = c.exit_code if c else None
         what = "was killed: out of memory" if c and c.oom_killed else f"exited with code {code}"
         if c is not None and c.state == "dead" and c.error:

@@ -1,0 +1,223 @@
+"""nvcf-lite on a three-node Docker Swarm (tests/swarm_support.py: one manager, two workers with
+two simulated GPUs each, in network namespaces this module creates), through the public API:
+the nodes' GPUs in clusterGroups, a GPU deployment placed on a worker and invoked, an input
+asset read by an instance on a worker, scale to zero, and a worker killed while its instance
+serves: the instance comes back on the other worker and the health info names the lost node.
+
+Timings (swarm formation, first instance ACTIVE, failover) print as `SWARM ...` lines. Needs
+root and the shared dockerd for the test images (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import bearer, make_config, wait_for
+from docker_support import ECHO_IMAGE, docker_client_or_skip, docker_required, ensure_test_images
+from invocation_support import FAST, function_body
+from litestar.testing import TestClient
+from swarm_support import SwarmCluster
+from test_assets_docker import upload
+
+from nvcf_lite.app import docker_runtime
+
+pytestmark = pytest.mark.docker
+
+GPU = "H100"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmCluster]:
+    docker_client_or_skip()
+    if os.geteuid() != 0:
+        if docker_required():
+            pytest.fail("the swarm tests need root (network namespaces, dockerd)")
+        pytest.skip("the swarm tests need root")
+    ensure_test_images()
+    swarm = SwarmCluster(Path(f"/run/nvcf-swarm-test-{os.getpid()}"))
+    try:
+        swarm.up([ECHO_IMAGE])
+        yield swarm
+    finally:
+        swarm.close()
+        for what, seconds in swarm.timings.items():
+            print(f"SWARM {what}: {seconds:.2f} s")
+
+
+@pytest.fixture
+def api(
+    cluster: SwarmCluster, app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
+) -> Iterator[TestClient[Any]]:
+    config = make_config(
+        tmp_path / "data",
+        **{
+            **FAST,
+            "NVCF_LITE_DOCKER__RUNTIME": "swarm",
+            "NVCF_LITE_DOCKER__BASE_URL": cluster.url,
+            "NVCF_LITE_DOCKER__NAMESPACE": ns,
+            "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "false",
+            "NVCF_LITE_DOCKER__STOP_TIMEOUT_S": "2",
+            "NVCF_LITE_GPUS__USE_NVML": "false",
+            "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.5",
+            "NVCF_LITE_SCHEDULER__UNHEALTHY_THRESHOLD": "3",
+            "NVCF_LITE_SCHEDULER__SCALE_DOWN_IDLE_S": "1",
+            "NVCF_LITE_SCHEDULER__STARTUP_DEADLINE_S": "60",
+            "NVCF_LITE_SWARM__START_TIMEOUT_S": "60",
+        },
+    )
+    yield app_factory(config, runtime_factory=docker_runtime)
+    for s in cluster.services(ns):
+        cluster.api().remove_service(s["ID"])
+
+
+def register(api: TestClient[Any]) -> tuple[str, str]:
+    body = {**function_body(), "containerEnvironment": [{"key": "GREETING", "value": "hi"}]}
+    r = api.post("/v2/nvcf/functions", json=body, headers=bearer())
+    assert r.status_code == 200, r.text
+    f = r.json()["function"]
+    return f["id"], f["versionId"]
+
+
+def deploy(api: TestClient[Any], fid: str, vid: str, **spec: Any) -> None:
+    body = {
+        "deploymentSpecifications": [
+            {"gpu": GPU, "instanceType": f"{GPU}.GPU.1x", "minInstances": 1, "maxInstances": 1}
+            | spec
+        ]
+    }
+    path = f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
+    r = api.post(path, json=body, headers=bearer())
+    assert r.status_code == 200, r.text
+
+
+def version(api: TestClient[Any], fid: str, vid: str) -> dict[str, Any]:
+    r = api.get(f"/v2/nvcf/functions/{fid}/versions/{vid}", headers=bearer())
+    return dict(r.json()["function"])
+
+
+def deployment(api: TestClient[Any], fid: str, vid: str) -> dict[str, Any]:
+    r = api.get(f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=bearer())
+    return dict(r.json()["deployment"])
+
+
+def ready_instances(api: TestClient[Any], fid: str, vid: str) -> list[dict[str, Any]]:
+    return [i for i in deployment(api, fid, vid)["instances"] if i["state"] == "ready"]
+
+
+def running_task(cluster: SwarmCluster, ns: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    (service,) = cluster.services(ns)
+    tasks = cluster.api().tasks(filters={"service": service["ID"], "desired-state": "running"})
+    (task,) = [t for t in tasks if t["Status"]["State"] == "running"]
+    return service, task
+
+
+def node_address(cluster: SwarmCluster, node_id: str) -> str:
+    return str(cluster.api().inspect_node(node_id)["Status"]["Addr"])
+
+
+def echo_on_gpu(api: TestClient[Any], cluster: SwarmCluster) -> tuple[str, str]:
+    fid, vid = register(api)
+    t0 = time.monotonic()
+    deploy(api, fid, vid)
+    wait_for(lambda: version(api, fid, vid)["status"] == "ACTIVE", 90, "ACTIVE")
+    cluster.timings.setdefault("first instance ACTIVE", time.monotonic() - t0)
+    return fid, vid
+
+
+def test_cluster_groups_list_every_workers_gpus(
+    api: TestClient[Any], cluster: SwarmCluster
+) -> None:
+    (group,) = api.get("/v2/nvcf/clusterGroups", headers=bearer()).json()["clusterGroups"]
+    by_node = {c["name"]: c["gpuUuids"] for c in group["clusters"]}
+    assert by_node == {w.name: w.gpus for w in cluster.workers}
+    (h100,) = [g for g in group["gpus"] if g["name"] == GPU]
+    # an instance's GPUs are on one node: two per worker, so no 4x across the two
+    assert [t["name"] for t in h100["instanceTypes"]] == ["H100.GPU.1x", "H100.GPU.2x"]
+
+
+def test_a_gpu_instance_runs_on_a_worker_and_answers(
+    api: TestClient[Any], cluster: SwarmCluster, ns: str
+) -> None:
+    fid, vid = echo_on_gpu(api, cluster)
+    service, task = running_task(cluster, ns)
+    labels = service["Spec"]["Labels"]
+    assert labels["nvcf-lite.function-id"] == fid and labels["nvcf-lite.version-id"] == vid
+    resources = service["Spec"]["TaskTemplate"]["Resources"]
+    assert resources["Reservations"]["GenericResources"] == [
+        {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}
+    ]
+    assert resources["Limits"]["NanoCPUs"] and resources["Limits"]["MemoryBytes"]
+    worker = cluster.node_of(node_address(cluster, task["NodeID"]))
+    assert worker in cluster.workers
+    (inst,) = ready_instances(api, fid, vid)
+    assert set(inst["gpuUuids"]) <= set(worker.gpus)
+    r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"hello": 1}, headers=bearer())
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert seen["body"] == {"hello": 1}
+    assert seen["env"]["NVCF_FUNCTION_ID"] == fid
+    env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "GREETING=hi" in env and f"NVIDIA_VISIBLE_DEVICES={inst['gpuUuids'][0]}" in env
+
+
+def test_an_instance_on_a_worker_reads_the_exact_asset_bytes(
+    api: TestClient[Any], cluster: SwarmCluster
+) -> None:
+    fid, _ = echo_on_gpu(api, cluster)
+    data = os.urandom(512 * 1024)
+    asset = upload(api, data)
+    r = api.post(
+        f"/v2/nvcf/pexec/functions/{fid}",
+        json={"readAssets": True},
+        headers={**bearer(), "NVCF-INPUT-ASSET-REFERENCES": asset},
+    )
+    assert r.status_code == 200, r.text
+    got = r.json()["assets"][asset]
+    assert got["sha256"] == hashlib.sha256(data).hexdigest() and got["size"] == len(data)
+
+
+def test_scale_to_zero_removes_the_service_and_a_request_brings_one_back(
+    api: TestClient[Any], cluster: SwarmCluster, ns: str
+) -> None:
+    fid, vid = register(api)
+    deploy(api, fid, vid, minInstances=0, maxInstances=1)
+    wait_for(lambda: version(api, fid, vid)["status"] == "ACTIVE", 60, "ACTIVE at zero")
+    assert not cluster.services(ns)
+    r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"n": 1}, headers=bearer())
+    while r.status_code == 202:
+        rid = r.headers["nvcf-reqid"]
+        r = api.get(f"/v2/nvcf/pexec/status/{rid}", headers=bearer())
+    assert r.status_code == 200, r.text
+    assert r.json()["body"] == {"n": 1}
+    wait_for(lambda: not cluster.services(ns), 60, "scaled back to zero")
+
+
+def test_a_killed_worker_is_replaced_on_the_other_and_named(
+    api: TestClient[Any], cluster: SwarmCluster, ns: str
+) -> None:
+    fid, vid = echo_on_gpu(api, cluster)
+    _, task = running_task(cluster, ns)
+    lost = cluster.node_of(node_address(cluster, task["NodeID"]))
+    (other,) = [w for w in cluster.workers if w is not lost]
+    (before,) = ready_instances(api, fid, vid)
+    t0 = time.monotonic()
+    lost.kill()
+
+    def moved() -> list[dict[str, Any]]:
+        return [
+            i for i in ready_instances(api, fid, vid) if i["instanceId"] != before["instanceId"]
+        ]
+
+    (after,) = wait_for(moved, 90, "a replacement instance ready")
+    cluster.timings["failover after a node is killed"] = time.monotonic() - t0
+    assert set(after["gpuUuids"]) <= set(other.gpus)
+    health = " ".join(h["error"] for h in deployment(api, fid, vid).get("healthInfo", []))
+    assert lost.name in health, health
+    r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"after": True}, headers=bearer())
+    assert r.status_code == 200, r.text

@@ -29,13 +29,42 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
+from docker_support import (
+    ECHO_IMAGE,
+    EXIT_IMAGE,
+    docker_client_or_skip,
+    docker_required,
+    ensure_test_images,
+)
 
 GPU_NAME = "NVIDIA H100 80GB HBM3"  # what the nodes' labels say their GPUs are
 GPU_MEMORY_MB = 81559
+
+
+@contextmanager
+def open_cluster() -> Iterator[SwarmCluster]:
+    """The cluster with the echo and exit images; its timings print as `SWARM ...` lines."""
+    docker_client_or_skip()
+    if os.geteuid() != 0:
+        if docker_required():
+            pytest.fail("the swarm tests need root (network namespaces, dockerd)", pytrace=False)
+        pytest.skip("the swarm tests need root (network namespaces, dockerd)")
+    ensure_test_images()
+    cluster = SwarmCluster(Path(f"/run/nvcf-swarm-test-{os.getpid()}"))
+    try:
+        cluster.up([ECHO_IMAGE, EXIT_IMAGE])
+        yield cluster
+    finally:
+        cluster.close()
+        for what, seconds in cluster.timings.items():
+            print(f"SWARM {what}: {seconds:.2f} s")
 
 
 def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -126,6 +155,12 @@ class Node:
         self.process, self.client, self.killed = None, None, True
         sh("ip", "link", "set", "eth0", "down", ns=self.ns)
         (self.root / "exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+
+    def revive(self) -> None:
+        """The machine is back: link up, dockerd started (it rejoins the swarm by itself)."""
+        sh("ip", "link", "set", "eth0", "up", ns=self.ns)
+        self.start()
+        self.killed = False
 
     def stop(self) -> None:
         if self.process is None:

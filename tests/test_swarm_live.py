@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 from conftest import bearer, make_config, wait_for
-from docker_support import ECHO_IMAGE, docker_client_or_skip, docker_required, ensure_test_images
 from invocation_support import FAST, function_body
 from litestar.testing import TestClient
-from swarm_support import SwarmCluster
+from swarm_support import Node, SwarmCluster
 from test_assets_docker import upload
 
 from nvcf_lite.app import docker_runtime
@@ -32,22 +31,9 @@ pytestmark = pytest.mark.docker
 GPU = "H100"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmCluster]:
-    docker_client_or_skip()
-    if os.geteuid() != 0:
-        if docker_required():
-            pytest.fail("the swarm tests need root (network namespaces, dockerd)")
-        pytest.skip("the swarm tests need root")
-    ensure_test_images()
-    swarm = SwarmCluster(Path(f"/run/nvcf-swarm-test-{os.getpid()}"))
-    try:
-        swarm.up([ECHO_IMAGE])
-        yield swarm
-    finally:
-        swarm.close()
-        for what, seconds in swarm.timings.items():
-            print(f"SWARM {what}: {seconds:.2f} s")
+@pytest.fixture
+def cluster(swarm_cluster: SwarmCluster) -> SwarmCluster:
+    return swarm_cluster
 
 
 @pytest.fixture
@@ -208,6 +194,28 @@ def test_a_killed_worker_is_replaced_on_the_other_and_named(
     (before,) = ready_instances(api, fid, vid)
     t0 = time.monotonic()
     lost.kill()
+    try:
+        replaced_elsewhere(api, cluster, fid, vid, before, lost, other, t0)
+    finally:
+        lost.revive()  # for the tests after this one
+        wait_for(lambda: node_ready(cluster, lost), 60, f"{lost.name} back")
+
+
+def node_ready(cluster: SwarmCluster, node: Node) -> bool:
+    found = [n for n in cluster.api().nodes() if n["Status"]["Addr"] == node.address]
+    return any(n["Status"]["State"] == "ready" for n in found)
+
+
+def replaced_elsewhere(
+    api: TestClient[Any],
+    cluster: SwarmCluster,
+    fid: str,
+    vid: str,
+    before: dict[str, Any],
+    lost: Node,
+    other: Node,
+    t0: float,
+) -> None:
 
     def moved() -> list[dict[str, Any]]:
         return [

@@ -25,6 +25,7 @@ from swarm_support import Node, SwarmCluster
 from test_assets_docker import upload
 
 from nvcf_lite.app import docker_runtime
+from nvcf_lite.errors import CONNECTION_ERROR
 
 pytestmark = pytest.mark.docker
 
@@ -229,3 +230,46 @@ def replaced_elsewhere(
     assert lost.name in health, health
     r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"after": True}, headers=bearer())
     assert r.status_code == 200, r.text
+
+
+def test_draining_a_node_moves_its_instance_and_loses_no_queued_request(
+    api: TestClient[Any], cluster: SwarmCluster, ns: str
+) -> None:
+    fid, vid = echo_on_gpu(api, cluster)
+    _, task = running_task(cluster, ns)
+    drained = cluster.node_of(node_address(cluster, task["NodeID"]))
+    (other,) = [w for w in cluster.workers if w is not drained]
+    path, wait_1s = f"/v2/nvcf/pexec/functions/{fid}", {**bearer(), "NVCF-POLL-SECONDS": "1"}
+    slow = api.post(path, json={"delay": 10}, headers=wait_1s)  # holds the only slot
+    assert slow.status_code == 202, slow.text
+    queued = {}
+    for n in range(4):
+        r = api.post(path, json={"n": n}, headers=wait_1s)
+        assert r.status_code == 202, r.text  # waiting behind the slow one
+        queued[r.headers["nvcf-reqid"]] = n
+    set_availability(cluster, drained, "drain")
+    try:
+        for rid, n in queued.items():
+            got = wait_for(lambda rid=rid: finished(api, rid), 90, f"request {n}")
+            assert got.status_code == 200, got.text
+            assert got.json()["body"] == {"n": n}
+        (inst,) = ready_instances(api, fid, vid)
+        assert set(inst["gpuUuids"]) <= set(other.gpus)
+        health = " ".join(h["error"] for h in deployment(api, fid, vid).get("healthInfo", []))
+        assert drained.name in health, health
+        # the one in flight when its node was drained: its result, or the connection problem
+        end = wait_for(lambda: finished(api, slow.headers["nvcf-reqid"]), 60, "slow one")
+        assert end.status_code == 200 or end.json()["type"] == CONNECTION_ERROR, end.text
+    finally:
+        set_availability(cluster, drained, "active")
+
+
+def finished(api: TestClient[Any], rid: str) -> Any:
+    r = api.get(f"/v2/nvcf/pexec/status/{rid}", headers={**bearer(), "NVCF-POLL-SECONDS": "1"})
+    return None if r.status_code == 202 else r
+
+
+def set_availability(cluster: SwarmCluster, node: Node, availability: str) -> None:
+    (found,) = [n for n in cluster.api().nodes() if n["Status"]["Addr"] == node.address]
+    spec = {**found["Spec"], "Availability": availability}
+    cluster.api().update_node(found["ID"], found["Version"]["Index"], spec)

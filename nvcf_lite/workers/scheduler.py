@@ -244,6 +244,9 @@ class Scheduler:
             deployments = {d.deployment_id: d for d in await self.repo.all()}
             statuses = await self.repo.statuses()
             self.deployed = {d.version_id: d for d in deployments.values()}
+            # what each instance's container was before the listing: one created while the
+            # engine answers (a slow Swarm call) is not missing from it
+            before = {i.instance_id: i.container_id for i in self.instances.values()}
             try:
                 containers = [
                     c
@@ -253,7 +256,7 @@ class Scheduler:
             except RuntimeFailure as exc:
                 log.warning("cannot list containers: %s", exc)
             else:
-                await self._observe(deployments, containers)
+                await self._observe(deployments, containers, before)
             # GPUs on nodes that are down or drained take no new instance (Swarm; else none)
             self.host.unavailable = await self.runtime.unavailable_units()
             for deployment in deployments.values():
@@ -277,7 +280,10 @@ class Scheduler:
     # -- observe: adopt, reap, notice exits ----------------------------------------------
 
     async def _observe(
-        self, deployments: dict[str, Deployment], containers: list[ContainerInfo]
+        self,
+        deployments: dict[str, Deployment],
+        containers: list[ContainerInfo],
+        before: dict[str, str | None] | None = None,
     ) -> None:
         seen: set[str] = set()
         kept: list[ContainerInfo] = []
@@ -291,7 +297,8 @@ class Scheduler:
             elif c.state in ("exited", "dead") and inst.live:
                 await self.life.fail(inst, await self.life.exit_reason(c.id))
         for inst in list(self.instances.values()):
-            gone = inst.container_id is not None and inst.container_id not in seen
+            known = before is None or before.get(inst.instance_id) == inst.container_id
+            gone = known and inst.container_id is not None and inst.container_id not in seen
             if gone and (inst.live or inst.state == InstanceState.PAUSED):
                 await self.life.fail(inst, "the container disappeared (removed outside nvcf-lite)")
             if inst.deployment_id not in deployments and not inst.removing:

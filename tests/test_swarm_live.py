@@ -11,6 +11,7 @@ root and the shared dockerd for the test images (CI runs as root).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -63,8 +64,15 @@ def api(
         cluster.api().remove_service(s["ID"])
 
 
+SECRET = "s3cr3t-" + os.urandom(6).hex()
+
+
 def register(api: TestClient[Any]) -> tuple[str, str]:
-    body = {**function_body(), "containerEnvironment": [{"key": "GREETING", "value": "hi"}]}
+    body = {
+        **function_body(),
+        "containerEnvironment": [{"key": "GREETING", "value": "hi"}],
+        "secrets": [{"name": "TOKEN", "value": SECRET}],
+    }
     r = api.post("/v2/nvcf/functions", json=body, headers=bearer())
     assert r.status_code == 200, r.text
     f = r.json()["function"]
@@ -144,10 +152,14 @@ def test_a_gpu_instance_runs_on_a_worker_and_answers(
     assert worker in cluster.workers
     (inst,) = ready_instances(api, fid, vid)
     assert set(inst["gpuUuids"]) <= set(worker.gpus)
-    r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"hello": 1}, headers=bearer())
+    r = api.post(
+        f"/v2/nvcf/pexec/functions/{fid}", json={"hello": 1, "readSecrets": True}, headers=bearer()
+    )
     assert r.status_code == 200, r.text
     seen = r.json()
-    assert seen["body"] == {"hello": 1}
+    assert seen["body"]["hello"] == 1
+    assert seen["secrets"]["TOKEN"] == SECRET  # the mounted file, read on the worker
+    assert SECRET not in json.dumps(service)  # never in the service spec
     assert seen["env"]["NVCF_FUNCTION_ID"] == fid
     env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert "GREETING=hi" in env and f"NVIDIA_VISIBLE_DEVICES={inst['gpuUuids'][0]}" in env

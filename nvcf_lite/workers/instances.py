@@ -204,6 +204,8 @@ class Instance:
             gpu_uuids=[u.unit_id for u in self.units],
             container_id=self.container_id,
             host_port=self.host_port,
+            host_address=self.address,
+            node=self.node,
             error=self.error,
             created_at=self.created_at,
             updated_at=self.updated_at,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from nvcf_lite import logs
@@ -100,11 +101,15 @@ class Scheduler:
         self.demand = demand  # requests waiting per version: scaled to, drained before undeploy
         self.changed = changed  # fired when instances or version statuses change
         self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
+        # when the last tick read the deployments, and when a change (a deploy) last asked for
+        # a tick (monotonic): a version deployed since then is not in `deployed` yet
+        self._read_at = self._nudged_at = -math.inf
         self.errors: dict[str, str] = {}  # version id -> why it is in ERROR
 
     # -- public ---------------------------------------------------------------------------
 
     def nudge(self) -> None:
+        self._nudged_at = time.monotonic()
         self._wake.set()
 
     def unreachable(self, inst: Instance, why: str) -> None:
@@ -202,6 +207,8 @@ class Scheduler:
         error = self.errors.get(version_id)
         if error is not None and version_id in self.deployed:
             return Refusal(503, WORKER_ERROR, f"the function version cannot start: {error}")
+        if version_id not in self.deployed and self._nudged_at > self._read_at:
+            return None  # maybe deployed since the last tick read them (min 0: ACTIVE at once)
         if version_id not in self.deployed:
             detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"
             return Refusal(404, GONE, detail)
@@ -241,6 +248,8 @@ class Scheduler:
 
     async def tick(self) -> None:
         async with self._lock:
+            self._read_at = time.monotonic()
+            known = set(self.deployed)
             deployments = {d.deployment_id: d for d in await self.repo.all()}
             statuses = await self.repo.statuses()
             self.deployed = {d.version_id: d for d in deployments.values()}
@@ -268,6 +277,8 @@ class Scheduler:
                     continue
                 await self._reconcile(deployment)
             await self._report(list(deployments.values()), statuses)
+            if set(self.deployed) != known:
+                self.changed.fire()  # requests that waited for this tick to see their version
 
     async def shutdown(self, keep_instances: bool) -> None:
         await self._tasks.cancel()

@@ -26,6 +26,7 @@ from swarm_support import Node, SwarmCluster
 from test_assets_docker import upload
 
 from nvcf_lite.app import docker_runtime
+from nvcf_lite.config import Config
 from nvcf_lite.errors import CONNECTION_ERROR
 
 pytestmark = pytest.mark.docker
@@ -38,18 +39,15 @@ def cluster(swarm_cluster: SwarmCluster) -> SwarmCluster:
     return swarm_cluster
 
 
-@pytest.fixture
-def api(
-    cluster: SwarmCluster, app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
-) -> Iterator[TestClient[Any]]:
-    config = make_config(
+def swarm_config(cluster: SwarmCluster, tmp_path: Path, ns: str, keep: bool = False) -> Config:
+    return make_config(
         tmp_path / "data",
         **{
             **FAST,
             "NVCF_LITE_DOCKER__RUNTIME": "swarm",
             "NVCF_LITE_DOCKER__BASE_URL": cluster.url,
             "NVCF_LITE_DOCKER__NAMESPACE": ns,
-            "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "false",
+            "NVCF_LITE_DOCKER__KEEP_INSTANCES_ON_SHUTDOWN": "true" if keep else "false",
             "NVCF_LITE_DOCKER__STOP_TIMEOUT_S": "2",
             "NVCF_LITE_GPUS__USE_NVML": "false",
             "NVCF_LITE_SCHEDULER__HEALTH_INTERVAL_S": "0.5",
@@ -59,7 +57,13 @@ def api(
             "NVCF_LITE_SWARM__START_TIMEOUT_S": "60",
         },
     )
-    yield app_factory(config, runtime_factory=docker_runtime)
+
+
+@pytest.fixture
+def api(
+    cluster: SwarmCluster, app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
+) -> Iterator[TestClient[Any]]:
+    yield app_factory(swarm_config(cluster, tmp_path, ns), runtime_factory=docker_runtime)
     for s in cluster.services(ns):
         cluster.api().remove_service(s["ID"])
 
@@ -179,6 +183,30 @@ def test_an_instance_on_a_worker_reads_the_exact_asset_bytes(
     assert r.status_code == 200, r.text
     got = r.json()["assets"][asset]
     assert got["sha256"] == hashlib.sha256(data).hexdigest() and got["size"] == len(data)
+
+
+def test_a_restarted_server_adopts_its_service_on_the_worker(
+    cluster: SwarmCluster, app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
+) -> None:
+    config = swarm_config(cluster, tmp_path, ns, keep=True)
+    first = app_factory(config, runtime_factory=docker_runtime)
+    try:
+        fid, vid = echo_on_gpu(first, cluster)
+        (service,) = cluster.services(ns)
+        (inst,) = ready_instances(first, fid, vid)
+        first.__exit__(None, None, None)  # shut down, the service kept
+        assert [s["ID"] for s in cluster.services(ns)] == [service["ID"]]
+        second = app_factory(config, runtime_factory=docker_runtime)
+        wait_for(lambda: ready_instances(second, fid, vid), 60, "the instance adopted")
+        (adopted,) = ready_instances(second, fid, vid)
+        assert adopted["instanceId"] == inst["instanceId"]
+        assert adopted["containerId"] == service["ID"] and adopted["node"] == inst["node"]
+        assert adopted["hostAddress"] == inst["hostAddress"] != "127.0.0.1"
+        r = second.post(f"/v2/nvcf/pexec/functions/{fid}", json={"x": 1}, headers=bearer())
+        assert r.status_code == 200, r.text
+    finally:
+        for s in cluster.services(ns):
+            cluster.api().remove_service(s["ID"])
 
 
 def test_scale_to_zero_removes_the_service_and_a_request_brings_one_back(

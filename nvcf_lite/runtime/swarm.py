@@ -141,7 +141,7 @@ class SwarmRuntime:
             found = await self.nodes()
         except RuntimeFailure as exc:
             return GpuInventory(gpus=[], error=f"swarm nodes could not be listed: {exc}")
-        gpus = []
+        gpus: list[Gpu] = []
         for node in sorted(found, key=lambda n: n.name):
             name = node.labels.get(calls.LABEL_GPU_NAME, "NVIDIA GPU")
             memory = int(node.labels.get(calls.LABEL_GPU_MEMORY_MB, "0") or 0)

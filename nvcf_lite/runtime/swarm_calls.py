@@ -156,7 +156,7 @@ def _wait_started(api: Any, service_id: str, timeout_s: float) -> Doc:
             err = task["Status"].get("Err") or ""
             if state == "rejected" and "No such image" in err:
                 raise ImageNotFound(f"image is not present on the node: {err}")
-            return service
+            return dict(service)
         if time.monotonic() > deadline:
             why = (task or {}).get("Status", {}).get("Err") or (task or {}).get("Status", {}).get(
                 "Message", "no task"

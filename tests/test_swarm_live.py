@@ -23,6 +23,7 @@ from conftest import bearer, make_config, wait_for
 from invocation_support import FAST, function_body
 from litestar.testing import TestClient
 from swarm_support import Node, SwarmCluster
+from test_gpus import clean_env, nvcf_lite
 from test_assets_docker import upload
 
 from nvcf_lite.app import docker_runtime
@@ -138,6 +139,21 @@ def test_cluster_groups_list_every_workers_gpus(
     (h100,) = [g for g in group["gpus"] if g["name"] == GPU]
     # an instance's GPUs are on one node: two per worker, so no 4x across the two
     assert [t["name"] for t in h100["instanceTypes"]] == ["H100.GPU.1x", "H100.GPU.2x"]
+
+
+def test_the_gpus_command_lists_every_nodes_gpus(cluster: SwarmCluster, tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path, NVCF_LITE_DOCKER__RUNTIME="swarm", NVCF_LITE_DOCKER__BASE_URL=cluster.url
+    )
+    done = nvcf_lite("gpus", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for node in cluster.nodes:
+        assert f"node {node.name}: {len(node.gpus)} GPU(s)" in lines
+    for worker in cluster.workers:
+        for uuid in worker.gpus:
+            assert any(uuid in line and line.endswith(f"on node {worker.name}") for line in lines)
+    assert "  H100: H100.GPU.1x, H100.GPU.2x" in lines
 
 
 def test_a_gpu_instance_runs_on_a_worker_and_answers(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from nvcf_lite.runtime import docker_logs
+from nvcf_lite.runtime import docker_logs, swarm_logs
 from nvcf_lite.runtime import swarm_calls as calls
 from nvcf_lite.runtime.base import (
     ContainerInfo,
@@ -106,14 +106,14 @@ class SwarmRuntime:
         await self.engine.call("service scale", calls.scale_to_zero, container_id)
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
-        return await self.engine.call("service logs", calls.logs_tail, container_id, lines)
+        return await self.engine.call("service logs", swarm_logs.logs_tail, container_id, lines)
 
     async def logs(
         self, container_id: str, *, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[bytes]:
         api = await self.engine.call("service logs", lambda api: api)
         chunks = docker_logs.stream(
-            lambda: calls.open_logs(api, container_id, tail, follow),
+            lambda: swarm_logs.open_logs(api, container_id, tail, follow),
             lambda exc: RuntimeFailure(f"Docker service logs failed: {exc}"),
         )
         async for chunk in chunks:

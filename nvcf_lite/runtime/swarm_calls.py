@@ -146,21 +146,20 @@ def _resources(spec: ContainerSpec) -> docker.types.Resources:
 
 
 def _wait_started(api: Any, service_id: str, timeout_s: float) -> Doc:
+    """Until its task runs or ended (a placement Swarm cannot make waits, up to timeout_s)."""
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        service = api.inspect_service(service_id)
         task = newest_task(api.tasks(filters={"service": service_id}))
-        state = (task or {}).get("Status", {}).get("State", "new")
+        status = (task or {}).get("Status") or {}
+        state = status.get("State", "new")
         if task is not None and state not in _STARTING:
-            err = task["Status"].get("Err") or ""
+            err = status.get("Err") or ""
             if state == "rejected" and "No such image" in err:
                 raise ImageNotFound(f"image is not present on the node: {err}")
-            return dict(service)
+            return dict(api.inspect_service(service_id))
         if time.monotonic() > deadline:
-            why = (task or {}).get("Status", {}).get("Err") or (task or {}).get("Status", {}).get(
-                "Message", "no task"
-            )
+            why = status.get("Err") or status.get("Message") or "no task yet"
             raise docker.errors.APIError(
                 f"no swarm node started the task within {timeout_s:g} s (task {state}: {why})"
             )
@@ -280,42 +279,3 @@ def scale_to_zero(api: Any, service_id: str) -> None:
         )
     except docker.errors.NotFound:
         return
-
-
-def logs_tail(api: Any, service_id: str, lines: int) -> str:
-    try:
-        chunks = api.service_logs(service_id, stdout=True, stderr=True, tail=max(0, lines))
-        raw = b"".join(chunks)
-    except docker.errors.NotFound:
-        return ""
-    return raw.decode("utf-8", errors="replace")
-
-
-def open_logs(api: Any, service_id: str, tail: int | None, follow: bool) -> Any:
-    """GET /services/{id}/logs, streamed (docker-py demultiplexes it)."""
-    stream = api.service_logs(
-        service_id,
-        stdout=True,
-        stderr=True,
-        follow=follow,
-        tail="all" if tail is None else str(max(0, tail)),
-    )
-    return _Closable(stream)
-
-
-class _Closable:
-    """An iterator of log chunks with the `close()` docker_logs.stream needs."""
-
-    def __init__(self, chunks: Any) -> None:
-        self._chunks = iter(chunks)
-
-    def __iter__(self) -> _Closable:
-        return self
-
-    def __next__(self) -> bytes:
-        return bytes(next(self._chunks))
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()

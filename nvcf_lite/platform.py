@@ -239,7 +239,7 @@ class Platform:
 
         def deployments_changed() -> None:
             versions.clear()
-            scheduler.nudge()
+            scheduler.deployments_changed()
             self.shipping.nudge()  # start following a deployed version's output at once
 
         self.deployments = Deployments(

@@ -280,7 +280,7 @@ async def test_a_version_deployed_since_the_last_tick_is_not_refused_as_undeploy
     await bench.scheduler.tick()
     _, vid = await bench.deploy(min_instances=0, max_instances=1)
     assert await bench.status(vid) == FunctionStatus.ACTIVE
-    bench.scheduler.nudge()  # what a deploy does (platform wiring)
+    bench.scheduler.deployments_changed()  # what a deploy calls (platform wiring)
     assert bench.scheduler.refusal(vid, time.monotonic()) is None
     await bench.scheduler.tick()
     assert vid in bench.scheduler.deployed

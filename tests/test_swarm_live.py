@@ -23,8 +23,8 @@ from conftest import bearer, make_config, wait_for
 from invocation_support import FAST, function_body
 from litestar.testing import TestClient
 from swarm_support import Node, SwarmCluster
-from test_gpus import clean_env, nvcf_lite
 from test_assets_docker import upload
+from test_gpus import clean_env, nvcf_lite
 
 from nvcf_lite.app import docker_runtime
 from nvcf_lite.config import Config
@@ -284,6 +284,9 @@ def replaced_elsewhere(
     assert set(after["gpuUuids"]) <= set(other.gpus)
     health = " ".join(h["error"] for h in deployment(api, fid, vid).get("healthInfo", []))
     assert lost.name in health, health
+    # DEGRADED (refusing new requests) while no instance was ready; ACTIVE again once the
+    # next tick counts the replacement
+    wait_for(lambda: version(api, fid, vid)["status"] == "ACTIVE", 30, "ACTIVE again")
     r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"after": True}, headers=bearer())
     assert r.status_code == 200, r.text
 

@@ -101,16 +101,21 @@ class Scheduler:
         self.demand = demand  # requests waiting per version: scaled to, drained before undeploy
         self.changed = changed  # fired when instances or version statuses change
         self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
-        # when the last tick read the deployments, and when a change (a deploy) last asked for
-        # a tick (monotonic): a version deployed since then is not in `deployed` yet
-        self._read_at = self._nudged_at = -math.inf
+        # when the last tick read the deployments, and when they last changed (a deploy, an
+        # undeploy; monotonic): a version deployed since that read is not in `deployed` yet
+        self._read_at = self._changed_at = -math.inf
         self.errors: dict[str, str] = {}  # version id -> why it is in ERROR
 
     # -- public ---------------------------------------------------------------------------
 
     def nudge(self) -> None:
-        self._nudged_at = time.monotonic()
         self._wake.set()
+
+    def deployments_changed(self) -> None:
+        """A deployment was created, changed or removed: tick now, and until that tick no
+        request of a version it does not know yet is refused as undeployed."""
+        self._changed_at = time.monotonic()
+        self.nudge()
 
     def unreachable(self, inst: Instance, why: str) -> None:
         """UNHEALTHY: the health monitor makes it READY again on the next good probe, or fails
@@ -207,7 +212,7 @@ class Scheduler:
         error = self.errors.get(version_id)
         if error is not None and version_id in self.deployed:
             return Refusal(503, WORKER_ERROR, f"the function version cannot start: {error}")
-        if version_id not in self.deployed and self._nudged_at > self._read_at:
+        if version_id not in self.deployed and self._changed_at > self._read_at:
             return None  # maybe deployed since the last tick read them (min 0: ACTIVE at once)
         if version_id not in self.deployed:
             detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"

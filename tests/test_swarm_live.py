@@ -11,12 +11,15 @@ root and the shared dockerd for the test images (CI runs as root).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import bearer, make_config, wait_for
@@ -199,6 +202,26 @@ def test_an_instance_on_a_worker_reads_the_exact_asset_bytes(
     assert r.status_code == 200, r.text
     got = r.json()["assets"][asset]
     assert got["sha256"] == hashlib.sha256(data).hexdigest() and got["size"] == len(data)
+
+
+def test_large_results_written_on_a_worker_come_back_as_the_zip(
+    api: TestClient[Any], cluster: SwarmCluster
+) -> None:
+    fid, _ = echo_on_gpu(api, cluster)
+    files = {"result.bin": 300_000, "notes.txt": "from the worker"}
+    r = api.post(
+        f"/v2/nvcf/pexec/functions/{fid}",
+        json={"largeOutputFiles": files},
+        headers={**bearer(), "NVCF-POLL-SECONDS": "30"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 302, r.text  # the zip nvcf-lite made of what the worker wrote
+    url = urlsplit(r.headers["location"])
+    got = api.get(f"{url.path}?{url.query}")  # the signed URL alone
+    assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(got.content))
+    assert z.read("result.bin") == (bytes(range(256)) * 1200)[:300_000]
+    assert z.read("notes.txt") == b"from the worker"
 
 
 def test_a_restarted_server_adopts_its_service_on_the_worker(

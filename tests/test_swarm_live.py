@@ -224,6 +224,22 @@ def test_large_results_written_on_a_worker_come_back_as_the_zip(
     assert z.read("notes.txt") == b"from the worker"
 
 
+def test_the_logs_of_an_instance_on_a_worker_come_through_the_manager(
+    api: TestClient[Any], cluster: SwarmCluster
+) -> None:
+    fid, _ = echo_on_gpu(api, cluster)
+    marker = f"from-the-worker-{os.urandom(4).hex()}"
+    r = api.post(f"/v2/nvcf/pexec/functions/{fid}", json={"log": marker}, headers=bearer())
+    assert r.status_code == 200, r.text
+
+    def logged() -> bool:
+        got = api.get(f"/v2/nvcf/functions/{fid}/logs?tail=5", headers=bearer())
+        assert got.status_code == 200, got.text
+        return marker in got.text
+
+    wait_for(logged, 20, "the marker in the function's logs")
+
+
 def test_a_restarted_server_adopts_its_service_on_the_worker(
     cluster: SwarmCluster, app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
 ) -> None:

@@ -48,6 +48,31 @@ GPU_NAME = "NVIDIA H100 80GB HBM3"  # what the nodes' labels say their GPUs are
 GPU_MEMORY_MB = 81559
 
 
+STALE = "/run/nvcf-swarm-test-"  # + the pid of the test process that made it
+
+
+def sweep_stale() -> None:
+    """What a test process killed mid-run left (its dockerds run in sessions of their own):
+    each cluster whose process is gone is closed like any other."""
+    for root in Path("/run").glob(Path(STALE).name + "*"):
+        pid = root.name.rsplit("-", 1)[-1]
+        names = root / "names"
+        if not pid.isdigit() or _alive(int(pid)) or not names.is_file():
+            continue
+        tag, prefix = names.read_text().split()
+        print(f"swarm: removing the cluster a killed test left in {root}")
+        SwarmCluster(root, tag, prefix).close()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (where pid 1 reaps no orphans, a killed test stays one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @contextmanager
 def open_cluster() -> Iterator[SwarmCluster]:
     """The cluster with the echo and exit images; its timings print as `SWARM ...` lines."""
@@ -57,7 +82,8 @@ def open_cluster() -> Iterator[SwarmCluster]:
             pytest.fail("the swarm tests need root (network namespaces, dockerd)", pytrace=False)
         pytest.skip("the swarm tests need root (network namespaces, dockerd)")
     ensure_test_images()
-    cluster = SwarmCluster(Path(f"/run/nvcf-swarm-test-{os.getpid()}"))
+    sweep_stale()
+    cluster = SwarmCluster(Path(f"{STALE}{os.getpid()}"))
     try:
         cluster.up([ECHO_IMAGE, EXIT_IMAGE])
         yield cluster
@@ -183,10 +209,10 @@ class Node:
 class SwarmCluster:
     """manager (no GPUs, drained: it only manages), worker-1 and worker-2 (two GPUs each)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tag: str = "", prefix: str = "") -> None:
         self.root = root
-        self.tag = f"nvsw{random.randrange(16**3):03x}"
-        self.prefix = f"127.77.{random.randrange(1, 250)}"
+        self.tag = tag or f"nvsw{random.randrange(16**3):03x}"
+        self.prefix = prefix or f"127.77.{random.randrange(1, 250)}"
         self.link = f"{self.tag}r"
         self.hub = f"{self.tag}-hub"
         self.manager = Node(self, "manager", 11, [])
@@ -207,6 +233,8 @@ class SwarmCluster:
 
     def up(self, images: list[str]) -> None:
         t0 = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "names").write_text(f"{self.tag} {self.prefix}")  # for sweep_stale
         self._network()
         for node in self.nodes:
             node.root.mkdir(parents=True, exist_ok=True)

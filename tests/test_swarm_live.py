@@ -170,7 +170,12 @@ def test_a_gpu_instance_runs_on_a_worker_and_answers(
     assert resources["Reservations"]["GenericResources"] == [
         {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}
     ]
-    assert resources["Limits"]["NanoCPUs"] and resources["Limits"]["MemoryBytes"]
+    limits, reserved = resources["Limits"], resources["Reservations"]
+    assert limits["NanoCPUs"] and limits["MemoryBytes"]  # the instance type's, as on one host
+    assert (reserved["NanoCPUs"], reserved["MemoryBytes"]) == (
+        limits["NanoCPUs"],
+        limits["MemoryBytes"],
+    )
     worker = cluster.node_of(node_address(cluster, task["NodeID"]))
     assert worker in cluster.workers
     (inst,) = ready_instances(api, fid, vid)
@@ -186,6 +191,21 @@ def test_a_gpu_instance_runs_on_a_worker_and_answers(
     assert seen["env"]["NVCF_FUNCTION_ID"] == fid
     env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert "GREETING=hi" in env and f"NVIDIA_VISIBLE_DEVICES={inst['gpuUuids'][0]}" in env
+
+
+def test_four_instances_take_the_four_gpus_of_both_workers_once_each(
+    api: TestClient[Any], cluster: SwarmCluster, ns: str
+) -> None:
+    fid, vid = register(api)
+    deploy(api, fid, vid, minInstances=4, maxInstances=4)
+    wait_for(lambda: version(api, fid, vid)["status"] == "ACTIVE", 90, "ACTIVE")
+    ready = ready_instances(api, fid, vid)
+    held = sorted(u for i in ready for u in i["gpuUuids"])
+    assert held == sorted(g for w in cluster.workers for g in w.gpus)  # each GPU once
+    for inst in ready:  # each on the node that has its GPU
+        (worker,) = [w for w in cluster.workers if inst["gpuUuids"][0] in w.gpus]
+        assert (inst["node"], inst["hostAddress"]) == (worker.name, worker.address)
+    assert len(cluster.services(ns)) == 4
 
 
 def test_an_instance_on_a_worker_reads_the_exact_asset_bytes(

@@ -391,3 +391,28 @@ def set_availability(cluster: SwarmCluster, node: Node, availability: str) -> No
     (found,) = [n for n in cluster.api().nodes() if n["Status"]["Addr"] == node.address]
     spec = {**found["Spec"], "Availability": availability}
     cluster.api().update_node(found["ID"], found["Version"]["Index"], spec)
+
+
+def test_an_engine_that_is_no_swarm_manager_is_reported_not_fatal(
+    app_factory: Callable[..., TestClient[Any]], tmp_path: Path, ns: str
+) -> None:
+    config = make_config(
+        tmp_path / "data",
+        NVCF_LITE_DOCKER__RUNTIME="swarm",
+        NVCF_LITE_DOCKER__BASE_URL="unix:///var/run/docker.sock",  # the shared engine: no swarm
+        NVCF_LITE_DOCKER__NAMESPACE=ns,
+        NVCF_LITE_GPUS__USE_NVML="false",
+    )
+    api = app_factory(config, runtime_factory=docker_runtime)
+    health = api.get("/health").json()
+    assert health["status"] == "degraded"
+    docker = health["docker"]
+    assert docker["status"] == "unavailable" and "is no swarm manager" in docker["detail"]
+    assert "swarm nodes could not be listed" in health["gpus"]["detail"]
+    fid, vid = register(api)
+    r = api.post(
+        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+        json={"deploymentSpecifications": [{"gpu": GPU, "minInstances": 1, "maxInstances": 1}]},
+        headers=bearer(),
+    )
+    assert r.status_code == 400 and "swarm nodes could not be listed" in r.json()["detail"]

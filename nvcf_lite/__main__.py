@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nvcf_lite import __version__
 from nvcf_lite.config import (
@@ -26,6 +26,10 @@ from nvcf_lite.config import (
     find_config,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from nvcf_lite.domain.placement import Host
+    from nvcf_lite.runtime.nvml import GpuInventory
 
 _DEFAULTS = ServerConfig()
 _CONFIG_HELP = (
@@ -251,11 +255,14 @@ def _gpus(config: Config, source: ConfigSource) -> int:
 
     announce(source, config, database=False)
 
-    host, inventory = read_host(config)
+    host, inventory = read_host(config) if config.docker.runtime != "swarm" else _swarm(config)
     if inventory.error:
-        print(f"NVML: {inventory.error}")
+        print(f"{'Swarm' if inventory.nodes else 'NVML'}: {inventory.error}")
+    for node in inventory.nodes:
+        print(f"node {node}: {sum(1 for g in inventory.gpus if g.node == node)} GPU(s)")
     for gpu in inventory.gpus:
-        print(f"GPU {gpu.index}: {gpu.name} {gpu.uuid} {gpu.memory_mb} MiB")
+        on = f" on node {gpu.node}" if gpu.node else ""
+        print(f"GPU {gpu.index}: {gpu.name} {gpu.uuid} {gpu.memory_mb} MiB{on}")
         for mig in gpu.mig_devices:
             print(f"  MIG {mig.index}: {mig.name} {mig.uuid} {mig.memory_mb} MiB")
     for sim in config.gpus.simulated:
@@ -274,6 +281,21 @@ def _gpus(config: Config, source: ConfigSource) -> int:
         for name in sizing.unused_overrides(host.all_instance_types()):
             print(f"resources.instance_types {name}: not an instance type of this host (unused)")
     return 0
+
+
+def _swarm(config: Config) -> tuple[Host, GpuInventory]:
+    """Every node's GPUs, from the swarm manager at docker.base_url."""
+    from nvcf_lite.inventory import read_swarm_host
+    from nvcf_lite.runtime.swarm import SwarmRuntime
+
+    async def read() -> tuple[Host, GpuInventory]:
+        runtime = SwarmRuntime.connect(config.docker.base_url or None)
+        try:
+            return await read_swarm_host(config, runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(read())
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class ResourcesConfig(_Section):
 
 class DockerConfig(_Section):
     base_url: str = ""
+    runtime: str = "docker"  # "docker": this engine's containers; "swarm": services of a swarm
     pull_timeout_s: float = 120.0  # without progress: a progressing pull never times out
     stop_timeout_s: float = 10.0
     keep_instances_on_shutdown: bool = True
@@ -113,6 +114,10 @@ class DockerConfig(_Section):
     namespace: str = "default"
     failed_containers_kept: int = 3
     secrets_dir: str = ""  # empty: see Config.secrets_path
+
+
+class SwarmConfig(_Section):
+    start_timeout_s: float = 120.0  # a task that no node starts within it fails its instance
 
 
 class RegistryConfig(_Section):
@@ -198,6 +203,7 @@ class Config(_Section):
     gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
     resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
+    swarm: SwarmConfig = msgspec.field(default_factory=SwarmConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     invocation: InvocationConfig = msgspec.field(default_factory=InvocationConfig)
@@ -409,6 +415,10 @@ def _check(config: Config) -> None:
     for prefix, target in config.registry.mirrors.items():
         if not prefix.strip() or not target.strip():
             raise ConfigError(f"registry.mirrors: {prefix!r} = {target!r}: both must be non-empty")
+    if config.docker.runtime not in ("docker", "swarm"):
+        raise ConfigError(f"docker.runtime: {config.docker.runtime!r} is not docker or swarm")
+    if config.docker.runtime == "swarm" and config.scheduler.warm_pool_s > 0:
+        raise ConfigError("scheduler.warm_pool_s must be 0 with docker.runtime swarm (no pause)")
     for gpu in config.gpus.simulated:
         if gpu.count < 1:
             raise ConfigError(f"gpus.simulated {gpu.name}: count must be >= 1")

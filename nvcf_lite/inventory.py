@@ -10,6 +10,7 @@ from nvcf_lite.domain.placement import GpuUnit, Host
 from nvcf_lite.runtime.machine import MachineTotals, read_machine
 from nvcf_lite.runtime.nvml import GpuInventory, gpu_short_name, read_inventory
 from nvcf_lite.runtime.own_container import in_container
+from nvcf_lite.runtime.swarm import SwarmRuntime
 
 
 def read_host(config: Config) -> tuple[Host, GpuInventory]:
@@ -18,6 +19,14 @@ def read_host(config: Config) -> tuple[Host, GpuInventory]:
         if config.gpus.use_nvml
         else GpuInventory(gpus=[], error="NVML disabled by configuration (gpus.use_nvml)")
     )
+    return build_host(config, inventory), inventory
+
+
+async def read_swarm_host(config: Config, runtime: SwarmRuntime) -> tuple[Host, GpuInventory]:
+    """The GPUs of every node of the swarm (docker.runtime = "swarm"), read once at start: a
+    node that joins later is placeable after a restart; one that leaves or drains is excluded
+    at once (the Scheduler asks the runtime every tick)."""
+    inventory = await runtime.gpu_inventory()
     return build_host(config, inventory), inventory
 
 
@@ -31,7 +40,13 @@ def build_host(
         short = gpu_short_name(gpu.name)
         if not gpu.mig_devices:
             units.append(
-                GpuUnit(unit_id=gpu.uuid, gpu=short, index=gpu.index * 100, memory_mb=gpu.memory_mb)
+                GpuUnit(
+                    unit_id=gpu.uuid,
+                    gpu=short,
+                    index=gpu.index * 100,
+                    memory_mb=gpu.memory_mb,
+                    node=gpu.node,
+                )
             )
         for mig in gpu.mig_devices:
             profile = mig.name.rsplit("MIG", 1)[-1].strip() or "mig"
@@ -94,7 +109,10 @@ def gpus_component(host: Host, inventory: GpuInventory) -> ComponentWire:
     physical = [u for u in host.units if u.physical]
     simulated = [u for u in host.units if not u.physical]
     parts = []
-    if physical:
+    nodes = inventory.nodes
+    if physical and nodes:
+        parts.append(f"{len(physical)} NVIDIA GPU unit(s) on {len(nodes)} Swarm node(s)")
+    elif physical:
         parts.append(f"{len(physical)} NVIDIA GPU unit(s) from NVML")
     if simulated:
         parts.append(f"{len(simulated)} simulated GPU unit(s)")

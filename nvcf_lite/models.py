@@ -239,6 +239,8 @@ class InstanceView(msgspec.Struct, kw_only=True):
     gpu_uuids: list[str]
     container_id: str | None = None
     host_port: int | None = None
+    host_address: str = "127.0.0.1"  # where host_port is published (a Swarm node's address)
+    node: str | None = None  # the Swarm node it runs on (None on this host)
     error: str | None = None
     created_at: str
     updated_at: str

@@ -55,7 +55,7 @@ from nvcf_lite.domain.status import Overview
 from nvcf_lite.domain.telemetries import TelemetryEndpoints, UsersOf
 from nvcf_lite.domain.tokens import TokenSigner
 from nvcf_lite.domain.webhooks import WebhookPolicy
-from nvcf_lite.inventory import gpus_component, read_host
+from nvcf_lite.inventory import gpus_component, read_host, read_swarm_host
 from nvcf_lite.models import (
     ActiveInstance,
     FunctionStatus,
@@ -68,6 +68,7 @@ from nvcf_lite.models import (
 )
 from nvcf_lite.runtime.base import ContainerRuntime, RuntimeFailure, UnavailableRuntime
 from nvcf_lite.runtime.container_logs import ContainerLogs
+from nvcf_lite.runtime.swarm import SwarmRuntime
 from nvcf_lite.store.accounts import AccountsRepo
 from nvcf_lite.store.artifact_files import ArtifactFiles
 from nvcf_lite.store.artifacts import ArtifactsRepo
@@ -105,7 +106,15 @@ RuntimeFactory = Callable[[Config], ContainerRuntime | None]
 
 def docker_runtime(config: Config) -> ContainerRuntime | None:
     from nvcf_lite.runtime.docker import DockerRuntime
+    from nvcf_lite.runtime.swarm import SwarmRuntime
 
+    if config.docker.runtime == "swarm":
+        return SwarmRuntime.connect(
+            config.docker.base_url or None,
+            pull_timeout_s=config.docker.pull_timeout_s,
+            stop_grace_s=config.docker.stop_timeout_s,
+            start_timeout_s=config.swarm.start_timeout_s,
+        )
     return DockerRuntime.connect(
         config.docker.base_url or None, pull_timeout_s=config.docker.pull_timeout_s
     )
@@ -167,7 +176,10 @@ class Platform:
         self.registry_credentials = RegistryCredentials(
             RegistryCredentialsRepo(self.db, self.secret_box), config.registry.mirrors
         )
-        self.host, self.inventory = read_host(config)
+        if isinstance(self.runtime, SwarmRuntime):
+            self.host, self.inventory = await read_swarm_host(config, self.runtime)
+        else:
+            self.host, self.inventory = read_host(config)
         functions_repo = FunctionsRepo(self.db, self.secret_box)
         parties_repo = AuthorizedPartiesRepo(self.db)
         if sealed := await functions_repo.seal_legacy():
@@ -252,7 +264,7 @@ class Platform:
 
         def deployments_changed() -> None:
             versions_changed()
-            scheduler.nudge()
+            scheduler.deployments_changed()
             self.shipping.nudge()  # start following a deployed version's output at once
 
         self.deployments = Deployments(

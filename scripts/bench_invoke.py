@@ -76,6 +76,13 @@ PATH (Debian: apt-get install -y wrk) and, for async accepts, aiohttp (in the ve
 --count-sql   the server runs with a sitecustomize that counts SQLite statements and aiosqlite
               round trips (thread hops); printed per request for each through run (adds overhead,
               so its throughput figures are not the ones to quote).
+--swarm       the cost of an instance on another node: fast/small only, the table run twice,
+              first with nvcf-lite and its instance on the local engine, then with
+              `docker.runtime = "swarm"` on a three-node swarm of engines in network namespaces
+              (tests/swarm_support.py: needs root), its instance on a worker node reached at the
+              node's address (127.77.x.0/24, veth and a bridge); prints per level the through
+              p50/req/s of each and the added p50 (and the direct p50 of each: the network
+              path alone). No PASS/FAIL: the figure is reported.
 --fast-path   `off` runs the server with `server.fast_path = false`: pexec goes through the
               Litestar route instead of api/fastpath.py (run once each way to compare).
 --profile P   record the server's worker with py-spy (speedscope format) during the first
@@ -785,6 +792,7 @@ class Deployment:
     fid: str = ""
     vid: str = ""
     port: int = 0  # the container's host port (direct runs)
+    address: str = "127.0.0.1"  # where that port is published (a swarm node's address)
 
 
 def register_and_deploy(server: Server, dep: Deployment) -> None:
@@ -836,6 +844,7 @@ def deploy_all(server: Server, deps: list[Deployment], timeout_s: float) -> None
             instances = info.get("instances") or []
             if state == "ACTIVE" and instances and instances[0].get("hostPort"):
                 dep.port = int(instances[0]["hostPort"])
+                dep.address = instances[0].get("hostAddress") or "127.0.0.1"
                 waiting.remove(dep)
             elif state == "ERROR":
                 raise RuntimeError(f"deployment of {dep.key} failed: {json.dumps(info)[:2000]}")
@@ -919,6 +928,7 @@ class Target:
     shape: Shape
     fid: str
     port: int
+    address: str = "127.0.0.1"
 
     @property
     def key(self) -> str:
@@ -940,7 +950,7 @@ def bench(args: argparse.Namespace, server: Server, targets: list[Target]) -> li
             ),
         }
         urls = {
-            "direct": f"http://127.0.0.1:{target.port}{shape.path}",
+            "direct": f"http://{target.address}:{target.port}{shape.path}",
             "through": f"{server.url}/v2/nvcf/pexec/functions/{target.fid}",
         }
         for name in ("direct", "through"):
@@ -1586,6 +1596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fast-path", choices=("on", "off"), default="on", help="the server's server.fast_path"
     )
     p.add_argument("--keep-server", action="store_true", help="leave the temp dir for inspection")
+    p.add_argument(
+        "--swarm", action="store_true", help="local instance vs one on a swarm worker (root)"
+    )
     p.add_argument("--skip-build", action="store_true", help="do not run build_test_images.py")
     p.add_argument(
         "--server-env",
@@ -1648,6 +1661,58 @@ def plan(args: argparse.Namespace) -> tuple[list[Deployment], list[tuple[str, st
     return deps, targets
 
 
+def one_table(args: argparse.Namespace, extra: dict[str, str]) -> list[Level]:
+    """A server of its own, fast/small deployed on it, the table; everything removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="nvcf-bench-"))
+    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+    key = "nvapi-" + uuid.uuid4().hex + uuid.uuid4().hex
+    server = Server(workdir, key, namespace, False, extra)
+    try:
+        server.start()
+        dep = Deployment("fast/small", "bench-fast-small", IMAGES["fast"], SHAPES["small"].path, 64)
+        deploy_all(server, [dep], args.deploy_timeout)
+        print(f"fast/small on {dep.address}:{dep.port}", flush=True)
+        target = Target("fast", SHAPES["small"], dep.fid, dep.port, dep.address)
+        return bench(args, server, [target])
+    finally:
+        server.stop()
+        remove_containers(namespace)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def swarm_mode(args: argparse.Namespace) -> int:
+    """--swarm: the table with the instance on this engine, then on a swarm worker node."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from swarm_support import SwarmCluster  # the tests' three-node swarm
+
+    cluster = SwarmCluster(Path(f"/run/nvcf-bench-swarm-{os.getpid()}"))
+    tables: dict[str, list[Level]] = {}
+    try:
+        cluster.up([IMAGES["fast"]])
+        print(f"swarm formed in {cluster.timings['swarm formation']:.1f} s", flush=True)
+        tables["local"] = one_table(args, {})
+        swarm = {"NVCF_LITE_DOCKER__RUNTIME": "swarm", "NVCF_LITE_DOCKER__BASE_URL": cluster.url}
+        tables["worker"] = one_table(args, swarm)
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up")
+        return 1
+    finally:
+        cluster.close()
+    print("\nfast/small through nvcf-lite: instance on this engine vs on a swarm worker node")
+    failed = 0
+    for local, remote in zip(tables["local"], tables["worker"], strict=True):
+        lp, rp = local.median(local.through, "p50_ms"), remote.median(remote.through, "p50_ms")
+        lr, rr = local.median(local.through), remote.median(remote.through)
+        dl, dr = local.median(local.direct, "p50_ms"), remote.median(remote.direct, "p50_ms")
+        failed += sum(sum(r.errors.values()) for r in [*local.through, *remote.through])
+        print(
+            f"  c={local.concurrency:<3} local {lr:8.0f} req/s p50 {lp:6.2f} ms | worker {rr:8.0f}"
+            f" req/s p50 {rp:6.2f} ms | added p50 {rp - lp:+.2f} ms, worker/local {rr / lr:.2f}"
+            f" | direct p50 local {dl:.2f} ms, worker {dr:.2f} ms"
+        )
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     find_wrk()  # fail before starting anything
@@ -1666,6 +1731,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: building the test images failed")
             return 2
     raise_nofile()  # wrk and the server inherit it
+    if args.swarm:
+        return swarm_mode(args)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

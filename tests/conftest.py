@@ -20,6 +20,7 @@ from nvcf_lite.store.sqlite import Database
 if TYPE_CHECKING:
     from runtime_support import Kind
     from scheduler_support import SchedulerBench
+    from swarm_support import SwarmCluster
 
 ADMIN_KEY = "nvapi-" + "A" * 60 + "test"
 
@@ -120,12 +121,28 @@ async def bench(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
         yield made
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(scope="session")
+def swarm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmCluster]:
+    """The three-node swarm of tests/swarm_support.py, one per session, removed at its end."""
+    from swarm_support import open_cluster
+
+    with open_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.docker),
+    ]
+)
 async def kind(request: pytest.FixtureRequest) -> AsyncIterator[Kind]:
-    """Each runtime of the runtime contract in turn: the FakeRuntime, then Docker."""
+    """Each runtime of the runtime contract in turn: the FakeRuntime, Docker, Docker Swarm."""
     from runtime_support import open_kind
 
-    async with open_kind(request.param) as made:
+    cluster = request.getfixturevalue("swarm_cluster") if request.param == "swarm" else None
+    async with open_kind(request.param, cluster) as made:
         yield made
 
 

@@ -209,6 +209,9 @@ class FakeRuntime:
     async def unpause(self, container_id: str) -> None:
         self.containers[container_id].state = "running"
 
+    async def unavailable_units(self) -> set[str]:
+        return set()
+
     async def close(self) -> None:
         for c in self.containers.values():
             if c.server:

@@ -123,14 +123,15 @@ class TestRegistry:
         rate_bytes_s: float | None = None,
         stall_after_bytes: int | None = None,
         basic_auth: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",  # another loopback address: one a swarm's nodes reach
     ) -> None:
-        self.client, self.name, self.tag = client, name, tag
+        self.client, self.name, self.tag, self.host = client, name, tag, host
         self.basic_auth = basic_auth
         self.rate_bytes_s, self.stall_after_bytes = rate_bytes_s, stall_after_bytes
         self.built = build_image(*saved_image(client, source))
         self.closing = threading.Event()
         self.requests: list[str] = []  # "GET /v2/..." in arrival order
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer((host, 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -140,7 +141,7 @@ class TestRegistry:
 
     @property
     def image(self) -> str:
-        return f"127.0.0.1:{self.port}/{self.name}:{self.tag}"
+        return f"{self.host}:{self.port}/{self.name}:{self.tag}"
 
     @property
     def layer_sizes(self) -> list[int]:

@@ -1,4 +1,5 @@
-"""The runtimes the runtime contract runs its assertions on (the FakeRuntime and Docker):
+"""The runtimes the runtime contract runs its assertions on (the FakeRuntime, Docker, and
+Docker Swarm on the three-node cluster of swarm_support):
 `Kind`, `open_kind()` (the `kind` fixture of conftest), `spec()` and `healthy()`."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from docker_support import (
     ECHO_IMAGE,
@@ -24,23 +26,40 @@ from nvcf_lite.runtime.base import (
     ContainerSpec,
 )
 
+if TYPE_CHECKING:
+    from swarm_support import SwarmCluster
+
 LABEL = "nvcf-lite.contract"
 
 
 class Kind:
     """One runtime under the contract: its name, the runtime, and its images by role."""
 
-    def __init__(self, name: str, runtime: ContainerRuntime, images: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        runtime: ContainerRuntime,
+        images: dict[str, str],
+        cluster: SwarmCluster | None = None,
+    ) -> None:
         self.name, self.runtime, self.images = name, runtime, images
+        self.cluster = cluster  # the swarm's, where its manager pulls from a test registry
 
 
 @asynccontextmanager
-async def open_kind(name: str) -> AsyncIterator[Kind]:
-    """The runtime `name` ("fake" or "docker") with its test images; on exit the containers
-    this run labelled are removed and the runtime closed."""
+async def open_kind(name: str, cluster: SwarmCluster | None = None) -> AsyncIterator[Kind]:
+    """The runtime `name` ("fake", "docker" or "swarm": then on `cluster`) with its test
+    images; on exit the containers this run labelled are removed and the runtime closed."""
     if name == "fake":
         images = {"echo": "fake/echo", "exit": "fake/exit", "missing": "fake/missing"}
         k = Kind("fake", FakeRuntime(), images)
+    elif name == "swarm":
+        from nvcf_lite.runtime.swarm import SwarmRuntime
+
+        assert cluster is not None
+        images = {"echo": ECHO_IMAGE, "exit": EXIT_IMAGE, "missing": "nvcf-lite-test/none:1"}
+        runtime = SwarmRuntime.connect(cluster.url, pull_timeout_s=60, stop_grace_s=1)
+        k = Kind("swarm", runtime, images, cluster)
     else:
         docker_client_or_skip()
         await asyncio.to_thread(ensure_test_images)
@@ -75,10 +94,10 @@ def spec(k: Kind, image: str, name: str) -> ContainerSpec:
     )
 
 
-async def healthy(port: int) -> bool:
+async def healthy(port: int, address: str = "127.0.0.1") -> bool:
     for _ in range(200):
         try:
-            answer = await asyncio.to_thread(http_request, f"http://127.0.0.1:{port}/health")
+            answer = await asyncio.to_thread(http_request, f"http://{address}:{port}/health")
             if answer.status == 200:
                 return True
         except OSError:

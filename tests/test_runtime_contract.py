@@ -1,7 +1,8 @@
-"""The fake runtime of the scheduler unit tests is held to what the Docker runtime does:
-the same assertions run on both (labels, published loopback ports, exits, missing images,
-listing, pause/unpause, idempotent removal, pull progress while an image is pulled, pulls
-from a registry that wants credentials)."""
+"""The fake runtime of the scheduler unit tests is held to what the Docker runtime does, and
+the Swarm runtime to the same: the same assertions run on all three (labels, published ports
+where `address` says, exits, missing images, listing, pause/unpause, idempotent removal, pull
+progress while an image is pulled, pulls from a registry that wants credentials). One
+difference is asserted as such: a Swarm service cannot be paused, and says so."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import docker
 import msgspec
 import pytest
 from docker_support import ECHO_IMAGE, docker_client_or_skip
@@ -24,6 +26,7 @@ from nvcf_lite.runtime.base import (
     PullProgress,
     PullRefused,
     RegistryAuth,
+    RuntimeFailure,
 )
 
 
@@ -31,7 +34,7 @@ async def test_started_container_is_labelled_listed_and_answers(kind: Kind) -> N
     info = await kind.runtime.create_and_start(spec(kind, "echo", "a"))
     assert info.state == "running"
     assert info.labels[LABEL_MANAGED] == "true" and info.labels[LABEL_INSTANCE_ID] == "a"
-    assert await healthy(info.host_ports[8000])
+    assert await healthy(info.host_ports[8000], info.address)
     listed = [c for c in await kind.runtime.list_managed() if c.id == info.id]
     assert len(listed) == 1 and listed[0].labels[LABEL] == kind.images["run"]
     again = await kind.runtime.inspect(info.id)
@@ -75,10 +78,14 @@ async def test_missing_image_is_image_not_found(kind: Kind) -> None:
 
 async def test_pause_unpause_and_idempotent_removal(kind: Kind) -> None:
     info = await kind.runtime.create_and_start(spec(kind, "echo", "d"))
-    await kind.runtime.pause(info.id)
-    paused = await kind.runtime.inspect(info.id)
-    assert paused is not None and paused.state == "paused"
-    await kind.runtime.unpause(info.id)
+    if kind.name == "swarm":  # no pause for a service: a reason naming the setting to change
+        with pytest.raises(RuntimeFailure, match=r"cannot be paused.*warm_pool_s"):
+            await kind.runtime.pause(info.id)
+    else:
+        await kind.runtime.pause(info.id)
+        paused = await kind.runtime.inspect(info.id)
+        assert paused is not None and paused.state == "paused"
+        await kind.runtime.unpause(info.id)
     running = await kind.runtime.inspect(info.id)
     assert running is not None and running.state == "running"
     await kind.runtime.remove(info.id, stop_timeout_s=1)
@@ -92,13 +99,23 @@ async def test_duplicate_names_are_refused(kind: Kind) -> None:
         await kind.runtime.create_and_start(spec(kind, "echo", "e"))
 
 
+def engine_of(k: Kind) -> tuple[docker.DockerClient, str]:
+    """The engine that pulls, and the address on which it reaches a registry of the test's:
+    a swarm's manager pulls from its own namespace, which reaches the root one's veth."""
+    if k.cluster is None:
+        return docker_client_or_skip(), "127.0.0.1"
+    assert k.cluster.manager.client is not None
+    return k.cluster.manager.client, f"{k.cluster.prefix}.1"
+
+
 @contextmanager
 def pullable(k: Kind) -> Iterator[str]:
     """An image the engine does not have and can pull in about 1.5 s."""
     if k.name == "fake":
         yield f"fake/pull-{k.images['run']}"
         return
-    with TestRegistry(docker_client_or_skip(), ECHO_IMAGE, rate_bytes_s=10_000_000) as registry:
+    client, host = engine_of(k)
+    with TestRegistry(client, ECHO_IMAGE, rate_bytes_s=10_000_000, host=host) as registry:
         yield registry.image
 
 
@@ -131,8 +148,9 @@ def private(k: Kind) -> Iterator[tuple[str, RegistryAuth]]:
         yield f"fake/pull-private-{k.images['run']}", PRIVATE_AUTH
         return
     basic = ("puller", "right-password")
-    with TestRegistry(docker_client_or_skip(), ECHO_IMAGE, basic_auth=basic) as registry:
-        host = f"127.0.0.1:{registry.port}"
+    client, address = engine_of(k)
+    with TestRegistry(client, ECHO_IMAGE, basic_auth=basic, host=address) as registry:
+        host = f"{address}:{registry.port}"
         yield registry.image, RegistryAuth(registry=host, username=basic[0], password=basic[1])
 
 

@@ -270,3 +270,21 @@ async def test_a_pull_counts_against_no_deadline_and_shows_in_views_and_scaling(
     assert bench.scheduler.history[scaling.gpu_specification_id].failures == 0
     await bench.until(lambda: bench.status(vid))
     assert await bench.status(vid) == FunctionStatus.ACTIVE
+
+
+async def test_a_version_deployed_since_the_last_tick_is_not_refused_as_undeployed(
+    bench: SchedulerBench,
+) -> None:
+    """min 0 is ACTIVE at once: a request may come before the nudged tick reads the
+    deployment; it waits for that tick instead of a 404 "undeployed before it ran"."""
+    await bench.scheduler.tick()
+    _, vid = await bench.deploy(min_instances=0, max_instances=1)
+    assert await bench.status(vid) == FunctionStatus.ACTIVE
+    bench.scheduler.deployments_changed()  # what a deploy calls (platform wiring)
+    assert bench.scheduler.refusal(vid, time.monotonic()) is None
+    await bench.scheduler.tick()
+    assert vid in bench.scheduler.deployed
+    assert bench.scheduler.refusal(vid, time.monotonic()) is None
+    gone = new_id()  # never deployed, and no deploy asked for a tick since the last one
+    refused = bench.scheduler.refusal(gone, time.monotonic())
+    assert refused is not None and refused.status == 404

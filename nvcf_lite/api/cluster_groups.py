@@ -37,6 +37,7 @@ class ClusterWire(Wire, kw_only=True):
     k8s_version: str
     id: str
     name: str
+    gpu_uuids: list[str] = []  # nvcf-lite: the GPUs on this node (runtime swarm)
 
 
 class ClusterGroupWire(Wire, kw_only=True):
@@ -89,9 +90,25 @@ async def cluster_groups(request: Request[Any, Any, Any]) -> ClusterGroupsRespon
         # the server's one group, owned by the configured account, used by every account
         authorized_nca_ids=list(dict.fromkeys([nca_id, request.state.principal.nca_id])),
         gpus=[_gpu(host, g) for g in host.gpu_names()],
-        clusters=[ClusterWire(k8s_version="none (Docker)", id="local", name=hostname)],
+        clusters=_clusters(host, hostname),
     )
     return ClusterGroupsResponse(cluster_groups=[group])
+
+
+def _clusters(host: Host, hostname: str) -> list[ClusterWire]:
+    """This host; or with docker.runtime swarm each node with GPUs, and the GPUs on it."""
+    nodes = [n for n in host.nodes() if n]
+    if not nodes:
+        return [ClusterWire(k8s_version="none (Docker)", id="local", name=hostname)]
+    return [
+        ClusterWire(
+            k8s_version="none (Docker Swarm)",
+            id=node,
+            name=node,
+            gpu_uuids=[u.unit_id for u in host.units if u.node == node],
+        )
+        for node in nodes
+    ]
 
 
 @get("/supportedGpus", opt=scopes("register_function"), tags=["cluster groups"])

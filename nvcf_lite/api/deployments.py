@@ -92,6 +92,8 @@ class InstanceWire(Wire, kw_only=True):
     gpu_uuids: list[str]
     container_id: str | None = None
     host_port: int | None = None
+    host_address: str = "127.0.0.1"
+    node: str | None = None
     error: str | None = None
     created_at: str
     updated_at: str

@@ -33,6 +33,7 @@ class GpuUnit(msgspec.Struct, frozen=True):
     index: int
     memory_mb: int
     physical: bool = True  # False for simulated units: NVIDIA_VISIBLE_DEVICES only
+    node: str = ""  # the Swarm node that holds it; "" on a single host
 
 
 def instance_type_name(gpu: str, count: int) -> str:
@@ -53,6 +54,12 @@ class Host:
         self.cpu_instance_max = cpu_instance_max
         self.gpu_error = gpu_error
         self.sizing = sizing  # None: instances get no CPU or memory limits (unit tests only)
+        # units on nodes that cannot take instances now (down, drained): the runtime says
+        self.unavailable: set[str] = set()
+
+    def nodes(self) -> list[str]:
+        """The nodes its units are on ("" alone on a single host)."""
+        return list(dict.fromkeys(u.node for u in self.units))
 
     def limits(self, instance_type: str) -> Limits | None:
         """The CPU, memory and /dev/shm an instance of this type gets (None: no sizing)."""
@@ -72,9 +79,15 @@ class Host:
         return [*names, CPU] if self.cpu_instance_max > 0 else names
 
     def count(self, gpu: str) -> int:
+        """CPU instances at once, or the most units of `gpu` one instance can get: an
+        instance's units are all on one node."""
         if gpu == CPU:
             return self.cpu_instance_max
-        return sum(1 for u in self.units if u.gpu == gpu)
+        per_node: dict[str, int] = {}
+        for u in self.units:
+            if u.gpu == gpu:
+                per_node[u.node] = per_node.get(u.node, 0) + 1
+        return max(per_node.values(), default=0)
 
     def memory_mb(self, gpu: str) -> int:
         return max((u.memory_mb for u in self.units if u.gpu == gpu), default=0)
@@ -118,8 +131,13 @@ class Host:
         """Free units for one instance (lowest index first), or None when it does not fit."""
         if gpu == CPU:
             return []
-        free = [u for u in self.units if u.gpu == gpu and u.unit_id not in used]
-        return free[:units] if len(free) >= units else None
+        taken = used | self.unavailable
+        for node in self.nodes():
+            free = [u for u in self.units if u.gpu == gpu and u.node == node]
+            free = [u for u in free if u.unit_id not in taken]
+            if len(free) >= units:
+                return free[:units]
+        return None
 
     def cpu_free(self, cpu_instances_running: int) -> bool:
         return cpu_instances_running < self.cpu_instance_max

@@ -80,7 +80,11 @@ class ContainerInfo(msgspec.Struct, frozen=True):
     labels: dict[str, str]
     state: str  # Docker's State.Status: created, running, paused, restarting, exited, dead
     exit_code: int | None = None
-    host_ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
+    host_ports: dict[int, int] = {}  # container port -> host port on `address`
+    # where its ports are published: 127.0.0.1 on the local engine, the node's own address
+    # for a Swarm task; `node` names that node (None on the local engine)
+    address: str = "127.0.0.1"
+    node: str | None = None
     error: str | None = None  # the engine's State.Error, if any
     started_at: str | None = None
     finished_at: str | None = None
@@ -144,6 +148,11 @@ class ContainerRuntime(Protocol):
 
     async def unpause(self, container_id: str) -> None: ...
 
+    async def unavailable_units(self) -> set[str]:
+        """GPU unit ids that cannot take an instance now (on a node that is down or drained);
+        a single-host engine has none."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -194,6 +203,9 @@ class UnavailableRuntime:
 
     async def unpause(self, container_id: str) -> None:
         raise RuntimeFailure(self.reason)
+
+    async def unavailable_units(self) -> set[str]:
+        return set()
 
     async def close(self) -> None:
         return None

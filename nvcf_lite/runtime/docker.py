@@ -156,6 +156,14 @@ class DockerRuntime:
     async def unpause(self, container_id: str) -> None:
         await self._call("unpause", lambda api: api.unpause(container_id))
 
+    async def unavailable_units(self) -> set[str]:
+        return set()
+
+    async def call(self, action: str, fn: Callable[..., T], *args: Any, name: str = "") -> T:
+        """`fn(api, *args)` in a worker thread, Docker's exceptions translated (for engines
+        built on this one, runtime/swarm.py)."""
+        return await self._call(action, fn, *args, name=name)
+
     async def close(self) -> None:
         for pull in list(self._pulls.values()):
             pull.cancel()

@@ -107,6 +107,7 @@ def inspect(api: Any, container_id: str) -> ContainerInfo | None:
     status = str(state.get("Status", "unknown"))
     code = state.get("ExitCode")
     finished = status in ("exited", "dead") or bool(code)
+    cpus, memory, shm = _held_limits(doc.get("HostConfig") or {})
     return ContainerInfo(
         id=doc["Id"],
         name=str(doc.get("Name", "")).lstrip("/"),
@@ -119,17 +120,19 @@ def inspect(api: Any, container_id: str) -> ContainerInfo | None:
         finished_at=docker_time(state.get("FinishedAt")),
         oom_killed=bool(state.get("OOMKilled")),
         created=epoch(doc.get("Created")),
-        **_held_limits(doc.get("HostConfig") or {}),
+        nano_cpus=cpus,
+        memory_bytes=memory,
+        shm_bytes=shm,
     )
 
 
-def _held_limits(host_config: Doc) -> dict[str, int | None]:
+def _held_limits(host_config: Doc) -> tuple[int | None, int | None, int | None]:
     """NanoCpus, Memory and ShmSize; 0 (Docker's "none") is None."""
-    return {
-        "nano_cpus": host_config.get("NanoCpus") or None,
-        "memory_bytes": host_config.get("Memory") or None,
-        "shm_bytes": host_config.get("ShmSize") or None,
-    }
+    return (
+        host_config.get("NanoCpus") or None,
+        host_config.get("Memory") or None,
+        host_config.get("ShmSize") or None,
+    )
 
 
 def info_from_summary(row: Doc) -> ContainerInfo:

@@ -46,12 +46,14 @@ class Gpu(msgspec.Struct, frozen=True):
     name: str  # NVML product name, e.g. "NVIDIA H100 80GB HBM3"; see gpu_short_name
     memory_mb: int  # MiB
     mig_devices: list[MigDevice] = []  # empty unless MIG mode is enabled
+    node: str = ""  # the Swarm node that holds it (runtime swarm); "" on this host
 
 
 class GpuInventory(msgspec.Struct, frozen=True):
     gpus: list[Gpu]
     error: str | None = None  # why there are no GPUs, when NVML could not be read
     driver_version: str | None = None
+    nodes: list[str] = []  # the Swarm nodes (runtime swarm), with or without GPUs
 
 
 def read_inventory(*, in_container: bool = False) -> GpuInventory:

@@ -333,7 +333,7 @@ class Dispatcher:
             detail = "the client of this gRPC call is gone; nothing was sent"
             return problem(410, WORKER_ERROR, detail, client_path(rec), rec.request_id)
         ended: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        channel = self.grpc_channels.channel(inst.instance_id, inst.host_port)
+        channel = self.grpc_channels.channel(inst.instance_id, inst.host_port, inst.address)
         metadata = platform_metadata(ticket, inst)
         ticket.lent.set_result(Lent(inst.instance_id, channel, metadata, ended))
         return await ended

@@ -134,10 +134,10 @@ class Forwarder:
         """The instance's keep-alive connections and its fixed container headers."""
         got = self._pools.get(inst.instance_id)
         port = inst.host_port or 0
-        if got is None or got[0].port != port:
+        if got is None or got[0].port != port or got[0].host != inst.address:
             if got is not None:
                 got[0].close()
-            got = (Pool("127.0.0.1", port), instance_headers(inst, self.max_bytes))
+            got = (Pool(inst.address, port), instance_headers(inst, self.max_bytes))
             self._pools[inst.instance_id] = got
         return got
 

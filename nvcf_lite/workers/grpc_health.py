@@ -19,11 +19,13 @@ def _raw(data: bytes) -> bytes:
     return data
 
 
-async def health_status(port: int, timeout_s: float, serving_status: int) -> int | None:
-    """`serving_status` when 127.0.0.1:`port` answers the health check SERVING, 503 when it
+async def health_status(
+    address: str, port: int, timeout_s: float, serving_status: int
+) -> int | None:
+    """`serving_status` when `address`:`port` answers the health check SERVING, 503 when it
     answers anything else, None when nothing answered (a fresh channel each, as a new client
     would see it)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"{address}:{port}") as channel:
         check = channel.unary_unary(
             HEALTH_CHECK, request_serializer=_raw, response_deserializer=_raw
         )

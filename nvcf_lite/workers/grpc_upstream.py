@@ -22,21 +22,22 @@ CHANNEL_OPTIONS = [
 
 
 class GrpcChannels:
-    """One channel per instance (its id and port), made on its first call; the oldest are
-    closed past `keep` (an instance gone leaves an idle channel until then)."""
+    """One channel per instance (its id, address and port: 127.0.0.1, or a Swarm node's),
+    made on its first call; the oldest are closed past `keep` (an instance gone leaves an idle
+    channel until then)."""
 
     def __init__(self, keep: int = 64) -> None:
-        self._channels: dict[tuple[str, int], Any] = {}  # grpc.aio.Channel
+        self._channels: dict[tuple[str, str, int], Any] = {}  # grpc.aio.Channel
         self._keep = keep
         self._closing: set[asyncio.Task[None]] = set()
 
-    def channel(self, instance_id: str, port: int) -> Any:
-        key = (instance_id, port)
+    def channel(self, instance_id: str, port: int, address: str = "127.0.0.1") -> Any:
+        key = (instance_id, address, port)
         found = self._channels.get(key)
         if found is None:
             import grpc.aio
 
-            found = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+            found = grpc.aio.insecure_channel(f"{address}:{port}", options=CHANNEL_OPTIONS)
             self._channels[key] = found
             while len(self._channels) > self._keep:
                 oldest = next(iter(self._channels))

@@ -146,6 +146,9 @@ class Instance:
         self.container_id = container_id
         self.host_port = host_port
         self.health_port = health_port
+        # where its ports are published: 127.0.0.1, or its Swarm node's address (and name)
+        self.address = "127.0.0.1"
+        self.node: str | None = None
         self.state = InstanceState.STARTING
         self.error: str | None = None
         self.created_at = self.updated_at = now_iso()
@@ -201,6 +204,8 @@ class Instance:
             gpu_uuids=[u.unit_id for u in self.units],
             container_id=self.container_id,
             host_port=self.host_port,
+            host_address=self.address,
+            node=self.node,
             error=self.error,
             created_at=self.created_at,
             updated_at=self.updated_at,
@@ -308,17 +313,17 @@ def labelled_limits(labels: dict[str, str]) -> Limits | None:
 
 
 class Prober:
-    """HTTP health probes against 127.0.0.1:<published port> (a fresh connection each, so a
+    """HTTP health probes against <address>:<published port> (a fresh connection each, so a
     probe sees what a new client would)."""
 
-    async def probe(self, port: int, health: HealthSpec) -> int | None:
+    async def probe(self, port: int, health: HealthSpec, address: str = "127.0.0.1") -> int | None:
         """The status code the health URI answered, or None when nothing answered (a gRPC
         health check: `expected_status` when it answers SERVING)."""
         if health.protocol.lower() == "grpc":
             from nvcf_lite.workers.grpc_health import health_status  # grpcio, when needed
 
-            return await health_status(port, health.timeout_s, health.expected_status)
-        pool = Pool("127.0.0.1", port)
+            return await health_status(address, port, health.timeout_s, health.expected_status)
+        pool = Pool(address, port)
         deadline = asyncio.get_running_loop().time() + health.timeout_s
         try:
             resp = await pool.request(
@@ -344,12 +349,13 @@ async def wait_ready(
     health: HealthSpec,
     deadline_s: float,
     exited: Callable[[], Awaitable[str | None]] | None = None,
+    address: str = "127.0.0.1",
 ) -> str | None:
     """Probe until ready; None when ready, else why it never became ready."""
     start = time.monotonic()
     delay, last_check, last_status = 0.02, start, None
     while True:
-        last_status = await prober.probe(port, health)
+        last_status = await prober.probe(port, health, address)
         if last_status == health.expected_status:
             return None
         now = time.monotonic()

@@ -160,9 +160,12 @@ class Lifecycle:
 
     async def exit_reason(self, container_id: str) -> str:
         c = await self.runtime.inspect(container_id)
-        logs = (await self.runtime.logs_tail(container_id, 10)).strip()
+        lost = c is not None and c.state == "dead" and c.node is not None  # its logs with it
+        logs = "" if lost else (await self.runtime.logs_tail(container_id, 10)).strip()
         code = c.exit_code if c else None
         what = "was killed: out of memory" if c and c.oom_killed else f"exited with code {code}"
+        if c is not None and c.state == "dead" and c.error:
+            what = f"is gone: {c.error}"  # e.g. its Swarm node is down: no exit code to tell
         return f"container {what}" + (f"; last log lines:\n{logs}" if logs else "")
 
     async def _watch(self, inst: Instance, info: LaunchInfo) -> None:
@@ -178,7 +181,7 @@ class Lifecycle:
             return
         t0 = time.monotonic()
         reason = await wait_ready(
-            self.prober, port, info.health, self.cfg.startup_deadline_s, exited
+            self.prober, port, info.health, self.cfg.startup_deadline_s, exited, inst.address
         )
         if reason:
             await self.fail(inst, reason)
@@ -219,7 +222,8 @@ class Lifecycle:
             await asyncio.sleep(self.cfg.health_interval_s)
             if inst.state not in (InstanceState.READY, InstanceState.UNHEALTHY):
                 return
-            ok = await self.prober.probe(port, info.health) == info.health.expected_status
+            status = await self.prober.probe(port, info.health, inst.address)
+            ok = status == info.health.expected_status
             misses = 0 if ok else misses + 1
             if ok and history.failures and time.monotonic() - inst.ready_mono >= STABLE_AFTER_S:
                 history.stable()
@@ -231,8 +235,9 @@ class Lifecycle:
                 inst.set_state(InstanceState.UNHEALTHY, "health check failing")
                 self.changed()
             if misses >= self.cfg.unhealthy_threshold:
-                why = (
-                    await exited() or f"stopped answering health checks ({misses} misses in a row)"
+                on = f" on node {inst.node}" if inst.node else ""
+                why = await exited() or (
+                    f"stopped answering health checks{on} ({misses} misses in a row)"
                 )
                 await self.fail(inst, why)
                 return
@@ -373,3 +378,4 @@ def _attach(inst: Instance, info: LaunchInfo, c: ContainerInfo) -> None:
     inst.function_name, inst.inference_url = info.name, info.inference_url
     inst.host_port = c.host_ports.get(info.inference_port)
     inst.health_port = c.host_ports.get(info.health.port)
+    inst.address, inst.node = c.address, c.node

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from nvcf_lite import logs
@@ -100,12 +101,21 @@ class Scheduler:
         self.demand = demand  # requests waiting per version: scaled to, drained before undeploy
         self.changed = changed  # fired when instances or version statuses change
         self.deployed: dict[str, Deployment] = {}  # by version id, as of the last tick
+        # when the last tick read the deployments, and when they last changed (a deploy, an
+        # undeploy; monotonic): a version deployed since that read is not in `deployed` yet
+        self._read_at = self._changed_at = -math.inf
         self.errors: dict[str, str] = {}  # version id -> why it is in ERROR
 
     # -- public ---------------------------------------------------------------------------
 
     def nudge(self) -> None:
         self._wake.set()
+
+    def deployments_changed(self) -> None:
+        """A deployment was created, changed or removed: tick now, and until that tick no
+        request of a version it does not know yet is refused as undeployed."""
+        self._changed_at = time.monotonic()
+        self.nudge()
 
     def unreachable(self, inst: Instance, why: str) -> None:
         """UNHEALTHY: the health monitor makes it READY again on the next good probe, or fails
@@ -202,6 +212,8 @@ class Scheduler:
         error = self.errors.get(version_id)
         if error is not None and version_id in self.deployed:
             return Refusal(503, WORKER_ERROR, f"the function version cannot start: {error}")
+        if version_id not in self.deployed and self._changed_at > self._read_at:
+            return None  # maybe deployed since the last tick read them (min 0: ACTIVE at once)
         if version_id not in self.deployed:
             detail = f"Function version '{version_id}' is not deployed (undeployed before it ran)"
             return Refusal(404, GONE, detail)
@@ -241,9 +253,14 @@ class Scheduler:
 
     async def tick(self) -> None:
         async with self._lock:
+            self._read_at = time.monotonic()
+            known = set(self.deployed)
             deployments = {d.deployment_id: d for d in await self.repo.all()}
             statuses = await self.repo.statuses()
             self.deployed = {d.version_id: d for d in deployments.values()}
+            # what each instance's container was before the listing: one created while the
+            # engine answers (a slow Swarm call) is not missing from it
+            before = {i.instance_id: i.container_id for i in self.instances.values()}
             try:
                 containers = [
                     c
@@ -253,7 +270,9 @@ class Scheduler:
             except RuntimeFailure as exc:
                 log.warning("cannot list containers: %s", exc)
             else:
-                await self._observe(deployments, containers)
+                await self._observe(deployments, containers, before)
+            # GPUs on nodes that are down or drained take no new instance (Swarm; else none)
+            self.host.unavailable = await self.runtime.unavailable_units()
             for deployment in deployments.values():
                 status = statuses.get(deployment.version_id)
                 if status == FunctionStatus.ERROR and not deployment.draining:
@@ -263,6 +282,8 @@ class Scheduler:
                     continue
                 await self._reconcile(deployment)
             await self._report(list(deployments.values()), statuses)
+            if set(self.deployed) != known:
+                self.changed.fire()  # requests that waited for this tick to see their version
 
     async def shutdown(self, keep_instances: bool) -> None:
         await self._tasks.cancel()
@@ -275,7 +296,10 @@ class Scheduler:
     # -- observe: adopt, reap, notice exits ----------------------------------------------
 
     async def _observe(
-        self, deployments: dict[str, Deployment], containers: list[ContainerInfo]
+        self,
+        deployments: dict[str, Deployment],
+        containers: list[ContainerInfo],
+        before: dict[str, str | None] | None = None,
     ) -> None:
         seen: set[str] = set()
         kept: list[ContainerInfo] = []
@@ -289,7 +313,8 @@ class Scheduler:
             elif c.state in ("exited", "dead") and inst.live:
                 await self.life.fail(inst, await self.life.exit_reason(c.id))
         for inst in list(self.instances.values()):
-            gone = inst.container_id is not None and inst.container_id not in seen
+            known = before is None or before.get(inst.instance_id) == inst.container_id
+            gone = known and inst.container_id is not None and inst.container_id not in seen
             if gone and (inst.live or inst.state == InstanceState.PAUSED):
                 await self.life.fail(inst, "the container disappeared (removed outside nvcf-lite)")
             if inst.deployment_id not in deployments and not inst.removing:

@@ -194,3 +194,13 @@ def metric_samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The run's measured lines (report_support), after the results."""
+    from report_support import LINES
+
+    if LINES:
+        terminalreporter.section("measured")
+        for line in LINES:
+            terminalreporter.line(line)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from report_support import report
 from server_support import ServerProcess
 
 RECORDS = "/var/inf/records/runs.log"  # the echo container appends each NVCF-REQID it gets here
@@ -36,9 +37,7 @@ class Answer:
 
 def summary(name: str, **counts: Any) -> str:
     """Print (and return) the test's one-line summary, quoted in the issue's closing note."""
-    line = f"FAULT {name}: " + " ".join(f"{k}={v}" for k, v in counts.items())
-    print(line, flush=True)
-    return line
+    return report(f"FAULT {name}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 def runs(server: ServerProcess) -> Counter[str]:

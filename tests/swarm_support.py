@@ -43,6 +43,7 @@ from docker_support import (
     docker_required,
     ensure_test_images,
 )
+from report_support import report
 
 GPU_NAME = "NVIDIA H100 80GB HBM3"  # what the nodes' labels say their GPUs are
 GPU_MEMORY_MB = 81559
@@ -90,7 +91,7 @@ def open_cluster() -> Iterator[SwarmCluster]:
     finally:
         cluster.close()
         for what, seconds in cluster.timings.items():
-            print(f"SWARM {what}: {seconds:.2f} s")
+            report(f"SWARM {what}: {seconds:.2f} s")
 
 
 def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

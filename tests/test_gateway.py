@@ -315,3 +315,9 @@ def test_a_plain_answer_goes_whole_and_a_large_one_streams_on(
         assert closed == [True] and inv.answered == ["r1", "r1"]
 
     asyncio.run(scenario())
+
+
+def test_usage_of_a_body_nested_past_the_decoders_depth_is_none() -> None:
+    from nvcf_lite.domain.token_limits import usage_of
+
+    assert usage_of(b'{"usage":' * 3000 + b"1" + b"}" * 3000) is None

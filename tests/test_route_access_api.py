@@ -384,3 +384,28 @@ def test_another_accounts_key_is_404_under_the_org_of_account_a(
             r = send(module_client, world, route, world.other_key, "local")
             _check(failures, route, r.status_code == 404 and "Org 'local'" in r.text, r)
     assert not failures, "\n".join(failures)
+
+
+def test_json_nested_past_the_decoders_depth_is_a_400_on_every_write(
+    module_client: TestClient[Any], world: World, routes: list[Route]
+) -> None:
+    """msgspec stops at ~1000 levels with a RecursionError: a client's body, never a 500.
+    (Invocation bodies go to the container unread; tar and upload bodies are not JSON.)"""
+    deep = b'{"model":' * 3000 + b"1" + b"}" * 3000
+    failures: list[str] = []
+    for route in routes:
+        if (
+            route.method not in ("POST", "PUT", "PATCH")
+            or "/pexec/" in route.plain
+            or path_preserving(route)
+            or route.path in HOST_INVOCATION
+            or route.plain.startswith(MODEL_STORE)
+            or route.path.startswith("/_nvcf-lite/uploads")
+        ):
+            continue
+        headers = {**bearer(), "Content-Type": "application/json"}
+        r = module_client.request(
+            route.method, world.fill(route, "local"), content=deep, headers=headers
+        )
+        _check(failures, route, 400 <= r.status_code < 500, r)
+    assert not failures, "\n".join(failures)

@@ -55,6 +55,8 @@ def _model_of(raw: bytes) -> str:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise Invalid(f"The request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec's depth limit: a client's doing, not a bug
+        raise Invalid("The request body's JSON is nested too deeply") from exc
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object")
     model = body.get("model")

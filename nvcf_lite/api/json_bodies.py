@@ -17,6 +17,9 @@ from litestar import Request
 from nvcf_lite.errors import Invalid, UnsupportedMediaType
 
 _JSON_SUFFIX = "+json"
+# Nothing in the NVCF API nests deeper than a handful of levels; msgspec stops decoding at
+# about a thousand (RecursionError), which is what a client sending more gets told about.
+MAX_DEPTH = 1000
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -56,9 +59,11 @@ class JsonRequest(Request[Any, Any, Any]):
             )
         try:
             value = await super().json()
+            where = nul_at(value)
         except UnicodeDecodeError as exc:
             raise Invalid(f"JSON is malformed: not valid UTF-8 (byte {exc.start})") from exc
-        where = nul_at(value)
+        except RecursionError as exc:  # msgspec's depth limit, or nul_at's walk of the value
+            raise Invalid(f"JSON is nested too deeply (more than {MAX_DEPTH} levels)") from exc
         if where is not None:
             raise Invalid(f"Invalid request: '{where}' contains a NUL character (\\u0000)")
         return value

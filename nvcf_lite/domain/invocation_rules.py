@@ -111,7 +111,7 @@ def container_error(status: int, body: bytes, instance: str, request_id: str) ->
         parsed = msgspec.json.decode(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
             detail = parsed["error"]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past msgspec's depth
         pass
     # The reason phrase, not the control-plane kinds: a container's 409 is `conflict`.
     type_ = CONTAINER_PREFIX + kebab_phrase(status)

@@ -107,7 +107,7 @@ def usage_of(data: bytes) -> Usage | None:
     """The `usage` of an OpenAI answer body (or one SSE event's data), if it has one."""
     try:
         parsed = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past msgspec's depth
         return None
     usage = parsed.get("usage") if isinstance(parsed, dict) else None
     if not isinstance(usage, dict):

@@ -322,7 +322,7 @@ def read_progress(ticket: Ticket, path: str | Path) -> bool:
     try:
         with open(path, "rb") as f:
             data = msgspec.json.decode(f.read())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, msgspec.DecodeError, RecursionError):
         return False
     if not isinstance(data, dict) or data.get("id") != ticket.request_id:
         return False

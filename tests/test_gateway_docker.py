@@ -199,16 +199,54 @@ def test_unknown_model_404_undeployed_503_in_openai_shape(server: ServerProcess,
     assert int(headers["retry-after"]) >= 1
     assert "its function is INACTIVE" in openai_error(out, "model_not_ready")
 
-    # Idempotency-Key needs a stored result to replay; a gateway call's answer goes only to
-    # its connection (as a streamed or path-preserving invocation's): refused, clearly
-    keyed = {"Idempotency-Key": "once"}
-    code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), **keyed)
-    assert code == 400
-    assert "Idempotency-Key is not supported" in openai_error(out, "bad_request")
-
     code, _, out = post(server, "/v1/chat/completions", {"messages": []})
     assert code == 400
     assert "'model' is required" in openai_error(out, "bad_request")
+
+
+def test_an_idempotency_key_replays_the_answer_and_the_function_runs_once(
+    server: ServerProcess, fns: dict
+) -> None:
+    """A retry with the same Idempotency-Key gets the same request id and answer (a streamed
+    one as its whole event stream) from the call the key stands for; the function ran once
+    for each key (counted by the requests nvcf-lite ended for it)."""
+
+    def runs() -> float:
+        samples = metrics(server)
+        return sum(
+            v
+            for k, v in samples.items()
+            if k.startswith("nvcf_lite_invocations_total{") and fns["model-a"] in k
+        )
+
+    before = runs()
+    tag = time.monotonic_ns()
+    keyed = {"Idempotency-Key": f"chat-{tag}"}
+    body = chat_body("model-a", "the same words")
+    code, first_headers, first = post(server, "/v1/chat/completions", body, **keyed)
+    assert code == 200, first
+    code, again_headers, again = post(server, "/v1/chat/completions", body, **keyed)
+    assert code == 200 and again == first
+    assert again_headers["nvcf-reqid"] == first_headers["nvcf-reqid"]
+
+    streamed = chat_body("model-a", "streamed words", stream=True)
+    auth = {
+        "Authorization": f"Bearer {server.key}",
+        "Accept": "text/event-stream",
+        "Idempotency-Key": f"stream-{tag}",
+    }
+    code, one_headers, one = server.call("POST", "/v1/chat/completions", streamed, headers=auth)
+    assert code == 200 and one.rstrip().endswith(b"data: [DONE]"), one
+    code, two_headers, two = server.call("POST", "/v1/chat/completions", streamed, headers=auth)
+    assert code == 200 and two == one  # the whole stream, as it passed the first time
+    assert two_headers["content-type"].startswith("text/event-stream")
+    assert two_headers["nvcf-reqid"] == one_headers["nvcf-reqid"]
+
+    other = chat_body("model-a", "other words")
+    code, _, out = post(server, "/v1/chat/completions", other, **keyed)
+    assert code == 409 and "Idempotency-Key" in out["error"]["message"], out
+    wait_for(lambda: runs() >= before + 2, 10, "both requests counted")
+    assert runs() == before + 2  # one run per key, none for the retries or the conflict
 
 
 def test_keys_and_scopes_as_pexec(server: ServerProcess, fns: dict) -> None:

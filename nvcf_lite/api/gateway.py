@@ -35,7 +35,7 @@ from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
 from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
 from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner
-from nvcf_lite.errors import Invalid, openai_error_body
+from nvcf_lite.errors import Conflict, Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
 
 JSON = "application/json"
@@ -114,7 +114,11 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         body=raw,
         mode="path",
         poll=poll,
+        replayable=True,
     )
+    if ticket.stream is None or ticket.stream_claimed:  # a retry of an Idempotency-Key
+        return await _replayed(request, inv, ticket, poll)
+    ticket.stream_claimed = True
     reply = await unless_gone(request.receive, inv, ticket, first_bytes(inv, ticket, poll))
     if reply is None:
         inv.delivered(ticket)
@@ -129,6 +133,33 @@ async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
     if sse:
         return pass_through(inv, ticket, reply, observe)
     return await _plain(inv, ticket, reply, observe(reply.chunks))
+
+
+async def _replayed(
+    request: Request[Any, Any, Any], inv: Invocations, ticket: Ticket, poll: int
+) -> Response[Any]:
+    """A retry of an Idempotency-Key: the answer of the call the key stands for, once it has
+    ended (a streamed one as its whole event stream); the function does not run again."""
+
+    async def ended() -> tuple[Outcome | None]:
+        return (await inv.settle(ticket, poll),)
+
+    got = await unless_gone(request.receive, inv, ticket, ended())
+    if got is None:
+        return Response(b"", status_code=499)  # the client left (the request runs on)
+    outcome = got[0]
+    if outcome is None:
+        raise Conflict(
+            f"Idempotency-Key '{ticket.record.idempotency_key}': its request "
+            f"'{ticket.request_id}' is still running; retry later",
+            headers={"Retry-After": "1"},
+        )
+    inv.delivered(ticket)
+    if outcome.error:  # nvcf-lite's own problem (no instance, a restart): OpenAI's shape
+        return _failed(ticket, outcome)
+    media = next((v for n, v in outcome.headers if n.lower() == "content-type"), None)
+    headers = passed_headers(ticket, outcome)
+    return Response(outcome.body, status_code=outcome.status, headers=headers, media_type=media)
 
 
 async def _plain(

@@ -277,8 +277,9 @@ def pass_through(
     return Stream(chunks, status_code=reply.status, headers=headers, media_type=media)
 
 
-def passed_headers(ticket: Ticket, reply: StreamReply) -> dict[str, str]:
-    """The container's answer headers as the client gets them, with NVCF-REQID/-STATUS."""
+def passed_headers(ticket: Ticket, reply: StreamReply | Outcome) -> dict[str, str]:
+    """The container's answer headers as the client gets them, with NVCF-REQID/-STATUS (of a
+    reply passing through, or of one kept and answered again)."""
     headers = {n: v for n, v in reply.headers if n.lower() not in _SKIP}
     headers.update(
         {

@@ -242,9 +242,13 @@ class Invocations:
         body: bytes,
         mode: str,
         poll: int,
+        replayable: bool = False,
     ) -> Ticket:
         """Validate, pick a version, record the request durably and queue it. With an
-        Idempotency-Key, a retry gets the ticket of the request the key stands for."""
+        Idempotency-Key, a retry gets the ticket of the request the key stands for: pexec
+        calls, and `replayable` streamed ones (the gateway's, whose answer the dispatcher keeps
+        for the key; a handler that did not claim a ticket's stream answers from its end).
+        """
         call = _Call(principal, fid, vid, method, path, headers, body, mode, poll)
         for name, value in headers:  # one pass; a request with none of these pays no more
             low = name.lower()
@@ -257,9 +261,10 @@ class Invocations:
         if call.key is None:
             return await self._accept(call)
         key = check_key(call.key)
-        if self.keys is None or mode != "pexec":
+        if self.keys is None or (mode != "pexec" and not replayable):
             raise Invalid(
-                "Idempotency-Key is not supported on streamed or path-preserving invocations"
+                "Idempotency-Key is not supported on streamed or path-preserving pexec "
+                "invocations: their answer goes only to the connection that asked for it"
             )
         call.fingerprint = fingerprint(fid, vid, path, body)
         return await self.keys.submit(principal, key, call.fingerprint, lambda: self._accept(call))

@@ -95,6 +95,7 @@ class Ticket:
     dispatched_at: float = 0.0
     first_byte_at: float = 0.0
     priority: int = 0  # its queue serves higher first (llmInvocationConfig.priority)
+    stream_claimed: bool = False  # a handler passes its stream on; a keyed retry may not
     _stage: Stage = field(default=Stage.QUEUED, init=False, repr=False)
     _detached: bool = field(default=False, init=False, repr=False)
     _leased: bool = field(default=False, init=False, repr=False)

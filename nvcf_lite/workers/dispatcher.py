@@ -64,6 +64,9 @@ def enqueue(queue: deque[Ticket], ticket: Ticket) -> None:
     queue.insert(at, ticket)
 
 
+# A keyed streamed answer (a gateway call with an Idempotency-Key) up to this size is kept
+# for its retries; it is stored with the key's row in SQLite.
+REPLAY_MAX_BYTES = 16 * 1024 * 1024
 NUDGE_EVERY_S = 0.2  # a waiting queue nudges the scheduler at most this often
 
 
@@ -339,13 +342,22 @@ class Dispatcher:
         return await ended
 
     async def _stream(self, ticket: Ticket, reply: StreamReply) -> None:
-        """Hand the pass-through reply to the waiting handler and hold the slot until done."""
+        """Hand the pass-through reply to the waiting handler and hold the slot until done.
+
+        A request with an Idempotency-Key (a gateway call) keeps what passed through, up to
+        REPLAY_MAX_BYTES, as its outcome's body: a retry of its key is answered from it."""
         consumed = asyncio.Event()
         inner = reply.chunks
+        kept: bytearray | None = bytearray() if ticket.record.idempotency_key else None
 
         async def chunks() -> AsyncIterator[bytes]:
+            nonlocal kept
             try:
                 async for chunk in inner:
+                    if kept is not None:
+                        kept += chunk
+                        if len(kept) > REPLAY_MAX_BYTES:
+                            kept = None  # too large to keep: a retry gets its status only
                     yield chunk
             finally:
                 consumed.set()
@@ -363,7 +375,8 @@ class Dispatcher:
             return
         ticket.stream.set_result(StreamReply(reply.status, reply.headers, chunks(), close))
         await consumed.wait()
-        await self._finish(ticket, Outcome(status=reply.status, headers=reply.headers))
+        body = bytes(kept) if kept is not None else b""
+        await self._finish(ticket, Outcome(status=reply.status, headers=reply.headers, body=body))
 
     async def _finish(self, ticket: Ticket, outcome: Outcome, failed: bool = False) -> None:
         if ticket.finished:  # a cancel racing the end: the first outcome stands

@@ -90,12 +90,15 @@ class SseReader:
     """One streamed POST on a plain connection: `events()` yields each SSE `data:` as it
     arrives (the chunk the container sent, not the whole answer at once)."""
 
-    def __init__(self, server: ServerProcess, path: str, body: Any, key: str | None = None):
+    def __init__(
+        self, server: ServerProcess, path: str, body: Any, key: str | None = None, **more: str
+    ):
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         headers = {
             "Authorization": f"Bearer {key or server.key}",
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
+            **more,
         }
         self.conn.request("POST", path, json.dumps(body), headers)
         self.response = self.conn.getresponse()

@@ -437,3 +437,48 @@ def test_no_instance_within_the_poll_window_is_504_in_openai_shape(server: Serve
     assert code == 504, out
     assert "within 1 s" in openai_error(out, "gateway_timeout")
     assert headers["nvcf-reqid"]
+
+
+def test_idempotency_keys_of_gateway_calls_hold_across_a_sigkill(tmp_path: Any) -> None:
+    """One slot: a keyed streamed call in its container at the kill (held after its first
+    token), a keyed call queued behind it. Neither runs again after the restart (a gateway
+    answer went to its connection, which ended with the process): each key answers the
+    problem its call ended with, under the same request id, in OpenAI's shape."""
+    with llm_server(tmp_path / "srv") as server:
+        fid, _ = live_llm(server, "llm-kill", "model-kill", spec={"maxRequestConcurrency": 1})
+        held = chat_body("model-kill", "held", stream=True, gate=f"g{time.monotonic_ns()}")
+        reader = SseReader(server, "/v1/chat/completions", held, **{"Idempotency-Key": "k-run"})
+        held_rid = reader.response.getheader("nvcf-reqid")
+        assert reader.response.status == 200 and held_rid
+        assert json.loads(next(reader.events()))["choices"][0]["delta"]["content"] == "echo:"
+        queued = chat_body("model-kill", "queued")
+
+        def call_and_lose() -> None:  # its connection ends with the killed process
+            with pytest.raises(OSError):
+                post(server, "/v1/chat/completions", queued, **{"Idempotency-Key": "k-queued"})
+
+        waiting = threading.Thread(target=call_and_lose)
+        waiting.start()
+
+        def queued_now() -> bool:
+            samples = metrics(server)
+            depth = [k for k in samples if k.startswith("nvcf_lite_queue_depth{") and fid in k]
+            return sum(samples[k] for k in depth) >= 1
+
+        wait_for(queued_now, 10, "the second call queued")
+        server.kill()
+        reader.close()
+        waiting.join(30)
+        server.start()
+        before = metrics(server)
+        for key, body in (("k-run", held), ("k-queued", queued)):
+            code, headers, out = post(
+                server, "/v1/chat/completions", body, **{"Idempotency-Key": key}
+            )
+            assert code in (500, 503), (key, code, out)
+            assert "error" in out and headers.get("nvcf-reqid"), (key, out)
+            if key == "k-run":
+                assert headers["nvcf-reqid"] == held_rid
+        after = metrics(server)
+        ran = [k for k in after if k.startswith("nvcf_lite_invocations_total{") and fid in k]
+        assert sum(after[k] - before.get(k, 0) for k in ran) == 0  # neither ran again

@@ -15,7 +15,14 @@ from litestar.testing import TestClient
 from nvcf_lite.domain.gateway import Gateway, container_path
 from nvcf_lite.domain.invocations import Ticket, priority_of
 from nvcf_lite.domain.metrics import Metrics
-from nvcf_lite.domain.token_limits import BodyUsage, TokenLimiter, Usage, UsageScanner, usage_of
+from nvcf_lite.domain.token_limits import (
+    BodyUsage,
+    TokenLimiter,
+    Usage,
+    UsageScanner,
+    prompt_estimate,
+    usage_of,
+)
 from nvcf_lite.errors import NotFound, TooManyRequests
 from nvcf_lite.models import SCOPES, FunctionVersion, LlmConfig, Principal, Priority, RequestRecord
 from nvcf_lite.workers.dispatcher import enqueue
@@ -167,10 +174,19 @@ def test_usage_of_a_plain_body_in_chunks_and_its_cap() -> None:
     assert big.usage == Usage()
 
 
-def test_a_stream_without_usage_counts_nothing() -> None:
-    scanner = UsageScanner()
-    scanner.feed(b'data: {"choices": []}\n\ndata: [DONE]\n\n')
-    assert scanner.usage == Usage()
+def test_a_stream_without_usage_is_counted_by_estimate() -> None:
+    """vLLM and OpenAI send no usage in a stream unless the client asked for it: a token per
+    event and the prompt's estimate, so a token limit still holds."""
+    stream = b"".join(
+        b'data: {"choices": [{"delta": {"content": "t%d"}}]}\n\n' % i for i in range(5)
+    )
+    scanner = UsageScanner(input_estimate=12)
+    for event in stream.split(b"\n\n")[:-1]:  # as a server sends them: one event a chunk
+        scanner.feed(event + b"\n\n")
+    scanner.feed(b"data: [DONE]\n\n")
+    assert scanner.usage == Usage(input_tokens=12, output_tokens=5)
+    assert prompt_estimate(b'{"messages": [{"content": "four words in it"}]}') == 11
+    assert prompt_estimate(b"") == 1
 
 
 # -- priority ----------------------------------------------------------------------------------

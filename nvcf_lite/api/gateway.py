@@ -34,7 +34,7 @@ from nvcf_lite.domain.auth import require_scope
 from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
 from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
-from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner
+from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner, prompt_estimate
 from nvcf_lite.errors import Conflict, Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
 
@@ -230,7 +230,7 @@ def _counted(
     ok = call[1] < 300
 
     async def observe(chunks: Chunks) -> AsyncIterator[bytes]:
-        reader = UsageScanner() if stream else BodyUsage()
+        reader = UsageScanner(prompt_estimate(ticket.record.body)) if stream else BodyUsage()
         first = stream and ok
         try:
             async for chunk in chunks:

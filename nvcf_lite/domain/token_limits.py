@@ -103,6 +103,12 @@ class TokenLimiter:
                 self._counts[key] = self._counts.get(key, 0) + spent[kind]
 
 
+def prompt_estimate(body: bytes) -> int:
+    """Prompt tokens of a request, estimated as a tokenizer would roughly count them (a token
+    per 4 bytes of the body's text, at least 1): for a stream that reports no usage."""
+    return max(1, len(body) // 4)
+
+
 def usage_of(data: bytes) -> Usage | None:
     """The `usage` of an OpenAI answer body (or one SSE event's data), if it has one."""
     try:
@@ -122,15 +128,30 @@ def usage_of(data: bytes) -> Usage | None:
 
 class UsageScanner:
     """Finds the `usage` of a streamed (SSE) answer as its chunks pass: the last one sent
-    counts (servers that report it send it once, on the last chunk, or cumulatively)."""
+    counts (servers that report it send it once, on the last chunk, or cumulatively).
+
+    A stream that reports none (vLLM and OpenAI's API send usage in a stream only when the
+    client asked for `stream_options.include_usage`) is counted by estimate, so a token limit
+    still holds: one output token per `data:` event (these servers send a token per event;
+    the role-only first event makes it one more), and `input_estimate` prompt tokens.
+    """
 
     MAX_LINE = 1 << 20  # a longer line is skipped, not buffered
 
-    def __init__(self) -> None:
+    def __init__(self, input_estimate: int = 0) -> None:
         self._tail = b""
-        self.usage = Usage()
+        self._reported: Usage | None = None
+        self._events = 0
+        self._input_estimate = input_estimate
+
+    @property
+    def usage(self) -> Usage:
+        if self._reported is not None:
+            return self._reported
+        return Usage(input_tokens=self._input_estimate, output_tokens=self._events)
 
     def feed(self, chunk: bytes) -> None:
+        self._events += chunk.count(b"data:") - chunk.count(b"data: [DONE]")
         if not self._tail and b"\n" in chunk and b'"usage"' not in chunk:
             self._tail = chunk.rsplit(b"\n", 1)[1]  # the hot path: no usage in whole lines
             return
@@ -141,7 +162,7 @@ class UsageScanner:
             if line.startswith(b"data:") and b'"usage"' in line:
                 found = usage_of(line[5:].strip())
                 if found is not None:
-                    self.usage = found
+                    self._reported = found
 
 
 class BodyUsage:

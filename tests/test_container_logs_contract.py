@@ -1,5 +1,6 @@
 """Reading container output (runtime `logs`, `stop`, and runtime/container_logs.py), held to the
-same assertions on the fake runtime and on Docker: tails, a follow that sees a line printed
+same assertions on the fake runtime, on Docker and on a Swarm (its instances reached at their
+node's address): tails, a follow that sees a line printed
 after it started and ends when closed, a stopped container that keeps its output, and the
 selection of a function's containers by their labels with instance-id prefixes."""
 
@@ -36,11 +37,11 @@ async def until_in(needle: bytes, got: list[bytes], limit_s: float = 10.0) -> No
         await asyncio.sleep(0.02)
 
 
-def say(port: int, text: str) -> None:
+def say(address: str, port: int, text: str) -> None:
     """Make the echo function print a line (its `log` control field)."""
     body = json.dumps({"log": text}).encode()
     answer = http_request(
-        f"http://127.0.0.1:{port}/echo", "POST", body, {"Content-Type": "application/json"}
+        f"http://{address}:{port}/echo", "POST", body, {"Content-Type": "application/json"}
     )
     assert answer.status == 200
 
@@ -57,7 +58,7 @@ async def printed(kind: Kind, container_id: str, text: bytes) -> bytes:
 async def test_tail_and_a_follow_that_sees_a_new_line(kind: Kind) -> None:
     info = await kind.runtime.create_and_start(spec(kind, "echo", "logs-a"))
     port = info.host_ports[8000]
-    assert await healthy(port)
+    assert await healthy(port, info.address)
     everything = await printed(kind, info.id, b"listening on :8000")
     assert await collect(kind.runtime.logs(info.id, tail=0)) == b""
     assert await collect(kind.runtime.logs(info.id, tail=1)) == everything.splitlines(True)[-1]
@@ -72,7 +73,7 @@ async def test_tail_and_a_follow_that_sees_a_new_line(kind: Kind) -> None:
     reader = asyncio.create_task(read())
     await asyncio.sleep(0.3)  # the follow is open before the line is printed
     marker = f"marker-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(say, port, marker)
+    await asyncio.to_thread(say, info.address, port, marker)
     await until_in(marker.encode(), got)
     assert b"listening" not in b"".join(got)  # tail=0: only what came after
     reader.cancel()
@@ -90,7 +91,7 @@ async def until(cond: Callable[[], bool], limit_s: float = 5.0) -> None:
 
 async def test_a_stopped_container_keeps_its_output(kind: Kind) -> None:
     info = await kind.runtime.create_and_start(spec(kind, "echo", "logs-b"))
-    assert await healthy(info.host_ports[8000])
+    assert await healthy(info.host_ports[8000], info.address)
     await printed(kind, info.id, b"listening")
     await kind.runtime.stop(info.id, stop_timeout_s=1)
     stopped = await kind.runtime.inspect(info.id)
@@ -122,7 +123,7 @@ async def test_a_functions_containers_are_found_by_labels_and_prefixed(kind: Kin
     second = await kind.runtime.create_and_start(labelled(kind, "i2", fid, v2, ns))
     await kind.runtime.create_and_start(labelled(kind, "i3", other, v1, ns))
     for c in (first, second):
-        assert await healthy(c.host_ports[8000])
+        assert await healthy(c.host_ports[8000], c.address)
         await printed(kind, c.id, b"listening")
     logs = ContainerLogs(kind.runtime, ns)
     targets = await logs.targets(fid)
@@ -144,7 +145,7 @@ async def test_a_functions_containers_are_found_by_labels_and_prefixed(kind: Kin
 async def test_a_follow_picks_up_an_instance_started_after_it(kind: Kind) -> None:
     ns, fid, vid = kind.images["run"], str(uuid.uuid4()), str(uuid.uuid4())
     first = await kind.runtime.create_and_start(labelled(kind, "f1", fid, vid, ns))
-    assert await healthy(first.host_ports[8000])
+    assert await healthy(first.host_ports[8000], first.address)
     logs = ContainerLogs(kind.runtime, ns)
     got: list[bytes] = []
 
@@ -160,7 +161,7 @@ async def test_a_follow_picks_up_an_instance_started_after_it(kind: Kind) -> Non
         # a new instance is followed from its first line, prefixed with its id
         await until_in(f"{target.instance_id} | function_server: listening".encode(), got)
         marker = f"first-{uuid.uuid4().hex[:6]}"
-        await asyncio.to_thread(say, first.host_ports[8000], marker)
+        await asyncio.to_thread(say, first.address, first.host_ports[8000], marker)
         (first_target,) = [t for t in await logs.targets(fid) if t.container_id == first.id]
         await until_in(f"{first_target.instance_id} | function_server: -: {marker}".encode(), got)
     finally:
@@ -173,7 +174,7 @@ async def test_instance_lines_tags_each_line_with_its_instance(kind: Kind) -> No
     `since` from then on, otherwise from their first line."""
     ns, fid, vid = kind.images["run"], str(uuid.uuid4()), str(uuid.uuid4())
     info = await kind.runtime.create_and_start(labelled(kind, "s1", fid, vid, ns))
-    assert await healthy(info.host_ports[8000])
+    assert await healthy(info.host_ports[8000], info.address)
     await printed(kind, info.id, b"listening")
     logs = ContainerLogs(kind.runtime, ns)
     (target,) = await logs.targets(fid)
@@ -190,7 +191,7 @@ async def test_instance_lines_tags_each_line_with_its_instance(kind: Kind) -> No
     try:
         await asyncio.sleep(0.3)
         marker = f"tagged-{uuid.uuid4().hex[:6]}"
-        await asyncio.to_thread(say, info.host_ports[8000], marker)
+        await asyncio.to_thread(say, info.address, info.host_ports[8000], marker)
         await seen((target.instance_id, f"function_server: -: {marker}".encode()))
         assert all(b"listening" not in line for _, line in got)
     finally:

@@ -112,6 +112,12 @@ class SwarmRuntime:
         self, container_id: str, *, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[bytes]:
         api = await self.engine.call("service logs", lambda api: api)
+        if follow:
+            # A service's log follow waits for the service's next task, so it never ends by
+            # itself: a stopped task's logs are read to their end instead, as a container's
+            # follow ends once it has stopped.
+            info = await self.inspect(container_id)
+            follow = info is not None and info.state == "running"
         chunks = docker_logs.stream(
             lambda: swarm_logs.open_logs(api, container_id, tail, follow),
             lambda exc: RuntimeFailure(f"Docker service logs failed: {exc}"),

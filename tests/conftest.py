@@ -121,9 +121,11 @@ async def bench(tmp_path: Path) -> AsyncIterator[SchedulerBench]:
         yield made
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def swarm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmCluster]:
-    """The three-node swarm of tests/swarm_support.py, one per session, removed at its end."""
+    """The three-node swarm of tests/swarm_support.py, one per module that uses it, removed at
+    the module's end: kept for the whole session, its three engines and their heartbeats ran
+    beside every later test, and timing-sensitive live tests failed under the extra load."""
     from swarm_support import open_cluster
 
     with open_cluster() as cluster:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,24 @@ def docker_client_or_skip() -> docker.DockerClient:
         pytest.skip(reason)
     _client = client
     return client
+
+
+def engine_answering(
+    process: subprocess.Popen[bytes], url: str, timeout_s: float, what: str, log: Callable[[], str]
+) -> docker.DockerClient:
+    """A client of the dockerd `process` started, once it answers at `url` (a private engine of
+    a test); RuntimeError with the tail of its `log()` when it exits or stays silent."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{log()[-4000:]}")
+        try:
+            client = docker.DockerClient(base_url=url, timeout=30)
+            client.ping()
+            return client
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer:\n{log()[-4000:]}")
 
 
 def ensure_test_images() -> None:

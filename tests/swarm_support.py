@@ -41,6 +41,7 @@ from docker_support import (
     EXIT_IMAGE,
     docker_client_or_skip,
     docker_required,
+    engine_answering,
     ensure_test_images,
 )
 from report_support import report
@@ -128,17 +129,8 @@ class Node:
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd of {self.name} exited:\n{self.log()[-3000:]}")
-            try:
-                self.client = docker.DockerClient(base_url=self.url, timeout=30)
-                self.client.ping()
-                return
-            except Exception:
-                time.sleep(0.2)
-        raise RuntimeError(f"dockerd of {self.name} did not answer:\n{self.log()[-3000:]}")
+        what = f"dockerd of {self.name}"
+        self.client = engine_answering(self.process, self.url, timeout_s, what, self.log)
 
     def masquerade(self) -> None:
         sh("sysctl", "-qw", "net.ipv4.conf.docker0.route_localnet=1", ns=self.ns)

@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import pytest
 from conftest import wait_for
-from docker_support import ECHO_IMAGE
+from docker_support import ECHO_IMAGE, engine_answering
 from fault_support import Answer, collect, invoke_all, summary
 from invocation_support import docker_env, live_echo
 from server_support import ServerProcess
@@ -79,17 +79,8 @@ class PrivateDockerd:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"private dockerd exited:\n{self.log()[-4000:]}")
-            try:
-                self.client = docker.DockerClient(base_url=self.url, timeout=30)
-                self.client.ping()
-                return
-            except Exception:
-                time.sleep(0.2)
-        raise RuntimeError(f"private dockerd did not answer:\n{self.log()[-4000:]}")
+        what = "private dockerd"
+        self.client = engine_answering(self.process, self.url, timeout_s, what, self.log)
 
     def kill(self) -> None:
         """SIGKILL of dockerd and of the containerd it runs, as in a crash of the engine (the

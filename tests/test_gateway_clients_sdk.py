@@ -51,6 +51,7 @@ from openai import AsyncOpenAI, OpenAI
 args = json.loads(sys.argv[1])
 client = OpenAI(base_url=args["base"], api_key=args["key"], max_retries=0)
 out = {"models": [m.id for m in client.models.list()]}
+out["retrieved"] = client.models.retrieve(args["model"]).id
 chunks = list(client.chat.completions.create(
     model=args["model"], messages=[{"role": "user", "content": "a b c d"}], stream=True))
 out["stream"] = [c.choices[0].delta.content for c in chunks if c.choices]
@@ -153,6 +154,7 @@ def test_openai_sdk_stream_completions_embeddings_errors(
         run(python, tmp_path, OPENAI_DETAILS, server, base=base, key=server.key, model=MODEL)
     )
     assert out["models"] == [MODEL]
+    assert out["retrieved"] == MODEL
     assert out["stream"] == ["echo:", " a", " b", " c", " d"]
     assert out["stream_usage"] == [5]
     assert out["completion"] == ["echo: one", "length", 5]

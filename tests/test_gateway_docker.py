@@ -2,9 +2,10 @@
 real LLM function containers (the deterministic `nvcf-lite-test/llm` image: the answer to a
 prompt is "echo:" and its words, one token per word, with `usage`).
 
-One server per module, with two LLM functions (model-a on the default paths, model-b on paths
-its llmConfig.uris names) and one registered but never deployed (model-idle). Tests that need
-a function of their own (scale from zero, token limits) register it.
+One server per module, with two LLM functions (model-a on the default paths; org/model-b, a
+name with a slash as NGC's are, on paths its llmConfig.uris names) and one registered but
+never deployed (model-idle). Tests that need a function of their own (scale from zero, token
+limits) register it.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def fns(server: ServerProcess) -> dict[str, str]:
     a, _ = live_llm(server, "llm-a", "model-a")
-    b, _ = live_llm(server, "llm-b", "model-b", uris=CUSTOM_URIS)
+    b, _ = live_llm(server, "llm-b", "org/model-b", uris=CUSTOM_URIS)
     idle, _ = register_llm(server, "llm-idle", "model-idle")
-    return {"model-a": a, "model-b": b, "model-idle": idle}
+    return {"model-a": a, "org/model-b": b, "model-idle": idle}
 
 
 def metrics(server: ServerProcess) -> dict[str, float]:
@@ -83,10 +84,23 @@ def test_models_lists_the_callers_active_llm_models(server: ServerProcess, fns: 
     listed = json.loads(body)
     assert listed["object"] == "list"
     ids = [m["id"] for m in listed["data"]]
-    assert ids == ["model-a", "model-b"]  # model-idle is not deployed
+    assert ids == ["model-a", "org/model-b"]  # model-idle is not deployed
     for entry in listed["data"]:
         assert entry["object"] == "model" and entry["root"] == entry["id"]
         assert isinstance(entry["created"], int) and entry["owned_by"]
+
+
+def test_one_model_by_its_name_slashes_included(server: ServerProcess, fns: dict) -> None:
+    for name in ("model-a", "org/model-b"):
+        code, _, body = server.call("GET", f"/v1/models/{name}")
+        assert code == 200
+        entry = json.loads(body)
+        assert entry["id"] == name and entry["object"] == "model" and entry["root"] == name
+    for missing in ("/v1/models/model-idle", "/v1/models/org/no-such-model"):
+        code, _, body = server.call("GET", missing)
+        assert code == 404
+        error = json.loads(body)["error"]
+        assert error["code"] == "model_not_found" and "does not exist" in error["message"]
 
 
 def test_chat_routes_by_model_to_the_path_its_uris_name(server: ServerProcess, fns: dict) -> None:
@@ -96,9 +110,9 @@ def test_chat_routes_by_model_to_the_path_its_uris_name(server: ServerProcess, f
     assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
     assert headers["x-served-path"] == "/v1/chat/completions" and headers["nvcf-reqid"]
 
-    code, headers, out = post(server, "/v1/chat/completions", chat_body("model-b", "to b"))
+    code, headers, out = post(server, "/v1/chat/completions", chat_body("org/model-b", "to b"))
     assert code == 200, out
-    assert out["model"] == "model-b" and out["choices"][0]["message"]["content"] == "echo: to b"
+    assert out["model"] == "org/model-b" and out["choices"][0]["message"]["content"] == "echo: to b"
     assert headers["x-served-path"] == "/custom/v1/chat/completions"
     # an invocation like any other: counted where pexec calls are
     counted = metrics(server)
@@ -106,14 +120,14 @@ def test_chat_routes_by_model_to_the_path_its_uris_name(server: ServerProcess, f
         v
         for k, v in counted.items()
         if k.startswith("nvcf_lite_invocations_total{")
-        and f'function_id="{fns["model-b"]}"' in k
+        and f'function_id="{fns["org/model-b"]}"' in k
         and 'status="200"' in k
     ]
     assert sum(ended) >= 1
 
 
 def test_completions_and_embeddings(server: ServerProcess, fns: dict) -> None:
-    body = {"model": "model-b", "prompt": "one two three four", "max_tokens": 3}
+    body = {"model": "org/model-b", "prompt": "one two three four", "max_tokens": 3}
     code, headers, out = post(server, "/v1/completions", body)
     assert code == 200, out
     assert out["choices"][0] == {"index": 0, "finish_reason": "length", "text": "echo: one two"}
@@ -251,14 +265,14 @@ def test_an_idempotency_key_replays_the_answer_and_the_function_runs_once(
 
 def test_keys_and_scopes_as_pexec(server: ServerProcess, fns: dict) -> None:
     out = admin(
-        server, "keys", "create", "--scope", "invoke_function", "--function", fns["model-b"]
+        server, "keys", "create", "--scope", "invoke_function", "--function", fns["org/model-b"]
     )
     limited = out.strip().splitlines()[-1]
     code, _, body = server.call("GET", "/v1/models", headers={"Authorization": f"Bearer {limited}"})
-    assert code == 200 and [m["id"] for m in json.loads(body)["data"]] == ["model-b"]
+    assert code == 200 and [m["id"] for m in json.loads(body)["data"]] == ["org/model-b"]
     code, _, out = post(server, "/v1/chat/completions", chat_body("model-a", "x"), key=limited)
     assert code == 404, out  # a function-limited key sees only its functions' models
-    code, _, out = post(server, "/v1/chat/completions", chat_body("model-b", "ok"), key=limited)
+    code, _, out = post(server, "/v1/chat/completions", chat_body("org/model-b", "ok"), key=limited)
     assert code == 200, out
 
     no_invoke = mint_key(server, "list_functions")
@@ -322,7 +336,7 @@ def test_token_limits_429_with_retry_after_and_f8_updates(server: ServerProcess)
 def test_a_path_preserving_call_on_v1_paths_stays_i5(server: ServerProcess, fns: dict) -> None:
     """A Function-ID header makes a /v1/... call an I5 invocation of that function (as before
     the gateway existed): no model routing, problem+json errors."""
-    headers = {"Function-ID": fns["model-b"]}
+    headers = {"Function-ID": fns["org/model-b"]}
     code, out_headers, body = server.call(
         "POST", "/v1/chat/completions", chat_body("anything", "direct"), headers=headers
     )

@@ -570,6 +570,38 @@ async def test_a_failed_write_of_the_end_still_answers_the_client(
     assert outcome.status == 200
 
 
+async def test_a_cancel_while_the_end_is_being_recorded_leaves_the_end_standing(
+    dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep (or a client leaving) cancelling a request whose answer is being written
+    must not cut that write short: the ticket stayed FINISHING for ever, its client got 202
+    'in-progress' on every poll (found by bench_invoke's async mode: 220 of 15793)."""
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
+    writing, release = asyncio.Event(), asyncio.Event()
+    real_finish = dispatch.store.finish
+
+    async def slow_finish(*args: Any, **kwargs: Any) -> None:
+        writing.set()
+        await release.wait()
+        await real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch.store, "finish", slow_finish)
+    ticket = await dispatch.submit(V1, poll_seconds=1)
+    ticket.detach()
+    dispatch.forwarder.gate.set()
+    await asyncio.wait_for(writing.wait(), 5)
+    ticket.last_poll = time.monotonic() - 11
+    dispatch.dispatcher.sweep()
+    dispatch.dispatcher.cancel(ticket.request_id, "the client disconnected")
+    release.set()
+    outcome = await asyncio.wait_for(ticket.done, 5)
+    assert outcome.status == 200 and outcome.body == ticket.request_id.encode()
+    assert ticket.cancelled is None
+    stored = await dispatch.store.get(ticket.request_id)
+    assert stored is not None and stored[0].state == RequestState.DONE
+
+
 async def test_closing_cancels_what_a_cancelled_task_spawns_on_its_way_out(
     store: RequestsRepo, tmp_path: Path
 ) -> None:

@@ -138,7 +138,9 @@ class Dispatcher:
         """Stop a request nobody waits for any more: out of its queue, or its forwarding
         cancelled (which drops the connection to the container)."""
         ticket = self._tickets.get(request_id)
-        if ticket is None or ticket.done.done() or ticket.cancelled:
+        # Not once its end is being recorded (FINISHING): cancelling the task then would cut
+        # _finish short between the write and the wake-up, and the ticket would never end.
+        if ticket is None or ticket.finished or ticket.done.done() or ticket.cancelled:
             return
         ticket.cancel(reason)
         queue = self.backlog.get(ticket.record.version_id)

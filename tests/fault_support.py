@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sqlite3
 import time
 from collections import Counter
@@ -90,7 +91,8 @@ async def _collect(
     gate = asyncio.Semaphore(concurrency)
     end = time.monotonic() + deadline_s
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    connector = aiohttp.TCPConnector(limit=max(1, concurrency))
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def one(rid: str) -> Answer:
             async with gate:
@@ -107,10 +109,17 @@ async def _collect(
 
 
 def collect(
-    server: ServerProcess, ids: Iterable[str], deadline_s: float = 120, concurrency: int = 64
+    server: ServerProcess, ids: Iterable[str], deadline_s: float = 120
 ) -> dict[str, Answer]:
-    """Poll each request's status until it is no longer 202 (or the deadline passes)."""
-    return asyncio.run(_collect(server, list(ids), deadline_s, concurrency))
+    """Poll each request's status until it is no longer 202 (or the deadline passes), every
+    one at once as its own client would: polled a few at a time, the rest would go 10 s
+    without a poll and the server would cancel them as abandoned (spec §2.3.4), which is
+    what a slow CI machine did to 139 of 1004 after a restart."""
+    wanted = list(ids)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < len(wanted) + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, len(wanted) + 256), hard))
+    return asyncio.run(_collect(server, wanted, deadline_s, len(wanted)))
 
 
 @dataclass

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from nvcf_lite.config import Config, ConfigSource
@@ -61,6 +63,12 @@ def run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
         if value is not None and parse_uuid(value) is None:
             print(f"nvcf-lite logs: {name} {value!r} is not an id", file=sys.stderr)
             return 2
+    if args.follow:
+        # Ctrl-C ends a follow at once, as `docker logs -f` does. Through asyncio.run it
+        # would wait for the worker threads to return from their Docker calls (a container
+        # listing of the rescan, a blocked read), which took over 10 s on a busy engine.
+        # Installed before asyncio.run, which then leaves SIGINT alone.
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         return asyncio.run(_run(config, args))
     except KeyboardInterrupt:
@@ -69,6 +77,14 @@ def run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
         # stdout's final flush at exit would fail again: point it at /dev/null
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing more to give
+        pass
+    os._exit(130)
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:

@@ -277,6 +277,27 @@ def test_problem_json_stays_elsewhere_and_for_path_preserving_calls(
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
 
 
+def test_every_other_v1_path_stays_a_path_preserving_invocation(client: TestClient[Any]) -> None:
+    """A parameter route under /v1 would stop the router falling back to the I5 catch-all for
+    every other /v1 path (Litestar does not backtrack): a Function-ID reaches the catch-all,
+    which checks it, on any of them; one model is read there too."""
+    headers = {"Function-ID": "not-a-uuid", **bearer()}
+    for method, path in [
+        ("POST", "/v1/chat/x"),
+        ("GET", "/v1/models/org/name"),
+        ("POST", "/v1/chat/completions/more"),
+        ("GET", "/v1/x"),
+        ("DELETE", "/v1/models"),
+    ]:
+        r = client.request(method, path, headers=headers)
+        assert r.status_code == 400 and "Function-ID" in r.json()["detail"], (method, path, r.text)
+    r = client.get("/v1/models/org/name", headers=bearer())
+    assert "'org/name'" in _error(r, 404, "model_not_found")
+    _error(client.get("/v1/models/org/name"), 401, "invalid_api_key")
+    for path in ("/v1/chat/x", "/v1/models/x"):  # no Function-ID, not the gateway's: 404
+        assert client.post(path, headers=bearer()).status_code == 404
+
+
 # -- plain answers: one write, or a stream when they are large -------------------------------
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.enums import HttpMethod
-from litestar.params import FromPath
 
+from nvcf_lite.api.gateway_models import model_entry
 from nvcf_lite.api.invocations import (
     IN_HANDLER,
     Chunks,
@@ -32,11 +32,11 @@ from nvcf_lite.api.invocations import (
 )
 from nvcf_lite.api.services import services_of
 from nvcf_lite.domain.auth import require_scope
-from nvcf_lite.domain.gateway import Gateway, ServedModel, Target
+from nvcf_lite.domain.gateway import Gateway, Target
 from nvcf_lite.domain.invocation_rules import poll_seconds
 from nvcf_lite.domain.invocations import Invocations, StreamReply, Ticket
 from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner, prompt_estimate
-from nvcf_lite.errors import Conflict, Invalid, NotFound, openai_error_body
+from nvcf_lite.errors import Conflict, Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
 
 JSON = "application/json"
@@ -79,38 +79,8 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
         return await _path_invocation(request)
     principal = await _principal(request)
     models = await services_of(request).gateway.models(principal)
-    data = [_model_entry(m) for m in models]
+    data = [model_entry(m) for m in models]
     return Response(msgspec.json.encode({"object": "list", "data": data}), media_type=JSON)
-
-
-@get("/v1/models/{model:path}", opt=IN_HANDLER, **DOC)
-async def retrieve_model(request: Request[Any, Any, Any], model: FromPath[str]) -> Response[Any]:
-    """One model of the list (the `openai` SDK's `models.retrieve`); a name may hold slashes
-    (`meta/llama3-8b-instruct`), so the rest of the path is the name. 404 `model_not_found`
-    as a chat call to it would be."""
-    if request.headers.get("function-id"):
-        return await _path_invocation(request)
-    principal = await _principal(request)
-    name = model.lstrip("/")
-    found = next(
-        (m for m in await services_of(request).gateway.models(principal) if m.name == name), None
-    )
-    if found is None:
-        raise NotFound(
-            f"The model '{name}' does not exist or you do not have access to it",
-            openai_code="model_not_found",
-        )
-    return Response(msgspec.json.encode(_model_entry(found)), media_type=JSON)
-
-
-def _model_entry(m: ServedModel) -> dict[str, Any]:
-    return {
-        "id": m.name,
-        "object": "model",
-        "created": m.created,
-        "owned_by": m.nca_id,
-        "root": m.name,
-    }
 
 
 async def _call(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
@@ -301,14 +271,12 @@ def _other_methods(path: str, served: HttpMethod) -> list[Any]:
 # its automatic answer when the first handler of a path registers.
 GATEWAY_HANDLERS = [
     *_other_methods("/v1/models", HttpMethod.GET),
-    *_other_methods("/v1/models/{model:path}", HttpMethod.GET),
     *(
         handler
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
         for handler in _other_methods(path, HttpMethod.POST)
     ),
     list_models,
-    retrieve_model,
     chat_completions,
     completions,
     embeddings,

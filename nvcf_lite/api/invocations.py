@@ -18,6 +18,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive, Scope
 
+from nvcf_lite.api.gateway_models import ONE_MODEL, retrieve_model
 from nvcf_lite.api.host_routes import HOST_ROUTE, SCOPE_KEY
 from nvcf_lite.api.queues import QUEUE_HANDLERS
 from nvcf_lite.api.security import PRINCIPAL, scopes
@@ -362,6 +363,8 @@ async def path_invocation(
     """I5 (§2.3.9): any method and path with a Function-ID header reaches the container as is."""
     fid = request.headers.get("function-id")
     if not fid:
+        if request.method == "GET" and any_path.startswith(ONE_MODEL):  # the gateway's
+            return await retrieve_model(request, any_path[len(ONE_MODEL) :])
         raise NotFound("Not Found")
     principal = await services_of(request).keys.authenticate(request.headers.get("authorization"))
     function_id = require_uuid(fid, "Function-ID header")

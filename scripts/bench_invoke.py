@@ -55,11 +55,13 @@ connection holds its request up to 1 s and gets 202 (or 200) with NVCF-REQID; it
 runs from 1 s after wrk starts to 1 s after the first 429, or to the end of the run (answers
 that come late fall out of it: lateness lowers the rate); accepted/s = accepted answers in it /
 its length, and the server CPU over
-it (sampled from /proc every 0.1 s, interpolated) / those requests. Then, after
-the window, every accepted request is polled to its end with `GET /v2/nvcf/pexec/status/{id}`
-(an aiohttp client, --poll-concurrency connections: half long-poll the oldest ids with
-NVCF-POLL-SECONDS: 5, half touch every other id with NVCF-POLL-SECONDS: 1 before it has gone
-7 s unpolled, since the server cancels a detached request nobody polls for 10 s). PASS/FAIL:
+it (sampled from /proc every 0.1 s, interpolated) / those requests. From its 202 on, beside
+wrk, as its own client would, every accepted request is polled to its end with
+`GET /v2/nvcf/pexec/status/{id}` (an aiohttp client in a thread of the bench: --poll-concurrency
+connections, 6000, each long-poll one id at a time to its end, NVCF-POLL-SECONDS: 30, oldest
+first; 1500 more touch the ids waiting for one with NVCF-POLL-SECONDS: 1 before they have gone
+7 s unpolled, since the server cancels a detached request nobody polls for 10 s; these polls
+are part of the load the window measures). PASS/FAIL:
 accepted/s >= 5000; every accepted request completed 200 (a request that did not is a failed
 request). The server's `server.backlog` (4096) and `server.max_requests_in_flight` (16384)
 bound how many clients can wait at once (with 1 s holds, accepts/s <= requests in flight);
@@ -113,7 +115,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,9 @@ MEMORY_STEPS = (10_000, 100_000)
 MEMORY_C = 16
 SLEEP_PATH = "/sleep"  # scripts/fast_function_server.py answers it after 1 s
 HOLD_S = 1.0  # the accept requests' NVCF-POLL-SECONDS
-LONG_POLL_S = 5
+LONG_POLL_S = 30  # a status long-poll of the completion (its client waits for the end)
+LONG_POLLS = 6000  # connections long-polling an accepted request each (--poll-concurrency)
+KEEPERS = 1500  # connections touching the accepted requests that wait for a long poll
 KEEP_TOUCH_S = 7.0  # the server cancels a detached request unpolled for max(2 x 1 s, 10 s)
 SERVER_BACKLOG = 4096  # nvcf-lite's server.backlog default (config.toml)
 SERVER_IN_FLIGHT = 16384  # nvcf-lite's server.max_requests_in_flight default
@@ -1262,37 +1266,83 @@ class Completion:
     polls: int = 0
     client_errors: int = 0
     unfinished: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the end of wrk's run to the last end
+    accepted_202: int = 0
+
+
+class IdTail:
+    """The rows the wrk threads have appended to OUTDIR/ids.<thread>.txt since the last read
+    (the Lua script writes them line-buffered, one per answer)."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self.offsets: dict[Path, int] = {}
+
+    def read(self) -> list[tuple[float, str, str]]:
+        rows = []
+        for path in sorted(self.outdir.glob("ids.*.txt")):
+            with path.open("rb") as f:
+                f.seek(self.offsets.get(path, 0))
+                data = f.read()
+            whole = data[: data.rfind(b"\n") + 1]  # a line being written waits for its end
+            self.offsets[path] = self.offsets.get(path, 0) + len(whole)
+            for line in whole.decode().splitlines():
+                parts = line.split()
+                if len(parts) == 3:
+                    rows.append((float(parts[0]), parts[1], parts[2]))
+        return rows
 
 
 async def complete_all(
-    url: str, key: str, pending: list[tuple[float, str]], concurrency: int, limit_s: float
+    url: str,
+    key: str,
+    tail: IdTail,
+    fed: threading.Event,
+    long_polls: int,
+    keepers: int,
+    limit_s: float,
 ) -> Completion:
-    """Polls every request in `pending` ((time of its 202, id), oldest first) to its end.
+    """Polls every request wrk got 202 for to its end, from the moment it was answered (this
+    runs beside wrk, as the requests' own clients would), until `fed` is set (wrk is done)
+    and every one has ended, or `limit_s` after `fed`.
 
-    Half the connections long-poll the oldest pending ids (NVCF-POLL-SECONDS: 5; the queue is
-    FIFO, so those finish first); the other half touch any id about to go KEEP_TOUCH_S without
-    a poll (NVCF-POLL-SECONDS: 1), so the server never takes one for abandoned.
+    Up to `long_polls` connections each long-poll one id to its end (NVCF-POLL-SECONDS: 30,
+    oldest first: the queue is FIFO, so those finish first; a waiting status poll keeps the
+    server from taking its request for abandoned). The ids waiting for one of them are touched
+    by `keepers` connections (NVCF-POLL-SECONDS: 1) before they go KEEP_TOUCH_S without a
+    poll: the server cancels a detached request nobody polls for 10 s (spec §2.3.4).
     """
     import aiohttp
 
     result = Completion()
     started = time.monotonic()
-    # id -> [last touch, in flight]
-    state: dict[str, list[Any]] = {rid: [t, False] for t, rid in pending}
-    by_age = [(i, rid) for i, (_, rid) in enumerate(pending)]
-    seq = {rid: i for i, rid in by_age}
-    by_due = [(t + KEEP_TOUCH_S, i, rid) for i, (t, rid) in enumerate(pending)]
-    heapq.heapify(by_due)
-    deadline = started + limit_s
+    # id -> [last touch, polls on their way, long-polled]
+    state: dict[str, list[Any]] = {}
+    fifo: deque[str] = deque()  # ids no long poll has taken yet, oldest first
+    by_due: list[tuple[float, str]] = []
+    total = 0
+    fed_at: list[float] = []
 
-    def requeue(rid: str) -> None:
-        heapq.heappush(by_age, (seq[rid], rid))
-        heapq.heappush(by_due, (state[rid][0] + KEEP_TOUCH_S, seq[rid], rid))
+    def feed() -> None:
+        nonlocal total
+        for t, status, rid in tail.read():
+            if status == "202" and rid != "-":
+                state[rid] = [t, 0, False]
+                fifo.append(rid)
+                heapq.heappush(by_due, (t + KEEP_TOUCH_S, rid))
+                total += 1
+        if fed.is_set() and not fed_at:
+            fed_at.append(time.monotonic())
 
-    async def poll(session: aiohttp.ClientSession, rid: str, seconds: int) -> None:
+    def over() -> bool:
+        if not fed_at:
+            return False
+        return not state or time.monotonic() > fed_at[0] + limit_s
+
+    async def poll(session: aiohttp.ClientSession, rid: str, seconds: int) -> bool:
+        """Whether the request has ended (its final answer is counted)."""
         st = state[rid]
-        st[1] = True
+        st[1] += 1  # polls of it on their way (a keeper's touch may meet the long poll)
         status, body = None, b""
         try:
             async with session.get(
@@ -1303,39 +1353,57 @@ async def complete_all(
         except (aiohttp.ClientError, TimeoutError):
             result.client_errors += 1
         finally:
-            st[1] = False
+            st[1] -= 1
         result.polls += 1
+        if rid not in state:
+            return True  # the other poll of it saw its end
         if status == 202:
             st[0] = time.monotonic()
-            requeue(rid)
-        elif status is None:
-            requeue(rid)  # try again; its last touch stands
-        else:
-            del state[rid]
-            result.statuses[status] += 1
-            if status != 200 and status not in result.samples:
-                result.samples[status] = body[:300].decode(errors="replace")
+            if not st[2]:
+                heapq.heappush(by_due, (st[0] + KEEP_TOUCH_S, rid))
+            return False
+        if status is None:
+            if not st[2]:
+                heapq.heappush(by_due, (st[0] + KEEP_TOUCH_S, rid))  # its last touch stands
+            return False
+        del state[rid]
+        result.statuses[status] += 1
+        if status != 200 and status not in result.samples:
+            result.samples[status] = body[:300].decode(errors="replace")
+        return True
 
-    def usable(rid: str) -> bool:
-        st = state.get(rid)
-        return st is not None and not st[1]
+    async def feeder() -> None:
+        while not over():
+            feed()
+            await asyncio.sleep(0.1)
 
     async def long_worker(session: aiohttp.ClientSession) -> None:
-        while state and time.monotonic() < deadline:
-            while by_age and not usable(by_age[0][1]):
-                heapq.heappop(by_age)
-            if not by_age:
+        while not over():
+            if not fifo:
                 await asyncio.sleep(0.05)
                 continue
-            _, rid = heapq.heappop(by_age)
-            await poll(session, rid, LONG_POLL_S)
+            rid = fifo.popleft()
+            st = state.get(rid)
+            if st is None:
+                continue
+            st[2] = True
+            while rid in state and not over():
+                if await poll(session, rid, LONG_POLL_S):
+                    break
 
     async def keep_worker(session: aiohttp.ClientSession) -> None:
-        while state and time.monotonic() < deadline:
-            while by_due and not (
-                usable(by_due[0][2]) and by_due[0][0] == state[by_due[0][2]][0] + KEEP_TOUCH_S
-            ):
-                heapq.heappop(by_due)
+        while not over():
+            while by_due:
+                rid = by_due[0][1]
+                st = state.get(rid)
+                if (
+                    st is not None
+                    and not st[1]
+                    and not st[2]
+                    and by_due[0][0] == st[0] + KEEP_TOUCH_S
+                ):
+                    break
+                heapq.heappop(by_due)  # ended, long-polled, or touched since
             if not by_due:
                 await asyncio.sleep(0.05)
                 continue
@@ -1343,36 +1411,33 @@ async def complete_all(
             if wait > 0:
                 await asyncio.sleep(min(wait, 0.2))
                 continue
-            _, _, rid = heapq.heappop(by_due)
+            _, rid = heapq.heappop(by_due)
             await poll(session, rid, 1)
 
     async def progress() -> None:
-        while state:
+        while True:
             await asyncio.sleep(5)
-            done = len(pending) - len(state)
             print(
-                f"  completing: {done} of {len(pending)} done after"
+                f"  completing: {total - len(state)} of {total} answered 202 done after"
                 f" {time.monotonic() - started:.0f} s ({result.polls} polls)",
                 flush=True,
             )
 
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    connector = aiohttp.TCPConnector(limit=long_polls + keepers, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=LONG_POLL_S + 60)
     headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
-        keepers = max(1, concurrency // 2)
-        tasks = [asyncio.ensure_future(keep_worker(session)) for _ in range(keepers)]
-        tasks += [
-            asyncio.ensure_future(long_worker(session))
-            for _ in range(max(1, concurrency - keepers))
-        ]
+        tasks = [asyncio.ensure_future(feeder())]
+        tasks += [asyncio.ensure_future(keep_worker(session)) for _ in range(max(1, keepers))]
+        tasks += [asyncio.ensure_future(long_worker(session)) for _ in range(max(1, long_polls))]
         reporter = asyncio.ensure_future(progress())
         await asyncio.gather(*tasks)
         reporter.cancel()
     result.unfinished = len(state)
-    result.seconds = time.monotonic() - started
+    result.seconds = time.monotonic() - (fed_at[0] if fed_at else started)
+    result.accepted_202 = total
     return result
 
 
@@ -1430,12 +1495,35 @@ def async_mode(args: argparse.Namespace, server: Server, slow: Deployment) -> Ve
         str(script),
         url,
     ]
+    # the accepted requests are polled from their 202 on, beside wrk, as their clients would
+    fed = threading.Event()
+    completion: list[Completion] = []
+    long_polls = args.poll_concurrency or LONG_POLLS
+    completer = threading.Thread(
+        target=lambda: completion.append(
+            asyncio.run(
+                complete_all(
+                    server.url,
+                    server.key,
+                    IdTail(outdir),
+                    fed,
+                    long_polls,
+                    KEEPERS,
+                    args.complete_timeout,
+                )
+            )
+        ),
+        name="completion",
+        daemon=True,
+    )
+    completer.start()
     t_start = time.monotonic()
     try:
         got, _ = wrk_json(cmd, args.async_duration + 120)
     finally:
         sampler.stopping.set()
         sampler.join()
+        fed.set()
     t_stop = time.monotonic()
     rows = read_id_files(outdir)
     accepted = [(t, s, rid) for t, s, rid in rows if rid != "-"]
@@ -1484,17 +1572,15 @@ def async_mode(args: argparse.Namespace, server: Server, slow: Deployment) -> Ve
         flush=True,
     )
     verdict.failed_requests += got["no_id"] + got["other"] + sum(socket_errors.values())
-    pending = [(t, rid) for t, s, rid in accepted if s == "202"]
     done_200 = by_status.get("200", 0)
-    concurrency = args.poll_concurrency or 1000
-    comp = asyncio.run(
-        complete_all(server.url, server.key, pending, concurrency, args.complete_timeout)
-    )
+    completer.join(args.complete_timeout + LONG_POLL_S + 90)
+    comp = completion[0] if completion else Completion(unfinished=by_status.get("202", 0))
     completed = done_200 + comp.statuses.get(200, 0)
     not_200 = {k: v for k, v in comp.statuses.items() if k != 200}
     print(
-        f"  completion: {len(pending)} answered 202 polled to their end in {comp.seconds:.1f} s"
-        f" ({comp.polls} polls, {concurrency} connections): 200: {comp.statuses.get(200, 0)},"
+        f"  completion: {comp.accepted_202} answered 202 polled from their 202 on, all ended"
+        f" {comp.seconds:.1f} s after the run ({comp.polls} polls; {long_polls} long-poll and"
+        f" {KEEPERS} touch connections): 200: {comp.statuses.get(200, 0)},"
         f" other: {not_200 or 'none'}, unfinished at the {args.complete_timeout:.0f} s limit:"
         f" {comp.unfinished}, client errors (retried): {comp.client_errors};"
         f" {done_200} answered 200 at once"
@@ -1569,7 +1655,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--poll-concurrency",
         type=int,
         default=0,
-        help="connections completing the accepted requests (default: 1000)",
+        help="connections long-polling the accepted requests to their end (default: 6000)",
     )
     p.add_argument(
         "--complete-timeout",

@@ -1442,14 +1442,8 @@ async def complete_all(
 
 
 def read_id_files(outdir: Path) -> list[tuple[float, str, str]]:
-    rows = []
-    for path in sorted(outdir.glob("ids.*.txt")):
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                rows.append((float(parts[0]), parts[1], parts[2]))
-    rows.sort()
-    return rows
+    """Every row the wrk threads wrote, oldest first."""
+    return sorted(IdTail(outdir).read())
 
 
 def async_mode(args: argparse.Namespace, server: Server, slow: Deployment) -> Verdict:

@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.enums import HttpMethod
 
-from nvcf_lite.api.gateway_models import model_entry
+from nvcf_lite.api.gateway_models import JSON, model_entry
 from nvcf_lite.api.invocations import (
     IN_HANDLER,
     Chunks,
@@ -39,7 +39,6 @@ from nvcf_lite.domain.token_limits import BodyUsage, UsageScanner, prompt_estima
 from nvcf_lite.errors import Conflict, Invalid, openai_error_body
 from nvcf_lite.models import Outcome, Principal
 
-JSON = "application/json"
 STREAM_POLL_S = 1200  # the default wait for a first byte (a cold start included)
 # Not in the served OpenAPI document (its errors are problem+json, these are OpenAI's; OpenAI
 # documents its API): README "Serving LLMs" does.

@@ -24,7 +24,7 @@ import pytest
 from capacity_support import StubCapacity
 
 from nvcf_lite.domain.invocation_rules import client_path
-from nvcf_lite.domain.invocations import Invocations, Ticket, VersionInfo
+from nvcf_lite.domain.invocations import Invocations, Pending, Ticket, VersionInfo
 from nvcf_lite.errors import NotFound, Unavailable
 from nvcf_lite.models import (
     SCOPES,
@@ -306,6 +306,8 @@ class DispatcherBench:
         await self.store.accept(rec)
         loop = asyncio.get_running_loop()
         ticket = Ticket(record=rec, subject="apikey:k1", done=loop.create_future())
+        ticket.recorded = loop.create_future()  # written above, as a keyed accept is
+        ticket.recorded.set_result(None)
         self.dispatcher.submit(ticket)
         return ticket
 
@@ -652,22 +654,66 @@ def invocations_over(dispatch: DispatcherBench) -> Invocations:
     )
 
 
-async def test_an_accept_that_cannot_be_recorded(
-    dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
+async def test_a_request_answered_on_its_connection_writes_nothing(
+    db: Database, dispatch: DispatcherBench
 ) -> None:
-    """The accept's write is refused (a lock held too long; store/sqlite.py's 503): a request
-    still waiting for a slot is dropped unrun and the refusal reaches the client; one that ran
-    to its end while the write waited is answered with its result (an error would make its
-    client send it again)."""
+    """A plain pexec request that ends within its poll window has no row, ever: its client
+    holds no request id until the answer, so there is nothing to recover for it; one whose
+    window ends first has its row committed before its 202 (and it goes once collected)."""
     spec = dispatch.capacity.deploy(V1)
     dispatch.capacity.add_instance(V1, spec)
     inv = invocations_over(dispatch)
-    principal = Principal(
+    dispatch.forwarder.gate.set()
+    quick = await _submit_plain(inv)
+    assert raw_rows(db) == {}  # not even while it runs
+    result = await inv.wait(quick, 5)
+    assert isinstance(result, Outcome) and result.status == 200
+    await dispatch.store.flush()
+    assert raw_rows(db) == {} and quick.recorded is None
+    dispatch.forwarder.gate.clear()
+    slow = await _submit_plain(inv)
+    pending = await inv.wait(slow, 0.05)
+    assert isinstance(pending, Pending)
+    assert raw_rows(db)[slow.request_id]["state"] == "queued"  # committed before the 202
+    dispatch.forwarder.gate.set()
+    assert (await asyncio.wait_for(slow.done, 5)).status == 200
+    await dispatch.store.flush()
+    assert raw_rows(db)[slow.request_id]["state"] == "done"  # kept for its status poll
+
+
+def _principal() -> Principal:
+    return Principal(
         key_id="k1",
         nca_id="acct",
         scopes=frozenset(SCOPES),
         resources=(KeyResource(type="account-functions", id="*"),),
     )
+
+
+async def _submit_plain(inv: Invocations) -> Ticket:
+    return await inv.submit(
+        _principal(),
+        FID,
+        None,
+        method="POST",
+        path="/echo",
+        headers=[],
+        body=b"{}",
+        mode="pexec",
+        poll=1,
+    )
+
+
+async def test_a_202_that_cannot_be_recorded(
+    dispatch: DispatcherBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write of a request's row before its 202 is refused (a lock held too long;
+    store/sqlite.py's 503): a request still waiting for a slot is dropped unrun and the
+    refusal reaches the client; one that ran to its end while the write waited is answered
+    with its result (an error would make its client send it again)."""
+    spec = dispatch.capacity.deploy(V1)
+    dispatch.capacity.add_instance(V1, spec)
+    inv = invocations_over(dispatch)
     refused = Unavailable("locked", headers={"Retry-After": "5"})
     loop = asyncio.get_running_loop()
 
@@ -679,30 +725,23 @@ async def test_an_accept_that_cannot_be_recorded(
 
         return accept_later
 
-    async def submit() -> Ticket:
-        return await inv.submit(
-            principal,
-            FID,
-            None,
-            method="POST",
-            path="/echo",
-            headers=[],
-            body=b"{}",
-            mode="pexec",
-            poll=1,
-        )
-
     holder = await dispatch.submit(V1)  # takes the only slot: the next request queues
     await settle()
     monkeypatch.setattr(dispatch.store, "accept_later", refuse_after(0.05))
+    queued = await _submit_plain(inv)
     with pytest.raises(Unavailable):
-        await submit()
-    assert [c[0] for c in dispatch.forwarder.calls] == [holder.request_id]  # never ran
-    dispatch.forwarder.gate.set()  # the slot frees; requests now end at once
-    assert (await asyncio.wait_for(holder.done, 5)).status == 200
+        await inv.wait(queued, 0.02)
     await settle()
-    ran = await submit()  # its accept is refused only after it ended
-    outcome = ran.done.result()
+    assert [c[0] for c in dispatch.forwarder.calls] == [holder.request_id]  # never ran
+    assert queued.done.result().status == 410  # cancelled: it could not be recorded
+    dispatch.forwarder.gate.set()  # the slot frees
+    assert (await asyncio.wait_for(holder.done, 5)).status == 200
+    dispatch.forwarder.gate.clear()
+    ran = await _submit_plain(inv)
+    await settle()  # running, held at the gate
+    loop.call_later(0.03, dispatch.forwarder.gate.set)  # it ends while the write waits
+    outcome = await inv.wait(ran, 0.02)
+    assert isinstance(outcome, Outcome)
     assert outcome.status == 200 and outcome.body == ran.request_id.encode()
 
 

@@ -68,6 +68,8 @@ class Dispatch(Protocol):
 
     def queued_for_function(self, function_id: str) -> int: ...
 
+    async def record(self, ticket: Ticket) -> None: ...
+
 
 @dataclass
 class VersionInfo:
@@ -309,7 +311,14 @@ class Invocations:
                 idempotency_key=call.key,
                 fingerprint=call.fingerprint,
             )
-            accepted = self.store.accept_later(record)
+            # Its row is written when it is first promised: here when a client may come back
+            # for it without an answer on this connection (a retry of its Idempotency-Key, a
+            # webhook), else only before a 202 (Invocations.wait). A request answered on its
+            # connection within the window writes nothing: if the process dies first, its
+            # client has no request id to poll, gets a broken connection and sends it again,
+            # and running it again here after a restart would run it twice.
+            eager = call.key is not None or call.webhook is not None
+            accepted = self.store.accept_later(record) if eager else None
         except BaseException:
             self.release_request_id(request_id)  # its premade folder is not needed
             raise
@@ -322,10 +331,13 @@ class Invocations:
             lent=loop.create_future() if mode == "grpc" else None,
             priority=priority_of(version.priority, principal.nca_id),
         )
+        ticket.recorded = accepted
         # The request may start while its accept commits (the forward overlaps the write);
-        # no answer, and so no request id, leaves before the commit: an accepted request is
+        # no answer, and so no request id, leaves before the commit: a keyed request is
         # durable before anyone waits on it.
         self.dispatch.submit(ticket)
+        if accepted is None:
+            return ticket
         try:
             await accepted
         except NvcfError:
@@ -372,6 +384,8 @@ class Invocations:
                     wake = ticket.wake = loop.create_future()
                 if not await _wait_done(wake, remaining):
                     break
+            if not ticket.done.done() and not ticket.finished:
+                await self._record(ticket)  # a 202 is a promise: its row first
             if ticket.finished and not ticket.done.done():
                 # Its outcome is being recorded, as "delivered on the connection" unless it
                 # was detached before: answering 202 now would leave the client to poll for a
@@ -386,6 +400,18 @@ class Invocations:
         ticket.detach()
         progress = ticket.unread.popleft() if ticket.unread else ticket.progress
         return Pending(ticket, progress)
+
+    async def _record(self, ticket: Ticket) -> None:
+        """The row of a request about to be answered 202. When it cannot be written (a full
+        disk, a lock held too long) the client gets the error and the request is stopped,
+        unless it ended meanwhile: then the outcome is answered (an error would make its
+        client send it again)."""
+        try:
+            await self.dispatch.record(ticket)
+        except NvcfError:
+            if not ticket.done.done():
+                self.dispatch.cancel(ticket.request_id, "it could not be recorded")
+                raise
 
     def cancel(self, ticket: Ticket, reason: str) -> None:
         """The client went away before it had an answer: stop the request (spec §2.3.4).

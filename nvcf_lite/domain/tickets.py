@@ -96,6 +96,10 @@ class Ticket:
     first_byte_at: float = 0.0
     priority: int = 0  # its queue serves higher first (llmInvocationConfig.priority)
     stream_claimed: bool = False  # a handler passes its stream on; a keyed retry may not
+    # The commit of its row in the durable queue, once written (None: not yet). A request is
+    # written when it is first promised to a client that may come back for it: its 202, or
+    # at its accept when it carries an Idempotency-Key or a webhook (see Invocations._accept).
+    recorded: asyncio.Future[None] | None = None
     _stage: Stage = field(default=Stage.QUEUED, init=False, repr=False)
     _detached: bool = field(default=False, init=False, repr=False)
     _leased: bool = field(default=False, init=False, repr=False)
@@ -110,6 +114,8 @@ class Ticket:
         its outcome is kept for a status poll."""
         ticket = cls(record=record, subject=subject, done=done)
         ticket._detached = True
+        ticket.recorded = done.get_loop().create_future()
+        ticket.recorded.set_result(None)  # its row is what it was read from
         return ticket
 
     # -- the stage ------------------------------------------------------------------------

@@ -243,7 +243,20 @@ class Dispatcher:
                 ticket.watcher = asyncio.ensure_future(watch_progress(ticket, out_dir))
             if not ticket.leased and age >= LEASE_AFTER_S:
                 ticket.lease()
-                self.store.lease(request_id, time.time() + self.ttl)
+                if ticket.recorded is not None:  # else written with its row (record)
+                    self.store.lease(request_id, time.time() + self.ttl)
+
+    async def record(self, ticket: Ticket) -> None:
+        """Write the ticket's row unless it was (and any lease it holds), and wait for the
+        commit: before its 202, the first promise that its client may come back for it. Not
+        one whose end is being recorded already: that write had no row to delete."""
+        if ticket.recorded is None:
+            if ticket.finished:
+                return
+            ticket.recorded = self.store.accept_later(ticket.record)
+            if ticket.leased:
+                self.store.lease(ticket.request_id, time.time() + self.ttl)
+        await ticket.recorded
 
     async def _run(self, ticket: Ticket, inst: Instance) -> None:
         requeued = False
@@ -322,7 +335,8 @@ class Dispatcher:
             return False
         ticket.requeue()
         ticket.dispatched_at = 0.0  # not running: ending from the queue cleans its folders
-        self.store.requeue(rec.request_id)
+        if ticket.recorded is not None:
+            self.store.requeue(rec.request_id)
         self.backlog.queue(rec.version_id).appendleft(ticket)
         return True
 
@@ -391,7 +405,12 @@ class Dispatcher:
         # write waits for it and answers with the outcome (Invocations.wait), so a request
         # whose row is deleted here is always answered on its connection, never by a 202.
         try:
-            await self.store.finish(rec.request_id, outcome, keep=keep, failed=failed, record=rec)
+            # A request never written (answered on its connection before any promise) has
+            # no row to delete; its end needs no write.
+            if ticket.recorded is not None:
+                await self.store.finish(
+                    rec.request_id, outcome, keep=keep, failed=failed, record=rec
+                )
         except Exception:
             # The answer still reaches the client (on its connection, or from memory when it
             # polls); the row keeps its last state, so a restart may run the request again.

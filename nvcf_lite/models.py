@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -95,8 +96,27 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_ID_BATCH = 256
+_ids: list[str] = []  # random (version 4) UUIDs made ahead, a batch per os.urandom call
+os.register_at_fork(after_in_child=_ids.clear)  # a child never repeats its parent's ids
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random UUID (version 4), as str(uuid.uuid4()) makes one: every request takes one
+    on the hot path, where uuid4's urandom call and UUID object per id cost ~2-4 µs."""
+    if not _ids:
+        _ids.extend(_random_uuids(_ID_BATCH))
+    return _ids.pop()
+
+
+def _random_uuids(n: int) -> list[str]:
+    raw = os.urandom(16 * n).hex()
+    out = []
+    for i in range(0, 32 * n, 32):
+        h = raw[i : i + 32]
+        variant = "89ab"[int(h[16], 16) & 3]  # RFC 4122: the top two bits of clock_seq are 10
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return out
 
 
 def parse_uuid(value: str) -> str | None:

@@ -19,13 +19,16 @@ def scope(path: str, method: str = "POST", accept: bytes = b"*/*") -> dict[str, 
     return {"type": "http", "method": method, "path": path, "headers": [(b"accept", accept)]}
 
 
-def test_claims_only_plain_non_streaming_pexec_posts() -> None:
+def test_claims_only_plain_non_streaming_pexec_posts_and_status_polls() -> None:
     assert claims(scope(f"/v2/nvcf/pexec/functions/{FID}"))
     assert claims(scope(f"/v2/nvcf/pexec/functions/{FID}/versions/{FID}"))
     assert not claims(scope(f"/v2/nvcf/pexec/functions/{FID}", method="GET"))
     assert not claims(scope(f"/v2/nvcf/pexec/functions/{FID}", accept=b"text/event-stream"))
     assert not claims(scope(f"/v2/orgs/local/nvcf/pexec/functions/{FID}"))
-    assert not claims(scope(f"/v2/nvcf/pexec/status/{FID}"))
+    assert not claims(scope(f"/v2/nvcf/pexec/status/{FID}"))  # a POST there is Litestar's 405
+    assert claims(scope(f"/v2/nvcf/pexec/status/{FID}", method="GET"))  # I3 polls
+    assert not claims(scope(f"/v2/orgs/local/nvcf/pexec/status/{FID}", method="GET"))
+    assert not claims(scope(f"/v2/nvcf/pexec/status/{FID}/x", method="GET"))
     assert not claims({"type": "lifespan"})
 
 

@@ -129,6 +129,32 @@ def test_refusals_are_the_same_on_both_paths(bare: TestClient[Any]) -> None:
     assert status == 413 and body["type"].endswith(":payload-too-large")
 
 
+def test_status_poll_refusals_are_the_same_on_both_paths(bare: TestClient[Any]) -> None:
+    """I3 (`GET .../pexec/status/{id}`) is the fast path's too: 401, 403, 400, 404 alike."""
+
+    def poll(route: str, rid: str, key: str | None = "admin", **headers: str) -> Any:
+        path = f"{route_of(bare, route)}/pexec/status/{rid}"
+        sent = {**(bearer() if key == "admin" else bearer(key) if key else {}), **headers}
+        return normalised(bare.get(path, headers=sent), path)
+
+    def same(*args: Any, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+        return same_three_ways(poll, *args, **kwargs)  # type: ignore[arg-type]
+
+    status, headers, body = same(UNKNOWN, key=None)
+    assert status == 401 and headers["content-type"] == "application/problem+json"
+    assert body["instance"] == "<path>" and body["type"].endswith(":unauthorized")
+    assert same(UNKNOWN, key="nvapi-" + "Z" * 64)[0] == 401
+    assert same(UNKNOWN, key=mint(bare, "list_functions"))[0] == 403
+    status, _, body = same(UNKNOWN)
+    assert status == 404 and UNKNOWN in body["detail"]
+    for malformed in ("x", "0" * 36):
+        status, _, body = same(malformed)
+        assert status == 400 and body["detail"].endswith(f"'{malformed}' is not a UUID")
+        assert same(malformed, key=None)[0] == 401  # the key comes first
+    status, _, body = same(UNKNOWN, **{"NVCF-POLL-SECONDS": "x"})
+    assert status == 400 and "NVCF-POLL-SECONDS" in body["detail"]
+
+
 def test_the_switch_sends_pexec_through_the_framework(
     bare: TestClient[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from nvcf_lite.domain.auth import Keys
 from nvcf_lite.domain.invocations import CachedVersions, VersionInfo
 from nvcf_lite.errors import Unauthorized
-from nvcf_lite.models import SCOPES, FunctionStatus
+from nvcf_lite.models import SCOPES, FunctionStatus, now_iso
 from nvcf_lite.store.keys import KeysRepo
 from nvcf_lite.store.sqlite import Database
 
@@ -137,5 +137,52 @@ async def test_a_lookup_running_across_a_revoke_is_not_cached(repo: CountingRepo
     repo.gate.set()
     assert (await before).key_id == record.key_id  # read before the revoke
     repo.gate = None
+    with pytest.raises(Unauthorized):
+        await keys.verify(token)
+
+
+# -- read again ahead of expiry -------------------------------------------------------------------
+
+
+async def test_an_entry_in_the_last_half_of_its_life_is_read_again_without_waiting() -> None:
+    lookup = Lookup()
+    lookup.release.set()
+    cache = CachedVersions(lookup, ttl_s=3.0)
+    await cache("f1")
+    first_expiry = cache._cache["f1"][0]
+    assert lookup.reads == 1
+    await asyncio.sleep(1.6)  # past half its life, not expired (1.4 s to spare)
+    lookup.release.clear()  # the refresh will hold
+    answers = await asyncio.wait_for(asyncio.gather(*(cache("f1") for _ in range(100))), 1)
+    assert all(a[0].version_id == "v1" for a in answers)  # served from the entry at once
+    await asyncio.sleep(0)
+    assert lookup.reads == 2  # one refresh for the burst, in the background
+    lookup.release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert cache._cache["f1"][0] > first_expiry + 1  # renewed: steady traffic never misses
+
+
+async def test_a_revoked_key_still_stops_within_the_cache_time_though_read_ahead(
+    repo: CountingRepo,
+) -> None:
+    keys = Keys(repo, "nca-a", cache_seconds=3.0)
+    token, record = await keys.create(SCOPES)
+    await keys.verify(token)
+    await asyncio.sleep(1.6)
+    await keys.verify(token)  # the refresh starts in the background: the entry answers
+    await asyncio.sleep(0.05)
+    assert repo.lookups == 2
+    await keys.revoke(record.key_id)  # clears the cache: the next call reads again
+    with pytest.raises(Unauthorized):
+        await keys.verify(token)
+    # a revoke this server was not told of (another process's): the refresh is refused, and
+    # the entry is never used past its expiry
+    token, record = await keys.create(SCOPES)
+    await keys.verify(token)
+    await repo.revoke(record.key_id, now_iso())
+    await asyncio.sleep(1.6)
+    assert (await keys.verify(token)).key_id == record.key_id  # in its entry's life still
+    await asyncio.sleep(1.6)  # past its expiry (3 s after its read)
     with pytest.raises(Unauthorized):
         await keys.verify(token)

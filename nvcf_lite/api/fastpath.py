@@ -1,10 +1,16 @@
 """The invocation hot path served below the framework.
 
-`POST /v2/nvcf/pexec/functions/{fid}[/versions/{vid}]` without SSE is answered straight from
-the ASGI scope: the same domain calls and answers as the Litestar route in `api/invocations`
-(which stays registered for the OpenAPI document, the org path families and streaming), but
-without the framework's per-request routing, signature, dependency and response machinery,
-which costs more than the platform's own work for a small request.
+`POST /v2/nvcf/pexec/functions/{fid}[/versions/{vid}]` without SSE, and the status poll
+`GET /v2/nvcf/pexec/status/{requestId}` (I3: every 202's client sends at least one), are
+answered straight from the ASGI scope: the same domain calls and answers as the Litestar routes
+in `api/invocations` (which stay registered for the OpenAPI document, the org path families
+and streaming), but without the framework's per-request routing, signature, guard, dependency
+and response machinery, which costs more than the platform's own work for a small request.
+
+(granian's RSGI interface was measured as the cheaper server interface, ~30 against ~45-50 µs
+of CPU per request for a trivial app, but its scope has only the percent-decoded path, which
+the path-preserving I5 route must pass on as sent, and it drops header values that are not
+ASCII: the server stays ASGI.)
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nvcf_lite import logs
-from nvcf_lite.api.invocations import Reply, pexec_reply
+from nvcf_lite.api.invocations import Reply, pexec_reply, reply_parts
 from nvcf_lite.api.problems import PROBLEM_JSON, body_too_large, problem_of
 from nvcf_lite.api.services import Services
-from nvcf_lite.domain.invocation_rules import require_uuid
+from nvcf_lite.domain.auth import require_scope
+from nvcf_lite.domain.invocation_rules import poll_seconds, require_uuid
 from nvcf_lite.errors import problem_body
 
 # Plain ASGI shapes: the raw messages are built and read here without the framework's types.
@@ -27,11 +34,18 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _UUID = "[0-9a-fA-F-]{36}"
 PEXEC = re.compile(rf"^/v2/nvcf/pexec/functions/({_UUID})(?:/versions/({_UUID}))?$")
+STATUS = re.compile(r"^/v2/nvcf/pexec/status/([^/]+)$")  # the id is checked as the route does
 
 
 def claims(scope: Scope) -> re.Match[str] | None:
-    """The path match when the fast path serves this request (POST pexec, not SSE)."""
-    if scope["type"] != "http" or scope["method"] != "POST":
+    """The path match when the fast path serves this request (POST pexec, not SSE; GET
+    status)."""
+    if scope["type"] != "http":
+        return None
+    method = scope["method"]
+    if method == "GET":
+        return STATUS.match(scope["path"])
+    if method != "POST":
         return None
     match = PEXEC.match(scope["path"])
     if match is None:
@@ -45,13 +59,39 @@ def claims(scope: Scope) -> re.Match[str] | None:
 async def serve(
     services: Services, scope: Scope, receive: Receive, send: Send, match: re.Match[str]
 ) -> None:
+    status_poll = match.re is STATUS
     try:
-        reply = await _reply(services, scope, receive, match)
+        if status_poll:
+            reply = await _status_reply(services, scope, match)
+        else:
+            reply = await _reply(services, scope, receive, match)
     except Exception as exc:  # the same ladder as the Litestar route's exception handler
-        about = logs.ids(function_id=match.group(1), version_id=match.group(2))
-        status, headers, body = problem_of(exc, "POST", scope["path"], about)
+        if status_poll:
+            about = logs.ids(request_id=match.group(1))
+        else:
+            about = logs.ids(function_id=match.group(1), version_id=match.group(2))
+        status, headers, body = problem_of(exc, scope["method"], scope["path"], about)
         reply = (status, headers, body, PROBLEM_JSON)
     await _send(send, reply)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
+async def _status_reply(services: Services, scope: Scope, match: re.Match[str]) -> Reply:
+    """I3, in the order of the Litestar route: the key (401) and its scope (403) as its guard
+    checks them, then the id (400) and the poll window (400)."""
+    principal = await services.keys.authenticate(_authorization(scope))
+    require_scope(principal, "invoke_function")
+    request_id = require_uuid(match.group(1), "request id")
+    inv = services.invocations
+    lowered = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    poll = poll_seconds(lowered, inv.default_poll, inv.max_poll)
+    return reply_parts(request_id, await inv.poll(principal, request_id, poll))
 
 
 async def _reply(services: Services, scope: Scope, receive: Receive, match: re.Match[str]) -> Reply:

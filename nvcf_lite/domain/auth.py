@@ -245,8 +245,12 @@ class Keys:
     async def verify(self, token: str) -> Principal:
         """An `nvapi-` key or a token minted for one -> Principal, or Unauthorized."""
         cached = self._cache.get(token)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        if cached:
+            left = cached[0] - time.monotonic()
+            if left > 0:
+                if left < self._cache_seconds / 2:  # read again ahead (never used past expiry)
+                    self._lookups.start(token, lambda: self._look_up(token))
+                return cached[1]
         # one lookup per bearer at a time: a burst of its requests shares it
         return (await self._lookups.run(token, lambda: self._look_up(token)))[1]
 

@@ -131,8 +131,12 @@ class CachedVersions:
 
     async def __call__(self, function_id: str) -> list[VersionInfo]:
         hit = self._cache.get(function_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if hit is not None:
+            left = hit[0] - time.monotonic()
+            if left > 0:
+                if left < self._ttl_s / 2:  # read again ahead, in the background (SingleFlight)
+                    self._reads.start(function_id, lambda: self._read(function_id))
+                return hit[1]
         return await self._reads.run(function_id, lambda: self._read(function_id))
 
     async def _read(self, function_id: str) -> list[VersionInfo]:

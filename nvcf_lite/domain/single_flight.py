@@ -3,7 +3,10 @@
 The invocation hot path keeps keys and function versions in memory for a couple of seconds.
 When an entry is missing (at start, after it expires, after a change) and a burst arrives, every
 request of the burst would read SQLite for the same row: with 6000 clients connecting at once
-that was 6000 reads on SQLite's one thread, and the first answer took seconds.
+that was 6000 reads on SQLite's one thread, and the first answer took seconds. And an entry in
+the last half of its life is read again ahead, in the background (`start`), while callers still
+get it: under steady traffic it never expires, so no burst waits for a read at all (with 6000
+clients a wait at every expiry cost ~10% of the server's CPU: a shield and a wake-up each).
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ class SingleFlight(Generic[K, V]):
     async def run(self, key: K, read: Callable[[], Awaitable[V]]) -> V:
         """`read()`'s answer, or that of the read for `key` already running. Its exception
         goes to every caller; a caller that is cancelled does not cancel the read."""
+        return await asyncio.shield(self.start(key, read))
+
+    def start(self, key: K, read: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        """The read for `key`, begun now unless one is running (a refresh nobody waits for:
+        its exception is retrieved here)."""
         running = self._running.get(key)
         if running is None:
             running = asyncio.ensure_future(read())
             self._running[key] = running
             running.add_done_callback(lambda done: self._done(key, done))
-        return await asyncio.shield(running)
+        return running
 
     def _done(self, key: K, done: asyncio.Future[V]) -> None:
         if self._running.get(key) is done:
